@@ -1,0 +1,190 @@
+//! The agent's command line. This is a contract (archive_command, restore_command, cron lines
+//! and the operator depend on it): add to it, never change what exists.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// pgec2-agent: backups, WAL archiving, restores and host setup for one PostgreSQL host.
+///
+/// Configuration comes from a TOML file (--config, $PGEC2_CONFIG, default /etc/pgec2/agent.toml)
+/// and environment variables that override it: PGEC2_STORAGE_URL (s3://bucket/prefix or
+/// file:///abs/dir), PGEC2_S3_ENDPOINT, PGEC2_COMPRESSION (zstd|lz4|none),
+/// PGEC2_COMPRESSION_LEVEL, PGEC2_UPLOAD_CONCURRENCY, PGEC2_DOWNLOAD_CONCURRENCY, AWS_* and
+/// libpq's PGHOST, PGPORT, PGUSER, PGDATABASE, and PGDATA.
+///
+/// Exit status is 0 only on success; errors are printed on stderr, the first line saying what
+/// failed, on which object, and what to do.
+#[derive(Debug, Parser)]
+#[command(name = "pgec2-agent", version, about, long_about)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "PGEC2_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Archive one WAL file: archive_command = 'pgec2-agent wal-push %p'.
+    WalPush(WalPushArgs),
+    /// Restore one WAL file: restore_command = 'pgec2-agent wal-fetch %f %p'.
+    /// Exit 0 fetched, 1 not in the archive, other = error.
+    WalFetch(WalFetchArgs),
+    /// Take a base backup of the running cluster.
+    BackupPush(BackupPushArgs),
+    /// Restore a base backup into an empty directory, ready for `pg_ctl start`.
+    BackupFetch(BackupFetchArgs),
+    /// List committed backups, oldest first.
+    BackupList(JsonArgs),
+    /// Pin a backup so retention keeps it (or unpin it with --undo).
+    BackupMark(BackupMarkArgs),
+    /// Delete old backups and the WAL only they need (dry run unless --confirm).
+    Delete(DeleteArgs),
+    /// Re-read every object of a backup and check its checksums.
+    BackupVerify(BackupVerifyArgs),
+    /// Check WAL continuity from the oldest kept backup to the newest archived segment.
+    WalVerify(JsonArgs),
+    /// Converge this host to a HostSpec (idempotent); prints a JSON report.
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// Inspect the agent's configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WalPushArgs {
+    /// Path of the WAL file (PostgreSQL's %p, relative to the data directory or absolute).
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct WalFetchArgs {
+    /// Name of the WAL file (PostgreSQL's %f).
+    pub name: String,
+    /// Where to write it (PostgreSQL's %p).
+    pub dest: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupPushArgs {
+    /// Data directory of the running cluster (default: $PGDATA or the configuration's pgdata).
+    #[arg(long, env = "PGDATA")]
+    pub pgdata: Option<PathBuf>,
+    /// Pin the backup: retention never deletes it.
+    #[arg(long)]
+    pub permanent: bool,
+    /// Print a JSON summary instead of the backup's name.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupFetchArgs {
+    /// Empty (or absent) directory to restore into.
+    pub dest: PathBuf,
+    /// Backup name, or LATEST (the newest backup that ends before the target, if one is given).
+    pub name: String,
+    #[command(flatten)]
+    pub target: RecoveryTargetArgs,
+    /// What to do when the target is reached.
+    #[arg(long, value_parser = ["promote", "pause", "shutdown"])]
+    pub target_action: Option<String>,
+    /// Restore as a standby that keeps following the archive (standby.signal).
+    #[arg(long)]
+    pub standby: bool,
+}
+
+/// At most one recovery target; none recovers to the end of the archive.
+#[derive(Debug, Args, Default)]
+#[group(multiple = false)]
+pub struct RecoveryTargetArgs {
+    /// Recover up to this time (RFC 3339, e.g. 2026-01-31T12:00:00Z).
+    #[arg(long)]
+    pub target_time: Option<String>,
+    /// Recover up to this LSN (e.g. 0/3000060).
+    #[arg(long)]
+    pub target_lsn: Option<String>,
+    /// Recover up to this transaction id.
+    #[arg(long)]
+    pub target_xid: Option<String>,
+    /// Recover up to this named restore point (pg_create_restore_point).
+    #[arg(long)]
+    pub target_name: Option<String>,
+    /// Stop as soon as the backup is consistent.
+    #[arg(long)]
+    pub target_immediate: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupMarkArgs {
+    /// Backup name.
+    pub name: String,
+    /// Unpin instead of pin.
+    #[arg(long)]
+    pub undo: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    #[command(subcommand)]
+    pub what: DeleteTarget,
+    /// Really delete; without it, print what would be deleted.
+    #[arg(long, global = true)]
+    pub confirm: bool,
+    /// Print JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeleteTarget {
+    /// Keep the newest N full backups (plus pinned ones).
+    Retain {
+        /// How many unpinned backups to keep.
+        count: usize,
+    },
+    /// Delete backups older than a backup name or an RFC 3339 time.
+    Before {
+        /// Backup name or RFC 3339 time.
+        boundary: String,
+    },
+    /// Delete uncommitted backups and WAL older than the oldest kept backup.
+    Garbage,
+    /// Delete every backup and all WAL (pinned backups too).
+    Everything,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupVerifyArgs {
+    /// Backup name or LATEST.
+    pub name: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Converge the host to the HostSpec in SPEC (JSON); prints a JSON report of each step.
+    Apply {
+        /// HostSpec file written by the bootstrap.
+        spec: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration (secrets masked) and validate it.
+    Check(JsonArgs),
+}

@@ -1,0 +1,19 @@
+//! pgec2-agent: the program on each PostgreSQL host.
+//!
+//! - [`wal`]: `wal-push` / `wal-fetch`, the archive_command and restore_command;
+//! - [`backup`]: base backups, restores with point-in-time recovery, listing, pinning,
+//!   retention, verification;
+//! - [`host`]: `host apply`, converging a machine to a `HostSpec`;
+//! - [`config`]: the TOML file and environment overrides.
+
+pub mod backup;
+pub mod cli;
+pub mod config;
+pub mod host;
+pub mod logging;
+pub mod wal;
+
+/// Raised by commands whose implementation has not landed yet.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is not available in this build of pgec2-agent")]
+pub struct NotAvailable(pub &'static str);

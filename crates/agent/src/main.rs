@@ -1,0 +1,47 @@
+//! pgec2-agent: parse the command line, set up logging, run one command, map its outcome to an
+//! exit status. Every command lives in the library; see `cli.rs` for the contract.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use pgec2_agent::cli::{Cli, Command, ConfigCommand, HostCommand};
+use pgec2_agent::{backup, config, host, wal};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    pgec2_agent::logging::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config_path = cli.config.as_deref();
+    Ok(match cli.command {
+        Command::WalPush(args) => wal::push_command(config_path, args).await?,
+        Command::WalFetch(args) => wal::fetch_command(config_path, args).await?,
+        Command::WalVerify(args) => backup::wal_verify_command(config_path, args).await?,
+        Command::BackupPush(args) => backup::push_command(config_path, args).await?,
+        Command::BackupFetch(args) => backup::fetch_command(config_path, args).await?,
+        Command::BackupList(args) => backup::list_command(config_path, args).await?,
+        Command::BackupMark(args) => backup::mark_command(config_path, args).await?,
+        Command::BackupVerify(args) => backup::verify_command(config_path, args).await?,
+        Command::Delete(args) => backup::delete_command(config_path, args).await?,
+        Command::Host(HostCommand::Apply { spec }) => host::apply_command(&spec).await?,
+        Command::Config(ConfigCommand::Check(args)) => config::check_command(config_path, args)?,
+    })
+}

@@ -1,0 +1,19 @@
+//! pgec2-core: the domain shared by the agent and the operator.
+//!
+//! No Kubernetes and no runtime choice here: storage backends ([`storage`]), the archive's
+//! object layout ([`layout`]), the object envelope with compression and checksums
+//! ([`envelope`], [`compression`]), WAL vocabulary ([`wal`]), the
+//! archive's owner ([`identity`]), and the host contract ([`host_spec`]).
+
+pub mod bootstrap;
+pub mod catalog;
+pub mod compression;
+pub mod envelope;
+pub mod host_spec;
+pub mod identity;
+pub mod layout;
+pub mod manifest;
+pub mod recovery_window;
+pub mod retention;
+pub mod storage;
+pub mod wal;

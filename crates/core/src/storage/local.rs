@@ -1,0 +1,374 @@
+//! A directory on a local (or mounted) filesystem as an object store: `file:///abs/dir`.
+//!
+//! Each object is one file at `<root>/<key>`; `/` in keys become directories.
+//!
+//! Durability: `put` writes the body to a temporary file in the target's directory, fsyncs it,
+//! moves it into place (a rename for [`PutMode::Overwrite`]; a hard link then unlink of the
+//! temporary for [`PutMode::CreateNew`], which fails atomically when the target exists) and
+//! fsyncs the directory, as well as the parents of any directory it had to create. When `put`
+//! returns, the object survives a crash of the machine; before, readers see either the old
+//! object or none, never a partial one. Deletes are not fsynced: after a crash a deleted object
+//! may come back, which callers (retention, garbage collection) tolerate by deleting again.
+//!
+//! Limits: a key cannot be both an object and a prefix of other objects' directories (`a` and
+//! `a/b`), since a path is either a file or a directory; such a put fails permanently. Temporary
+//! files start with [`TEMP_PREFIX`], are never listed, and keys whose last segment starts with it
+//! are refused. Every filesystem call runs on tokio's blocking pool under a deadline from
+//! [`Timeouts`]; a call that overruns its deadline keeps running in the background, so an
+//! overwriting put that times out may still land later (with the same bytes).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use super::{ObjectKey, ObjectMeta, PutMode, Storage, StorageError, Timeouts};
+
+/// Name prefix of the temporary files a put writes before moving them into place.
+pub const TEMP_PREFIX: &str = ".pgec2-tmp.";
+
+/// How many times a put recreates a directory that a concurrent delete removed as empty.
+const DIRECTORY_RACE_ATTEMPTS: usize = 3;
+
+/// A directory backend. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct LocalStorage {
+    root: PathBuf,
+    timeouts: Timeouts,
+}
+
+impl LocalStorage {
+    /// A store rooted at `root`, an absolute path. The directory is created by the first put.
+    pub fn new(root: impl Into<PathBuf>, timeouts: Timeouts) -> Result<Self, StorageError> {
+        let root = root.into();
+        if !root.is_absolute() || root.components().any(|part| part == std::path::Component::ParentDir) {
+            return Err(StorageError::InvalidUrl {
+                url: format!("file://{}", root.display()),
+                reason: "a local store needs an absolute path without '..', e.g. file:///var/lib/pgec2/archive"
+                    .to_string(),
+            });
+        }
+        Ok(Self { root, timeouts })
+    }
+
+    /// The directory holding the objects.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &ObjectKey) -> Result<PathBuf, StorageError> {
+        if key.file_name().starts_with(TEMP_PREFIX) {
+            return Err(StorageError::InvalidKey { key: key.as_str().to_string() });
+        }
+        Ok(self.root.join(key.as_str()))
+    }
+
+    fn context(&self, operation: &'static str, key: &str) -> Context {
+        Context { store: self.describe(), operation, key: key.to_string() }
+    }
+
+    /// Runs `work` on the blocking pool, giving up after `deadline`.
+    async fn blocking<T, F>(&self, context: Context, deadline: Duration, work: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Context) -> Result<T, StorageError> + Send + 'static,
+    {
+        let (store, operation, key) = (context.store.clone(), context.operation, context.key.clone());
+        let task = tokio::task::spawn_blocking(move || work(&context));
+        match tokio::time::timeout(deadline, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join_error)) => Err(StorageError::permanent(
+                &store,
+                operation,
+                &key,
+                format!("the filesystem task failed: {join_error}"),
+            )),
+            Err(_elapsed) => Err(StorageError::timeout(&store, operation, &key, deadline)),
+        }
+    }
+}
+
+/// What an I/O error is about, to turn it into a [`StorageError`].
+#[derive(Debug)]
+struct Context {
+    store: String,
+    operation: &'static str,
+    key: String,
+}
+
+impl Context {
+    fn error(&self, action: &str, path: &Path, error: io::Error) -> StorageError {
+        let message = format!("failed to {action} {}: {error}", path.display());
+        match error.kind() {
+            io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                StorageError::transient(&self.store, self.operation, &self.key, message)
+            }
+            _ => StorageError::permanent(&self.store, self.operation, &self.key, message),
+        }
+    }
+
+    fn not_found(&self) -> StorageError {
+        StorageError::not_found(&self.store, &self.key)
+    }
+}
+
+/// True for errors meaning "no object at this path".
+fn is_absent(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::IsADirectory)
+}
+
+fn fsync_directory(context: &Context, directory: &Path) -> Result<(), StorageError> {
+    File::open(directory)
+        .and_then(|handle| handle.sync_all())
+        .map_err(|error| context.error("fsync directory", directory, error))
+}
+
+/// Creates `directory` and its missing ancestors, fsyncing the parent of each one created so the
+/// new entries survive a crash.
+fn create_directories(context: &Context, directory: &Path) -> Result<(), StorageError> {
+    let mut missing = Vec::new();
+    let mut current = directory;
+    while !current.is_dir() {
+        missing.push(current);
+        match current.parent() {
+            Some(parent) => current = parent,
+            None => break,
+        }
+    }
+    for created in missing.into_iter().rev() {
+        match fs::create_dir(created) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists && created.is_dir() => continue,
+            Err(error) => return Err(context.error("create directory", created, error)),
+        }
+        if let Some(parent) = created.parent() {
+            fsync_directory(context, parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates a new, uniquely named temporary file in `directory`, creating the directory when
+/// needed (again, when a concurrent delete removed it as empty in between).
+fn create_temp_file(context: &Context, directory: &Path) -> Result<(PathBuf, File), StorageError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        create_directories(context, directory)?;
+        let temp = directory.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
+        match OpenOptions::new().write(true).create_new(true).open(&temp) {
+            Ok(file) => return Ok((temp, file)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound && attempt < DIRECTORY_RACE_ATTEMPTS => continue,
+            Err(error) => return Err(context.error("create temporary file", &temp, error)),
+        }
+    }
+}
+
+/// Refuses a CreateNew whose target exists, and any put whose target is a directory.
+fn check_target(context: &Context, path: &Path, mode: PutMode) -> Result<(), StorageError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(StorageError::permanent(
+            &context.store,
+            context.operation,
+            &context.key,
+            format!("{} is a directory: a local store cannot hold both an object and objects below it", path.display()),
+        )),
+        Ok(_) if mode == PutMode::CreateNew => Err(StorageError::already_exists(&context.store, &context.key)),
+        Ok(_) => Ok(()),
+        Err(error) if is_absent(&error) => Ok(()),
+        Err(error) => Err(context.error("inspect", path, error)),
+    }
+}
+
+/// The durable write described in the module docs.
+fn put_file(context: &Context, path: &Path, body: &[u8], mode: PutMode) -> Result<(), StorageError> {
+    check_target(context, path, mode)?;
+    let directory = path.parent().unwrap_or(Path::new("/"));
+    let (temp, mut file) = create_temp_file(context, directory)?;
+    let result = write_and_place(context, &temp, &mut file, path, body, mode);
+    drop(file);
+    if result.is_err() || mode == PutMode::CreateNew {
+        // After a successful link the temporary is a second name of the object; remove it.
+        let _ = fs::remove_file(&temp);
+    }
+    result?;
+    fsync_directory(context, directory)
+}
+
+fn write_and_place(
+    context: &Context,
+    temp: &Path,
+    file: &mut File,
+    path: &Path,
+    body: &[u8],
+    mode: PutMode,
+) -> Result<(), StorageError> {
+    file.write_all(body).map_err(|error| context.error("write", temp, error))?;
+    file.sync_all().map_err(|error| context.error("fsync", temp, error))?;
+    match mode {
+        PutMode::Overwrite => fs::rename(temp, path).map_err(|error| context.error("rename into", path, error)),
+        PutMode::CreateNew => match fs::hard_link(temp, path) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+                Err(StorageError::already_exists(&context.store, &context.key))
+            }
+            Err(error) => Err(context.error("link (the filesystem must support hard links)", path, error)),
+        },
+    }
+}
+
+fn meta_of(key: ObjectKey, meta: &fs::Metadata) -> ObjectMeta {
+    let last_modified = meta.modified().ok().map(DateTime::<Utc>::from);
+    ObjectMeta { key, size: meta.len(), last_modified }
+}
+
+/// Removes `directory` and its ancestors below `root` while they are empty.
+fn remove_empty_directories(root: &Path, directory: &Path) {
+    let mut current = directory;
+    while current != root && current.starts_with(root) {
+        if fs::remove_dir(current).is_err() {
+            return;
+        }
+        match current.parent() {
+            Some(parent) => current = parent,
+            None => return,
+        }
+    }
+}
+
+/// Checks a list prefix and returns the directory part to walk (`wal/00` → `wal`).
+fn prefix_directory(prefix: &str) -> Result<&str, StorageError> {
+    let directory = prefix.rsplit_once('/').map(|(directory, _)| directory).unwrap_or("");
+    let valid = directory.is_empty()
+        || directory.split('/').all(|segment| !segment.is_empty() && segment != "." && segment != "..");
+    if valid && !prefix.contains('\0') {
+        Ok(directory)
+    } else {
+        Err(StorageError::InvalidKey { key: prefix.to_string() })
+    }
+}
+
+/// Collects the objects under `directory` (whose key is `relative`) whose keys start with `prefix`.
+fn walk(
+    context: &Context,
+    directory: &Path,
+    relative: &str,
+    prefix: &str,
+    found: &mut Vec<ObjectMeta>,
+) -> Result<(), StorageError> {
+    let entries = match fs::read_dir(directory) {
+        Ok(entries) => entries,
+        Err(error) if is_absent(&error) => return Ok(()),
+        Err(error) => return Err(context.error("list directory", directory, error)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|error| context.error("list directory", directory, error))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            tracing::warn!(path = %entry.path().display(), "skipping a file whose name is not UTF-8");
+            continue;
+        };
+        if name.starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let key = if relative.is_empty() { name } else { format!("{relative}/{name}") };
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(error) if is_absent(&error) => continue,
+            Err(error) => return Err(context.error("inspect", &entry.path(), error)),
+        };
+        if meta.is_dir() {
+            let below = format!("{key}/");
+            if below.starts_with(prefix) || prefix.starts_with(&below) {
+                walk(context, &entry.path(), &key, prefix, found)?;
+            }
+        } else if meta.is_file() && key.starts_with(prefix) {
+            found.push(meta_of(ObjectKey::new(key)?, &meta));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Storage for LocalStorage {
+    async fn put(&self, key: &ObjectKey, body: Bytes, mode: PutMode) -> Result<(), StorageError> {
+        let path = self.path_of(key)?;
+        let deadline = self.timeouts.for_transfer(body.len() as u64);
+        self.blocking(self.context("put", key.as_str()), deadline, move |context| put_file(context, &path, &body, mode))
+            .await
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes, StorageError> {
+        let path = self.path_of(key)?;
+        let opened = path.clone();
+        let (file, size) = self
+            .blocking(self.context("get", key.as_str()), self.timeouts.operation, move |context| {
+                let path = opened;
+                let file = File::open(&path).map_err(|error| match is_absent(&error) {
+                    true => context.not_found(),
+                    false => context.error("open", &path, error),
+                })?;
+                let meta = file.metadata().map_err(|error| context.error("inspect", &path, error))?;
+                if meta.is_dir() { Err(context.not_found()) } else { Ok((file, meta.len())) }
+            })
+            .await?;
+        self.blocking(self.context("get", key.as_str()), self.timeouts.for_transfer(size), move |context| {
+            let mut body = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            let mut file = file;
+            file.read_to_end(&mut body).map_err(|error| context.error("read", &path, error))?;
+            Ok(Bytes::from(body))
+        })
+        .await
+    }
+
+    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
+        let path = self.path_of(key)?;
+        let key = key.clone();
+        self.blocking(self.context("head", key.as_str()), self.timeouts.operation, move |context| {
+            match fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => Ok(Some(meta_of(key, &meta))),
+                Ok(_) => Ok(None),
+                Err(error) if is_absent(&error) => Ok(None),
+                Err(error) => Err(context.error("inspect", &path, error)),
+            }
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+        let directory = prefix_directory(prefix)?.to_string();
+        let start = if directory.is_empty() { self.root.clone() } else { self.root.join(&directory) };
+        let prefix = prefix.to_string();
+        self.blocking(self.context("list", &prefix), self.timeouts.operation, move |context| {
+            let mut found = Vec::new();
+            walk(context, &start, &directory, &prefix, &mut found)?;
+            found.sort_by(|left, right| left.key.cmp(&right.key));
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        let path = self.path_of(key)?;
+        let root = self.root.clone();
+        self.blocking(self.context("delete", key.as_str()), self.timeouts.operation, move |context| {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(error) if is_absent(&error) => return Ok(()),
+                Err(error) => return Err(context.error("remove", &path, error)),
+            }
+            if let Some(directory) = path.parent() {
+                remove_empty_directories(&root, directory);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+}

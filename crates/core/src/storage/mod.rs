@@ -1,0 +1,248 @@
+//! Object storage: one trait, several backends.
+//!
+//! Every backend stores opaque byte objects under [`ObjectKey`]s. Callers never format keys
+//! inline: [`crate::layout::ArchiveLayout`] builds them. Backends:
+//! - [`local`]: a directory on a filesystem (`file:///abs/dir`), durable via fsync + rename;
+//! - [`s3`]: AWS S3 or an S3-compatible store (`s3://bucket/prefix`);
+//! - [`memory`]: an in-process map, for tests;
+//! - [`fault`]: a wrapper that injects failures and stalls into any backend, for tests.
+//!
+//! Every operation is bounded by a timeout and transient failures are retried by
+//! [`retry::Retrying`]; errors say whether they are permanent ([`StorageError::is_permanent`]).
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+pub mod fault;
+pub mod local;
+pub mod memory;
+pub mod retry;
+pub mod s3;
+pub mod url;
+
+/// A key of an object inside a storage backend, relative to the backend's root.
+///
+/// Keys use `/` as separator, never start with `/` and never contain `..` segments.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey(String);
+
+impl ObjectKey {
+    /// Builds a key from its `/`-separated text, refusing empty, absolute or `..` keys, empty
+    /// segments (`a//b`, a trailing `/`) and NUL characters: every key maps to exactly one file
+    /// path in the local backend and to the same object key in S3.
+    pub fn new(key: impl Into<String>) -> Result<Self, StorageError> {
+        let key = key.into();
+        let valid = !key.contains('\0')
+            && key.split('/').all(|segment| !segment.is_empty() && segment != ".." && segment != ".");
+        if valid { Ok(Self(key)) } else { Err(StorageError::InvalidKey { key }) }
+    }
+
+    /// The key's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// This key with `/child` appended.
+    pub fn join(&self, child: &str) -> Result<Self, StorageError> {
+        if self.0.ends_with('/') {
+            Self::new(format!("{}{child}", self.0))
+        } else {
+            Self::new(format!("{}/{child}", self.0))
+        }
+    }
+
+    /// The last `/`-separated segment of the key.
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a listing or a `head` knows about a stored object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: ObjectKey,
+    /// Size of the stored bytes.
+    pub size: u64,
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+/// How `put` treats an object that already exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutMode {
+    /// Replace whatever is there (used only for mutable catalog objects such as pins).
+    Overwrite,
+    /// Create only if absent; an existing object gives [`StorageError::AlreadyExists`].
+    /// S3 uses `If-None-Match: *`; the local backend uses a hard link, which fails on existing.
+    CreateNew,
+}
+
+/// Storage failures, actionable by their variant.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object {key} not found in {store}")]
+    NotFound { store: String, key: String },
+    #[error("object {key} already exists in {store}")]
+    AlreadyExists { store: String, key: String },
+    #[error("invalid object key {key:?}: keys are relative, '/'-separated and contain no '..'")]
+    InvalidKey { key: String },
+    #[error("invalid storage url {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("{operation} of {key} in {store} timed out after {after:?}")]
+    Timeout { store: String, operation: &'static str, key: String, after: Duration },
+    /// A failure that may go away when retried (5xx, throttling, connection reset).
+    #[error("{operation} of {key} in {store} failed (transient): {message}")]
+    Transient { store: String, operation: &'static str, key: String, message: String },
+    /// A failure that retrying will not fix (access denied, bad bucket, disk full).
+    #[error("{operation} of {key} in {store} failed: {message}")]
+    Permanent { store: String, operation: &'static str, key: String, message: String },
+}
+
+impl StorageError {
+    /// True when retrying the same operation cannot succeed.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, StorageError::Timeout { .. } | StorageError::Transient { .. })
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound { .. })
+    }
+
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, StorageError::AlreadyExists { .. })
+    }
+
+    pub(crate) fn not_found(store: &str, key: &str) -> Self {
+        StorageError::NotFound { store: store.to_string(), key: key.to_string() }
+    }
+
+    pub(crate) fn already_exists(store: &str, key: &str) -> Self {
+        StorageError::AlreadyExists { store: store.to_string(), key: key.to_string() }
+    }
+
+    pub(crate) fn timeout(store: &str, operation: &'static str, key: &str, after: Duration) -> Self {
+        StorageError::Timeout { store: store.to_string(), operation, key: key.to_string(), after }
+    }
+
+    pub(crate) fn transient(store: &str, operation: &'static str, key: &str, message: impl Into<String>) -> Self {
+        StorageError::Transient { store: store.to_string(), operation, key: key.to_string(), message: message.into() }
+    }
+
+    pub(crate) fn permanent(store: &str, operation: &'static str, key: &str, message: impl Into<String>) -> Self {
+        StorageError::Permanent { store: store.to_string(), operation, key: key.to_string(), message: message.into() }
+    }
+}
+
+/// Limits every backend applies to its operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Deadline for one attempt of a small-object operation (head, list page, delete, small put/get).
+    pub operation: Duration,
+    /// Minimum throughput expected from transfers of large objects; the deadline of a transfer is
+    /// `operation + size / min_bytes_per_second`.
+    pub min_bytes_per_second: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { operation: Duration::from_secs(30), min_bytes_per_second: 1024 * 1024 }
+    }
+}
+
+impl Timeouts {
+    /// Deadline of one attempt transferring `size` bytes.
+    pub fn for_transfer(&self, size: u64) -> Duration {
+        self.operation + Duration::from_secs(size / self.min_bytes_per_second.max(1))
+    }
+}
+
+/// An object store. Implementations must be safe to share between tasks.
+#[async_trait]
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Stores `body` under `key`. Returns only once the object is complete and durable.
+    async fn put(&self, key: &ObjectKey, body: Bytes, mode: PutMode) -> Result<(), StorageError>;
+
+    /// Reads a whole object; [`StorageError::NotFound`] when absent.
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes, StorageError>;
+
+    /// Metadata of one object, `None` when absent.
+    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError>;
+
+    /// Every object whose key starts with `prefix` (a key prefix, not only a directory), sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError>;
+
+    /// Removes an object; removing an absent object succeeds.
+    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError>;
+
+    /// A short human description used in messages, e.g. `s3://bucket/prefix` or `file:///backups`.
+    fn describe(&self) -> String;
+
+    /// Creates `key` with `body` unless it exists; when it exists with exactly these bytes, that
+    /// is success too ([`PutOutcome::AlreadyIdentical`]).
+    ///
+    /// This makes a conditional create idempotent under retries: when a first attempt stored the
+    /// object but its acknowledgement was lost, the retry sees `AlreadyExists` and the bytes
+    /// prove it was ours. Different bytes stay an [`StorageError::AlreadyExists`] error; callers
+    /// that store re-encodable content (compressed WAL) compare decoded content themselves.
+    async fn put_new_or_identical(&self, key: &ObjectKey, body: Bytes) -> Result<PutOutcome, StorageError> {
+        match self.put(key, body.clone(), PutMode::CreateNew).await {
+            Ok(()) => Ok(PutOutcome::Created),
+            Err(error) if error.is_already_exists() => {
+                let stored = self.get(key).await?;
+                if stored == body { Ok(PutOutcome::AlreadyIdentical) } else { Err(error) }
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// What [`Storage::put_new_or_identical`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The object did not exist and now holds the body.
+    Created,
+    /// The object already held exactly the body; nothing was written.
+    AlreadyIdentical,
+}
+
+/// A shared backend is a backend: `Arc<dyn Storage>` and `Arc<S>` can be wrapped by
+/// [`retry::Retrying`] and [`fault::FaultInjecting`] while the caller keeps a handle.
+#[async_trait]
+impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
+    async fn put(&self, key: &ObjectKey, body: Bytes, mode: PutMode) -> Result<(), StorageError> {
+        (**self).put(key, body, mode).await
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes, StorageError> {
+        (**self).get(key).await
+    }
+
+    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
+        (**self).head(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+        (**self).list(prefix).await
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        (**self).delete(key).await
+    }
+
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+
+    async fn put_new_or_identical(&self, key: &ObjectKey, body: Bytes) -> Result<PutOutcome, StorageError> {
+        (**self).put_new_or_identical(key, body).await
+    }
+}

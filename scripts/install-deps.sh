@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what pgec2's build, demo and tests need on Debian 12, skipping what is present.
+#   PostgreSQL 15 server + contrib (pg_amcheck, pgbench), shellcheck, pgBackRest (benchmarks),
+#   moto server (S3/EC2/SSM API for tests), and a Rust toolchain check.
+set -euo pipefail
+
+need_apt=()
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need_apt+=(postgresql-15 postgresql-contrib)
+command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
+command -v pgbackrest >/dev/null 2>&1 || need_apt+=(pgbackrest)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+
+if [ "${#need_apt[@]}" -gt 0 ]; then
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_apt[@]}"
+fi
+
+# Debian's package starts a cluster on 5432; the tests and the demo run their own clusters.
+if command -v pg_lsclusters >/dev/null 2>&1 && pg_lsclusters -h 2>/dev/null | grep -q online; then
+    pg_ctlcluster 15 main stop 2>/dev/null || true
+fi
+
+if ! command -v moto_server >/dev/null 2>&1; then
+    python3 -m pip install --quiet 'moto[server]>=5,<6' || python3 -m pip install --quiet --break-system-packages 'moto[server]>=5,<6'
+fi
+
+command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
+echo "dependencies ready: $(/usr/lib/postgresql/15/bin/postgres --version), $(moto_server --help >/dev/null 2>&1 && echo moto), $(cargo --version)"
