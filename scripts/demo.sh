@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 STATE_DIR="${PGEC2_DEMO_STATE:-$PWD/demo-state}"
-EXAMPLES="deploy/examples/local-demo"
+EXAMPLES="scripts/demo"
 OPERATOR="target/release/pgec2-operator"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
