@@ -1,1 +1,289 @@
-//! (being written)
+//! A wrapper that makes any backend misbehave on command, to prove that callers stay safe when
+//! the store fails, stalls, corrupts data or loses acknowledgements.
+//!
+//! Durability: exactly the wrapped backend's. Faults are programmed through a [`FaultHandle`]
+//! shared with the test, so a test can flip them while the code under test runs:
+//!
+//! ```
+//! # use pgec2_core::storage::{fault::{Fault, FaultInjecting, Operation, Rule}, memory::MemoryStorage};
+//! let store = FaultInjecting::new(MemoryStorage::new());
+//! let faults = store.handle();
+//! faults.add(Rule::new(Fault::Transient).on(Operation::Put).times(2));
+//! faults.add(Rule::new(Fault::Permanent).matching(|key| key.ends_with(".history")));
+//! ```
+//!
+//! A call takes the first rule that applies to its operation and key and still has uses left.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+
+use super::{ObjectKey, ObjectMeta, PutMode, Storage, StorageError};
+
+/// The operations of [`Storage`], to aim faults and count calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Put,
+    Get,
+    Head,
+    List,
+    Delete,
+}
+
+impl Operation {
+    const ALL: [Operation; 5] = [Operation::Put, Operation::Get, Operation::Head, Operation::List, Operation::Delete];
+
+    fn name(self) -> &'static str {
+        match self {
+            Operation::Put => "put",
+            Operation::Get => "get",
+            Operation::Head => "head",
+            Operation::List => "list",
+            Operation::Delete => "delete",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What goes wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Fails with [`StorageError::Transient`] without reaching the backend.
+    Transient,
+    /// Fails with [`StorageError::Permanent`] without reaching the backend.
+    Permanent,
+    /// Sleeps this long before calling the backend (longer than a timeout = a hung store).
+    Stall(Duration),
+    /// `put` only: stores the object, then fails with [`StorageError::Transient`] as if the
+    /// acknowledgement was lost on the way back.
+    AckLost,
+    /// `get` only: returns the stored bytes with one byte flipped.
+    Corrupt,
+}
+
+type KeyPredicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// When a [`Fault`] applies: which operation, which keys, how many times.
+#[derive(Clone)]
+pub struct Rule {
+    fault: Fault,
+    operation: Option<Operation>,
+    predicate: Option<KeyPredicate>,
+    /// Remaining uses; `None` for every call until removed.
+    remaining: Option<u64>,
+}
+
+impl fmt::Debug for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rule")
+            .field("fault", &self.fault)
+            .field("operation", &self.operation)
+            .field("has_predicate", &self.predicate.is_some())
+            .field("remaining", &self.remaining)
+            .finish()
+    }
+}
+
+impl Rule {
+    /// A rule that applies `fault` to every call until narrowed.
+    pub fn new(fault: Fault) -> Self {
+        Self { fault, operation: None, predicate: None, remaining: None }
+    }
+
+    /// Only calls of `operation`.
+    pub fn on(mut self, operation: Operation) -> Self {
+        self.operation = Some(operation);
+        self
+    }
+
+    /// Only calls whose key (or list prefix) satisfies `predicate`.
+    pub fn matching(mut self, predicate: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        self.predicate = Some(Arc::new(predicate));
+        self
+    }
+
+    /// Only the next `count` matching calls.
+    pub fn times(mut self, count: u64) -> Self {
+        self.remaining = Some(count);
+        self
+    }
+
+    fn applies(&self, operation: Operation, key: &str) -> bool {
+        let fault_fits = match self.fault {
+            Fault::AckLost => operation == Operation::Put,
+            Fault::Corrupt => operation == Operation::Get,
+            _ => true,
+        };
+        fault_fits
+            && self.remaining != Some(0)
+            && self.operation.is_none_or(|wanted| wanted == operation)
+            && self.predicate.as_ref().is_none_or(|predicate| predicate(key))
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    rules: Vec<Rule>,
+    calls: [u64; 5],
+    injected: u64,
+}
+
+/// The shared control of a [`FaultInjecting`] store. Cloning gives another handle to the same faults.
+#[derive(Clone, Debug, Default)]
+pub struct FaultHandle {
+    state: Arc<Mutex<State>>,
+}
+
+impl FaultHandle {
+    /// Adds a rule after the existing ones.
+    pub fn add(&self, rule: Rule) {
+        self.state().rules.push(rule);
+    }
+
+    /// Fails the next `count` calls of `operation` with `fault`.
+    pub fn fail_next(&self, operation: Operation, count: u64, fault: Fault) {
+        self.add(Rule::new(fault).on(operation).times(count));
+    }
+
+    /// Removes every rule: the store behaves again.
+    pub fn clear(&self) {
+        self.state().rules.clear();
+    }
+
+    /// Calls of `operation` so far, faulty or not.
+    pub fn calls(&self, operation: Operation) -> u64 {
+        self.state().calls[operation.index()]
+    }
+
+    /// Calls of any operation so far.
+    pub fn total_calls(&self) -> u64 {
+        Operation::ALL.iter().map(|operation| self.calls(*operation)).sum()
+    }
+
+    /// Faults injected so far.
+    pub fn injected(&self) -> u64 {
+        self.state().injected
+    }
+
+    /// Counts the call and picks the fault for it, using up one of the rule's uses.
+    fn take(&self, operation: Operation, key: &str) -> Option<Fault> {
+        let mut state = self.state();
+        state.calls[operation.index()] += 1;
+        let rule = state.rules.iter_mut().find(|rule| rule.applies(operation, key))?;
+        if let Some(remaining) = rule.remaining.as_mut() {
+            *remaining -= 1;
+        }
+        let fault = rule.fault;
+        state.injected += 1;
+        Some(fault)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Updates are single assignments: a poisoned lock holds consistent state.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A backend wrapped with programmable faults.
+#[derive(Debug)]
+pub struct FaultInjecting<S> {
+    inner: S,
+    faults: FaultHandle,
+}
+
+impl<S: Storage> FaultInjecting<S> {
+    /// Wraps `inner`, initially without faults.
+    pub fn new(inner: S) -> Self {
+        Self { inner, faults: FaultHandle::default() }
+    }
+
+    /// The shared control of this store's faults.
+    pub fn handle(&self) -> FaultHandle {
+        self.faults.clone()
+    }
+
+    /// The wrapped backend, to inspect what was really stored.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Applies the fault chosen for this call before it reaches the backend; returns the fault
+    /// when it acts after the backend (ack lost, corruption).
+    async fn before(&self, operation: Operation, key: &str) -> Result<Option<Fault>, StorageError> {
+        let store = self.describe();
+        match self.faults.take(operation, key) {
+            None => Ok(None),
+            Some(Fault::Transient) => {
+                Err(StorageError::transient(&store, operation.name(), key, "injected transient failure"))
+            }
+            Some(Fault::Permanent) => {
+                Err(StorageError::permanent(&store, operation.name(), key, "injected permanent failure"))
+            }
+            Some(Fault::Stall(duration)) => {
+                tokio::time::sleep(duration).await;
+                Ok(None)
+            }
+            Some(fault) => Ok(Some(fault)),
+        }
+    }
+}
+
+/// Flips every bit of the middle byte (an empty body gets one garbage byte).
+fn corrupt(body: Bytes) -> Bytes {
+    let mut bytes = BytesMut::from(body.as_ref());
+    if bytes.is_empty() {
+        bytes.extend_from_slice(&[0xff]);
+    } else {
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+    }
+    bytes.freeze()
+}
+
+#[async_trait]
+impl<S: Storage> Storage for FaultInjecting<S> {
+    async fn put(&self, key: &ObjectKey, body: Bytes, mode: PutMode) -> Result<(), StorageError> {
+        let after = self.before(Operation::Put, key.as_str()).await?;
+        self.inner.put(key, body, mode).await?;
+        match after {
+            Some(Fault::AckLost) => {
+                Err(StorageError::transient(&self.describe(), "put", key.as_str(), "injected lost acknowledgement"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes, StorageError> {
+        let after = self.before(Operation::Get, key.as_str()).await?;
+        let body = self.inner.get(key).await?;
+        match after {
+            Some(Fault::Corrupt) => Ok(corrupt(body)),
+            _ => Ok(body),
+        }
+    }
+
+    async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
+        self.before(Operation::Head, key.as_str()).await?;
+        self.inner.head(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+        self.before(Operation::List, prefix).await?;
+        self.inner.list(prefix).await
+    }
+
+    async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        self.before(Operation::Delete, key.as_str()).await?;
+        self.inner.delete(key).await
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
