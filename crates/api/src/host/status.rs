@@ -1,0 +1,242 @@
+//! `PostgresHost` status, written only by the operator.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::status::{BackupInfo, RecoveryWindow};
+
+/// What the operator observed of the host. Written only by the operator.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresHostStatus {
+    /// Where the host is in its life: Pending, Provisioning, Configuring, Restoring, Ready,
+    /// Degraded, Deleting or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<HostPhase>,
+
+    /// The `metadata.generation` this status describes. When it is lower than the current
+    /// generation, the operator has not yet acted on the latest spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready, InstanceRunning, AgentReady, PostgresReady, ContinuousArchiving and
+    /// LastBackupSucceeded, each True, False or Unknown with a reason and a message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// The host's EC2 instance id (`i-...`), or the local cloud's host id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+
+    /// The data volume's EBS volume id (`vol-...`), or the local cloud's volume directory id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_id: Option<String>,
+
+    /// The instance's private IPv4 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_ip: Option<String>,
+
+    /// Availability zone of the instance and its data volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
+
+    /// Where clients connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Endpoint>,
+
+    /// The running PostgreSQL server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresStatus>,
+
+    /// WAL archiving as PostgreSQL reports it (pg_stat_archiver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archiving: Option<ArchivingStatus>,
+
+    /// The newest complete base backup of this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<BackupInfo>,
+
+    /// The range of points in time this host can be restored to from its archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_window: Option<RecoveryWindow>,
+
+    /// The newest command the operator sent to the host. While it runs, a restarted operator
+    /// waits for it instead of sending it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_command: Option<CommandStatus>,
+
+    /// Digest of the host configuration (HostSpec and agent) the newest setup command applied
+    /// or applies. When the wanted configuration's digest differs, the operator runs setup again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_digest: Option<String>,
+
+    /// The value of the `pgec2.io/backup-request` annotation whose backup the operator last
+    /// ran. A different annotation value asks for a new backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_backup_request: Option<String>,
+
+    /// How many times an instance was launched for this host; part of the idempotency token of
+    /// a launch, so a retried launch never creates a second instance. Starts at 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub launch_attempt: Option<i32>,
+
+    /// A human-readable summary of the current state or of what is wrong and what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Where a host is in its life.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+// The field's description is the one users see; an empty one here keeps it.
+#[schemars(description = "")]
+pub enum HostPhase {
+    /// Accepted, nothing created yet.
+    Pending,
+    /// The instance and its data volume are being created or started.
+    Provisioning,
+    /// The agent sets up the host: volume, PostgreSQL packages, configuration, initdb.
+    Configuring,
+    /// The data directory is being restored from backups, or WAL is being replayed.
+    Restoring,
+    /// PostgreSQL accepts connections and, with a policy, archives WAL.
+    Ready,
+    /// PostgreSQL runs but something is wrong (see conditions), e.g. archiving fails.
+    Degraded,
+    /// The host is being deleted.
+    Deleting,
+    /// The operator cannot make progress without a change to the spec or the environment.
+    Failed,
+}
+
+impl HostPhase {
+    /// The phase as written in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Provisioning => "Provisioning",
+            Self::Configuring => "Configuring",
+            Self::Restoring => "Restoring",
+            Self::Ready => "Ready",
+            Self::Degraded => "Degraded",
+            Self::Deleting => "Deleting",
+            Self::Failed => "Failed",
+        }
+    }
+}
+
+impl std::fmt::Display for HostPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A network endpoint.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+/// The running PostgreSQL server.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresStatus {
+    /// Full server version, e.g. `15.8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The cluster's system identifier (a 64-bit number, as a string), which ties a data
+    /// directory to its archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<String>,
+    /// Current timeline; it grows by one at every promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub timeline: Option<i64>,
+}
+
+/// WAL archiving as PostgreSQL reports it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchivingStatus {
+    /// Name of the newest WAL file archived successfully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_wal: Option<String>,
+    /// When it was archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_time: Option<Time>,
+    /// Name of the WAL file whose archiving failed most recently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_wal: Option<String>,
+    /// When that failure happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_time: Option<Time>,
+}
+
+/// A command the operator sent to a host.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandStatus {
+    /// The command id (an SSM command id on AWS).
+    pub id: String,
+    /// What the command does: Setup (host apply), Backup, Inspect (read PostgreSQL's state) or
+    /// Stop.
+    pub purpose: CommandPurpose,
+    /// Pending, InProgress, Succeeded, Failed, TimedOut or Cancelled.
+    pub status: CommandState,
+    /// When the command was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<Time>,
+    /// Exit code of the command, once finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The last lines of its error output when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Why the operator sent a command.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CommandPurpose {
+    /// Converge the host to its spec (`pgec2-agent host apply`).
+    Setup,
+    /// Take a base backup (`pgec2-agent backup-push`).
+    Backup,
+    /// Read PostgreSQL's state for status.
+    Inspect,
+    /// Stop PostgreSQL before the host is deleted.
+    Stop,
+}
+
+/// State of a host command.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CommandState {
+    /// Sent, not started.
+    Pending,
+    /// Running.
+    InProgress,
+    /// Finished with exit code 0.
+    Succeeded,
+    /// Finished with an error.
+    Failed,
+    /// Did not finish in time.
+    TimedOut,
+    /// Cancelled before it finished.
+    Cancelled,
+}
+
+impl CommandState {
+    /// True when the command will not change state any more.
+    pub fn is_finished(self) -> bool {
+        !matches!(self, Self::Pending | Self::InProgress)
+    }
+}

@@ -1,0 +1,238 @@
+//! `BackupPolicy` spec: where hosts archive WAL and store base backups, when backups run and how
+//! many are kept.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::status::BackupPolicyStatus;
+use crate::rules;
+
+/// Where and when the PostgresHosts that reference this policy are backed up: continuous WAL
+/// archiving plus scheduled base backups, with retention.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "pgec2.io",
+    version = "v1alpha1",
+    kind = "BackupPolicy",
+    plural = "backuppolicies",
+    singular = "backuppolicy",
+    shortname = "bp",
+    namespaced,
+    status = "BackupPolicyStatus",
+    derive = "PartialEq",
+    doc = "Where and when PostgresHosts are backed up: WAL archiving, scheduled base backups, retention.",
+    printcolumn = r#"{"name":"Schedule", "type":"string", "description":"Cron schedule", "jsonPath":".spec.schedule"}"#,
+    printcolumn = r#"{"name":"Suspend", "type":"boolean", "description":"Scheduled backups suspended", "jsonPath":".spec.suspend"}"#,
+    printcolumn = r#"{"name":"Last Backup", "type":"date", "description":"When the newest successful backup finished", "jsonPath":".status.lastSuccessfulBackup.finishTime"}"#,
+    printcolumn = r#"{"name":"Age", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupPolicySpec {
+    /// Where WAL and base backups are stored: exactly one of `s3` or `local`. Each host gets
+    /// its own prefix `<namespace>/<host name>` below it.
+    pub storage: BackupStorage,
+
+    /// When base backups run: a 5-field cron expression (minute hour day-of-month month
+    /// day-of-week), e.g. `0 3 * * *` for 03:00 every day, or one of `@hourly`, `@daily`,
+    /// `@weekly`, `@monthly`, `@yearly`. Times are UTC unless `timeZone` is set. Ticks missed
+    /// while the operator was down run once, not once per missed tick.
+    #[schemars(regex(pattern = r"^(@(yearly|annually|monthly|weekly|daily|hourly)|\S+( +\S+){4})$"))]
+    #[schemars(length(max = 128))]
+    pub schedule: String,
+
+    /// IANA time zone of `schedule`, e.g. `Europe/Berlin`. Default UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"), length(max = 64))]
+    pub time_zone: Option<String>,
+
+    /// Stop starting scheduled backups (WAL archiving continues, on-demand backups still run).
+    /// Default false.
+    #[serde(default)]
+    pub suspend: bool,
+
+    /// How many base backups are kept per host.
+    #[serde(default)]
+    pub retention: Retention,
+
+    /// Compression of stored WAL and backups: `zstd` (default), `lz4` (faster, larger) or
+    /// `none`. Changing it affects new objects only; old ones stay readable.
+    #[serde(default)]
+    pub compression: Compression,
+
+    /// WAL archiving settings of the hosts.
+    #[serde(default)]
+    pub wal_archiving: WalArchiving,
+}
+
+/// Where WAL and base backups are stored. Exactly one of `s3` or `local`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = rules::ONE_STORAGE_BACKEND)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStorage {
+    /// An S3 bucket, or a bucket of an S3-compatible store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Storage>,
+
+    /// A directory on the machine the hosts run on; for local mode and development only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalStorage>,
+}
+
+/// An S3 bucket.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = rules::KMS_KEY_NEEDS_AWS_KMS)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Storage {
+    /// Bucket name, e.g. `acme-postgres-backups`.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
+    pub bucket: String,
+
+    /// Key prefix inside the bucket, without leading or trailing `/`, e.g. `prod`. Default: the
+    /// bucket root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*$"), length(max = 512))]
+    pub prefix: Option<String>,
+
+    /// AWS region of the bucket, e.g. `eu-central-1`. Default: the region of the operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
+    pub region: Option<String>,
+
+    /// Endpoint URL of an S3-compatible store (MinIO, Ceph, moto), e.g. `http://minio:9000`.
+    /// Default: AWS S3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://[^\s/]+(/.*)?$"), length(max = 2048))]
+    pub endpoint: Option<String>,
+
+    /// Address the bucket in the path (`endpoint/bucket/key`) instead of the host name; most
+    /// S3-compatible stores need this. Default false.
+    #[serde(default)]
+    pub force_path_style: bool,
+
+    /// Storage class of stored objects: `STANDARD` (default), `STANDARD_IA`, `ONEZONE_IA`,
+    /// `INTELLIGENT_TIERING` or `GLACIER_IR`. Only classes that can be read immediately are
+    /// allowed, because a restore must not wait for an archive retrieval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<S3StorageClass>,
+
+    /// Server-side encryption of stored objects: `AES256` (S3-managed keys) or `aws:kms`.
+    /// Default: the bucket's default encryption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_side_encryption: Option<ServerSideEncryption>,
+
+    /// KMS key (id, ARN or alias) for `serverSideEncryption: aws:kms`; only allowed with it.
+    /// Default: the account's AWS-managed S3 key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub kms_key_id: Option<String>,
+}
+
+/// A directory on the machine that runs the hosts.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalStorage {
+    /// Absolute path of the directory, e.g. `/var/lib/pgec2/backups`. Created if missing.
+    #[schemars(regex(pattern = r"^/[^\n]*$"), length(max = 4096))]
+    pub path: String,
+}
+
+/// S3 storage classes that can be read without a retrieval step.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+// The field's description is the one users see; an empty one here keeps it.
+#[schemars(description = "")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum S3StorageClass {
+    /// S3 Standard.
+    Standard,
+    /// S3 Standard-Infrequent Access.
+    StandardIa,
+    /// S3 One Zone-Infrequent Access.
+    OnezoneIa,
+    /// S3 Intelligent-Tiering.
+    IntelligentTiering,
+    /// S3 Glacier Instant Retrieval.
+    GlacierIr,
+}
+
+/// S3 server-side encryption.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+// The field's description is the one users see; an empty one here keeps it.
+#[schemars(description = "")]
+pub enum ServerSideEncryption {
+    /// S3-managed keys (SSE-S3).
+    #[serde(rename = "AES256")]
+    Aes256,
+    /// AWS KMS keys (SSE-KMS).
+    #[serde(rename = "aws:kms")]
+    AwsKms,
+}
+
+/// How many base backups are kept.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// Number of base backups kept per host, 1 to 1000; older ones, and the WAL only they
+    /// need, are deleted by the operator after each successful backup. Pinned (permanent)
+    /// backups are kept in addition. Default 7.
+    #[serde(default = "default_full_backups")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub full_backups: i32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { full_backups: default_full_backups() }
+    }
+}
+
+fn default_full_backups() -> i32 {
+    7
+}
+
+/// Compression of stored objects.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Zstandard: good ratio, fast.
+    #[default]
+    Zstd,
+    /// LZ4: fastest, larger output.
+    Lz4,
+    /// Stored as is.
+    None,
+}
+
+impl Compression {
+    /// The name as the agent's `PGEC2_COMPRESSION` setting spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Zstd => "zstd",
+            Self::Lz4 => "lz4",
+            Self::None => "none",
+        }
+    }
+}
+
+/// WAL archiving settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WalArchiving {
+    /// PostgreSQL's `archive_timeout`: the longest time a committed transaction waits before its
+    /// WAL segment is switched and archived, so it bounds how much an instance loss can lose on
+    /// a quiet server. A duration of 1s to 24h such as `60s`, `5m` or `1h30m`. Default `60s`.
+    #[serde(default = "default_archive_timeout")]
+    #[schemars(regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"), length(min = 2, max = 16))]
+    #[x_kube(validation = rules::ARCHIVE_TIMEOUT_RANGE)]
+    pub archive_timeout: String,
+}
+
+impl Default for WalArchiving {
+    fn default() -> Self {
+        Self { archive_timeout: default_archive_timeout() }
+    }
+}
+
+fn default_archive_timeout() -> String {
+    "60s".to_string()
+}

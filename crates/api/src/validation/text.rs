@@ -1,0 +1,117 @@
+//! Small text checks that mirror the schema's patterns and CEL's `duration()`.
+
+/// Seconds in a duration written as in `walArchiving.archiveTimeout`: hours, minutes and
+/// seconds in that order, each optional but at least one, e.g. `60s`, `5m`, `1h30m`.
+/// None when the text is not such a duration.
+pub fn parse_duration_seconds(text: &str) -> Option<u64> {
+    let mut total: u64 = 0;
+    let mut rest = text;
+    let mut units = ['h', 'm', 's'].iter().peekable();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let value: u64 = rest[..digits].parse().ok()?;
+        let unit = rest[digits..].chars().next()?;
+        // Units appear in order h, m, s, each at most once.
+        loop {
+            let expected = *units.next()?;
+            if expected == unit {
+                break;
+            }
+        }
+        let factor = match unit {
+            'h' => 3600,
+            'm' => 60,
+            _ => 1,
+        };
+        total = total.checked_add(value.checked_mul(factor)?)?;
+        rest = &rest[digits + 1..];
+    }
+    Some(total)
+}
+
+/// `^[a-z][a-z0-9_]*([.][a-z0-9_]+)?$`: a PostgreSQL parameter name, optionally prefixed by an
+/// extension (`pg_stat_statements.max`).
+pub(crate) fn is_parameter_name(name: &str) -> bool {
+    let (head, tail) = match name.split_once('.') {
+        Some((head, tail)) => (head, Some(tail)),
+        None => (name, None),
+    };
+    let word = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    head.bytes().next().is_some_and(|b| b.is_ascii_lowercase()) && word(head) && tail.is_none_or(word)
+}
+
+/// `^[^\s"#]+$`: a word pg_hba.conf reads without quoting.
+pub(crate) fn is_single_word(text: &str) -> bool {
+    !text.is_empty() && !text.chars().any(|c| c.is_whitespace() || c == '"' || c == '#')
+}
+
+/// `^[a-zA-Z_]+$`.
+pub(crate) fn is_option_name(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_')
+}
+
+/// A WAL location as PostgreSQL prints it: `^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$`.
+pub(crate) fn is_lsn(text: &str) -> bool {
+    let hex = |s: &str| (1..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit());
+    text.split_once('/').is_some_and(|(high, low)| hex(high) && hex(low))
+}
+
+/// An RFC 3339 timestamp with an offset, e.g. `2025-03-01T12:00:00Z`.
+pub(crate) fn is_rfc3339(text: &str) -> bool {
+    text.parse::<k8s_openapi::jiff::Timestamp>().is_ok()
+}
+
+/// `^[0-9]{1,20}$`.
+pub(crate) fn is_xid(text: &str) -> bool {
+    (1..=20).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_kubernetes_durations() {
+        assert_eq!(parse_duration_seconds("60s"), Some(60));
+        assert_eq!(parse_duration_seconds("5m"), Some(300));
+        assert_eq!(parse_duration_seconds("1h30m"), Some(5400));
+        assert_eq!(parse_duration_seconds("2h5s"), Some(7205));
+        for bad in ["", "60", "s", "5m1h", "1m1m", "1.5s", "-1s", "1d"] {
+            assert_eq!(parse_duration_seconds(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn parameter_names_follow_postgresql_spelling() {
+        for good in ["work_mem", "pg_stat_statements.max", "shared_buffers", "a1"] {
+            assert!(is_parameter_name(good), "{good}");
+        }
+        for bad in ["", "Work_mem", "1abc", "a.b.c", "a.", "work-mem", "a b"] {
+            assert!(!is_parameter_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lsns_are_two_hex_halves() {
+        assert!(is_lsn("0/3000060"));
+        assert!(is_lsn("1A/FFFFFFFF"));
+        assert!(!is_lsn("0/"));
+        assert!(!is_lsn("3000060"));
+        assert!(!is_lsn("0/123456789"));
+        assert!(!is_lsn("g/1"));
+    }
+
+    #[test]
+    fn timestamps_need_an_offset() {
+        assert!(is_rfc3339("2025-03-01T12:00:00Z"));
+        assert!(is_rfc3339("2025-03-01T12:00:00.5+02:00"));
+        assert!(!is_rfc3339("2025-03-01 12:00"));
+        assert!(!is_rfc3339("yesterday"));
+    }
+}
