@@ -1,0 +1,287 @@
+//! Choosing the backup and timeline for a restore and refusing recovery targets that cannot
+//! work, before anything is written.
+//!
+//! Rules (documented for users in `docs/agent.md`):
+//! - `LATEST` with a time target picks the newest backup that finished at or before the time;
+//!   with an LSN target the newest that ended at or before the LSN; with an xid target the newest
+//!   whose recorded next transaction id is at or below the xid (so the transaction commits after
+//!   the backup's end). Otherwise `LATEST` is the newest committed backup.
+//! - The backup's own WAL (start to end segment) must be archived without a gap.
+//! - A time or LSN earlier than the backup's end is refused (PostgreSQL cannot stop before the
+//!   backup is consistent).
+//! - An LSN beyond the end of the contiguous archived WAL is refused exactly; a time later than
+//!   when the last contiguous segment was archived is refused (a segment is archived after every
+//!   commit it holds, so a later target cannot be reached from the archive).
+//! - Without a target, a gap in the archive is refused: recovery would stop at the gap and lose
+//!   what was archived after it. The message names the missing segment.
+//! - xid and restore-point targets cannot be bounded from the archive listing; PostgreSQL stops
+//!   with "recovery ended before configured recovery target was reached" if one is not found.
+
+use chrono::{DateTime, Utc};
+
+use super::{BackupInfo, WalArchive};
+use crate::recovery_window::{RecoveryPath, TimelineChoice, choose_timeline, walk};
+use crate::wal::Lsn;
+
+/// Where recovery stops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecoveryTarget {
+    /// Replay every archived segment, then promote.
+    EndOfArchive,
+    /// Stop as soon as the backup is consistent.
+    Immediate,
+    Time(DateTime<Utc>),
+    Lsn(Lsn),
+    Xid(u64),
+    /// A restore point created with `pg_create_restore_point`.
+    Name(String),
+}
+
+impl std::fmt::Display for RecoveryTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecoveryTarget::EndOfArchive => f.write_str("the end of the archive"),
+            RecoveryTarget::Immediate => f.write_str("the backup's consistent point"),
+            RecoveryTarget::Time(time) => write!(f, "time {}", time.to_rfc3339()),
+            RecoveryTarget::Lsn(lsn) => write!(f, "LSN {lsn}"),
+            RecoveryTarget::Xid(xid) => write!(f, "transaction {xid}"),
+            RecoveryTarget::Name(name) => write!(f, "restore point {name:?}"),
+        }
+    }
+}
+
+/// What a restore will use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestorePlan {
+    pub backup: BackupInfo,
+    pub timeline: TimelineChoice,
+    /// The WAL recovery will read along the chosen timeline.
+    pub path: RecoveryPath,
+}
+
+/// Why a restore is refused before anything is written.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TargetError {
+    #[error("no committed backup in the archive: take one with backup-push")]
+    NoBackups,
+    #[error("backup {0} is not a committed backup: run backup-list to see the backups")]
+    NoSuchBackup(String),
+    #[error("no backup ends before {target}: the oldest backup {oldest} ends at {end}; choose a later target")]
+    NoBackupBeforeTarget { target: String, oldest: String, end: String },
+    #[error(
+        "{target} is before the end of backup {backup} ({end}): a restore cannot stop before its backup is consistent; \
+         choose a later target or an older backup"
+    )]
+    BeforeBackupEnd { target: String, backup: String, end: String },
+    #[error(
+        "{target} is after the last archived WAL ({end}){gap}: it cannot be reached from the archive; \
+         wait for archiving (or run pg_switch_wal() on the source) and retry, or choose an earlier target"
+    )]
+    AfterArchiveEnd { target: String, end: String, gap: String },
+    #[error(
+        "backup {backup} cannot be restored: WAL segment {segment} it needs is missing from the archive (run wal-verify)"
+    )]
+    BackupWalMissing { backup: String, segment: String },
+    #[error(
+        "WAL segment {segment} is missing from the archive: recovery would stop at {end} and lose what was archived \
+         after it; run wal-verify, and to restore up to the gap pass --target-lsn {end}"
+    )]
+    GapInArchive { segment: String, end: Lsn },
+}
+
+/// Picks the backup for `name` (a backup name or `LATEST`) and `target`, chooses the timeline,
+/// and checks that the target can be reached. `committed` is oldest first.
+pub fn plan_restore(
+    committed: &[BackupInfo],
+    wal: &WalArchive,
+    name: &str,
+    target: &RecoveryTarget,
+) -> Result<RestorePlan, TargetError> {
+    let backup = select_backup(committed, name, target)?.clone();
+    let timeline = choose_timeline(wal, &backup);
+    let path = walk(wal, &wal.history(timeline.timeline), backup.start_segment());
+    if !path.covers(backup.finish_segment()) {
+        let segment = path.missing.first().cloned().unwrap_or_default();
+        return Err(TargetError::BackupWalMissing { backup: backup.name.clone(), segment });
+    }
+    check_target(&backup, wal, &path, target)?;
+    Ok(RestorePlan { backup, timeline, path })
+}
+
+fn select_backup<'b>(
+    committed: &'b [BackupInfo],
+    name: &str,
+    target: &RecoveryTarget,
+) -> Result<&'b BackupInfo, TargetError> {
+    let oldest = committed.first().ok_or(TargetError::NoBackups)?;
+    if name != "LATEST" {
+        return committed
+            .iter()
+            .find(|backup| backup.name == name)
+            .ok_or_else(|| TargetError::NoSuchBackup(name.to_string()));
+    }
+    let ends_before = |backup: &&BackupInfo| match target {
+        RecoveryTarget::Time(time) => backup.finish_time <= *time,
+        RecoveryTarget::Lsn(lsn) => backup.finish_lsn <= *lsn,
+        RecoveryTarget::Xid(xid) => backup.next_xid.is_some_and(|next| next <= *xid),
+        RecoveryTarget::EndOfArchive | RecoveryTarget::Immediate | RecoveryTarget::Name(_) => true,
+    };
+    committed.iter().rev().find(ends_before).ok_or_else(|| TargetError::NoBackupBeforeTarget {
+        target: target.to_string(),
+        oldest: oldest.name.clone(),
+        end: format!("{} (LSN {})", oldest.finish_time.to_rfc3339(), oldest.finish_lsn),
+    })
+}
+
+fn check_target(
+    backup: &BackupInfo,
+    wal: &WalArchive,
+    path: &RecoveryPath,
+    target: &RecoveryTarget,
+) -> Result<(), TargetError> {
+    let end_lsn = path.end_lsn(wal).unwrap_or(backup.finish_lsn);
+    let gap = path.missing.first().map(|segment| format!("; segment {segment} is missing")).unwrap_or_default();
+    let before_end =
+        |end: String| TargetError::BeforeBackupEnd { target: target.to_string(), backup: backup.name.clone(), end };
+    match target {
+        RecoveryTarget::Time(time) => {
+            if *time < backup.finish_time {
+                return Err(before_end(backup.finish_time.to_rfc3339()));
+            }
+            let archived_at = path.end.as_ref().and_then(|segment| segment.last_modified);
+            if let Some(archived_at) = archived_at.filter(|archived_at| time > archived_at) {
+                let end = format!("archived at {}", archived_at.to_rfc3339());
+                return Err(TargetError::AfterArchiveEnd { target: target.to_string(), end, gap });
+            }
+        }
+        RecoveryTarget::Lsn(lsn) => {
+            if *lsn < backup.finish_lsn {
+                return Err(before_end(format!("LSN {}", backup.finish_lsn)));
+            }
+            if *lsn > end_lsn {
+                return Err(TargetError::AfterArchiveEnd {
+                    target: target.to_string(),
+                    end: format!("LSN {end_lsn}"),
+                    gap,
+                });
+            }
+        }
+        RecoveryTarget::EndOfArchive => {
+            if let Some(segment) = path.missing.first() {
+                return Err(TargetError::GapInArchive { segment: segment.clone(), end: end_lsn });
+            }
+        }
+        RecoveryTarget::Immediate | RecoveryTarget::Xid(_) | RecoveryTarget::Name(_) => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::storage::{ObjectKey, ObjectMeta};
+    use crate::wal::SegmentSize;
+
+    const SEGMENT: u64 = 16 * 1024 * 1024;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_000_000 + seconds, 0).single().expect("time")
+    }
+
+    /// Segment `n` of timeline 1 archived at `at(n * 100)`, for each listed n.
+    fn wal(segments: &[u64]) -> WalArchive {
+        let size = SegmentSize::default();
+        let listing = segments
+            .iter()
+            .map(|&segment| ObjectMeta {
+                key: ObjectKey::new(format!("wal/{}", size.segment_name(1, segment))).expect("key"),
+                size: 1,
+                last_modified: Some(at(segment as i64 * 100)),
+            })
+            .collect();
+        WalArchive::from_listing(listing, "wal/", size)
+    }
+
+    /// A backup from segment `start` to `finish`, finishing at `at(finish * 100 - 50)`.
+    fn backup(name: &str, start: u64, finish: u64) -> BackupInfo {
+        BackupInfo {
+            name: name.into(),
+            start_time: at(start as i64 * 100 - 90),
+            finish_time: at(finish as i64 * 100 - 50),
+            start_lsn: Lsn(start * SEGMENT + 0x28),
+            finish_lsn: Lsn(finish * SEGMENT + 0x100),
+            timeline: 1,
+            pg_version: 150000,
+            system_identifier: 1,
+            data_bytes: 0,
+            stored_bytes: 0,
+            permanent: false,
+            wal_segment_size: SEGMENT,
+            next_xid: Some(start * 1000),
+            format: 1,
+        }
+    }
+
+    fn backups() -> Vec<BackupInfo> {
+        vec![backup("b2", 2, 2), backup("b5", 5, 5)]
+    }
+
+    #[test]
+    fn latest_with_a_time_target_picks_the_newest_backup_finished_before_it() {
+        let wal = wal(&[2, 3, 4, 5, 6]);
+        let plan = |target| plan_restore(&backups(), &wal, "LATEST", &target).map(|plan| plan.backup.name);
+        assert_eq!(plan(RecoveryTarget::Time(at(400))), Ok("b2".to_string()));
+        assert_eq!(plan(RecoveryTarget::Time(at(460))), Ok("b5".to_string()));
+        assert_eq!(plan(RecoveryTarget::Lsn(Lsn(4 * SEGMENT))), Ok("b2".to_string()));
+        assert_eq!(plan(RecoveryTarget::Xid(4_999)), Ok("b2".to_string()));
+        assert_eq!(plan(RecoveryTarget::EndOfArchive), Ok("b5".to_string()));
+        assert!(matches!(plan(RecoveryTarget::Time(at(0))), Err(TargetError::NoBackupBeforeTarget { .. })));
+    }
+
+    #[test]
+    fn a_target_inside_the_backup_window_is_refused() {
+        let wal = wal(&[2, 3, 4, 5, 6]);
+        let refused = plan_restore(&backups(), &wal, "b5", &RecoveryTarget::Time(at(400)));
+        assert!(matches!(refused, Err(TargetError::BeforeBackupEnd { .. })), "{refused:?}");
+        let refused = plan_restore(&backups(), &wal, "b5", &RecoveryTarget::Lsn(Lsn(5 * SEGMENT)));
+        assert!(matches!(refused, Err(TargetError::BeforeBackupEnd { .. })), "{refused:?}");
+    }
+
+    #[test]
+    fn a_target_beyond_the_archive_is_refused() {
+        let wal = wal(&[2, 3, 4, 5, 6]);
+        let refused = plan_restore(&backups(), &wal, "LATEST", &RecoveryTarget::Time(at(601)));
+        assert!(matches!(refused, Err(TargetError::AfterArchiveEnd { .. })), "{refused:?}");
+        let refused = plan_restore(&backups(), &wal, "LATEST", &RecoveryTarget::Lsn(Lsn(7 * SEGMENT + 1)));
+        assert!(matches!(refused, Err(TargetError::AfterArchiveEnd { .. })), "{refused:?}");
+        assert!(plan_restore(&backups(), &wal, "LATEST", &RecoveryTarget::Lsn(Lsn(7 * SEGMENT))).is_ok());
+        assert!(plan_restore(&backups(), &wal, "LATEST", &RecoveryTarget::Time(at(600))).is_ok());
+    }
+
+    #[test]
+    fn a_gap_refuses_a_restore_to_the_end_but_not_to_a_target_before_it() {
+        let wal = wal(&[2, 3, 5, 6]);
+        let refused = plan_restore(&backups(), &wal, "b2", &RecoveryTarget::EndOfArchive);
+        assert_eq!(
+            refused,
+            Err(TargetError::GapInArchive { segment: "000000010000000000000004".into(), end: Lsn(4 * SEGMENT) })
+        );
+        assert!(plan_restore(&backups(), &wal, "b2", &RecoveryTarget::Lsn(Lsn(4 * SEGMENT))).is_ok());
+        let beyond = plan_restore(&backups(), &wal, "b2", &RecoveryTarget::Lsn(Lsn(5 * SEGMENT)));
+        assert!(
+            matches!(beyond, Err(TargetError::AfterArchiveEnd { ref gap, .. }) if gap.contains("000000010000000000000004"))
+        );
+    }
+
+    #[test]
+    fn a_backup_whose_own_wal_is_missing_is_refused() {
+        let wal = wal(&[2, 3, 4, 6]);
+        let refused = plan_restore(&[backup("b4", 4, 5)], &wal, "LATEST", &RecoveryTarget::Immediate);
+        assert_eq!(
+            refused,
+            Err(TargetError::BackupWalMissing { backup: "b4".into(), segment: "000000010000000000000005".into() })
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! An index of the archive's `wal/` objects: segments by timeline and number, timeline
+//! histories, partial segments and backup history files.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+
+use super::timeline::TimelineHistory;
+use crate::storage::ObjectMeta;
+use crate::wal::{SegmentSize, TimelineId, WalFileName};
+
+/// One listing of the archive's WAL, parsed.
+#[derive(Clone, Debug, Default)]
+pub struct WalArchive {
+    pub segment_size: SegmentSize,
+    /// Complete segments: timeline → segment number → object.
+    pub segments: BTreeMap<TimelineId, BTreeMap<u64, ObjectMeta>>,
+    /// Timelines with a `.history` object in the archive.
+    pub history_files: BTreeMap<TimelineId, ObjectMeta>,
+    /// Parsed histories (filled by [`WalArchive::set_history`]; absent ones are roots).
+    pub histories: BTreeMap<TimelineId, TimelineHistory>,
+    /// `.partial` and `.backup` files with the segment number they belong to.
+    pub other_files: Vec<(String, u64, ObjectMeta)>,
+    /// Objects under `wal/` whose names are not WAL file names (reported, never deleted).
+    pub foreign: Vec<ObjectMeta>,
+}
+
+/// A segment in the archive, as recovery would read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchivedSegment {
+    pub timeline: TimelineId,
+    pub segment: u64,
+    pub name: String,
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+impl WalArchive {
+    /// Indexes a listing of `wal_prefix` (keys include the prefix).
+    pub fn from_listing(listing: Vec<ObjectMeta>, wal_prefix: &str, segment_size: SegmentSize) -> Self {
+        let mut archive = Self { segment_size, ..Self::default() };
+        for meta in listing {
+            let name = meta.key.as_str().strip_prefix(wal_prefix).unwrap_or(meta.key.as_str()).to_string();
+            match name.parse::<WalFileName>() {
+                Ok(WalFileName::Segment { timeline, name }) => match segment_size.parse_segment(&name) {
+                    Ok((_, segment)) => {
+                        archive.segments.entry(timeline).or_default().insert(segment, meta);
+                    }
+                    Err(_) => archive.foreign.push(meta),
+                },
+                Ok(WalFileName::History { timeline }) => {
+                    archive.history_files.insert(timeline, meta);
+                }
+                Ok(WalFileName::Partial { .. } | WalFileName::BackupHistory { .. }) => {
+                    match segment_size.parse_segment(&name[..24.min(name.len())]) {
+                        Ok((_, segment)) => archive.other_files.push((name, segment, meta)),
+                        Err(_) => archive.foreign.push(meta),
+                    }
+                }
+                Err(_) => archive.foreign.push(meta),
+            }
+        }
+        archive
+    }
+
+    /// Records the parsed content of a history file.
+    pub fn set_history(&mut self, history: TimelineHistory) {
+        self.histories.insert(history.timeline, history);
+    }
+
+    /// The history of `timeline`: parsed when its file was loaded, a root otherwise.
+    pub fn history(&self, timeline: TimelineId) -> TimelineHistory {
+        self.histories.get(&timeline).cloned().unwrap_or_else(|| TimelineHistory::root(timeline))
+    }
+
+    /// The segment object, when archived.
+    pub fn segment(&self, timeline: TimelineId, segment: u64) -> Option<ArchivedSegment> {
+        let meta = self.segments.get(&timeline)?.get(&segment)?;
+        Some(ArchivedSegment {
+            timeline,
+            segment,
+            name: self.segment_size.segment_name(timeline, segment),
+            last_modified: meta.last_modified,
+        })
+    }
+
+    /// The newest timeline PostgreSQL picks for `recovery_target_timeline = 'latest'` starting
+    /// from `timeline`: it probes `<n>.history` for n = timeline+1, timeline+2, … and stops at the
+    /// first one missing.
+    pub fn latest_timeline_from(&self, timeline: TimelineId) -> TimelineId {
+        let mut newest = timeline;
+        while self.history_files.contains_key(&(newest + 1)) {
+            newest += 1;
+        }
+        newest
+    }
+
+    /// Every timeline with a segment or a history file in the archive.
+    pub fn timelines(&self) -> BTreeSet<TimelineId> {
+        self.segments.keys().chain(self.history_files.keys()).copied().collect()
+    }
+
+    /// The newest segment number on `timeline` within `first..=last`.
+    pub fn newest_segment_within(&self, timeline: TimelineId, first: u64, last: u64) -> Option<u64> {
+        if first > last {
+            return None;
+        }
+        self.segments.get(&timeline)?.range(first..=last).next_back().map(|(&segment, _)| segment)
+    }
+
+    /// File names of segments, partial segments and backup history files whose segment number
+    /// is below `segment`, on every timeline. History files are never included.
+    pub fn files_before(&self, segment: u64) -> Vec<String> {
+        let mut names: Vec<(u64, String)> = self
+            .segments
+            .iter()
+            .flat_map(|(&timeline, by_number)| {
+                by_number
+                    .range(..segment)
+                    .map(move |(&number, _)| (number, self.segment_size.segment_name(timeline, number)))
+            })
+            .collect();
+        names.extend(
+            self.other_files
+                .iter()
+                .filter(|(_, number, _)| *number < segment)
+                .map(|(name, number, _)| (*number, name.clone())),
+        );
+        names.sort();
+        names.into_iter().map(|(_, name)| name).collect()
+    }
+
+    /// Every WAL file name in the archive (for deleting everything).
+    pub fn all_file_names(&self) -> Vec<String> {
+        let mut names = self.files_before(u64::MAX);
+        names.extend(self.history_files.keys().map(|timeline| format!("{timeline:08X}.history")));
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::ObjectKey;
+
+    pub(crate) fn listing(names: &[&str]) -> Vec<ObjectMeta> {
+        names
+            .iter()
+            .map(|name| ObjectMeta {
+                key: ObjectKey::new(format!("db/wal/{name}")).expect("key"),
+                size: 1,
+                last_modified: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_listing_is_sorted_into_segments_histories_and_other_files() {
+        let names = [
+            "000000010000000000000001",
+            "000000010000000000000002",
+            "000000010000000000000002.00000028.backup",
+            "000000010000000000000003.partial",
+            "00000002.history",
+            "000000020000000000000003",
+            "notes.txt",
+        ];
+        let archive = WalArchive::from_listing(listing(&names), "db/wal/", SegmentSize::default());
+        assert_eq!(archive.segments[&1].keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+        assert!(archive.segment(2, 3).is_some());
+        assert_eq!(archive.history_files.keys().copied().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(archive.other_files.len(), 2);
+        assert_eq!(archive.foreign.len(), 1);
+        assert_eq!(archive.latest_timeline_from(1), 2);
+        assert_eq!(
+            archive.files_before(3),
+            vec!["000000010000000000000001", "000000010000000000000002", "000000010000000000000002.00000028.backup"]
+        );
+        assert_eq!(archive.all_file_names().len(), 6);
+    }
+
+    #[test]
+    fn the_latest_timeline_probe_stops_at_the_first_missing_history() {
+        let archive = WalArchive::from_listing(
+            listing(&["00000002.history", "00000004.history"]),
+            "db/wal/",
+            SegmentSize::default(),
+        );
+        assert_eq!(archive.latest_timeline_from(1), 2);
+        assert_eq!(archive.latest_timeline_from(3), 4);
+    }
+}
