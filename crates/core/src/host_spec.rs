@@ -219,6 +219,27 @@ pub struct StorageSpec {
     pub kms_key_id: Option<String>,
 }
 
+impl StorageSpec {
+    /// A location with only its URL; the S3 options take their defaults.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: None,
+            region: None,
+            endpoint: None,
+            storage_class: None,
+            server_side_encryption: None,
+            kms_key_id: None,
+        }
+    }
+
+    /// The same location with `prefix`.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+}
+
 /// How the data directory is first created. An existing cluster is never touched.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -332,7 +353,10 @@ pub(crate) mod tests {
         let archive = spec.archive.expect("archive");
         assert_eq!(archive.compression, Algorithm::Zstd);
         assert_eq!(archive.archive_timeout_seconds, 60);
-        assert_eq!(spec.bootstrap, BootstrapSpec::Initdb(InitdbSpec { data_checksums: true, encoding: None, locale: None }));
+        assert_eq!(
+            spec.bootstrap,
+            BootstrapSpec::Initdb(InitdbSpec { data_checksums: true, encoding: None, locale: None })
+        );
     }
 
     #[test]
