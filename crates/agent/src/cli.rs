@@ -103,6 +103,9 @@ pub struct BackupFetchArgs {
     /// Restore as a standby that keeps following the archive (standby.signal).
     #[arg(long)]
     pub standby: bool,
+    /// Restore the tablespace that was in OLDDIR into NEWDIR instead (repeatable).
+    #[arg(long, value_name = "OLDDIR=NEWDIR")]
+    pub tablespace_mapping: Vec<String>,
 }
 
 /// At most one recovery target; none recovers to the end of the archive.
@@ -145,6 +148,10 @@ pub struct DeleteArgs {
     /// Print JSON.
     #[arg(long, global = true)]
     pub json: bool,
+    /// How long an uncommitted backup must have been idle before `garbage` removes it
+    /// (e.g. 90s, 30m, 6h; default 6h, so a running backup is never removed).
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub grace_period: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod host;
 pub mod logging;
+pub mod postgres;
 pub mod wal;
 
 /// Raised by commands whose implementation has not landed yet.

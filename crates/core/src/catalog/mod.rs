@@ -176,11 +176,16 @@ pub async fn set_pin_marker(archive: &Archive, name: &str) -> Result<(), Catalog
     put_json(archive, &marker, &pin, PutMode::Overwrite).await
 }
 
-/// Lists `wal/` and loads every timeline history file.
-pub async fn load_wal_archive(archive: &Archive, segment_size: SegmentSize) -> Result<WalArchive, CatalogError> {
+/// Lists `wal/` (history files listed, not read: enough for retention).
+pub async fn list_wal_archive(archive: &Archive, segment_size: SegmentSize) -> Result<WalArchive, CatalogError> {
     let prefix = archive.layout.wal_prefix();
     let listing = archive.storage.list(&prefix).await.map_err(storage("list", &prefix))?;
-    let mut wal = WalArchive::from_listing(listing, &prefix, segment_size);
+    Ok(WalArchive::from_listing(listing, &prefix, segment_size))
+}
+
+/// Lists `wal/` and loads every timeline history file.
+pub async fn load_wal_archive(archive: &Archive, segment_size: SegmentSize) -> Result<WalArchive, CatalogError> {
+    let mut wal = list_wal_archive(archive, segment_size).await?;
     let keys: Vec<(u32, ObjectKey)> =
         wal.history_files.iter().map(|(&timeline, meta)| (timeline, meta.key.clone())).collect();
     let histories: Vec<TimelineHistory> = futures::stream::iter(keys)

@@ -1,0 +1,81 @@
+//! The errors of the backup commands. Each message says what failed, on which object, and
+//! what to do; `main` prints the first line to stderr.
+
+use std::path::PathBuf;
+
+use pgec2_core::catalog::{CatalogError, TargetError};
+use pgec2_core::envelope::EnvelopeError;
+use pgec2_core::identity::IdentityError;
+use pgec2_core::retention::RetentionError;
+use pgec2_core::storage::StorageError;
+
+use super::pack::PackError;
+use super::walk::WalkError;
+use crate::config::ConfigError;
+use crate::postgres::PostgresError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Config(Box<ConfigError>),
+    #[error(transparent)]
+    Postgres(Box<PostgresError>),
+    #[error(transparent)]
+    Catalog(Box<CatalogError>),
+    #[error("refusing to restore: {0}")]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Retention(Box<RetentionError>),
+    #[error(transparent)]
+    Identity(Box<IdentityError>),
+    #[error(transparent)]
+    Walk(#[from] WalkError),
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    #[error("failed to {action} {key}: {source}")]
+    Storage { action: &'static str, key: String, source: Box<StorageError> },
+    #[error("failed to compress {object}: {source}")]
+    Seal { object: String, source: EnvelopeError },
+    #[error("failed to {action} {}: {source}", path.display())]
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    /// A precondition is not met; the message says what to do.
+    #[error("{0}")]
+    Refused(String),
+    /// Stored data does not match its checksum or its manifest.
+    #[error("backup {backup} is damaged: {detail}; restore from another backup")]
+    Damaged { backup: String, detail: String },
+    #[error("an internal task failed: {0}")]
+    Task(String),
+}
+
+impl BackupError {
+    /// Maps a storage error on `key` during `action`.
+    pub fn storage(action: &'static str, key: &str) -> impl FnOnce(StorageError) -> Self {
+        let key = key.to_string();
+        move |source| BackupError::Storage { action, key, source: Box::new(source) }
+    }
+
+    /// Maps an I/O error on `path` during `action`.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| BackupError::Io { action, path, source }
+    }
+}
+
+macro_rules! boxed_from {
+    ($($source:ty => $variant:ident),* $(,)?) => {
+        $(impl From<$source> for BackupError {
+            fn from(error: $source) -> Self {
+                BackupError::$variant(Box::new(error))
+            }
+        })*
+    };
+}
+
+boxed_from!(
+    ConfigError => Config,
+    PostgresError => Postgres,
+    CatalogError => Catalog,
+    RetentionError => Retention,
+    IdentityError => Identity,
+);

@@ -1,0 +1,243 @@
+//! Writing a backup's files into a checked [`Destination`]: directories, empty files, the
+//! parts' contents (downloaded `concurrency` at once, written by one thread in order while each
+//! file's checksum is verified), symlinks and tablespace links. Every file is fsynced by a small
+//! pool of threads as soon as it is complete, so syncing overlaps the download; directories are
+//! fsynced at the end.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use futures::StreamExt;
+use pgec2_core::layout::Archive;
+use pgec2_core::manifest::{BackupManifest, FileEntry};
+
+use super::BackupError;
+use super::destination::Destination;
+use super::parts::{Assembler, FileSink, PartContent, stream_parts};
+
+/// Threads fsyncing completed files.
+const FSYNC_THREADS: usize = 4;
+
+/// Restores every directory, file and link of `manifest` into `destination`. The caller
+/// created the roots. Returns the number of stored bytes downloaded.
+pub async fn extract(
+    archive: &Archive,
+    manifest: Arc<BackupManifest>,
+    destination: Arc<Destination>,
+    concurrency: usize,
+) -> Result<u64, BackupError> {
+    let directories = create_directories(&manifest, &destination)?;
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<PartContent>(1);
+    let writer_manifest = manifest.clone();
+    let writer_destination = destination.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut sink = RestoreSink::new(&writer_manifest, &writer_destination);
+        let mut assembler = Assembler::new(&writer_manifest)?;
+        write_empty_files(&writer_manifest, &mut sink)?;
+        while let Some(part) = receiver.blocking_recv() {
+            if let Some(mismatch) = assembler.feed(part.index, &part.content, &mut sink)?.into_iter().next() {
+                let detail = format!(
+                    "file {} hashes to {}, the manifest says {}",
+                    mismatch.path, mismatch.actual, mismatch.expected
+                );
+                return Err(BackupError::Damaged { backup: writer_manifest.backup.clone(), detail });
+            }
+        }
+        sink.close()
+    });
+    let producer = async {
+        let mut parts = stream_parts(archive.clone(), manifest.backup.clone(), manifest.parts.clone(), concurrency);
+        let mut stored = 0u64;
+        while let Some(part) = parts.next().await {
+            let part = part?;
+            stored += part.stored_bytes;
+            if sender.send(part).await.is_err() {
+                break;
+            }
+        }
+        drop(sender);
+        Ok::<u64, BackupError>(stored)
+    };
+    let (produced, written) = tokio::join!(producer, writer);
+    let written = written.map_err(|error| BackupError::Task(error.to_string()))?;
+    written?;
+    let stored = produced?;
+    create_links(&manifest, &destination)?;
+    finish_directories(&manifest, &destination, &directories)?;
+    Ok(stored)
+}
+
+/// Creates the manifest's directories (0700 while restoring; final modes are set at the end).
+fn create_directories(manifest: &BackupManifest, destination: &Destination) -> Result<Vec<PathBuf>, BackupError> {
+    let mut created = Vec::with_capacity(manifest.directories.len());
+    for directory in &manifest.directories {
+        let path = destination.resolve(manifest, &directory.path);
+        std::fs::DirBuilder::new().mode(0o700).create(&path).map_err(BackupError::io("create", &path))?;
+        destination.give(&path)?;
+        created.push(path);
+    }
+    Ok(created)
+}
+
+fn write_empty_files(manifest: &BackupManifest, sink: &mut RestoreSink) -> Result<(), BackupError> {
+    for file in manifest.files.iter().filter(|file| file.size == 0) {
+        if file.checksum != blake3::hash(b"").to_hex().as_str() {
+            return Err(BackupError::Damaged {
+                backup: manifest.backup.clone(),
+                detail: format!("empty file {} has a checksum", file.path),
+            });
+        }
+        sink.begin(file)?;
+        sink.finish(file)?;
+    }
+    Ok(())
+}
+
+/// Tablespace links `pg_tblspc/<oid>` → their directory, and the backup's other symlinks.
+fn create_links(manifest: &BackupManifest, destination: &Destination) -> Result<(), BackupError> {
+    let tablespace_links = manifest.tablespaces.iter().filter_map(|tablespace| {
+        let location = destination.tablespaces.get(&tablespace.oid)?;
+        Some((destination.data_dir.join(tablespace.link_path()), location.clone()))
+    });
+    let other_links =
+        manifest.symlinks.iter().map(|link| (destination.resolve(manifest, &link.path), PathBuf::from(&link.target)));
+    for (link, target) in tablespace_links.chain(other_links) {
+        std::os::unix::fs::symlink(&target, &link).map_err(BackupError::io("create symlink", &link))?;
+        destination.give(&link)?;
+    }
+    Ok(())
+}
+
+/// Sets the directories' recorded modes and makes every directory entry durable.
+fn finish_directories(
+    manifest: &BackupManifest,
+    destination: &Destination,
+    created: &[PathBuf],
+) -> Result<(), BackupError> {
+    for (directory, path) in manifest.directories.iter().zip(created) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(directory.mode))
+            .map_err(BackupError::io("chmod", path))?;
+    }
+    for path in created.iter().rev().chain(destination.roots_and_parents().iter()) {
+        sync_directory(path)?;
+    }
+    Ok(())
+}
+
+/// fsyncs a directory, making the entries in it durable.
+pub fn sync_directory(path: &std::path::Path) -> Result<(), BackupError> {
+    File::open(path).and_then(|dir| dir.sync_all()).map_err(BackupError::io("fsync", path))
+}
+
+/// Writes files as the [`Assembler`] hands them over.
+struct RestoreSink<'a> {
+    manifest: &'a BackupManifest,
+    destination: &'a Destination,
+    current: Option<(File, PathBuf)>,
+    fsync: FsyncPool,
+}
+
+impl<'a> RestoreSink<'a> {
+    fn new(manifest: &'a BackupManifest, destination: &'a Destination) -> Self {
+        Self { manifest, destination, current: None, fsync: FsyncPool::start(FSYNC_THREADS) }
+    }
+
+    /// Waits for every pending fsync; the first failure is the result.
+    fn close(self) -> Result<(), BackupError> {
+        self.fsync.finish()
+    }
+}
+
+impl FileSink for RestoreSink<'_> {
+    fn begin(&mut self, file: &FileEntry) -> Result<(), BackupError> {
+        let path = self.destination.resolve(self.manifest, &file.path);
+        let handle = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(BackupError::io("create", &path))?;
+        self.destination.give(&path)?;
+        self.current = Some((handle, path));
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), BackupError> {
+        match self.current.as_mut() {
+            Some((handle, path)) => handle.write_all(bytes).map_err(BackupError::io("write", path.as_path())),
+            None => Err(BackupError::Task("a file piece arrived before its file".to_string())),
+        }
+    }
+
+    fn finish(&mut self, file: &FileEntry) -> Result<(), BackupError> {
+        let Some((handle, path)) = self.current.take() else {
+            return Err(BackupError::Task("a file ended before it began".to_string()));
+        };
+        handle.set_permissions(std::fs::Permissions::from_mode(file.mode)).map_err(BackupError::io("chmod", &path))?;
+        let mtime = UNIX_EPOCH + Duration::from_secs(u64::try_from(file.mtime).unwrap_or(0));
+        handle.set_modified(mtime).map_err(BackupError::io("set the modification time of", &path))?;
+        self.fsync.submit(handle, path)
+    }
+}
+
+/// Threads that fsync completed files; the channel is bounded so open files stay few.
+struct FsyncPool {
+    sender: Option<SyncSender<(File, PathBuf)>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    failure: Arc<Mutex<Option<BackupError>>>,
+}
+
+impl FsyncPool {
+    fn start(threads: usize) -> Self {
+        let (sender, receiver) = sync_channel::<(File, PathBuf)>(64);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let failure = Arc::new(Mutex::new(None));
+        let threads = (0..threads)
+            .map(|_| {
+                let receiver = receiver.clone();
+                let failure = failure.clone();
+                std::thread::spawn(move || fsync_loop(&receiver, &failure))
+            })
+            .collect();
+        Self { sender: Some(sender), threads, failure }
+    }
+
+    fn submit(&self, file: File, path: PathBuf) -> Result<(), BackupError> {
+        if let Some(error) = self.failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() {
+            return Err(error);
+        }
+        match &self.sender {
+            Some(sender) => {
+                sender.send((file, path)).map_err(|_| BackupError::Task("the fsync threads stopped".to_string()))
+            }
+            None => Err(BackupError::Task("the fsync pool is closed".to_string())),
+        }
+    }
+
+    fn finish(mut self) -> Result<(), BackupError> {
+        self.sender = None;
+        for thread in self.threads.drain(..) {
+            thread.join().map_err(|_| BackupError::Task("an fsync thread panicked".to_string()))?;
+        }
+        match self.failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+fn fsync_loop(receiver: &Mutex<Receiver<(File, PathBuf)>>, failure: &Mutex<Option<BackupError>>) {
+    loop {
+        let next = receiver.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv();
+        let Ok((file, path)) = next else { return };
+        if let Err(source) = file.sync_all() {
+            let mut slot = failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            slot.get_or_insert(BackupError::Io { action: "fsync", path, source });
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Base backups, restores, catalog, retention and verification: the agent's thin commands over
+//! [`pgec2_core::catalog`], [`pgec2_core::retention`] and [`pgec2_core::recovery_window`].
+//!
+//! - [`push`]: `backup-push` ([`walk`] lists the data directory, [`pack`] and [`upload`] copy it);
+//! - [`fetch`]: `backup-fetch` ([`destination`] checks, [`extract`] writes, [`recovery_conf`]);
+//! - [`verify`]: `backup-verify`; [`delete`]: `delete`; `backup-list`, `backup-mark` and
+//!   `wal-verify` are here.
+//!
+//! The storage format is described in `docs/storage-layout.md`, the commands in `docs/agent.md`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use pgec2_core::catalog::{self, RecoveryTarget};
+use pgec2_core::layout::Archive;
+use pgec2_core::recovery_window;
+
+use crate::cli::{
+    BackupFetchArgs, BackupMarkArgs, BackupPushArgs, BackupVerifyArgs, DeleteArgs, JsonArgs, RecoveryTargetArgs,
+};
+use crate::config::AgentConfig;
+
+pub mod delete;
+pub mod destination;
+mod error;
+pub mod extract;
+pub mod fetch;
+pub mod pack;
+pub mod parts;
+pub mod push;
+pub mod recovery_conf;
+pub mod upload;
+pub mod verify;
+pub mod walk;
+
+pub use error::BackupError;
+
+/// Loads the configuration and opens the archive.
+async fn open(config_path: Option<&Path>) -> Result<(AgentConfig, Archive), BackupError> {
+    let config = AgentConfig::load(config_path)?;
+    let archive = config.storage().await?;
+    Ok((config, archive))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, BackupError> {
+    serde_json::to_string_pretty(value).map_err(|error| BackupError::Task(format!("failed to render JSON: {error}")))
+}
+
+/// `backup-push`: prints the new backup's name (or its commit record with `--json`).
+pub async fn push_command(config_path: Option<&Path>, args: BackupPushArgs) -> Result<ExitCode, BackupError> {
+    let (config, archive) = open(config_path).await?;
+    let info = push::push_backup(&config, &archive, args.pgdata.as_deref(), args.permanent).await?;
+    if args.json {
+        println!("{}", to_json(&info)?);
+    } else {
+        println!("{}", info.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `backup-fetch`: restores and prints what was restored and how to start it.
+pub async fn fetch_command(config_path: Option<&Path>, args: BackupFetchArgs) -> Result<ExitCode, BackupError> {
+    let request = fetch::FetchRequest {
+        target: recovery_target(&args.target)?,
+        dest: args.dest,
+        name: args.name,
+        action: args.target_action,
+        standby: args.standby,
+        tablespace_mapping: destination::parse_tablespace_mapping(&args.tablespace_mapping)?,
+    };
+    let (config, archive) = open(config_path).await?;
+    let summary = fetch::fetch_backup(&config, &archive, &request).await?;
+    println!(
+        "restored backup {} into {} ({} files, {} bytes); recovery to {} on timeline {}; start it with: pg_ctl start -D {}",
+        summary.backup,
+        summary.dest.display(),
+        summary.files,
+        summary.data_bytes,
+        summary.target,
+        summary.timeline,
+        summary.dest.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The recovery target the options ask for (clap allows at most one).
+pub fn recovery_target(args: &RecoveryTargetArgs) -> Result<RecoveryTarget, BackupError> {
+    let invalid = |what: &str, value: &str, expected: &str| {
+        BackupError::Refused(format!("invalid {what} {value:?}: expected {expected}"))
+    };
+    if let Some(time) = &args.target_time {
+        let parsed = chrono::DateTime::parse_from_rfc3339(time)
+            .map_err(|_| invalid("--target-time", time, "an RFC 3339 time such as 2026-01-31T12:00:00Z"))?;
+        return Ok(RecoveryTarget::Time(parsed.with_timezone(&chrono::Utc)));
+    }
+    if let Some(lsn) = &args.target_lsn {
+        return lsn
+            .parse()
+            .map(RecoveryTarget::Lsn)
+            .map_err(|_| invalid("--target-lsn", lsn, "an LSN such as 0/3000060"));
+    }
+    if let Some(xid) = &args.target_xid {
+        return xid.parse().map(RecoveryTarget::Xid).map_err(|_| invalid("--target-xid", xid, "a transaction id"));
+    }
+    if let Some(name) = &args.target_name {
+        return Ok(RecoveryTarget::Name(name.clone()));
+    }
+    Ok(if args.target_immediate { RecoveryTarget::Immediate } else { RecoveryTarget::EndOfArchive })
+}
+
+/// `backup-list`: committed backups, oldest first.
+pub async fn list_command(config_path: Option<&Path>, args: JsonArgs) -> Result<ExitCode, BackupError> {
+    let (_, archive) = open(config_path).await?;
+    let backups = catalog::scan_backups(&archive).await?;
+    if args.json {
+        println!("{}", to_json(&backups.committed)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<48} {:<25} {:>3} {:>14} {:>14} pinned", "name", "finished", "tli", "data bytes", "stored bytes");
+    for backup in &backups.committed {
+        println!(
+            "{:<48} {:<25} {:>3} {:>14} {:>14} {}",
+            backup.name,
+            backup.finish_time.format("%Y-%m-%dT%H:%M:%SZ"),
+            backup.timeline,
+            backup.data_bytes,
+            backup.stored_bytes,
+            if backup.permanent { "yes" } else { "no" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `backup-mark`: pins or unpins a backup.
+pub async fn mark_command(config_path: Option<&Path>, args: BackupMarkArgs) -> Result<ExitCode, BackupError> {
+    let (_, archive) = open(config_path).await?;
+    catalog::set_permanent(&archive, &args.name, !args.undo).await?;
+    println!("{} {}", if args.undo { "unpinned" } else { "pinned" }, args.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `backup-verify`: prints the report; fails when anything is damaged.
+pub async fn verify_command(config_path: Option<&Path>, args: BackupVerifyArgs) -> Result<ExitCode, BackupError> {
+    let (config, archive) = open(config_path).await?;
+    let report = verify::verify_backup(&archive, &args.name, config.transfer.download_concurrency).await?;
+    if args.json {
+        println!("{}", to_json(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    match report.problems.first() {
+        None => Ok(ExitCode::SUCCESS),
+        Some(first) => Err(BackupError::Damaged { backup: report.backup.clone(), detail: first.clone() }),
+    }
+}
+
+/// `delete`: prints the plan, applies it with `--confirm`.
+pub async fn delete_command(config_path: Option<&Path>, args: DeleteArgs) -> Result<ExitCode, BackupError> {
+    let grace = delete::parse_grace(args.grace_period.as_deref())?;
+    let (_, archive) = open(config_path).await?;
+    let plan = delete::delete(&archive, &delete::policy_of(&args.what), grace, args.confirm).await?;
+    if args.json {
+        println!("{}", to_json(&plan)?);
+    } else {
+        print!("{}", delete::render(&plan, args.confirm));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wal-verify`: WAL continuity from the oldest kept backup; exit 1 naming what is missing.
+pub async fn wal_verify_command(config_path: Option<&Path>, args: JsonArgs) -> Result<ExitCode, BackupError> {
+    let (_, archive) = open(config_path).await?;
+    let backups = catalog::scan_backups(&archive).await?;
+    let wal = catalog::load_wal_archive(&archive, backups.segment_size()).await?;
+    let report = recovery_window::verify_continuity(&backups.committed, &wal);
+    if args.json {
+        println!("{}", to_json(&report)?);
+    } else {
+        for timeline in &report.timelines {
+            println!(
+                "timeline {}: from {} (backup {}) to {}: {}",
+                timeline.timeline,
+                timeline.first_segment,
+                timeline.from_backup,
+                timeline.newest_segment.as_deref().unwrap_or("nothing archived"),
+                if timeline.missing_segments.is_empty() {
+                    "complete".to_string()
+                } else {
+                    format!("{} missing", timeline.missing_segments.len())
+                }
+            );
+            for missing in &timeline.missing_segments {
+                println!("  missing {missing}");
+            }
+        }
+        for history in &report.missing_history_files {
+            println!("missing timeline history file {history}");
+        }
+    }
+    if report.ok {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let first = report
+        .timelines
+        .iter()
+        .find_map(|timeline| {
+            timeline
+                .missing_segments
+                .first()
+                .map(|segment| format!("WAL segment {segment} (timeline {})", timeline.timeline))
+        })
+        .or_else(|| report.missing_history_files.first().map(|history| format!("timeline history file {history}")))
+        .unwrap_or_default();
+    eprintln!(
+        "error: {first} is missing from the archive {}: point-in-time recovery past it is impossible; take a new backup",
+        archive.describe()
+    );
+    Ok(ExitCode::from(1))
+}

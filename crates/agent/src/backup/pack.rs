@@ -1,0 +1,184 @@
+//! Reads the files of a backup, in manifest order, into size-bounded parts (see
+//! [`pgec2_core::manifest`] for the format) and records each file's chunks and BLAKE3 checksum.
+//!
+//! Runs on a blocking thread. Memory is bounded by the part size: one part is filled at a time
+//! and handed to `emit`, which blocks while the upload pipeline is full.
+//!
+//! Files change while a backup copies them, and that is fine: WAL replay from the backup's start
+//! rewrites every block changed after it. A file that vanished is skipped; a file that shrank is
+//! recorded with the bytes read; a file that grew is read up to its size when opened.
+
+use std::fs::File;
+use std::io::Read;
+
+use pgec2_core::manifest::{Chunk, FileEntry};
+
+use super::walk::SourceFile;
+
+/// A filled part, ready to compress and upload.
+#[derive(Debug)]
+pub struct PackedPart {
+    pub index: u32,
+    pub content: Vec<u8>,
+}
+
+/// Why packing stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("failed to read {path} for the backup: {source}")]
+    Read { path: String, source: std::io::Error },
+    /// The consumer of parts went away (an upload failed); its error is the one to report.
+    #[error("the upload of the backup's parts stopped")]
+    Cancelled,
+}
+
+/// The result of packing: file entries with chunks, and how many parts were emitted.
+#[derive(Debug, Default)]
+pub struct Packed {
+    pub files: Vec<FileEntry>,
+    pub part_count: u32,
+}
+
+/// Packs `files` into parts of at most `part_size` content bytes, handing each full part to
+/// `emit` (which returns `false` when the consumer is gone).
+pub fn pack_files(
+    files: Vec<SourceFile>,
+    part_size: usize,
+    mut emit: impl FnMut(PackedPart) -> bool,
+) -> Result<Packed, PackError> {
+    let mut packer = Packer { part_size, current: Vec::with_capacity(part_size), index: 0, emit: &mut emit };
+    let mut entries = Vec::with_capacity(files.len());
+    for source in files {
+        if let Some(entry) = packer.pack_file(source)? {
+            entries.push(entry);
+        }
+    }
+    packer.flush()?;
+    Ok(Packed { files: entries, part_count: packer.index })
+}
+
+struct Packer<'e, E: FnMut(PackedPart) -> bool> {
+    part_size: usize,
+    current: Vec<u8>,
+    index: u32,
+    emit: &'e mut E,
+}
+
+impl<E: FnMut(PackedPart) -> bool> Packer<'_, E> {
+    /// Copies one file into the current part(s); `None` when it vanished before it was opened.
+    fn pack_file(&mut self, source: SourceFile) -> Result<Option<FileEntry>, PackError> {
+        let read_error =
+            |source_error| PackError::Read { path: source.absolute.display().to_string(), source: source_error };
+        let mut file = match File::open(&source.absolute) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(path = %source.relative, "file vanished during the backup; WAL replay recreates it if needed");
+                return Ok(None);
+            }
+            Err(error) => return Err(read_error(error)),
+        };
+        let expected = file.metadata().map_err(read_error)?.len();
+        let mut hasher = blake3::Hasher::new();
+        let mut chunks = Vec::new();
+        let mut copied = 0u64;
+        while copied < expected {
+            let room = (self.part_size - self.current.len()) as u64;
+            let start = self.current.len();
+            let read =
+                (&mut file).take(room.min(expected - copied)).read_to_end(&mut self.current).map_err(read_error)?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&self.current[start..]);
+            chunks.push(Chunk { part: self.index, offset: start as u64, length: read as u64 });
+            copied += read as u64;
+            if self.current.len() >= self.part_size {
+                self.flush()?;
+            }
+        }
+        Ok(Some(FileEntry {
+            path: source.relative,
+            size: copied,
+            mode: source.mode,
+            mtime: source.mtime,
+            checksum: hasher.finalize().to_hex().to_string(),
+            chunks,
+        }))
+    }
+
+    /// Hands the current part to the consumer, if it holds anything.
+    fn flush(&mut self) -> Result<(), PackError> {
+        if self.current.is_empty() {
+            return Ok(());
+        }
+        let content = std::mem::replace(&mut self.current, Vec::with_capacity(self.part_size));
+        if !(self.emit)(PackedPart { index: self.index, content }) {
+            return Err(PackError::Cancelled);
+        }
+        self.index += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use pgec2_core::manifest::{BackupManifest, PartInfo};
+
+    use super::*;
+
+    fn source(dir: &Path, name: &str, content: &[u8]) -> SourceFile {
+        let absolute = dir.join(name);
+        std::fs::write(&absolute, content).expect("write");
+        SourceFile { relative: name.to_string(), absolute, mode: 0o600, mtime: 0 }
+    }
+
+    #[test]
+    fn files_are_split_across_parts_and_the_manifest_reassembles_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big: Vec<u8> = (0..2500u32).map(|n| (n % 251) as u8).collect();
+        let files = vec![
+            source(dir.path(), "small", b"hello"),
+            source(dir.path(), "empty", b""),
+            source(dir.path(), "big", &big),
+            SourceFile { relative: "gone".into(), absolute: dir.path().join("gone"), mode: 0o600, mtime: 0 },
+        ];
+        let mut parts = Vec::new();
+        let packed = pack_files(files, 1000, |part| {
+            parts.push(part);
+            true
+        })
+        .expect("pack");
+        assert_eq!(packed.part_count, 3);
+        assert_eq!(packed.files.len(), 3, "the vanished file is skipped");
+        assert_eq!(packed.files[2].chunks.len(), 3);
+        assert_eq!(packed.files[2].checksum, blake3::hash(&big).to_hex().to_string());
+
+        let mut manifest = BackupManifest::new("b");
+        manifest.files = packed.files;
+        manifest.parts = parts
+            .iter()
+            .map(|part| PartInfo {
+                index: part.index,
+                content_bytes: part.content.len() as u64,
+                stored_bytes: 0,
+                checksum: String::new(),
+            })
+            .collect();
+        manifest.validate().expect("the packed manifest is valid");
+        let mut rebuilt = Vec::new();
+        for chunk in &manifest.files[2].chunks {
+            let content = &parts[chunk.part as usize].content;
+            rebuilt.extend_from_slice(&content[chunk.offset as usize..(chunk.offset + chunk.length) as usize]);
+        }
+        assert_eq!(rebuilt, big);
+    }
+
+    #[test]
+    fn packing_stops_when_the_uploads_stop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = vec![source(dir.path(), "a", &[1u8; 3000])];
+        assert!(matches!(pack_files(files, 1000, |_| false), Err(PackError::Cancelled)));
+    }
+}

@@ -1,0 +1,235 @@
+//! `backup-push`: a base backup of the running cluster, told as a story.
+//!
+//! 1. connect and check the server (a primary, archiving on, the data directory we were given,
+//!    the cluster that owns the archive);
+//! 2. start the non-exclusive backup (immediate checkpoint) on that one session; its start time,
+//!    timeline and LSN name the backup;
+//! 3. list the data directory and tablespaces, copy the files into parts (parallel compression
+//!    and uploads, bounded memory);
+//! 4. stop the backup: PostgreSQL waits until the last WAL segment the backup needs is archived;
+//! 5. store `backup_label` and `tablespace_map` exactly as returned;
+//! 6. check that every WAL segment from the start to the end is in the archive;
+//! 7. store the manifest, then (pinned backups) the pin;
+//! 8. check every object is still there, then commit: `complete.json`, written last.
+//!
+//! A failure anywhere before step 8 leaves an uncommitted backup that is never listed and that
+//! `delete garbage` removes; the session ends and PostgreSQL aborts the backup.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use pgec2_core::catalog::{self, BACKUP_INFO_FORMAT, BackupInfo, BackupName};
+use pgec2_core::compression::{Algorithm, Compression};
+use pgec2_core::envelope;
+use pgec2_core::identity;
+use pgec2_core::layout::Archive;
+use pgec2_core::manifest::BackupManifest;
+use pgec2_core::storage::{ObjectKey, PutMode};
+use pgec2_core::wal::{SegmentSize, TimelineId};
+
+use super::BackupError;
+use super::upload::{PART_SIZE, PartWriter};
+use super::walk::walk_data_directory;
+use crate::config::AgentConfig;
+use crate::postgres::backup_api::label_timeline;
+use crate::postgres::{self, BackupSession, BackupStop, ServerFacts};
+
+/// How long to wait for the end WAL segment to appear in the archive after `pg_backup_stop`.
+const WAL_ARRIVAL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Takes a base backup; returns its commit record.
+pub async fn push_backup(
+    config: &AgentConfig,
+    archive: &Archive,
+    pgdata: Option<&Path>,
+    permanent: bool,
+) -> Result<BackupInfo, BackupError> {
+    // 1. Connect and check the server.
+    let client = postgres::connect(&config.postgres).await?;
+    let facts = ServerFacts::read(&client).await?;
+    let pgdata = check_server(&facts, pgdata.or(config.pgdata()))?;
+    check_owner(archive, &facts).await?;
+
+    // 2. Start the backup; its start names it.
+    let (session, start) = BackupSession::start(&client, facts.version_num, "pgec2-agent backup-push").await?;
+    let name = BackupName::new(start.time, start.timeline, start.lsn).to_string();
+    tracing::info!(backup = %name, lsn = %start.lsn, "backup started");
+
+    // 3. List and copy the files.
+    let walk_root = pgdata.clone();
+    let tree = tokio::task::spawn_blocking(move || walk_data_directory(&walk_root))
+        .await
+        .map_err(|error| BackupError::Task(error.to_string()))??;
+    let writer = PartWriter {
+        archive: archive.clone(),
+        backup: name.clone(),
+        compression: config.compression,
+        concurrency: config.transfer.upload_concurrency,
+        part_size: PART_SIZE,
+    };
+    let (packed, parts) = writer.copy(tree.files).await?;
+    tracing::info!(backup = %name, files = packed.files.len(), parts = parts.len(), "files copied");
+
+    // 4. Stop the backup; PostgreSQL waits for the end segment to be archived.
+    let stop = session.stop().await?;
+    drop(client);
+    let timeline = label_timeline(&stop.backup_label).unwrap_or(start.timeline);
+
+    // 5. Store backup_label and tablespace_map exactly as returned.
+    let mut stored_bytes = store_label_files(archive, &name, &stop).await?;
+
+    // 6. Check the WAL from start to end is archived.
+    let segment_size = SegmentSize::new(facts.wal_segment_size).unwrap_or_default();
+    let mut info = BackupInfo {
+        name: name.clone(),
+        start_time: start.time,
+        finish_time: stop.time,
+        start_lsn: start.lsn,
+        finish_lsn: stop.lsn,
+        timeline,
+        pg_version: facts.version_num,
+        system_identifier: facts.system_identifier,
+        data_bytes: 0,
+        stored_bytes: 0,
+        permanent,
+        wal_segment_size: segment_size.bytes(),
+        next_xid: stop.next_xid,
+        format: BACKUP_INFO_FORMAT,
+    };
+    wait_for_wal(archive, &info, timeline).await?;
+
+    // 7. Store the manifest, then the pin.
+    let mut manifest = BackupManifest::new(name.clone());
+    manifest.directories = tree.directories;
+    manifest.files = packed.files;
+    manifest.symlinks = tree.symlinks;
+    manifest.tablespaces = tree.tablespaces;
+    manifest.parts = parts;
+    let manifest_key = archive.layout.backup_manifest(&name).map_err(BackupError::storage("name", &name))?;
+    stored_bytes +=
+        catalog::put_json_sized(archive, &manifest_key, &manifest, PutMode::CreateNew, config.compression).await?;
+    if permanent {
+        catalog::set_pin_marker(archive, &name).await?;
+    }
+
+    // 8. Commit: every object still there, then complete.json last.
+    info.data_bytes = manifest.data_bytes();
+    info.stored_bytes = stored_bytes + manifest.stored_part_bytes();
+    check_objects_present(archive, &manifest).await?;
+    let complete = archive.layout.backup_complete(&name).map_err(BackupError::storage("name", &name))?;
+    catalog::put_json(archive, &complete, &info, PutMode::CreateNew).await?;
+    tracing::info!(backup = %name, "backup committed");
+    Ok(info)
+}
+
+/// Refuses a standby, a server without archiving, or a data directory that is not the server's.
+fn check_server(facts: &ServerFacts, pgdata: Option<&Path>) -> Result<PathBuf, BackupError> {
+    if facts.in_recovery {
+        return Err(BackupError::Refused(
+            "the server is a standby (in recovery): run backup-push on the primary".to_string(),
+        ));
+    }
+    if facts.archive_mode == "off" {
+        return Err(BackupError::Refused(
+            "archive_mode is off: a backup is only restorable with its WAL; set archive_mode = on and \
+             archive_command = 'pgec2-agent wal-push %p', restart PostgreSQL, and retry"
+                .to_string(),
+        ));
+    }
+    let server_dir = facts.data_directory.clone();
+    let Some(given) = pgdata else { return Ok(server_dir) };
+    let same = match (std::fs::canonicalize(given), std::fs::canonicalize(&server_dir)) {
+        (Ok(given), Ok(server)) => given == server,
+        _ => given == server_dir,
+    };
+    if !same {
+        return Err(BackupError::Refused(format!(
+            "{} is not the data directory of the server the agent connects to ({}): fix --pgdata/PGDATA or PGHOST/PGPORT",
+            given.display(),
+            server_dir.display()
+        )));
+    }
+    Ok(given.to_path_buf())
+}
+
+/// Refuses to back up into an archive another cluster owns.
+async fn check_owner(archive: &Archive, facts: &ServerFacts) -> Result<(), BackupError> {
+    if let Some(owner) = identity::read_owner(archive).await?
+        && owner.system_identifier != facts.system_identifier
+    {
+        return Err(BackupError::Refused(format!(
+            "the archive {} belongs to the cluster with system identifier {}, not to this cluster ({}): \
+             point this cluster at its own storage prefix",
+            archive.describe(),
+            owner.system_identifier,
+            facts.system_identifier
+        )));
+    }
+    Ok(())
+}
+
+/// Stores `backup_label` and (when there are tablespaces) `tablespace_map`; returns bytes stored.
+async fn store_label_files(archive: &Archive, name: &str, stop: &BackupStop) -> Result<u64, BackupError> {
+    let label_key = archive.layout.backup_label(name).map_err(BackupError::storage("name", name))?;
+    let map_key = archive.layout.tablespace_map(name).map_err(BackupError::storage("name", name))?;
+    let mut stored = put_raw(archive, &label_key, stop.backup_label.as_bytes()).await?;
+    if !stop.tablespace_map.is_empty() {
+        stored += put_raw(archive, &map_key, stop.tablespace_map.as_bytes()).await?;
+    }
+    Ok(stored)
+}
+
+async fn put_raw(archive: &Archive, key: &ObjectKey, content: &[u8]) -> Result<u64, BackupError> {
+    let none = Compression { algorithm: Algorithm::None, level: 0 };
+    let (stored, _) =
+        envelope::seal(content, none).map_err(|source| BackupError::Seal { object: key.to_string(), source })?;
+    let size = stored.len() as u64;
+    archive
+        .storage
+        .put(key, Bytes::from(stored), PutMode::CreateNew)
+        .await
+        .map_err(BackupError::storage("upload", key.as_str()))?;
+    Ok(size)
+}
+
+/// Waits until every segment from the backup's start to its end is in the archive.
+async fn wait_for_wal(archive: &Archive, info: &BackupInfo, timeline: TimelineId) -> Result<(), BackupError> {
+    let size = info.segment_size();
+    let deadline = tokio::time::Instant::now() + WAL_ARRIVAL_TIMEOUT;
+    for segment in info.start_segment()..=info.finish_segment() {
+        let name = size.segment_name(timeline, segment);
+        let key = archive.layout.wal_file(&name).map_err(BackupError::storage("name", &name))?;
+        while archive.storage.head(&key).await.map_err(BackupError::storage("check", key.as_str()))?.is_none() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(BackupError::Refused(format!(
+                    "WAL segment {name} the backup needs is not in the archive {} after {WAL_ARRIVAL_TIMEOUT:?}: \
+                     check archive_command and pg_stat_archiver; the backup was not committed",
+                    archive.describe()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Checks that the manifest and every part are stored (a concurrent `delete garbage` with a
+/// too-short grace period must not leave a committed backup with missing parts).
+async fn check_objects_present(archive: &Archive, manifest: &BackupManifest) -> Result<(), BackupError> {
+    let prefix = archive.layout.backup_prefix(&manifest.backup);
+    let listing = archive.storage.list(&prefix).await.map_err(BackupError::storage("list", &prefix))?;
+    let present: std::collections::BTreeSet<&str> = listing.iter().map(|meta| meta.key.as_str()).collect();
+    let mut expected = vec![archive.layout.backup_manifest(&manifest.backup)];
+    expected.extend(manifest.parts.iter().map(|part| archive.layout.backup_part(&manifest.backup, part.index)));
+    for key in expected {
+        let key = key.map_err(BackupError::storage("name", &manifest.backup))?;
+        if !present.contains(key.as_str()) {
+            return Err(BackupError::Refused(format!(
+                "{key} disappeared before the backup was committed (was `delete garbage` run with a short grace period?): \
+                 the backup was not committed; run backup-push again"
+            )));
+        }
+    }
+    Ok(())
+}
