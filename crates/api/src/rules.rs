@@ -238,3 +238,24 @@ pub const ALL: [(&str, CelRule); 25] = [
     ("BackupPolicy spec.storage.s3", KMS_KEY_NEEDS_AWS_KMS),
     ("BackupPolicy spec.walArchiving.archiveTimeout", ARCHIVE_TIMEOUT_RANGE),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_managed_parameters_rule_lists_exactly_the_managed_parameters() {
+        let quoted: Vec<String> = MANAGED_PARAMETERS.iter().map(|name| format!("'{name}'")).collect();
+        let expected = format!("self.all(k, !(k in [{}]))", quoted.join(", "));
+        assert_eq!(PARAMETERS_NOT_MANAGED.rule, expected);
+    }
+
+    #[test]
+    fn every_rule_is_listed_once() {
+        for (index, (location, rule)) in ALL.iter().enumerate() {
+            let again =
+                ALL.iter().skip(index + 1).any(|(other_location, other)| other_location == location && other == rule);
+            assert!(!again, "{location} {:?} is listed twice", rule.rule);
+        }
+    }
+}
