@@ -1,13 +1,17 @@
 //! One behaviour contract, checked against every storage backend: what callers (wal-push,
 //! backups, retention) rely on must hold on the in-memory map, a local directory and S3 alike.
 
+mod storage_support;
+
 use std::any::Any;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use pgec2_core::storage::local::LocalStorage;
 use pgec2_core::storage::memory::MemoryStorage;
+use pgec2_core::storage::s3::{MultipartSettings, S3Settings, S3Storage};
 use pgec2_core::storage::{ObjectKey, PutMode, PutOutcome, Storage, StorageError, Timeouts};
+use storage_support::{fresh_bucket, moto};
 
 /// A backend under test and whatever must live as long as it (a temporary directory, a server).
 struct Fixture {
@@ -23,6 +27,25 @@ async fn local() -> Fixture {
     let directory = tempfile::tempdir().expect("create a temporary directory");
     let storage = LocalStorage::new(directory.path().join("store"), Timeouts::default()).expect("open local store");
     Fixture { storage: Arc::new(storage), _keep: Box::new(directory) }
+}
+
+/// Multipart parts as small as S3 (and moto) accept, so the large-object case stays fast.
+const PART: usize = 5 * 1024 * 1024;
+
+/// A fresh bucket on the shared moto server, the store rooted under a prefix in it, small list
+/// pages (to cross page boundaries) and the smallest multipart parts.
+async fn s3() -> Fixture {
+    let server = moto();
+    let bucket = fresh_bucket("conformance");
+    server.create_bucket(&bucket).await.expect("create bucket");
+    let settings = S3Settings {
+        endpoint: Some(server.endpoint()),
+        multipart: MultipartSettings { threshold: PART as u64, part_size: PART as u64, concurrency: 2 },
+        list_page_size: 2,
+        ..S3Settings::new(bucket, "archives/cluster-a")
+    };
+    let storage = S3Storage::from_sdk_config(&server.sdk_config().await, settings).expect("s3 store");
+    Fixture { storage: Arc::new(storage), _keep: Box::new(server) }
 }
 
 fn key(text: &str) -> ObjectKey {
@@ -345,3 +368,4 @@ macro_rules! conformance {
 
 conformance!(memory_backend, memory(), LARGE);
 conformance!(local_backend, local(), LARGE);
+conformance!(s3_backend, s3(), 2 * PART + 100_003);

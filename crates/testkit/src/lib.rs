@@ -8,9 +8,11 @@
 
 mod moto;
 mod postgres;
+mod proxy;
 mod scratch;
 
 pub use moto::MotoServer;
+pub use proxy::{FaultProxy, ProxyControl, ProxyMode};
 pub use postgres::{PgCluster, PgOptions, postgres_bin_dir};
 pub use scratch::{Scratch, as_postgres, free_port, postgres_user};
 

@@ -1,1 +1,181 @@
-//! (being written)
+//! Opening a store from its URL: the one entry point the agent and the operator use.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), pgec2_core::storage::StorageError> {
+//! use pgec2_core::storage::url::{StorageConfig, open_storage};
+//! let storage = open_storage(&StorageConfig::new("s3://my-backups/orders-db")).await?;
+//! # Ok(()) }
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::local::LocalStorage;
+use super::retry::{RetryPolicy, Retrying};
+use super::s3::{S3Settings, S3Storage, ServerSideEncryption};
+use super::{Storage, StorageError, Timeouts};
+use crate::host_spec::StorageSpec;
+
+/// Everything needed to open a store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// `s3://bucket[/prefix]` or `file:///absolute/dir`.
+    pub url: String,
+    /// S3-compatible endpoint (path-style addressing); S3 only.
+    pub endpoint: Option<String>,
+    /// S3 region; `None` lets the AWS default chain decide.
+    pub region: Option<String>,
+    /// S3 storage class of written objects.
+    pub storage_class: Option<String>,
+    /// `AES256` or `aws:kms`; S3 only.
+    pub sse: Option<String>,
+    /// KMS key for `aws:kms`; the account's default S3 key when absent.
+    pub kms_key_id: Option<String>,
+    pub timeouts: Timeouts,
+    pub retry: RetryPolicy,
+}
+
+impl StorageConfig {
+    /// A configuration for `url` with every option at its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), ..Self::default() }
+    }
+}
+
+impl From<&StorageSpec> for StorageConfig {
+    fn from(spec: &StorageSpec) -> Self {
+        Self {
+            url: spec.url.clone(),
+            endpoint: spec.endpoint.clone(),
+            region: spec.region.clone(),
+            storage_class: spec.storage_class.clone(),
+            sse: spec.server_side_encryption.clone(),
+            kms_key_id: spec.kms_key_id.clone(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A parsed storage URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageUrl {
+    /// `s3://bucket/prefix`; `prefix` has no leading or trailing `/` and may be empty.
+    S3 { bucket: String, prefix: String },
+    /// `file:///absolute/dir`.
+    File { root: PathBuf },
+}
+
+impl StorageUrl {
+    /// Parses `s3://bucket[/prefix]` or `file:///absolute/dir`, with a message saying what
+    /// is expected when the text is neither.
+    pub fn parse(url: &str) -> Result<Self, StorageError> {
+        let invalid = |reason: &str| StorageError::InvalidUrl { url: url.to_string(), reason: reason.to_string() };
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(invalid("no bucket: expected s3://bucket/prefix"));
+            }
+            return Ok(StorageUrl::S3 { bucket: bucket.to_string(), prefix: prefix.trim_matches('/').to_string() });
+        }
+        if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(invalid("a file url needs an absolute path, e.g. file:///var/lib/pgec2/archive"));
+            }
+            if path.split('/').any(|segment| segment == "..") {
+                return Err(invalid("a file url must not contain '..'"));
+            }
+            return Ok(StorageUrl::File { root: PathBuf::from(path) });
+        }
+        Err(invalid("expected s3://bucket/prefix or file:///absolute/dir"))
+    }
+}
+
+/// Parses the `sse` and `kms_key_id` options.
+fn encryption(config: &StorageConfig) -> Result<Option<ServerSideEncryption>, StorageError> {
+    let invalid = |reason: &str| StorageError::InvalidUrl { url: config.url.clone(), reason: reason.to_string() };
+    match (config.sse.as_deref(), &config.kms_key_id) {
+        (None, None) => Ok(None),
+        (Some("AES256"), None) => Ok(Some(ServerSideEncryption::Aes256)),
+        (Some("AES256"), Some(_)) => Err(invalid("a KMS key id needs server-side encryption aws:kms, not AES256")),
+        (Some("aws:kms"), key_id) | (None, key_id @ Some(_)) => {
+            Ok(Some(ServerSideEncryption::Kms { key_id: key_id.clone() }))
+        }
+        (Some(other), _) => {
+            Err(invalid(&format!("unknown server-side encryption {other:?}: expected AES256 or aws:kms")))
+        }
+    }
+}
+
+/// Opens the store `config` names, wrapped in [`Retrying`] with `config.retry`.
+pub async fn open_storage(config: &StorageConfig) -> Result<Arc<dyn Storage>, StorageError> {
+    match StorageUrl::parse(&config.url)? {
+        StorageUrl::File { root } => {
+            let backend = LocalStorage::new(root, config.timeouts)?;
+            Ok(Arc::new(Retrying::new(backend, config.timeouts, config.retry)))
+        }
+        StorageUrl::S3 { bucket, prefix } => {
+            let settings = S3Settings {
+                region: config.region.clone(),
+                endpoint: config.endpoint.clone(),
+                storage_class: config.storage_class.clone(),
+                encryption: encryption(config)?,
+                timeouts: config.timeouts,
+                ..S3Settings::new(bucket, prefix)
+            };
+            let backend = S3Storage::connect(settings).await?;
+            Ok(Arc::new(Retrying::new(backend, config.timeouts, config.retry)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_urls_give_bucket_and_prefix() {
+        let parsed = StorageUrl::parse("s3://backups/prod/orders-db/").expect("valid");
+        assert_eq!(parsed, StorageUrl::S3 { bucket: "backups".into(), prefix: "prod/orders-db".into() });
+        let bare = StorageUrl::parse("s3://backups").expect("valid");
+        assert_eq!(bare, StorageUrl::S3 { bucket: "backups".into(), prefix: String::new() });
+    }
+
+    #[test]
+    fn file_urls_need_an_absolute_path() {
+        let parsed = StorageUrl::parse("file:///var/lib/pgec2").expect("valid");
+        assert_eq!(parsed, StorageUrl::File { root: PathBuf::from("/var/lib/pgec2") });
+        for bad in ["file://relative/dir", "file://", "file:///a/../b", "/var/lib/pgec2", "gs://bucket", "s3://"] {
+            let error = StorageUrl::parse(bad).expect_err(bad);
+            assert!(matches!(error, StorageError::InvalidUrl { .. }), "{bad}: {error:?}");
+        }
+    }
+
+    #[test]
+    fn encryption_options_are_checked() {
+        let with = |sse: Option<&str>, key: Option<&str>| StorageConfig {
+            sse: sse.map(str::to_string),
+            kms_key_id: key.map(str::to_string),
+            ..StorageConfig::new("s3://bucket")
+        };
+        assert_eq!(encryption(&with(None, None)).expect("none"), None);
+        assert_eq!(encryption(&with(Some("AES256"), None)).expect("aes"), Some(ServerSideEncryption::Aes256));
+        assert_eq!(
+            encryption(&with(Some("aws:kms"), Some("alias/pg"))).expect("kms"),
+            Some(ServerSideEncryption::Kms { key_id: Some("alias/pg".into()) })
+        );
+        assert!(encryption(&with(Some("AES256"), Some("alias/pg"))).is_err());
+        assert!(encryption(&with(Some("aes256"), None)).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_file_url_opens_a_working_store() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let url = format!("file://{}/archive", directory.path().display());
+        let storage = open_storage(&StorageConfig::new(url.clone())).await.expect("open");
+        let key = super::super::ObjectKey::new("wal/000000010000000000000001").expect("key");
+        storage.put(&key, bytes::Bytes::from_static(b"wal"), super::super::PutMode::CreateNew).await.expect("put");
+        assert_eq!(storage.get(&key).await.expect("get"), bytes::Bytes::from_static(b"wal"));
+        assert_eq!(storage.describe(), url);
+        assert!(directory.path().join("archive/wal/000000010000000000000001").is_file());
+    }
+}
