@@ -10,7 +10,14 @@ use serde::{Deserialize, Serialize};
 
 /// A test kind with a spec and a status subresource.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(group = "example.com", version = "v1", kind = "Widget", namespaced, status = "WidgetStatus")]
+#[kube(
+    group = "example.com",
+    version = "v1",
+    kind = "Widget",
+    namespaced,
+    status = "WidgetStatus",
+    derive = "PartialEq"
+)]
 pub struct WidgetSpec {
     pub size: u32,
 }
