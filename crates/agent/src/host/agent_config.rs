@@ -1,0 +1,146 @@
+//! The agent's configuration files that `host apply` writes, in the agent's own TOML format
+//! ([`AgentConfig::to_toml`]):
+//!
+//! - `agent.toml` (the spec's `agentConfigPath`): this host's own archive. archive_command uses
+//!   it, so WAL always goes to the host's own prefix; so do backup-push and wal-verify.
+//! - `agent-source.toml` (beside it), only when the spec restores from another archive: the
+//!   source, read-only for this host. backup-fetch and, while the data directory is still
+//!   recovering from the source (standby.signal or recovery.signal), restore_command use it.
+//!   Once recovery ends, restore_command switches to `agent.toml`.
+//!
+//! Both files carry no secrets (AWS credentials come from the instance profile); they are
+//! readable by the PostgreSQL user and writable only by the user running `host apply`.
+
+use std::path::Path;
+
+use pgec2_core::compression::Compression;
+use pgec2_core::host_spec::{ArchiveSpec, HostSpec, StorageSpec};
+
+use crate::config::{AgentConfig, ServerSideEncryption};
+
+/// Why a configuration cannot be rendered (the spec validation normally catches it first).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentConfigError {
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+/// `agent.toml` for the host's own archive.
+pub fn render_own(spec: &HostSpec, archive: &ArchiveSpec) -> Result<String, AgentConfigError> {
+    let compression = Compression::new(archive.compression, archive.compression_level)
+        .map_err(|error| AgentConfigError::Invalid { field: "archive.compressionLevel", reason: error.to_string() })?;
+    let config = config_for(spec, &archive.storage, compression, "archive.storage")?;
+    Ok(with_header(spec, "this host's own archive: archive_command, backup-push and wal-verify use it", &config))
+}
+
+/// `agent-source.toml` for the archive a recovery reads from.
+pub fn render_source(spec: &HostSpec, source: &StorageSpec) -> Result<String, AgentConfigError> {
+    let config = config_for(spec, source, Compression::default(), "bootstrap.recovery.source")?;
+    Ok(with_header(
+        spec,
+        "the recovery source's archive, read-only for this host: backup-fetch and restore_command use it",
+        &config,
+    ))
+}
+
+fn config_for(
+    spec: &HostSpec,
+    storage: &StorageSpec,
+    compression: Compression,
+    field: &'static str,
+) -> Result<AgentConfig, AgentConfigError> {
+    let mut config = AgentConfig::default();
+    config.storage.url = storage.url.clone();
+    config.storage.prefix = storage.prefix.clone().unwrap_or_default();
+    config.storage.endpoint = storage.endpoint.clone();
+    config.storage.region = storage.region.clone();
+    config.storage.storage_class = storage.storage_class.clone();
+    config.storage.kms_key_id = storage.kms_key_id.clone();
+    config.storage.sse = match storage.server_side_encryption.as_deref() {
+        None => None,
+        Some(text) => {
+            Some(text.parse::<ServerSideEncryption>().map_err(|reason| AgentConfigError::Invalid { field, reason })?)
+        }
+    };
+    config.compression = compression;
+    config.postgres.pgdata = Some(spec.data_directory.clone());
+    config.postgres.host = spec.socket_directory().display().to_string();
+    config.postgres.port = spec.port;
+    config.postgres.user = spec.os_user.clone();
+    Ok(config)
+}
+
+fn with_header(spec: &HostSpec, purpose: &str, config: &AgentConfig) -> String {
+    format!(
+        "# Written by pgec2-agent host apply for {}: edits are overwritten.\n# {purpose}.\n\n{}",
+        spec.host,
+        config.to_toml()
+    )
+}
+
+/// True when the data directory is still recovering from an archive (PostgreSQL removes
+/// recovery.signal at the end of recovery; a standby keeps standby.signal).
+pub fn recovering(data_directory: &Path) -> bool {
+    data_directory.join("standby.signal").exists() || data_directory.join("recovery.signal").exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use pgec2_core::compression::Algorithm;
+
+    use super::*;
+    use crate::host::test_support::spec;
+
+    fn load(text: &str) -> AgentConfig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, text).expect("write");
+        AgentConfig::load_with(Some(&path), Path::new("/nonexistent"), &|_| None)
+            .expect("the agent reads what host apply writes")
+    }
+
+    #[test]
+    fn the_own_archive_config_is_read_back_by_the_agent() {
+        let mut spec = spec();
+        let archive = spec.archive.as_mut().expect("archive");
+        archive.storage.url = "s3://pgec2-backups/base".into();
+        archive.storage.prefix = Some("default/db1".into());
+        archive.storage.region = Some("eu-west-1".into());
+        archive.storage.server_side_encryption = Some("aws:kms".into());
+        archive.compression = Algorithm::Lz4;
+        let archive = archive.clone();
+        let config = load(&render_own(&spec, &archive).expect("render"));
+        assert_eq!(config.storage.url, "s3://pgec2-backups/base");
+        assert_eq!(config.storage.prefix, "default/db1");
+        assert_eq!(config.storage.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(config.storage.sse, Some(ServerSideEncryption::Kms));
+        assert_eq!(config.compression.algorithm, Algorithm::Lz4);
+        assert_eq!(config.postgres.pgdata, Some(PathBuf::from("/var/lib/postgresql/15/main")));
+        assert_eq!(config.postgres.host, "/var/lib/postgresql/run");
+        assert_eq!(config.postgres.port, 5432);
+        assert_eq!(config.postgres.user, "postgres");
+    }
+
+    #[test]
+    fn the_source_config_points_at_the_source_archive() {
+        let spec = spec();
+        let mut source = StorageSpec::new("file:///srv/archive").with_prefix("default/prod");
+        source.endpoint = Some("http://127.0.0.1:5000".into());
+        let text = render_source(&spec, &source).expect("render");
+        assert!(text.starts_with("# Written by pgec2-agent host apply for default/db1"));
+        let config = load(&text);
+        assert_eq!(config.storage.url, "file:///srv/archive");
+        assert_eq!(config.storage.prefix, "default/prod");
+        assert_eq!(config.storage.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
+    }
+
+    #[test]
+    fn recovery_lasts_while_a_signal_file_is_there() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(!recovering(dir.path()));
+        std::fs::write(dir.path().join("recovery.signal"), b"").expect("signal");
+        assert!(recovering(dir.path()));
+    }
+}

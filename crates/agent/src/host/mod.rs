@@ -1,0 +1,271 @@
+//! `host apply`: converge this machine to a [`HostSpec`] and report each step as JSON.
+//!
+//! The steps, in order (the local profile skips the volume, package and systemd work):
+//!
+//! ```text
+//! spec            read and validate the spec
+//! data-device     find the EBS volume by id (NVMe serial)                      ec2
+//! filesystem      keep its filesystem, or format a blank volume                ec2
+//! fstab           UUID=… <mount> <fs> defaults,nofail,noatime 0 2, once        ec2
+//! mount           mount it when it is not                                      ec2
+//! packages        PostgreSQL N from apt.postgresql.org when missing            ec2
+//! os-user         the user PostgreSQL runs as
+//! directories     data directory parents, socket and configuration directories
+//! agent-config    agent.toml (own archive), agent-source.toml (recovery source)
+//! data-directory  initdb or backup-fetch into an empty PGDATA; never touch a cluster
+//! tls-certificate a self-signed certificate when ssl is on and none exists
+//! postgresql-conf conf.d/01-pgec2.conf: tuning, parameters, archiving, connections
+//! pg-hba          pg_hba.conf: the spec's rules, then peer for the OS user, then SCRAM
+//! service         start; reload on change; restart only for pending_restart parameters
+//! facts           version, system identifier, timeline, recovery state
+//! ```
+//!
+//! Every step compares before it writes, so a second run reports everything unchanged. The
+//! first failed step ends the run; its detail names what failed and the command's stderr.
+//! The pure parts (tuning, rendering, planning) live in their own modules with their tests.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use pgec2_core::host_spec::{HostReport, HostSpec, PostgresFacts, Profile, SpecError, StepOutcome, StepReport};
+
+mod agent_config;
+mod command;
+mod configure;
+mod datadir;
+mod device;
+mod files;
+mod fstab;
+mod hba;
+mod packages;
+mod postgres;
+mod render_conf;
+mod service;
+#[cfg(test)]
+mod test_support;
+mod tls;
+mod tuning;
+mod volume;
+
+pub use command::CommandError;
+pub use files::FileError;
+
+use command::{OsUser, running_as_root};
+use postgres::Server;
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error(transparent)]
+    AgentConfig(#[from] agent_config::AgentConfigError),
+    /// pgec2 will not do this: it could lose data or the host is not as expected.
+    #[error("{0}")]
+    Refused(String),
+    /// PostgreSQL refused or failed.
+    #[error("{0}")]
+    Postgres(String),
+}
+
+/// What a successful step did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Done {
+    pub outcome: StepOutcome,
+    pub detail: String,
+}
+
+impl Done {
+    pub fn changed(detail: impl Into<String>) -> Self {
+        Self { outcome: StepOutcome::Changed, detail: detail.into() }
+    }
+
+    pub fn unchanged(detail: impl Into<String>) -> Self {
+        Self { outcome: StepOutcome::Unchanged, detail: detail.into() }
+    }
+
+    pub fn skipped(detail: impl Into<String>) -> Self {
+        Self { outcome: StepOutcome::Skipped, detail: detail.into() }
+    }
+}
+
+/// Failure to print the report.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to write the host apply report to stdout: {0}")]
+pub struct ReportError(#[from] std::io::Error);
+
+/// `pgec2-agent host apply SPEC`: prints the report; exit 0 when every step succeeded, 1 and a
+/// one-line error on stderr naming the failed step otherwise.
+pub async fn apply_command(spec_path: &Path) -> Result<ExitCode, ReportError> {
+    let report = apply(spec_path).await;
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut stdout, &report).map_err(std::io::Error::from)?;
+    writeln!(stdout)?;
+    stdout.flush()?;
+    match report.failed_step() {
+        None => Ok(ExitCode::SUCCESS),
+        Some(failed) => {
+            let first_line = failed.detail.lines().next().unwrap_or_default();
+            eprintln!("error: host apply failed at step {}: {first_line}", failed.step);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Converges the host to the spec in `spec_path` and reports what each step did.
+pub async fn apply(spec_path: &Path) -> HostReport {
+    let mut recorder = Recorder::default();
+    let spec = match load_spec(spec_path) {
+        Ok(spec) => spec,
+        Err(error) => {
+            recorder.fail("spec", &error);
+            return recorder.finish(None, None);
+        }
+    };
+    let profile = match spec.profile {
+        Profile::Ec2 => "ec2",
+        Profile::Local => "local",
+    };
+    recorder.done(
+        "spec",
+        Done::unchanged(format!("{} ({profile} profile, PostgreSQL {})", spec.host, spec.postgres_version)),
+    );
+    let facts = run_steps(&spec, &mut recorder).await.ok().flatten();
+    recorder.finish(Some(&spec), facts)
+}
+
+/// Reads and validates the spec file.
+fn load_spec(path: &Path) -> Result<HostSpec, StepError> {
+    let text = std::fs::read(path).map_err(|source| FileError {
+        action: "read the host spec",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let spec: HostSpec = serde_json::from_slice(&text)
+        .map_err(|error| StepError::Refused(format!("{} is not a valid HostSpec: {error}", path.display())))?;
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// The run stopped at a failed step (already recorded).
+struct Stopped;
+
+async fn run_steps(spec: &HostSpec, recorder: &mut Recorder) -> Result<Option<PostgresFacts>, Stopped> {
+    let ec2 = spec.profile == Profile::Ec2;
+    if ec2 {
+        let device = recorder.value("data-device", volume::find(spec).await)?;
+        let volume = recorder.value("filesystem", volume::filesystem(spec, &device).await)?;
+        recorder.step("fstab", volume::fstab_entry(spec, &volume))?;
+        recorder.step("mount", volume::mount(spec, &volume).await)?;
+    } else {
+        for step in ["data-device", "filesystem", "fstab", "mount"] {
+            recorder.done(step, Done::skipped("local profile"));
+        }
+    }
+    recorder.step("packages", packages_step(spec).await)?;
+    let user = recorder.value("os-user", os_user(spec))?;
+    let server = Server::new(spec, user.clone());
+    recorder.step("directories", configure::directories(spec, &user))?;
+    recorder.step("agent-config", configure::agent_configs(spec))?;
+    recorder.step("data-directory", datadir::converge(spec, &user).await)?;
+    let tls = if spec.ssl_enabled() { tls::converge(spec, &user).await } else { Ok(Done::skipped("ssl is off")) };
+    let tls_changed = tls.as_ref().is_ok_and(|done| done.outcome == StepOutcome::Changed);
+    recorder.step("tls-certificate", tls)?;
+    let conf_changed = recorder.value("postgresql-conf", configure::postgresql_conf(spec, &server).await)?;
+    let hba_changed = recorder.value("pg-hba", configure::pg_hba(spec, &server).await)?;
+    let changes = service::Changes { config: conf_changed || hba_changed || tls_changed };
+    recorder.step("service", service::converge(spec, &server, changes).await)?;
+    if !server.accepting().await {
+        recorder.done("facts", Done::skipped("the server does not accept connections yet (recovery in progress?)"));
+        return Ok(None);
+    }
+    let facts =
+        recorder.value("facts", server.facts().await.map(|facts| (facts, Done::unchanged("read from the server"))))?;
+    Ok(Some(facts))
+}
+
+/// Step `packages`: installs PostgreSQL (ec2); checks it is there (local).
+async fn packages_step(spec: &HostSpec) -> Result<Done, StepError> {
+    let postgres = spec.bin_directory().join("postgres");
+    match spec.profile {
+        Profile::Ec2 => Ok(match packages::install(spec.postgres_version, &postgres).await? {
+            Some(detail) => Done::changed(detail),
+            None => Done::unchanged(format!("{} present", postgres.display())),
+        }),
+        Profile::Local if postgres.exists() => {
+            Ok(Done::skipped(format!("local profile, using {}", postgres.display())))
+        }
+        Profile::Local => Err(StepError::Refused(format!(
+            "{} is missing: install PostgreSQL {} or set binDirectory (the local profile installs nothing)",
+            postgres.display(),
+            spec.postgres_version
+        ))),
+    }
+}
+
+/// Step `os-user`: the user exists, and we can act as it.
+fn os_user(spec: &HostSpec) -> Result<(OsUser, Done), StepError> {
+    let user = OsUser::lookup(&spec.os_user)
+        .map_err(|error| StepError::Refused(format!("failed to look up user {}: {error}", spec.os_user)))?
+        .ok_or_else(|| {
+            StepError::Refused(format!("OS user {} does not exist: create it or set osUser", spec.os_user))
+        })?;
+    if user.needs_switch() && !running_as_root() {
+        return Err(StepError::Refused(format!(
+            "host apply runs as another user than {} and is not root: run it as root or as {}",
+            user.name, user.name
+        )));
+    }
+    let detail = format!("{} (uid {})", user.name, user.uid);
+    Ok((user, Done::unchanged(detail)))
+}
+
+/// Collects step reports.
+#[derive(Default)]
+struct Recorder {
+    steps: Vec<StepReport>,
+}
+
+impl Recorder {
+    fn done(&mut self, step: &str, done: Done) {
+        tracing::info!(step, outcome = ?done.outcome, detail = %done.detail, "host apply step");
+        self.steps.push(StepReport { step: step.to_string(), outcome: done.outcome, detail: done.detail });
+    }
+
+    fn fail(&mut self, step: &str, error: &StepError) {
+        self.steps.push(StepReport { step: step.to_string(), outcome: StepOutcome::Failed, detail: error.to_string() });
+    }
+
+    fn step(&mut self, step: &str, result: Result<Done, StepError>) -> Result<(), Stopped> {
+        self.value(step, result.map(|done| ((), done)))
+    }
+
+    fn value<T>(&mut self, step: &str, result: Result<(T, Done), StepError>) -> Result<T, Stopped> {
+        match result {
+            Ok((value, done)) => {
+                self.done(step, done);
+                Ok(value)
+            }
+            Err(error) => {
+                self.fail(step, &error);
+                Err(Stopped)
+            }
+        }
+    }
+
+    fn finish(self, spec: Option<&HostSpec>, postgres: Option<PostgresFacts>) -> HostReport {
+        let succeeded = self.steps.iter().all(|step| step.outcome != StepOutcome::Failed);
+        HostReport {
+            host: spec.map(|spec| spec.host.clone()).unwrap_or_default(),
+            profile: spec.map(|spec| spec.profile),
+            succeeded,
+            steps: self.steps,
+            postgres,
+        }
+    }
+}
