@@ -12,7 +12,7 @@
 //! box; callers register their own kinds with [`ResourceType`]. With
 //! [`MemoryApiServer::with_state_dir`] the objects survive restarts.
 //!
-//! Differences from a real API server are listed in `docs/kube-memory.md`.
+//! The crate's README lists what is kept and where it differs from a real API server.
 
 mod apply;
 mod discovery;

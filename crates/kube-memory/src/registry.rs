@@ -22,6 +22,9 @@ pub struct ResourceType {
     /// Whether `.status` is a subresource: then writes to the main resource ignore `.status`,
     /// writes to `/status` change only `.status`, and `metadata.generation` counts spec changes only.
     pub status_subresource: bool,
+    /// Whether a replace (PUT) without `metadata.resourceVersion` overwrites unconditionally.
+    /// False for custom resources, as in the API server (422 Invalid); true for Events and Leases.
+    pub unconditional_update: bool,
 }
 
 impl ResourceType {
@@ -34,6 +37,7 @@ impl ResourceType {
             kind: kind.to_owned(),
             namespaced,
             status_subresource: false,
+            unconditional_update: false,
         }
     }
 
@@ -56,6 +60,12 @@ impl ResourceType {
     /// Marks `.status` as a subresource (`subresources: status: {}` in a CRD).
     pub fn with_status_subresource(mut self) -> Self {
         self.status_subresource = true;
+        self
+    }
+
+    /// Allows replace (PUT) without a resourceVersion, like most built-in kinds.
+    pub fn with_unconditional_update(mut self) -> Self {
+        self.unconditional_update = true;
         self
     }
 
@@ -100,9 +110,9 @@ impl TypeKey {
 /// The built-in types every server serves: Events (both APIs) and Leases.
 pub fn builtin_types() -> Vec<ResourceType> {
     vec![
-        ResourceType::new("", "v1", "events", "Event", true),
-        ResourceType::new("events.k8s.io", "v1", "events", "Event", true),
-        ResourceType::new("coordination.k8s.io", "v1", "leases", "Lease", true),
+        ResourceType::new("", "v1", "events", "Event", true).with_unconditional_update(),
+        ResourceType::new("events.k8s.io", "v1", "events", "Event", true).with_unconditional_update(),
+        ResourceType::new("coordination.k8s.io", "v1", "leases", "Lease", true).with_unconditional_update(),
     ]
 }
 

@@ -104,13 +104,20 @@ async fn replace_with_a_stale_resource_version_is_conflict() {
     assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
     assert!(status.message.contains("the object has been modified"), "{}", status.message);
     assert_eq!(api.get("a").await.expect("get succeeds").spec.size, 2);
+    let mut unversioned = widget("a", 4);
+    unversioned.metadata.resource_version = None;
+    let error = api.replace("a", &PostParams::default(), &unversioned).await;
+    assert_eq!(code(error), 422, "custom resources need a resourceVersion to be replaced");
 }
 
 #[tokio::test]
 async fn status_writes_change_only_status_and_main_writes_ignore_status() {
     let server = server();
     let api = widgets(&server);
-    create(&api, "a", 1).await;
+    let mut with_status = widget("a", 1);
+    with_status.status = Some(WidgetStatus { observed_size: Some(7), phase: None });
+    let created = api.create(&PostParams::default(), &with_status).await.expect("create succeeds");
+    assert_eq!(created.status, None, "a create does not set a status subresource");
     let status = WidgetStatus { observed_size: Some(1), phase: Some("Ready".into()) };
     let patch = json!({ "spec": { "size": 9 }, "metadata": { "labels": { "x": "y" } }, "status": status });
     let after_status = api.patch_status("a", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch");

@@ -91,12 +91,13 @@ async fn watch_ends_after_its_timeout_with_a_bookmark_at_the_latest_resource_ver
     assert!(end.is_none());
 }
 
-#[tokio::test]
-async fn watcher_lists_then_follows_changes() {
+/// Runs a real watcher with `config` over one existing widget, then creates another: the
+/// watcher must report the first in its initial list and the second as a change.
+async fn watcher_sees_initial_objects_then_changes(config: watcher::Config) {
     let server = server();
     let api = widgets(&server);
     create(&api, "listed", 1).await;
-    let mut events = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
+    let mut events = watcher::watcher(api.clone(), config).boxed();
     let mut initial = Vec::new();
     loop {
         match events.try_next().await.expect("no watcher error").expect("the stream continues") {
@@ -107,7 +108,7 @@ async fn watcher_lists_then_follows_changes() {
         }
     }
     assert_eq!(initial, ["listed"]);
-    create(&api, "watched", 1).await;
+    api.create(&PostParams::default(), &widget("watched", 1)).await.expect("create");
     match events.try_next().await.expect("no watcher error").expect("the stream continues") {
         Event::Apply(object) => assert_eq!(object.name_any(), "watched"),
         other => panic!("expected the new object, got {other:?}"),
@@ -115,27 +116,13 @@ async fn watcher_lists_then_follows_changes() {
 }
 
 #[tokio::test]
+async fn watcher_lists_then_follows_changes() {
+    watcher_sees_initial_objects_then_changes(watcher::Config::default()).await;
+}
+
+#[tokio::test]
 async fn streaming_list_watcher_gets_initial_events_then_changes() {
-    let server = server();
-    let api = widgets(&server);
-    create(&api, "listed", 1).await;
-    let config = watcher::Config::default().streaming_lists();
-    let mut events = watcher::watcher(api.clone(), config).boxed();
-    let mut initial = Vec::new();
-    loop {
-        match events.try_next().await.expect("no watcher error").expect("the stream continues") {
-            Event::Init => {}
-            Event::InitApply(object) => initial.push(object.name_any()),
-            Event::InitDone => break,
-            other => panic!("unexpected event before the initial events ended: {other:?}"),
-        }
-    }
-    assert_eq!(initial, ["listed"]);
-    api.create(&PostParams::default(), &widget("watched", 1)).await.expect("create");
-    match events.try_next().await.expect("no watcher error").expect("the stream continues") {
-        Event::Apply(object) => assert_eq!(object.name_any(), "watched"),
-        other => panic!("expected the new object, got {other:?}"),
-    }
+    watcher_sees_initial_objects_then_changes(watcher::Config::default().streaming_lists()).await;
 }
 
 #[tokio::test]

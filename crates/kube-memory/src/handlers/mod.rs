@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::{
     error::ApiError,
+    meta,
     request::{ApiRequest, Verb},
     state::State,
     watch::{self, WatchPlan},
@@ -38,7 +39,12 @@ pub(crate) fn handle(state: &mut State, request: &ApiRequest) -> Result<Outcome,
         Verb::Create => (201, write::create(state, target, patch::parse_json(&request.body)?, dry_run)?),
         Verb::Replace => {
             let old = read::get(state, request)?;
-            (200, write::update(state, target, &old, patch::parse_json(&request.body)?, dry_run)?)
+            let new = patch::parse_json(&request.body)?;
+            if !target.resource.unconditional_update && meta::resource_version(&new).is_none() {
+                let why = "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update";
+                return Err(ApiError::invalid(&target.resource, target.object_name(), "metadata.resourceVersion", why));
+            }
+            (200, write::update(state, target, &old, new, dry_run)?)
         }
         Verb::Patch(kind) => patch::patch(state, request, kind)?,
         Verb::Delete if target.subresource.is_some() => return Err(ApiError::method_not_allowed("DELETE")),
