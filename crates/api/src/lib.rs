@@ -36,6 +36,7 @@ pub mod status;
 pub mod validation;
 
 pub use constants::*;
+pub use host::RecoveryPoint;
 pub use host::bootstrap::{
     Bootstrap, InitdbBootstrap, LATEST_BACKUP, RecoveryBootstrap, RecoverySource, RecoveryTarget, TargetAction,
 };

@@ -301,3 +301,29 @@ fn archive_timeouts_outside_a_second_to_a_day_are_refused() {
     set(&mut manifest, "spec.walArchiving.archiveTimeout", json!("soon"));
     assert_refused_by_schema(&judge(&manifest, None));
 }
+
+#[test]
+fn values_that_could_break_out_of_config_files_or_commands_are_refused() {
+    let host_cases = [
+        ("spec.bootstrap", json!({"initdb": {"locale": "C.UTF-8 --auth=trust"}})),
+        ("spec.bootstrap", json!({"initdb": {"encoding": "UTF8'"}})),
+        (
+            "spec.bootstrap",
+            json!({"recovery": {"source": {"host": "a", "policy": "b"}, "target": {"name": "x' or '1"}}}),
+        ),
+        ("spec.bootstrap", json!({"recovery": {"source": {"host": "../other", "policy": "b"}}})),
+        ("spec.bootstrap", json!({"recovery": {"source": {"host": "a", "policy": "b"}, "backup": "../../etc"}})),
+        ("spec.postgres.pgHba", json!([{"type": "host", "database": "\"all\"", "address": "all", "method": "trust"}])),
+        ("spec.instance.instanceType", json!("m7i.large; curl evil")),
+    ];
+    for (path, value) in host_cases {
+        let mut manifest = host();
+        set(&mut manifest, path, value.clone());
+        let verdict = judge(&manifest, None);
+        assert!(!verdict.schema_errors.is_empty(), "the schema accepted {value}: {verdict:#?}");
+        assert!(!verdict.rust_messages().is_empty(), "Rust accepted {value}: {verdict:#?}");
+    }
+    let mut manifest = policy();
+    set(&mut manifest, "spec.storage", json!({"local": {"path": "relative/backups"}}));
+    assert_refused_by_schema(&judge(&manifest, None));
+}

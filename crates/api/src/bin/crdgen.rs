@@ -33,6 +33,7 @@ fn main() -> ExitCode {
 
 fn write_files(dir: PathBuf) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
+    let dir = dir.canonicalize().map_err(|e| format!("failed to resolve {}: {e}", dir.display()))?;
     for file in pgec2_api::crd::crd_files() {
         let yaml = file.to_yaml().map_err(|e| format!("failed to render {}: {e}", file.file_name))?;
         let path = dir.join(file.file_name);

@@ -149,9 +149,10 @@ pub struct RecoveryTarget {
     #[schemars(regex(pattern = r"^[0-9]{1,20}$"))]
     pub xid: Option<String>,
 
-    /// Stop at this named restore point, created with `pg_create_restore_point()`.
+    /// Stop at this named restore point, created with `pg_create_restore_point()`. Up to 63
+    /// characters, without quotes, backslashes or line breaks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r#"^[^'"\\\r\n]+$"#))]
     pub name: Option<String>,
 
     /// Stop as soon as the restored backup is consistent (the earliest point it can reach).

@@ -294,21 +294,22 @@ pub struct PgHbaEntry {
     #[serde(rename = "type")]
     pub connection_type: HbaConnectionType,
 
-    /// Database name(s), comma-separated, or `all`, `sameuser`, `samerole`, `replication`.
-    /// Default `all`.
+    /// Database name(s), comma-separated, or `all`, `sameuser`, `samerole`, `replication`;
+    /// no spaces, quotes or `#`. Default `all`.
     #[serde(default = "default_all")]
-    #[schemars(regex(pattern = r"^[^\s#]+$"), length(max = 1024))]
+    #[schemars(regex(pattern = r##"^[^\s"#]+$"##), length(max = 1024))]
     pub database: String,
 
-    /// User name(s), comma-separated, `+group`, or `all`. Default `all`.
+    /// User name(s), comma-separated, `+group`, or `all`; no spaces, quotes or `#`.
+    /// Default `all`.
     #[serde(default = "default_all")]
-    #[schemars(regex(pattern = r"^[^\s#]+$"), length(max = 1024))]
+    #[schemars(regex(pattern = r##"^[^\s"#]+$"##), length(max = 1024))]
     pub user: String,
 
     /// Client address for every type except `local` (where it is not allowed): a CIDR range
     /// such as `10.0.0.0/16` or `::1/128`, a host name, or `all`, `samehost`, `samenet`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[^\s#]+$"), length(max = 255))]
+    #[schemars(regex(pattern = r##"^[^\s"#]+$"##), length(max = 255))]
     pub address: Option<String>,
 
     /// Authentication method: `scram-sha-256` (recommended), `md5`, `password`, `trust`,

@@ -1,6 +1,8 @@
 //! Checks of a `PostgresHost` spec, mirroring its schema and CEL rules.
 
-use super::text::{is_lsn, is_option_name, is_parameter_name, is_rfc3339, is_single_word, is_xid};
+use super::text::{
+    is_lsn, is_object_name, is_option_name, is_parameter_name, is_rfc3339, is_single_word, is_token, is_xid,
+};
 use super::{Checker, InvalidSpec};
 use crate::host::bootstrap::{Bootstrap, RecoveryTarget};
 use crate::host::spec::{HbaConnectionType, InstanceSpec, PostgresHostSpec, PostgresSpec, VolumeSpec, VolumeType};
@@ -47,6 +49,9 @@ impl PostgresHostSpec {
 
 fn check_instance(check: &mut Checker, instance: &InstanceSpec) {
     let tags = &instance.tags;
+    if !is_token(&instance.instance_type, 64, ".-") || !instance.instance_type.contains('.') {
+        check.fail("spec.instance.instanceType", "must be an EC2 instance type such as m7i.large");
+    }
     let reserved = tags.keys().any(|key| key.starts_with("pgec2.io/") || key.starts_with("aws:"));
     check.rule("spec.instance.tags", !reserved, rules::TAGS_NOT_RESERVED);
     let fits = tags.len() <= 40
@@ -88,6 +93,9 @@ fn check_postgres(check: &mut Checker, postgres: &PostgresSpec) {
     check.rule(field, single_line, rules::PARAMETER_VALUES_SINGLE_LINE);
     let wal_level_ok = parameters.get("wal_level").is_none_or(|level| level == "replica" || level == "logical");
     check.rule(field, wal_level_ok, rules::WAL_LEVEL_ARCHIVABLE);
+    if parameters.len() > 200 || parameters.values().any(|value| value.chars().count() > 1024) {
+        check.fail(field, "at most 200 parameters with values of up to 1024 characters");
+    }
 
     if postgres.pg_hba.len() > 100 {
         check.fail("spec.postgres.pgHba", "at most 100 entries");
@@ -107,7 +115,25 @@ fn check_postgres(check: &mut Checker, postgres: &PostgresSpec) {
 
 fn check_bootstrap(check: &mut Checker, bootstrap: &Bootstrap) {
     check.rule("spec.bootstrap", bootstrap.initdb.is_some() != bootstrap.recovery.is_some(), rules::ONE_BOOTSTRAP_MODE);
-    if let Some(target) = bootstrap.recovery.as_ref().and_then(|recovery| recovery.target.as_ref()) {
+    if let Some(initdb) = &bootstrap.initdb {
+        if !is_token(&initdb.encoding, 63, "_") {
+            check.fail("spec.bootstrap.initdb.encoding", "must be an encoding name such as UTF8");
+        }
+        if !is_token(&initdb.locale, 63, "_.@-") {
+            check.fail("spec.bootstrap.initdb.locale", "must be a locale name such as C.UTF-8");
+        }
+    }
+    let Some(recovery) = &bootstrap.recovery else { return };
+    for (field, name) in [("host", &recovery.source.host), ("policy", &recovery.source.policy)] {
+        if !is_object_name(name) {
+            check.fail(format!("spec.bootstrap.recovery.source.{field}"), "must be a Kubernetes object name");
+        }
+    }
+    let backup = &recovery.backup;
+    if !is_token(backup, 128, "._-") || backup.starts_with(['.', '_', '-']) {
+        check.fail("spec.bootstrap.recovery.backup", "must be LATEST or a backup name");
+    }
+    if let Some(target) = &recovery.target {
         check_target(check, target);
     }
 }
@@ -131,5 +157,10 @@ fn check_target(check: &mut Checker, target: &RecoveryTarget) {
     }
     if target.xid.as_deref().is_some_and(|xid| !is_xid(xid)) {
         check.fail(format!("{field}.xid"), "must be a transaction id (digits only)");
+    }
+    let name_ok =
+        |name: &str| (1..=63).contains(&name.chars().count()) && !name.contains(['\'', '"', '\\', '\r', '\n']);
+    if target.name.as_deref().is_some_and(|name| !name_ok(name)) {
+        check.fail(format!("{field}.name"), "must be 1 to 63 characters without quotes, backslashes or line breaks");
     }
 }

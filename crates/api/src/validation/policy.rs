@@ -60,9 +60,9 @@ impl BackupPolicySpec {
             check_s3(&mut check, s3);
         }
         if let Some(local) = &storage.local
-            && !local.path.starts_with('/')
+            && (!local.path.starts_with('/') || local.path.contains('\n'))
         {
-            check.fail("spec.storage.local.path", "must be an absolute path");
+            check.fail("spec.storage.local.path", "must be an absolute path on one line");
         }
         if let Err(error) = parse_schedule(&self.schedule) {
             check.fail("spec.schedule", error.to_string());
@@ -93,6 +93,17 @@ impl WalArchiving {
 }
 
 fn check_s3(check: &mut Checker, s3: &S3Storage) {
+    let bucket = &s3.bucket;
+    let edges_ok = !bucket.starts_with(['.', '-']) && !bucket.ends_with(['.', '-']);
+    if !(3..=63).contains(&bucket.len())
+        || !edges_ok
+        || !bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+    {
+        check.fail(
+            "spec.storage.s3.bucket",
+            "must be an S3 bucket name: 3 to 63 lowercase letters, digits, dots and hyphens",
+        );
+    }
     let kms_ok = s3.kms_key_id.is_none() || s3.server_side_encryption == Some(ServerSideEncryption::AwsKms);
     check.rule("spec.storage.s3", kms_ok, rules::KMS_KEY_NEEDS_AWS_KMS);
     if let Some(prefix) = &s3.prefix

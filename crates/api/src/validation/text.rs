@@ -67,6 +67,22 @@ pub(crate) fn is_rfc3339(text: &str) -> bool {
     text.parse::<k8s_openapi::jiff::Timestamp>().is_ok()
 }
 
+/// Non-empty, at most `max` characters, every one ASCII alphanumeric or in `extra`: the shape
+/// of the schema's simple patterns (`^[A-Za-z0-9_.@-]+$` and the like).
+pub(crate) fn is_token(text: &str, max: usize, extra: &str) -> bool {
+    (1..=max).contains(&text.len()) && text.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+}
+
+/// A Kubernetes object name (DNS-1123 subdomain): `^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`, at most
+/// 253 characters.
+pub(crate) fn is_object_name(name: &str) -> bool {
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    name.len() <= 253
+        && edge_ok(name.chars().next())
+        && edge_ok(name.chars().last())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+}
+
 /// `^[0-9]{1,20}$`.
 pub(crate) fn is_xid(text: &str) -> bool {
     (1..=20).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit())
@@ -105,6 +121,16 @@ mod tests {
         assert!(!is_lsn("3000060"));
         assert!(!is_lsn("0/123456789"));
         assert!(!is_lsn("g/1"));
+    }
+
+    #[test]
+    fn object_names_are_dns_subdomains() {
+        for good in ["orders-db", "a", "db.v2", "0"] {
+            assert!(is_object_name(good), "{good}");
+        }
+        for bad in ["", "Orders", "-db", "db-", "db_1", "a/b"] {
+            assert!(!is_object_name(bad), "{bad}");
+        }
     }
 
     #[test]
