@@ -9,6 +9,26 @@
 //!
 //! Every operation is bounded by a timeout and transient failures are retried by
 //! [`retry::Retrying`]; errors say whether they are permanent ([`StorageError::is_permanent`]).
+//!
+//! The agent and the operator open a store with [`url::open_storage`], which parses the URL,
+//! builds the backend and wraps it in [`retry::Retrying`]:
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), pgec2_core::storage::StorageError> {
+//! use bytes::Bytes;
+//! use pgec2_core::storage::url::{StorageConfig, open_storage};
+//! use pgec2_core::storage::{ObjectKey, PutMode, PutOutcome};
+//!
+//! let storage = open_storage(&StorageConfig::new("file:///var/lib/pgec2/archive")).await?;
+//! let key = ObjectKey::new("wal/000000010000000000000001")?;
+//! // A conditional create that is also safe to repeat with the same bytes:
+//! let outcome = storage.put_new_or_identical(&key, Bytes::from_static(b"...")).await?;
+//! assert!(matches!(outcome, PutOutcome::Created | PutOutcome::AlreadyIdentical));
+//! # Ok(()) }
+//! ```
+//!
+//! Durability: when `put` returns `Ok`, the object is complete and survives a crash of the
+//! writer (and, for S3, of the machine); each backend's page says how.
 
 use std::fmt;
 use std::time::Duration;
