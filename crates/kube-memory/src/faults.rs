@@ -7,7 +7,7 @@ use crate::{
 
 /// What an injected fault answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultKind {
+enum FaultKind {
     /// 409 Conflict, as for a write based on a stale resourceVersion.
     Conflict,
     /// 500 InternalError.
@@ -35,6 +35,12 @@ impl Fault {
             writes_only: true,
             remaining: times,
         }
+    }
+
+    /// The next `times` writes (create, replace, patch, delete) answer 409 Conflict, as if
+    /// another writer got there first; restrict it with [`Fault::on`].
+    pub fn conflicts(times: u32) -> Self {
+        Self { kind: FaultKind::Conflict, plural: None, status_only: false, writes_only: true, remaining: times }
     }
 
     /// The next `times` requests of any kind answer 500 InternalError.

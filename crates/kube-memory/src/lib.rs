@@ -31,7 +31,7 @@ mod store;
 mod watch;
 
 pub use error::{ApiError, Error};
-pub use faults::{Fault, FaultKind};
+pub use faults::Fault;
 pub use persistence::STATE_FILE;
 pub use registry::{ResourceType, builtin_types};
 pub use server::{MemoryApiServer, ResponseBody};

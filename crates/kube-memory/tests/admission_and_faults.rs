@@ -64,6 +64,16 @@ async fn injected_status_conflicts_fail_the_next_status_writes_then_let_them_thr
 }
 
 #[tokio::test]
+async fn injected_conflicts_fail_the_next_writes_of_one_kind_only() {
+    let server = server();
+    let api = widgets(&server);
+    server.inject_fault(Fault::conflicts(1).on("widgets"));
+    assert_eq!(api.get_opt("a").await.expect("reads pass").map(|w| w.spec.size), None);
+    assert_eq!(code(api.create(&PostParams::default(), &widget("a", 1)).await), 409);
+    create(&api, "a", 1).await;
+}
+
+#[tokio::test]
 async fn injected_internal_errors_fail_any_request_with_500() {
     let server = server();
     let api = widgets(&server);
