@@ -33,6 +33,9 @@ pub enum Command {
     /// Restore one WAL file: restore_command = 'pgec2-agent wal-fetch %f %p'.
     /// Exit 0 fetched, 1 not in the archive, other = error.
     WalFetch(WalFetchArgs),
+    /// Download the WAL segments after AFTER into a prefetch directory (started by wal-fetch).
+    #[command(hide = true)]
+    WalPrefetch(WalPrefetchArgs),
     /// Take a base backup of the running cluster.
     BackupPush(BackupPushArgs),
     /// Restore a base backup into an empty directory, ready for `pg_ctl start`.
@@ -77,6 +80,18 @@ pub struct WalFetchArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct WalPrefetchArgs {
+    /// The segment just restored; the ones after it are prefetched.
+    pub after: String,
+    /// The prefetch directory (pg_wal/.pgec2-prefetch).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The cluster's WAL segment size in bytes.
+    #[arg(long)]
+    pub segment_size: u64,
+}
+
+#[derive(Debug, Args)]
 pub struct BackupPushArgs {
     /// Data directory of the running cluster (default: $PGDATA or the configuration's pgdata).
     #[arg(long, env = "PGDATA")]
@@ -103,6 +118,10 @@ pub struct BackupFetchArgs {
     /// Restore as a standby that keeps following the archive (standby.signal).
     #[arg(long)]
     pub standby: bool,
+    /// Timeline to recover along: latest (default: the newest timeline in the archive that
+    /// descends from the backup), current (the backup's own) or a timeline id.
+    #[arg(long, value_name = "latest|current|N")]
+    pub target_timeline: Option<String>,
     /// Restore the tablespace that was in OLDDIR into NEWDIR instead (repeatable).
     #[arg(long, value_name = "OLDDIR=NEWDIR")]
     pub tablespace_mapping: Vec<String>,

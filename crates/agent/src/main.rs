@@ -34,6 +34,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(match cli.command {
         Command::WalPush(args) => wal::push_command(config_path, args).await?,
         Command::WalFetch(args) => wal::fetch_command(config_path, args).await?,
+        Command::WalPrefetch(args) => wal::prefetch_command(config_path, args).await?,
         Command::WalVerify(args) => backup::wal_verify_command(config_path, args).await?,
         Command::BackupPush(args) => backup::push_command(config_path, args).await?,
         Command::BackupFetch(args) => backup::fetch_command(config_path, args).await?,

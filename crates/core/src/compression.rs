@@ -106,19 +106,25 @@ impl Compression {
     }
 }
 
-/// Decompresses `payload` that `algorithm` produced; `expected_len` bounds the output.
+/// Output buffers are preallocated up to this size; beyond it they grow with the actual output,
+/// so a corrupt length in a header cannot make a reader allocate absurd amounts.
+const MAX_PREALLOCATION: usize = 64 * 1024 * 1024;
+
+/// Decompresses `payload` that `algorithm` produced. At most `expected_len + 1` bytes are
+/// produced (one more than expected proves a length mismatch without inflating a bomb).
 pub fn decompress(algorithm: Algorithm, payload: &[u8], expected_len: usize) -> Result<Vec<u8>, CompressionError> {
     let wrap = |source| CompressionError::Decompress { algorithm, source };
+    let limit = u64::try_from(expected_len).unwrap_or(u64::MAX).saturating_add(1);
+    let mut out = Vec::with_capacity(expected_len.min(MAX_PREALLOCATION));
     match algorithm {
-        Algorithm::None => Ok(payload.to_vec()),
-        Algorithm::Zstd => zstd::bulk::decompress(payload, expected_len).map_err(wrap),
+        Algorithm::None => out.extend_from_slice(payload),
+        Algorithm::Zstd => {
+            let decoder = zstd::stream::read::Decoder::with_buffer(payload).map_err(wrap)?;
+            decoder.take(limit).read_to_end(&mut out).map_err(wrap)?;
+        }
         Algorithm::Lz4 => {
-            let mut out = Vec::with_capacity(expected_len);
-            lz4_flex::frame::FrameDecoder::new(payload)
-                .take(expected_len as u64 + 1)
-                .read_to_end(&mut out)
-                .map_err(wrap)?;
-            Ok(out)
+            lz4_flex::frame::FrameDecoder::new(payload).take(limit).read_to_end(&mut out).map_err(wrap)?;
         }
     }
+    Ok(out)
 }

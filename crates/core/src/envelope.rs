@@ -20,6 +20,9 @@ const MAGIC: &[u8; 8] = b"PGEC2OBJ";
 const VERSION: u8 = 1;
 /// Size of the envelope header in bytes.
 pub const HEADER_LEN: usize = 52;
+/// Largest content an object may hold (WAL segments and backup parts are far smaller); a
+/// larger recorded length means a corrupt header, refused before any memory is reserved.
+pub const MAX_CONTENT_LEN: u64 = 4 << 30;
 
 /// The header fields of a stored object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,11 +45,17 @@ pub enum EnvelopeError {
     NotAnObject { len: usize },
     #[error("object has format version {0}, this agent reads version 1: upgrade pgec2-agent")]
     UnsupportedVersion(u8),
+    #[error("object header records an implausible content length of {0} bytes (corrupt object)")]
+    ImplausibleLength(u64),
     #[error("object has unknown compression code {0}")]
     UnknownCompression(u8),
+    #[error("object header is corrupt: its reserved bytes are not zero")]
+    ReservedNotZero,
     #[error(transparent)]
     Compression(#[from] CompressionError),
-    #[error("object content is corrupt: expected {expected_len} bytes hashing to {expected}, got {actual_len} bytes hashing to {actual}")]
+    #[error(
+        "object content is corrupt: expected {expected_len} bytes hashing to {expected}, got {actual_len} bytes hashing to {actual}"
+    )]
     ChecksumMismatch { expected: String, actual: String, expected_len: u64, actual_len: u64 },
 }
 
@@ -78,11 +87,18 @@ pub fn read_header(stored: &[u8]) -> Result<Header, EnvelopeError> {
         return Err(EnvelopeError::UnsupportedVersion(stored[8]));
     }
     let algorithm = Algorithm::from_code(stored[9]).ok_or(EnvelopeError::UnknownCompression(stored[9]))?;
+    if stored[10..12] != [0, 0] {
+        return Err(EnvelopeError::ReservedNotZero);
+    }
     let mut len_bytes = [0u8; 8];
     len_bytes.copy_from_slice(&stored[12..20]);
     let mut content_hash = [0u8; 32];
     content_hash.copy_from_slice(&stored[20..52]);
-    Ok(Header { algorithm, content_len: u64::from_le_bytes(len_bytes), content_hash })
+    let content_len = u64::from_le_bytes(len_bytes);
+    if content_len > MAX_CONTENT_LEN {
+        return Err(EnvelopeError::ImplausibleLength(content_len));
+    }
+    Ok(Header { algorithm, content_len, content_hash })
 }
 
 /// Unwraps stored bytes: decompresses and verifies length and checksum.
@@ -134,6 +150,19 @@ mod tests {
                 let mut corrupt = stored.clone();
                 corrupt[position] ^= 0x01;
                 assert!(open(&corrupt).is_err(), "{compression:?} flip at {position} went unnoticed");
+            }
+        }
+    }
+
+    #[test]
+    fn any_flipped_header_byte_is_detected() {
+        let content = b"header bytes matter too".repeat(10);
+        for compression in each_compression() {
+            let (stored, _) = seal(&content, compression).expect("seal");
+            for position in 0..HEADER_LEN {
+                let mut corrupt = stored.clone();
+                corrupt[position] ^= 0x01;
+                assert!(open(&corrupt).is_err(), "{compression:?} flip at header byte {position} went unnoticed");
             }
         }
     }

@@ -156,9 +156,18 @@ mod tests {
     #[test]
     fn keys_of_a_prefixed_archive_stay_under_the_prefix() {
         let layout = ArchiveLayout::under("/default/orders/").expect("layout");
-        assert_eq!(layout.wal_file("000000010000000000000001").expect("key").as_str(), "default/orders/wal/000000010000000000000001");
-        assert_eq!(layout.backup_part("base_1", 7).expect("key").as_str(), "default/orders/backups/base_1/parts/000007");
-        assert_eq!(layout.parse_backup_key("default/orders/backups/base_1/complete.json"), Some(("base_1", "complete.json")));
+        assert_eq!(
+            layout.wal_file("000000010000000000000001").expect("key").as_str(),
+            "default/orders/wal/000000010000000000000001"
+        );
+        assert_eq!(
+            layout.backup_part("base_1", 7).expect("key").as_str(),
+            "default/orders/backups/base_1/parts/000007"
+        );
+        assert_eq!(
+            layout.parse_backup_key("default/orders/backups/base_1/complete.json"),
+            Some(("base_1", "complete.json"))
+        );
         assert_eq!(ArchiveLayout::root().cluster_identity().expect("key").as_str(), "cluster.json");
     }
 

@@ -85,6 +85,31 @@ pub struct TimelineChoice {
     pub latest_works: bool,
 }
 
+/// Which timeline a restore should follow (PostgreSQL's `recovery_target_timeline`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimelineRequest {
+    /// The newest timeline in the archive (PostgreSQL's default).
+    #[default]
+    Latest,
+    /// The backup's own timeline.
+    Current,
+    Id(TimelineId),
+}
+
+impl std::str::FromStr for TimelineRequest {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "latest" => Ok(TimelineRequest::Latest),
+            "current" => Ok(TimelineRequest::Current),
+            number => number
+                .parse()
+                .map(TimelineRequest::Id)
+                .map_err(|_| format!("{text:?} is not latest, current or a timeline id")),
+        }
+    }
+}
+
 /// Chooses the timeline to recover `backup` along: PostgreSQL's `latest` when the backup can
 /// reach it, otherwise the newest timeline that descends from the backup after its end.
 pub fn choose_timeline(archive: &WalArchive, backup: &BackupInfo) -> TimelineChoice {
@@ -100,6 +125,21 @@ pub fn choose_timeline(archive: &WalArchive, backup: &BackupInfo) -> TimelineCho
         .max()
         .unwrap_or(backup.timeline);
     TimelineChoice { timeline, latest_works: false }
+}
+
+/// Ancestors of `history`'s timeline that kept archiving after the timeline branched off them:
+/// (ancestor, branch point, the ancestor's newest segment). A restore following `history`
+/// does not see what those ancestors wrote after the branch point.
+pub fn diverged_ancestors(archive: &WalArchive, history: &TimelineHistory) -> Vec<(TimelineId, Lsn, String)> {
+    let size = archive.segment_size;
+    history
+        .ancestors
+        .iter()
+        .filter_map(|&(ancestor, branch)| {
+            let newest = archive.newest_segment_within(ancestor, size.segment_of(branch) + 1, u64::MAX)?;
+            Some((ancestor, branch, size.segment_name(ancestor, newest)))
+        })
+        .collect()
 }
 
 /// The span of time and WAL a restore can reach on one timeline.
@@ -302,6 +342,19 @@ mod tests {
         let late = backup("late", 1, 8, 9);
         assert_eq!(choose_timeline(&archive, &early), TimelineChoice { timeline: 2, latest_works: true });
         assert_eq!(choose_timeline(&archive, &late), TimelineChoice { timeline: 1, latest_works: false });
+    }
+
+    #[test]
+    fn a_parent_that_kept_archiving_after_a_branch_is_reported() {
+        let mut archive = archive(&["000000010000000000000004", "000000010000000000000006", "00000002.history"]);
+        archive.set_history(TimelineHistory::parse(2, "1\t0/4000100\tx\n").expect("history"));
+        assert_eq!(
+            diverged_ancestors(&archive, &archive.history(2)),
+            vec![(1, Lsn(0x4000100), "000000010000000000000006".to_string())]
+        );
+        assert_eq!("current".parse::<TimelineRequest>(), Ok(TimelineRequest::Current));
+        assert_eq!("3".parse::<TimelineRequest>(), Ok(TimelineRequest::Id(3)));
+        assert!("newest".parse::<TimelineRequest>().is_err());
     }
 
     #[test]

@@ -171,22 +171,21 @@ impl FromStr for WalFileName {
         if is_hex(name, 24) {
             return Ok(WalFileName::Segment { timeline: timeline_of(name)?, name: name.to_string() });
         }
-        if let Some(timeline) = name.strip_suffix(".history") {
-            if is_hex(timeline, 8) {
-                return Ok(WalFileName::History { timeline: timeline_of(name)? });
-            }
+        if let Some(timeline) = name.strip_suffix(".history")
+            && is_hex(timeline, 8)
+        {
+            return Ok(WalFileName::History { timeline: timeline_of(name)? });
         }
-        if let Some(segment) = name.strip_suffix(".partial") {
-            if is_hex(segment, 24) {
-                return Ok(WalFileName::Partial { timeline: timeline_of(name)?, segment_name: segment.to_string() });
-            }
+        if let Some(segment) = name.strip_suffix(".partial")
+            && is_hex(segment, 24)
+        {
+            return Ok(WalFileName::Partial { timeline: timeline_of(name)?, segment_name: segment.to_string() });
         }
-        if let Some(stem) = name.strip_suffix(".backup") {
-            if let Some((segment, offset)) = stem.split_once('.') {
-                if is_hex(segment, 24) && is_hex(offset, 8) {
-                    return Ok(WalFileName::BackupHistory { timeline: timeline_of(name)?, file_name: name.to_string() });
-                }
-            }
+        if let Some((segment, offset)) = name.strip_suffix(".backup").and_then(|stem| stem.split_once('.'))
+            && is_hex(segment, 24)
+            && is_hex(offset, 8)
+        {
+            return Ok(WalFileName::BackupHistory { timeline: timeline_of(name)?, file_name: name.to_string() });
         }
         Err(invalid())
     }

@@ -65,7 +65,12 @@ impl ApiError {
 
     /// 422: the object fails validation.
     pub fn invalid(resource: &ResourceType, name: &str, field: &str, why: &str) -> Self {
-        let message = format!("{}.{} \"{name}\" is invalid: {why}", resource.kind, resource.group);
+        let kind = if resource.group.is_empty() {
+            resource.kind.clone()
+        } else {
+            format!("{}.{}", resource.kind, resource.group)
+        };
+        let message = format!("{kind} \"{name}\" is invalid: {why}");
         let mut error = Self::new(422, "Invalid", message).about(resource, name);
         if let Some(details) = error.details.as_mut() {
             details["kind"] = json!(resource.kind);

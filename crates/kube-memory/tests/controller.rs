@@ -19,6 +19,7 @@ use kube::{
         watcher,
     },
 };
+use pgec2_kube_memory::Fault;
 use serde_json::json;
 
 const FINALIZER: &str = "example.com/cleanup";
@@ -55,7 +56,7 @@ fn error_policy(_: Arc<Widget>, _: &kube::runtime::finalizer::Error<kube::Error>
 }
 
 #[tokio::test]
-async fn controller_with_finalizer_reconciles_changes_and_cleans_up_before_the_object_disappears() {
+async fn controller_with_finalizer_reconciles_retries_conflicts_and_cleans_up_before_the_object_disappears() {
     let server = server();
     let api = widgets(&server);
     let context = Arc::new(Context { api: api.clone(), cleaned_up: Mutex::new(Vec::new()) });
@@ -64,6 +65,7 @@ async fn controller_with_finalizer_reconciles_changes_and_cleans_up_before_the_o
         .for_each(|_| async {});
     let running = tokio::spawn(controller);
 
+    server.inject_fault(Fault::status_conflicts("widgets", 1));
     create(&api, "first", 3).await;
     let ready = eventually("the widget to be reconciled", || async {
         let widget = api.get("first").await.expect("get succeeds");
@@ -71,6 +73,7 @@ async fn controller_with_finalizer_reconciles_changes_and_cleans_up_before_the_o
     })
     .await;
     assert_eq!(ready.finalizers(), [FINALIZER.to_owned()]);
+    assert_eq!(server.pending_faults(), 0, "the first status write failed and was retried");
 
     api.patch("first", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "size": 5 } })))
         .await

@@ -12,8 +12,8 @@ mod proxy;
 mod scratch;
 
 pub use moto::MotoServer;
-pub use proxy::{FaultProxy, ProxyControl, ProxyMode};
 pub use postgres::{PgCluster, PgOptions, postgres_bin_dir};
+pub use proxy::{FaultProxy, ProxyControl, ProxyMode};
 pub use scratch::{Scratch, as_postgres, free_port, postgres_user};
 
 /// Failures of the harness itself (not of the code under test).

@@ -17,7 +17,8 @@ pub fn postgres_bin_dir() -> Result<PathBuf> {
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     versions.sort_unstable();
-    let newest = versions.last().ok_or_else(|| HarnessError::Setup("no PostgreSQL under /usr/lib/postgresql".into()))?;
+    let newest =
+        versions.last().ok_or_else(|| HarnessError::Setup("no PostgreSQL under /usr/lib/postgresql".into()))?;
     Ok(PathBuf::from(format!("/usr/lib/postgresql/{newest}/bin")))
 }
 
@@ -59,7 +60,14 @@ impl PgCluster {
             initdb.arg("--data-checksums");
         }
         run(initdb)?;
-        let cluster = Self { log_file: root.join("postgres.log"), data_dir, socket_dir, port: free_port()?, bin_dir, running: false };
+        let cluster = Self {
+            log_file: root.join("postgres.log"),
+            data_dir,
+            socket_dir,
+            port: free_port()?,
+            bin_dir,
+            running: false,
+        };
         let mut conf = format!(
             "\n# pgec2 test harness\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\nmax_wal_senders = 4\n",
             cluster.port,
@@ -90,7 +98,10 @@ impl PgCluster {
     pub fn append_config(&self, text: &str) -> Result<()> {
         use std::io::Write;
         let path = self.data_dir.join("postgresql.conf");
-        let mut file = std::fs::OpenOptions::new().append(true).open(&path).map_err(io_error(format!("open {}", path.display())))?;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_error(format!("open {}", path.display())))?;
         file.write_all(text.as_bytes()).map_err(io_error("append config"))
     }
 
@@ -98,8 +109,17 @@ impl PgCluster {
     pub fn start(&mut self) -> Result<()> {
         let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.socket_dir.display());
         let mut command = as_postgres(self.bin_dir.join("pg_ctl"));
-        command.arg("start").arg("-w").args(["-t", "120"]).arg("-D").arg(&self.data_dir).arg("-l").arg(&self.log_file).args(["-o", &options]);
-        run(command).map_err(|error| HarnessError::Setup(format!("{error}\n--- server log ---\n{}", self.log_tail())))?;
+        command
+            .arg("start")
+            .arg("-w")
+            .args(["-t", "120"])
+            .arg("-D")
+            .arg(&self.data_dir)
+            .arg("-l")
+            .arg(&self.log_file)
+            .args(["-o", &options]);
+        run(command)
+            .map_err(|error| HarnessError::Setup(format!("{error}\n--- server log ---\n{}", self.log_tail())))?;
         self.running = true;
         Ok(())
     }
@@ -147,7 +167,11 @@ impl PgCluster {
     /// Runs a binary from PostgreSQL's bin dir as postgres (e.g. pgbench, pg_amcheck) against this cluster.
     pub fn run_tool(&self, tool: &str, args: &[&str]) -> Result<String> {
         let mut command = as_postgres(self.bin_dir.join(tool));
-        command.env("PGHOST", &self.socket_dir).env("PGPORT", self.port.to_string()).env("PGUSER", "postgres").env("PGDATABASE", "postgres");
+        command
+            .env("PGHOST", &self.socket_dir)
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", "postgres")
+            .env("PGDATABASE", "postgres");
         command.args(args);
         run(command)
     }

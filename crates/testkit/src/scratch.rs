@@ -44,8 +44,12 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("pgec2-test-").tempdir_in("/tmp").map_err(io_error("create scratch dir"))?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).map_err(io_error("chmod scratch dir"))?;
+        let dir = tempfile::Builder::new()
+            .prefix("pgec2-test-")
+            .tempdir_in("/tmp")
+            .map_err(io_error("create scratch dir"))?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .map_err(io_error("chmod scratch dir"))?;
         give_to_postgres(dir.path())?;
         Ok(Self { dir })
     }
@@ -72,9 +76,14 @@ impl Scratch {
     /// Copies an executable into `<scratch>/bin/` where the postgres user can run it.
     pub fn install_binary(&self, source: &Path) -> Result<PathBuf> {
         let bin = self.subdir("bin")?;
-        let name = source.file_name().ok_or_else(|| HarnessError::Setup(format!("{} has no file name", source.display())))?;
+        let name =
+            source.file_name().ok_or_else(|| HarnessError::Setup(format!("{} has no file name", source.display())))?;
         let target = bin.join(name);
-        std::fs::copy(source, &target).map_err(io_error(format!("copy {} to {}", source.display(), target.display())))?;
+        std::fs::copy(source, &target).map_err(io_error(format!(
+            "copy {} to {}",
+            source.display(),
+            target.display()
+        )))?;
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).map_err(io_error("chmod binary"))?;
         Ok(target)
     }

@@ -22,6 +22,7 @@ use chrono::Utc;
 use pgec2_core::catalog::{self, RecoveryTarget, RestorePlan};
 use pgec2_core::layout::Archive;
 use pgec2_core::manifest::BackupManifest;
+use pgec2_core::recovery_window::{TimelineRequest, diverged_ancestors};
 
 use super::BackupError;
 use super::destination::{CONTROL_FILE_PENDING, Destination};
@@ -41,6 +42,7 @@ pub struct FetchRequest {
     pub standby: bool,
     /// Old tablespace directory → new one.
     pub tablespace_mapping: BTreeMap<String, PathBuf>,
+    pub timeline: TimelineRequest,
 }
 
 /// What a restore did.
@@ -67,9 +69,16 @@ pub async fn fetch_backup(
     // 2. Pick the backup and timeline; refuse unreachable targets.
     let backups = catalog::scan_backups(archive).await?;
     let wal = catalog::load_wal_archive(archive, backups.segment_size()).await?;
-    let plan = catalog::plan_restore(&backups.committed, &wal, &request.name, &request.target)?;
+    let plan = catalog::plan_restore(&backups.committed, &wal, &request.name, &request.target, request.timeline)?;
     let name = plan.backup.name.clone();
     tracing::info!(backup = %name, timeline = plan.timeline.timeline, "restoring");
+    for (ancestor, branch, newest) in diverged_ancestors(&wal, &wal.history(plan.timeline.timeline)) {
+        eprintln!(
+            "note: recovering along timeline {}, which branched off timeline {ancestor} at {branch}; timeline {ancestor} \
+             continued up to {newest}, which this restore will not replay (choose with --target-timeline)",
+            plan.timeline.timeline
+        );
+    }
 
     // 3. Read the manifest; check the tablespace directories.
     let manifest = Arc::new(catalog::read_manifest(archive, &name).await?);

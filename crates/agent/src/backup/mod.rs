@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use pgec2_core::catalog::{self, RecoveryTarget};
 use pgec2_core::layout::Archive;
-use pgec2_core::recovery_window;
+use pgec2_core::recovery_window::{self, TimelineRequest};
 
 use crate::cli::{
     BackupFetchArgs, BackupMarkArgs, BackupPushArgs, BackupVerifyArgs, DeleteArgs, JsonArgs, RecoveryTargetArgs,
@@ -67,6 +67,12 @@ pub async fn fetch_command(config_path: Option<&Path>, args: BackupFetchArgs) ->
         action: args.target_action,
         standby: args.standby,
         tablespace_mapping: destination::parse_tablespace_mapping(&args.tablespace_mapping)?,
+        timeline: match &args.target_timeline {
+            Some(text) => {
+                text.parse().map_err(|reason| BackupError::Refused(format!("invalid --target-timeline: {reason}")))?
+            }
+            None => TimelineRequest::Latest,
+        },
     };
     let (config, archive) = open(config_path).await?;
     let summary = fetch::fetch_backup(&config, &archive, &request).await?;

@@ -24,8 +24,12 @@
 //! first failed step ends the run; its detail names what failed and the command's stderr.
 //! The pure parts (tuning, rendering, planning) live in their own modules with their tests.
 
+use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use std::process::ExitCode;
 
 use pgec2_core::host_spec::{HostReport, HostSpec, PostgresFacts, Profile, SpecError, StepOutcome, StepReport};
@@ -131,12 +135,38 @@ pub async fn apply(spec_path: &Path) -> HostReport {
         Profile::Ec2 => "ec2",
         Profile::Local => "local",
     };
+    // Held until the run ends: a second host apply on this host fails instead of racing.
+    let _lock = match lock(&spec) {
+        Ok(lock) => lock,
+        Err(error) => {
+            recorder.fail("spec", &error);
+            return recorder.finish(Some(&spec), None);
+        }
+    };
     recorder.done(
         "spec",
         Done::unchanged(format!("{} ({profile} profile, PostgreSQL {})", spec.host, spec.postgres_version)),
     );
     let facts = run_steps(&spec, &mut recorder).await.ok().flatten();
     recorder.finish(Some(&spec), facts)
+}
+
+/// Takes `<config directory>/host-apply.lock` (flock, released when the process ends).
+fn lock(spec: &HostSpec) -> Result<Flock<File>, StepError> {
+    let directory = spec.config_directory();
+    files::ensure_directory(&directory, 0o755, None)?;
+    let path = directory.join("host-apply.lock");
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|source| FileError {
+        action: "open",
+        path: path.clone(),
+        source,
+    })?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| match errno {
+        Errno::EWOULDBLOCK => {
+            StepError::Refused(format!("another host apply is running on this host (it holds {})", path.display()))
+        }
+        errno => FileError { action: "lock", path, source: errno.into() }.into(),
+    })
 }
 
 /// Reads and validates the spec file.

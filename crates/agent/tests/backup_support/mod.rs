@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use pgec2_core::catalog::{self, BackupInfo};
@@ -80,6 +80,16 @@ impl Primary {
         start_restored(&self.agent, name, &dest)
     }
 
+    /// Like [`Primary::restore_and_start`] for a copy that only looks at the data: its archiving
+    /// is switched off, so it does not add its new timeline to the primary's archive.
+    pub fn restore_copy(&self, name: &str, backup: &str, target: &[&str]) -> PgCluster {
+        let (dest, output) = self.restore(name, backup, target);
+        assert_success("backup-fetch", &output);
+        let copy = PgCluster::existing(&self.agent.scratch, &format!("{name}-run"), &dest).expect("restored cluster");
+        copy.append_config("\narchive_mode = off\n").expect("switch archiving off");
+        start_restored(&self.agent, name, &dest)
+    }
+
     /// The archive's committed backups.
     pub fn backups(&self) -> Vec<BackupInfo> {
         let rt = runtime();
@@ -90,8 +100,12 @@ impl Primary {
 
 /// Runs the agent with `env` (as postgres when `as_postgres_user`, else as the test's user).
 pub fn run_agent(agent: &Agent, args: &[&str], env: &[(String, String)], as_postgres_user: bool) -> Output {
-    let mut command =
-        if as_postgres_user { as_postgres(&agent.binary) } else { std::process::Command::new(&agent.binary) };
+    run_with_deadline(agent_command(agent, args, env, as_postgres_user), COMMAND_DEADLINE * 2)
+}
+
+/// The agent's command line with a clean environment plus `env`, not started.
+pub fn agent_command(agent: &Agent, args: &[&str], env: &[(String, String)], as_postgres_user: bool) -> Command {
+    let mut command = if as_postgres_user { as_postgres(&agent.binary) } else { Command::new(&agent.binary) };
     command
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
@@ -102,7 +116,7 @@ pub fn run_agent(agent: &Agent, args: &[&str], env: &[(String, String)], as_post
     for (name, value) in agent.env.iter().chain(env) {
         command.env(name, value);
     }
-    run_with_deadline(command, COMMAND_DEADLINE * 2)
+    command
 }
 
 pub fn assert_success(what: &str, output: &Output) {
@@ -143,6 +157,35 @@ pub fn table_digests(cluster: &PgCluster) -> BTreeMap<String, String> {
             (table.to_string(), cluster.psql(&sql).expect("digest table"))
         })
         .collect()
+}
+
+/// Where the primary was right after a batch committed.
+pub struct Mark {
+    pub time: String,
+    pub lsn: String,
+    pub xid: String,
+    pub restore_point: String,
+}
+
+/// Commits batch `batch` (100 rows in one transaction) and records where it ended.
+pub fn commit_batch(cluster: &PgCluster, batch: i32) -> Mark {
+    let xid = cluster
+        .psql(&format!("BEGIN; INSERT INTO batches (batch) SELECT {batch} FROM generate_series(1, 100); SELECT txid_current(); COMMIT;"))
+        .expect("commit batch");
+    let restore_point = format!("after-batch-{batch}");
+    let row = cluster
+        .psql(&format!(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+                    pg_current_wal_insert_lsn(), pg_create_restore_point('{restore_point}')"
+        ))
+        .expect("mark");
+    let fields: Vec<&str> = row.split('|').collect();
+    Mark {
+        time: fields[0].to_string(),
+        lsn: fields[1].to_string(),
+        xid: xid.lines().find(|line| line.parse::<u64>().is_ok()).expect("txid_current() in the output").to_string(),
+        restore_point,
+    }
 }
 
 /// The rows of `batches` (id, batch) as a sorted list of batch numbers present.

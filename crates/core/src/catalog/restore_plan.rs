@@ -20,7 +20,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{BackupInfo, WalArchive};
-use crate::recovery_window::{RecoveryPath, TimelineChoice, choose_timeline, walk};
+use crate::recovery_window::{RecoveryPath, TimelineChoice, TimelineRequest, choose_timeline, walk};
 use crate::wal::Lsn;
 
 /// Where recovery stops.
@@ -83,6 +83,11 @@ pub enum TargetError {
     )]
     BackupWalMissing { backup: String, segment: String },
     #[error(
+        "timeline {timeline} does not descend from backup {backup} (timeline {backup_timeline}) after the backup's end: \
+         choose another --target-timeline or another backup"
+    )]
+    TimelineUnreachable { timeline: u32, backup: String, backup_timeline: u32 },
+    #[error(
         "WAL segment {segment} is missing from the archive: recovery would stop at {end} and lose what was archived \
          after it; run wal-verify, and to restore up to the gap pass --target-lsn {end}"
     )]
@@ -96,9 +101,23 @@ pub fn plan_restore(
     wal: &WalArchive,
     name: &str,
     target: &RecoveryTarget,
+    timeline: TimelineRequest,
 ) -> Result<RestorePlan, TargetError> {
     let backup = select_backup(committed, name, target)?.clone();
-    let timeline = choose_timeline(wal, &backup);
+    let timeline = match timeline {
+        TimelineRequest::Latest => choose_timeline(wal, &backup),
+        TimelineRequest::Current => TimelineChoice { timeline: backup.timeline, latest_works: false },
+        TimelineRequest::Id(id) if wal.history(id).is_reachable_from(backup.timeline, backup.finish_lsn) => {
+            TimelineChoice { timeline: id, latest_works: false }
+        }
+        TimelineRequest::Id(id) => {
+            return Err(TargetError::TimelineUnreachable {
+                timeline: id,
+                backup: backup.name.clone(),
+                backup_timeline: backup.timeline,
+            });
+        }
+    };
     let path = walk(wal, &wal.history(timeline.timeline), backup.start_segment());
     if !path.covers(backup.finish_segment()) {
         let segment = path.missing.first().cloned().unwrap_or_default();
@@ -231,7 +250,9 @@ mod tests {
     #[test]
     fn latest_with_a_time_target_picks_the_newest_backup_finished_before_it() {
         let wal = wal(&[2, 3, 4, 5, 6]);
-        let plan = |target| plan_restore(&backups(), &wal, "LATEST", &target).map(|plan| plan.backup.name);
+        let plan = |target| {
+            plan_restore(&backups(), &wal, "LATEST", &target, TimelineRequest::Latest).map(|plan| plan.backup.name)
+        };
         assert_eq!(plan(RecoveryTarget::Time(at(400))), Ok("b2".to_string()));
         assert_eq!(plan(RecoveryTarget::Time(at(460))), Ok("b5".to_string()));
         assert_eq!(plan(RecoveryTarget::Lsn(Lsn(4 * SEGMENT))), Ok("b2".to_string()));
@@ -243,33 +264,49 @@ mod tests {
     #[test]
     fn a_target_inside_the_backup_window_is_refused() {
         let wal = wal(&[2, 3, 4, 5, 6]);
-        let refused = plan_restore(&backups(), &wal, "b5", &RecoveryTarget::Time(at(400)));
+        let refused = plan_restore(&backups(), &wal, "b5", &RecoveryTarget::Time(at(400)), TimelineRequest::Latest);
         assert!(matches!(refused, Err(TargetError::BeforeBackupEnd { .. })), "{refused:?}");
-        let refused = plan_restore(&backups(), &wal, "b5", &RecoveryTarget::Lsn(Lsn(5 * SEGMENT)));
+        let refused =
+            plan_restore(&backups(), &wal, "b5", &RecoveryTarget::Lsn(Lsn(5 * SEGMENT)), TimelineRequest::Latest);
         assert!(matches!(refused, Err(TargetError::BeforeBackupEnd { .. })), "{refused:?}");
     }
 
     #[test]
     fn a_target_beyond_the_archive_is_refused() {
         let wal = wal(&[2, 3, 4, 5, 6]);
-        let refused = plan_restore(&backups(), &wal, "LATEST", &RecoveryTarget::Time(at(601)));
+        let refused = plan_restore(&backups(), &wal, "LATEST", &RecoveryTarget::Time(at(601)), TimelineRequest::Latest);
         assert!(matches!(refused, Err(TargetError::AfterArchiveEnd { .. })), "{refused:?}");
-        let refused = plan_restore(&backups(), &wal, "LATEST", &RecoveryTarget::Lsn(Lsn(7 * SEGMENT + 1)));
+        let refused = plan_restore(
+            &backups(),
+            &wal,
+            "LATEST",
+            &RecoveryTarget::Lsn(Lsn(7 * SEGMENT + 1)),
+            TimelineRequest::Latest,
+        );
         assert!(matches!(refused, Err(TargetError::AfterArchiveEnd { .. })), "{refused:?}");
-        assert!(plan_restore(&backups(), &wal, "LATEST", &RecoveryTarget::Lsn(Lsn(7 * SEGMENT))).is_ok());
-        assert!(plan_restore(&backups(), &wal, "LATEST", &RecoveryTarget::Time(at(600))).is_ok());
+        assert!(
+            plan_restore(&backups(), &wal, "LATEST", &RecoveryTarget::Lsn(Lsn(7 * SEGMENT)), TimelineRequest::Latest)
+                .is_ok()
+        );
+        assert!(
+            plan_restore(&backups(), &wal, "LATEST", &RecoveryTarget::Time(at(600)), TimelineRequest::Latest).is_ok()
+        );
     }
 
     #[test]
     fn a_gap_refuses_a_restore_to_the_end_but_not_to_a_target_before_it() {
         let wal = wal(&[2, 3, 5, 6]);
-        let refused = plan_restore(&backups(), &wal, "b2", &RecoveryTarget::EndOfArchive);
+        let refused = plan_restore(&backups(), &wal, "b2", &RecoveryTarget::EndOfArchive, TimelineRequest::Latest);
         assert_eq!(
             refused,
             Err(TargetError::GapInArchive { segment: "000000010000000000000004".into(), end: Lsn(4 * SEGMENT) })
         );
-        assert!(plan_restore(&backups(), &wal, "b2", &RecoveryTarget::Lsn(Lsn(4 * SEGMENT))).is_ok());
-        let beyond = plan_restore(&backups(), &wal, "b2", &RecoveryTarget::Lsn(Lsn(5 * SEGMENT)));
+        assert!(
+            plan_restore(&backups(), &wal, "b2", &RecoveryTarget::Lsn(Lsn(4 * SEGMENT)), TimelineRequest::Latest)
+                .is_ok()
+        );
+        let beyond =
+            plan_restore(&backups(), &wal, "b2", &RecoveryTarget::Lsn(Lsn(5 * SEGMENT)), TimelineRequest::Latest);
         assert!(
             matches!(beyond, Err(TargetError::AfterArchiveEnd { ref gap, .. }) if gap.contains("000000010000000000000004"))
         );
@@ -278,7 +315,8 @@ mod tests {
     #[test]
     fn a_backup_whose_own_wal_is_missing_is_refused() {
         let wal = wal(&[2, 3, 4, 6]);
-        let refused = plan_restore(&[backup("b4", 4, 5)], &wal, "LATEST", &RecoveryTarget::Immediate);
+        let refused =
+            plan_restore(&[backup("b4", 4, 5)], &wal, "LATEST", &RecoveryTarget::Immediate, TimelineRequest::Latest);
         assert_eq!(
             refused,
             Err(TargetError::BackupWalMissing { backup: "b4".into(), segment: "000000010000000000000005".into() })

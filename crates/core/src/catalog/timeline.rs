@@ -49,10 +49,10 @@ impl TimelineHistory {
                 fields.next().and_then(|field| field.parse().ok()).ok_or_else(|| malformed("bad timeline id"))?;
             let switch: Lsn =
                 fields.next().and_then(|field| field.parse().ok()).ok_or_else(|| malformed("bad switch point"))?;
-            if let Some(&(previous, previous_switch)) = ancestors.last()
-                && (parent <= previous || switch < previous_switch)
-            {
-                return Err(malformed("timeline ids and switch points must increase"));
+            // PostgreSQL checks only that timeline ids increase: a restore that stops before
+            // its target timeline began writes a switch point lower than the previous one.
+            if ancestors.last().is_some_and(|&(previous, _)| parent <= previous) {
+                return Err(malformed("timeline ids must increase"));
             }
             if parent >= timeline {
                 return Err(malformed("an ancestor must be older than the timeline"));
@@ -91,26 +91,28 @@ impl TimelineHistory {
         timeline == self.timeline || self.switch_point(timeline).is_some_and(|end| end >= consistent_at)
     }
 
-    /// The timeline whose WAL holds `lsn` in this history.
+    /// The timeline whose WAL holds `lsn` in this history (PostgreSQL's `tliOfPointInHistory`).
     pub fn timeline_at(&self, lsn: Lsn) -> TimelineId {
         self.spans()
             .into_iter()
-            .find(|span| span.end.is_none_or(|end| lsn < end))
+            .find(|span| span.begin <= lsn && span.end.is_none_or(|end| lsn < end))
             .map_or(self.timeline, |span| span.timeline)
     }
 
     /// The timelines recovery tries for segment `segment`, preferred first: the newest timeline
-    /// that begins at or before the segment (the copy of a switch segment on the new timeline),
-    /// then, for the segment where that timeline began, the parent's copy.
+    /// that begins at or before the segment (so the copy of a switch segment on the new
+    /// timeline), then older timelines whose stretch of WAL includes the segment (the parent's
+    /// copy of a switch segment).
     pub fn timelines_for_segment(&self, segment: u64, size: SegmentSize) -> Vec<TimelineId> {
         let spans = self.spans();
         let Some(position) = spans.iter().rposition(|span| size.segment_of(span.begin) <= segment) else {
             return vec![self.timeline];
         };
         let mut candidates = vec![spans[position].timeline];
-        if position > 0 && size.segment_of(spans[position].begin) == segment {
-            candidates.push(spans[position - 1].timeline);
-        }
+        candidates.extend(spans[..position].iter().rev().filter_map(|span| {
+            let end = span.end.map_or(u64::MAX, |end| size.segment_of(end));
+            (size.segment_of(span.begin) <= segment && segment <= end).then_some(span.timeline)
+        }));
         candidates
     }
 }
@@ -157,5 +159,17 @@ mod tests {
         for bad in ["x\t0/1\n", "1\tzz\n", "2\t0/5\n1\t0/6\n", "3\t0/5\n"] {
             assert!(TimelineHistory::parse(3, bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_timeline_that_branched_before_its_parent_began_is_accepted() {
+        // Restoring from timeline 2's archive to a point before timeline 2 began writes this.
+        let history = TimelineHistory::parse(3, "1\t0/5000100\tx\n\n2\t0/5000000\ty\n").expect("parse");
+        let size = SegmentSize::default();
+        assert_eq!(history.timeline_at(Lsn(0x4000000)), 1);
+        assert_eq!(history.timeline_at(Lsn(0x6000000)), 3);
+        assert_eq!(history.timelines_for_segment(5, size), vec![3, 2, 1]);
+        assert_eq!(history.timelines_for_segment(6, size), vec![3]);
+        assert!(history.is_reachable_from(1, Lsn(0x4000000)));
     }
 }

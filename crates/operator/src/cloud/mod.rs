@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod aws;
 pub mod local;
+pub mod metered;
 
 /// Identity of a PostgresHost, used to tag and find its resources.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -121,9 +122,15 @@ pub struct HostCommand {
 pub enum CommandStatus {
     Pending,
     InProgress,
-    Succeeded { stdout: String },
+    Succeeded {
+        stdout: String,
+    },
     /// Exited non-zero, timed out or was cancelled; `stderr_tail` is the last lines of stderr.
-    Failed { exit_code: Option<i32>, stdout: String, stderr_tail: String },
+    Failed {
+        exit_code: Option<i32>,
+        stdout: String,
+        stderr_tail: String,
+    },
 }
 
 /// Progress of a host's termination.
@@ -232,7 +239,8 @@ pub trait Cloud: Send + Sync {
     async fn resize_volume(&self, host: &HostInstance, volume: &VolumeSettings) -> Result<bool, CloudError>;
 
     /// Terminates the instance and disposes of the data volume; call until `Done`.
-    async fn terminate_host(&self, host: &HostRef, disposal: VolumeDisposal) -> Result<TerminationProgress, CloudError>;
+    async fn terminate_host(&self, host: &HostRef, disposal: VolumeDisposal)
+    -> Result<TerminationProgress, CloudError>;
 
     /// Starts a command on the host; returns its id for [`Cloud::command_status`].
     async fn send_command(&self, host: &HostInstance, command: &HostCommand) -> Result<String, CloudError>;

@@ -1,0 +1,185 @@
+//! Typed parsing and validation of layered values, and the way back to text.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use pgec2_core::compression::{Algorithm, Compression};
+use pgec2_core::layout::ArchiveLayout;
+
+use super::settings::{Layers, Source, Value, setting_for};
+use super::storage::{ServerSideEncryption, StorageSettings, validate_endpoint, validate_url};
+use super::{AgentConfig, ConfigError, PostgresSettings, TransferSettings};
+
+/// Upper bound of every concurrency setting (more only exhausts sockets and memory).
+const MAX_CONCURRENCY: usize = 256;
+
+/// Builds and validates the configuration from layered values over the defaults.
+pub(super) fn from_layers(layers: &Layers) -> Result<AgentConfig, ConfigError> {
+    let defaults = AgentConfig::default();
+    let reader = Reader { layers };
+    let storage = StorageSettings {
+        url: reader.required("storage.url", validate_url)?,
+        prefix: reader.optional("storage.prefix", validate_prefix)?.unwrap_or_default(),
+        endpoint: reader.optional("storage.endpoint", validate_endpoint)?,
+        region: reader.optional("storage.region", |text| Ok(text.to_string()))?,
+        sse: reader.optional("storage.sse", |text| text.parse())?,
+        kms_key_id: reader.optional("storage.kms_key_id", |text| Ok(text.to_string()))?,
+        storage_class: reader.optional("storage.storage_class", validate_storage_class)?,
+        timeout: reader.or("storage.timeout_secs", defaults.storage.timeout, parse_seconds)?,
+        min_throughput: reader
+            .or("storage.min_throughput", defaults.storage.min_throughput, |text| parse_number(text, 1, u64::MAX))?,
+    };
+    if storage.kms_key_id.is_some() && storage.sse != Some(ServerSideEncryption::Kms) {
+        let value = reader.layers.get("storage.kms_key_id").cloned().unwrap_or(default_value());
+        return Err(invalid("storage.kms_key_id", &value, "a KMS key needs storage.sse = \"aws:kms\""));
+    }
+    let algorithm: Algorithm = reader.or("compression.algorithm", Algorithm::Zstd, |text| {
+        text.parse().map_err(|_| "expected zstd, lz4 or none".to_string())
+    })?;
+    let level = reader.or("compression.level", defaults.compression.level, |text| parse_number(text, 1, 19))?;
+    let compression = Compression::new(algorithm, level).map_err(|error| {
+        let value = reader.layers.get("compression.level").cloned().unwrap_or(default_value());
+        invalid("compression.level", &value, &error.to_string())
+    })?;
+    let transfer = TransferSettings {
+        upload_concurrency: reader.or("transfer.upload_concurrency", defaults.transfer.upload_concurrency, |text| {
+            parse_number(text, 1, MAX_CONCURRENCY)
+        })?,
+        download_concurrency: reader.or(
+            "transfer.download_concurrency",
+            defaults.transfer.download_concurrency,
+            |text| parse_number(text, 1, MAX_CONCURRENCY),
+        )?,
+        prefetch: reader.or("transfer.prefetch", defaults.transfer.prefetch, |text| parse_number(text, 0, 64))?,
+        command_timeout: reader.or(
+            "transfer.command_timeout_secs",
+            defaults.transfer.command_timeout,
+            parse_seconds,
+        )?,
+    };
+    let postgres = PostgresSettings {
+        pgdata: reader.optional("postgres.pgdata", parse_absolute_path)?,
+        host: reader.or("postgres.host", defaults.postgres.host, |text| Ok(text.to_string()))?,
+        port: reader.or("postgres.port", defaults.postgres.port, |text| parse_number(text, 1, u16::MAX))?,
+        user: reader.or("postgres.user", defaults.postgres.user, |text| Ok(text.to_string()))?,
+        database: reader.or("postgres.database", defaults.postgres.database, |text| Ok(text.to_string()))?,
+        password: reader.optional("postgres.password", |text| Ok(text.to_string()))?,
+        connect_timeout: reader.or(
+            "postgres.connect_timeout_secs",
+            defaults.postgres.connect_timeout,
+            parse_seconds,
+        )?,
+    };
+    Ok(AgentConfig { file: None, storage, compression, transfer, postgres })
+}
+
+/// Renders every setting's value as the text the file would hold.
+pub(super) fn to_values(config: &AgentConfig) -> Vec<(&'static str, Option<String>)> {
+    let storage = &config.storage;
+    let transfer = &config.transfer;
+    let postgres = &config.postgres;
+    let text = |value: &dyn ToString| Some(value.to_string());
+    let values = vec![
+        ("storage.url", Some(storage.url.clone()).filter(|url| !url.is_empty())),
+        ("storage.prefix", Some(storage.prefix.clone()).filter(|prefix| !prefix.is_empty())),
+        ("storage.endpoint", storage.endpoint.clone()),
+        ("storage.region", storage.region.clone()),
+        ("storage.sse", storage.sse.map(|sse| sse.to_string())),
+        ("storage.kms_key_id", storage.kms_key_id.clone()),
+        ("storage.storage_class", storage.storage_class.clone()),
+        ("storage.timeout_secs", text(&storage.timeout.as_secs())),
+        ("storage.min_throughput", text(&storage.min_throughput)),
+        ("compression.algorithm", text(&config.compression.algorithm)),
+        ("compression.level", text(&config.compression.level)),
+        ("transfer.upload_concurrency", text(&transfer.upload_concurrency)),
+        ("transfer.download_concurrency", text(&transfer.download_concurrency)),
+        ("transfer.prefetch", text(&transfer.prefetch)),
+        ("transfer.command_timeout_secs", text(&transfer.command_timeout.as_secs())),
+        ("postgres.pgdata", postgres.pgdata.as_ref().map(|path| path.display().to_string())),
+        ("postgres.host", text(&postgres.host)),
+        ("postgres.port", text(&postgres.port)),
+        ("postgres.user", text(&postgres.user)),
+        ("postgres.database", text(&postgres.database)),
+        ("postgres.password", postgres.password.clone()),
+        ("postgres.connect_timeout_secs", text(&postgres.connect_timeout.as_secs())),
+    ];
+    debug_assert!(values.iter().all(|(key, _)| setting_for(key).is_some()));
+    values
+}
+
+/// Reads typed values out of the layers, turning parse failures into [`ConfigError::Invalid`].
+struct Reader<'l> {
+    layers: &'l Layers,
+}
+
+impl Reader<'_> {
+    fn optional<T>(
+        &self,
+        key: &'static str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.layers.get(key) {
+            None => Ok(None),
+            Some(value) => parse(value.text.trim()).map(Some).map_err(|reason| invalid(key, value, &reason)),
+        }
+    }
+
+    fn or<T>(
+        &self,
+        key: &'static str,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        Ok(self.optional(key, parse)?.unwrap_or(default))
+    }
+
+    fn required<T>(&self, key: &'static str, parse: impl Fn(&str) -> Result<T, String>) -> Result<T, ConfigError> {
+        let env = setting_for(key).and_then(|setting| setting.env.first().copied()).unwrap_or("its variable");
+        self.optional(key, parse)?.ok_or(ConfigError::Missing { key, env })
+    }
+}
+
+fn default_value() -> Value {
+    Value { text: String::new(), source: Source::Default }
+}
+
+fn invalid(key: &'static str, value: &Value, reason: &str) -> ConfigError {
+    let secret = setting_for(key).is_some_and(|setting| setting.secret);
+    ConfigError::Invalid {
+        key,
+        origin: value.source.clone(),
+        value: if secret { super::settings::MASK.to_string() } else { value.text.clone() },
+        reason: reason.to_string(),
+    }
+}
+
+fn parse_number<T: FromStr + PartialOrd + std::fmt::Display>(text: &str, min: T, max: T) -> Result<T, String> {
+    let number: T = text.parse().map_err(|_| format!("expected a whole number from {min} to {max}"))?;
+    if number < min || number > max {
+        return Err(format!("must be from {min} to {max}"));
+    }
+    Ok(number)
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    parse_number(text, 1u64, 86_400).map(Duration::from_secs)
+}
+
+fn parse_absolute_path(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    if path.is_absolute() { Ok(path) } else { Err("must be an absolute path".to_string()) }
+}
+
+fn validate_prefix(text: &str) -> Result<String, String> {
+    ArchiveLayout::under(text).map_err(|_| "expected a relative path like namespace/name, without '..'".to_string())?;
+    Ok(text.trim_matches('/').to_string())
+}
+
+fn validate_storage_class(text: &str) -> Result<String, String> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+        Ok(text.to_string())
+    } else {
+        Err("expected an S3 storage class such as STANDARD, STANDARD_IA or INTELLIGENT_TIERING".to_string())
+    }
+}

@@ -1,0 +1,76 @@
+//! Writing files so that readers see either nothing or the whole file, and it survives a crash:
+//! temp file in the same directory, fsync, rename, fsync the directory.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Writes `content` to `dest` atomically and durably. On failure nothing is left at `dest`
+/// (an existing `dest` is kept) and the temp file is removed.
+pub fn write_atomically(dest: &Path, content: &[u8]) -> io::Result<()> {
+    let temp = temp_path(dest)?;
+    let written = write_synced(&temp, content).and_then(|()| fs::rename(&temp, dest));
+    if let Err(error) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(error);
+    }
+    sync_parent(dest)
+}
+
+/// Moves `source` to `dest` (same filesystem) and makes the move durable.
+pub fn rename_durably(source: &Path, dest: &Path) -> io::Result<()> {
+    fs::rename(source, dest)?;
+    sync_parent(dest)?;
+    if source.parent() != dest.parent() {
+        sync_parent(source)?;
+    }
+    Ok(())
+}
+
+/// A hidden temp file next to `dest`, unique to this process.
+pub fn temp_path(dest: &Path) -> io::Result<PathBuf> {
+    let name = dest
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} has no file name", dest.display())))?;
+    let temp_name = format!(".{}.pgec2-{}.tmp", name.to_string_lossy(), std::process::id());
+    Ok(dest.with_file_name(temp_name))
+}
+
+fn write_synced(path: &Path, content: &[u8]) -> io::Result<()> {
+    let mut file = File::create(path)?;
+    file.write_all(content)?;
+    file.sync_all()
+}
+
+/// Fsyncs the directory holding `path`, so a rename or create in it is durable.
+pub fn sync_parent(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_the_file_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("RECOVERYXLOG");
+        fs::write(&dest, b"old").expect("seed");
+        write_atomically(&dest, b"new content").expect("write");
+        assert_eq!(fs::read(&dest).expect("read"), b"new content");
+        let names: Vec<_> = fs::read_dir(dir.path()).expect("list").map(|e| e.expect("entry").file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("RECOVERYXLOG")]);
+    }
+
+    #[test]
+    fn failed_atomic_write_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("missing-dir").join("file");
+        assert!(write_atomically(&dest, b"content").is_err());
+        assert!(!dest.exists());
+    }
+}

@@ -1,0 +1,202 @@
+//! WAL archiving: `wal-push` (archive_command) and `wal-fetch` (restore_command), plus the
+//! hidden `wal-prefetch` that `wal-fetch` starts in the background.
+//!
+//! ```text
+//! archive_command = 'pgec2-agent wal-push %p'      %p = pg_wal/<file>, cwd = PGDATA
+//!   read → identity guard (cluster.json) → seal (compress + BLAKE3) → put CreateNew
+//!   AlreadyExists: identical content → 0, different → error (never overwritten)
+//! restore_command = 'pgec2-agent wal-fetch %f %p'  %p = pg_wal/RECOVERYXLOG
+//!   pg_wal/.pgec2-prefetch/<f>.<hash> verified → rename, else get → open (verify) → temp → rename
+//!   then start `wal-prefetch` for the next segments
+//! ```
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use pgec2_core::wal::{SegmentHeader, SegmentSize, WalFileName};
+
+use crate::cli::{WalFetchArgs, WalPrefetchArgs, WalPushArgs};
+use crate::config::AgentConfig;
+
+pub mod durable;
+mod error;
+pub mod fetch;
+mod owner;
+pub mod prefetch;
+pub mod push;
+
+pub use error::WalError;
+pub use owner::OWNER_CACHE_FILE;
+pub use prefetch::PrefetchDir;
+pub use push::{PushOutcome, push};
+
+/// wal-fetch's exit status when the archive does not have the file (PostgreSQL probes for files
+/// that do not exist, so this is quiet).
+pub const EXIT_NOT_IN_ARCHIVE: u8 = 1;
+/// wal-fetch's exit status for errors during archive recovery: PostgreSQL aborts recovery on a
+/// status above 125 instead of taking the failure for the end of the archive and ending recovery
+/// early (which would silently lose the rest of the archive's history).
+pub const EXIT_ABORT_RECOVERY: u8 = 255;
+
+/// `wal-push PATH`: archives one WAL file; success only once it is durably stored.
+pub async fn push_command(config_path: Option<&Path>, args: WalPushArgs) -> Result<ExitCode, WalError> {
+    let started = Instant::now();
+    let config = AgentConfig::load(config_path)?;
+    let path = resolve_wal_path(&args.path, config.pgdata());
+    let data_dir = data_dir_of(&path).or_else(|| config.pgdata().map(Path::to_path_buf));
+    let file = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let outcome = with_deadline("archive", &file, config.transfer.command_timeout, async {
+        let archive = config.storage().await?;
+        push(&archive, config.compression, &path, data_dir.as_deref()).await
+    })
+    .await?;
+    if let Some(data_dir) = &data_dir {
+        prefetch::remove_after_recovery(data_dir);
+    }
+    tracing::debug!(file, ?outcome, elapsed_ms = started.elapsed().as_millis(), "wal-push finished");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wal-fetch NAME DEST`: restores one WAL file; exit 1 quietly when the archive does not have it.
+pub async fn fetch_command(config_path: Option<&Path>, args: WalFetchArgs) -> Result<ExitCode, WalError> {
+    let started = Instant::now();
+    let dest = std::path::absolute(&args.dest).map_err(|error| WalError::Write { path: args.dest.clone(), error })?;
+    let in_archive_recovery = data_dir_of(&dest).is_some_and(|dir| recovery_state(&dir) == RecoveryState::Archive);
+    match fetch_file(config_path, &args.name, &dest).await {
+        Ok(true) => {
+            tracing::debug!(file = args.name, elapsed_ms = started.elapsed().as_millis(), "wal-fetch finished");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(false) => Ok(ExitCode::from(EXIT_NOT_IN_ARCHIVE)),
+        Err(error) if in_archive_recovery => {
+            eprintln!("error: {error}");
+            eprintln!(
+                "  exiting with status {EXIT_ABORT_RECOVERY} so that PostgreSQL stops recovery instead of ending it \
+                 early: fix the cause and start the server again"
+            );
+            Ok(ExitCode::from(EXIT_ABORT_RECOVERY))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Restores `name` to `dest`; `false` when the archive does not have it.
+async fn fetch_file(config_path: Option<&Path>, name: &str, dest: &Path) -> Result<bool, WalError> {
+    let config = AgentConfig::load(config_path)?;
+    let name: WalFileName = name.parse().map_err(|_| WalError::InvalidName { name: name.to_string() })?;
+    let file = name.file_name();
+    let prefetch_dir = (name.is_segment() && config.transfer.prefetch > 0)
+        .then(|| PrefetchDir::for_destination(dest, config.pgdata()))
+        .flatten();
+    let mut content = None;
+    if let Some(dir) = prefetch_dir.clone() {
+        let (file, dest) = (file.clone(), dest.to_path_buf());
+        content = error::blocking(move || dir.take(&file, &dest)).await?;
+    }
+    if content.is_none() {
+        let downloaded = with_deadline("fetch", &file, config.transfer.command_timeout, async {
+            let archive = config.storage().await?;
+            fetch::download(&archive, &name).await
+        })
+        .await?;
+        let Some(downloaded) = downloaded else { return Ok(false) };
+        content = Some(fetch::write_destination(dest, downloaded).await?);
+    }
+    if let (Some(dir), Some(content)) = (&prefetch_dir, &content)
+        && let Ok(header) = SegmentHeader::parse(content)
+    {
+        prefetch::spawn_prefetcher(config_path, dir, &file, header.segment_size);
+    }
+    Ok(true)
+}
+
+/// Hidden `wal-prefetch AFTER --dir DIR --segment-size BYTES`: run by `wal-fetch` in the background.
+pub async fn prefetch_command(config_path: Option<&Path>, args: WalPrefetchArgs) -> Result<ExitCode, WalError> {
+    let config = AgentConfig::load(config_path)?;
+    let invalid = || WalError::InvalidName { name: args.after.clone() };
+    let size = SegmentSize::new(args.segment_size).map_err(|_| invalid())?;
+    let (timeline, after) = size.parse_segment(&args.after).map_err(|_| invalid())?;
+    let dir = PrefetchDir::new(args.dir.clone());
+    let lock = dir.try_lock().map_err(|error| WalError::Write { path: args.dir.clone(), error })?;
+    let Some(_lock) = lock else { return Ok(ExitCode::SUCCESS) };
+    let count = config.transfer.prefetch as u64;
+    let concurrency = config.transfer.download_concurrency;
+    let stored = with_deadline("prefetch", &args.after, config.transfer.command_timeout, async {
+        let archive = config.storage().await?;
+        prefetch::prefetch(&archive, &dir, timeline, after, count, size, concurrency).await
+    })
+    .await?;
+    tracing::debug!(after = args.after, stored, "wal-prefetch finished");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `work` under the command's overall deadline.
+async fn with_deadline<T>(
+    action: &'static str,
+    file: &str,
+    after: Duration,
+    work: impl Future<Output = Result<T, WalError>>,
+) -> Result<T, WalError> {
+    tokio::time::timeout(after, work).await.map_err(|_| WalError::Timeout { action, file: file.to_string(), after })?
+}
+
+/// `%p` is relative to the data directory, which is PostgreSQL's working directory when it runs
+/// archive_command; by hand, a relative path is tried in the current directory, then in PGDATA.
+fn resolve_wal_path(path: &Path, pgdata: Option<&Path>) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    let from_cwd = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match pgdata {
+        Some(pgdata) if !from_cwd.exists() => pgdata.join(path),
+        _ => from_cwd,
+    }
+}
+
+/// The data directory of a file in `<data>/pg_wal/`.
+fn data_dir_of(path: &Path) -> Option<PathBuf> {
+    let wal_dir = path.parent()?;
+    if wal_dir.file_name()? == "pg_wal" { wal_dir.parent().map(Path::to_path_buf) } else { None }
+}
+
+/// What kind of recovery a data directory is set up for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecoveryState {
+    /// `standby.signal`: keeps following the archive; a failed fetch is retried later.
+    Standby,
+    /// `recovery.signal`: archive recovery to a target or the archive's end.
+    Archive,
+    /// Neither: a running primary (or not a data directory).
+    None,
+}
+
+/// Reads the signal files of `data_dir`.
+pub fn recovery_state(data_dir: &Path) -> RecoveryState {
+    if data_dir.join("standby.signal").exists() {
+        RecoveryState::Standby
+    } else if data_dir.join("recovery.signal").exists() {
+        RecoveryState::Archive
+    } else {
+        RecoveryState::None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_in_pg_wal_know_their_data_directory() {
+        assert_eq!(data_dir_of(Path::new("/data/pg_wal/RECOVERYXLOG")), Some(PathBuf::from("/data")));
+        assert_eq!(data_dir_of(Path::new("/tmp/000000010000000000000001")), None);
+    }
+
+    #[test]
+    fn relative_wal_paths_fall_back_to_the_configured_data_directory() {
+        let missing = Path::new("pg_wal/000000010000000000000001-not-here");
+        assert_eq!(resolve_wal_path(missing, Some(Path::new("/data"))), Path::new("/data").join(missing));
+        assert_eq!(resolve_wal_path(Path::new("/abs/file"), Some(Path::new("/data"))), Path::new("/abs/file"));
+    }
+}

@@ -1,0 +1,139 @@
+//! Archiving one WAL file: identify its cluster, seal it, store it with a conditional create,
+//! and treat an existing object as success only when its content is identical.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use pgec2_core::compression::Compression;
+use pgec2_core::envelope::{self, Header};
+use pgec2_core::identity::ClusterIdentity;
+use pgec2_core::layout::Archive;
+use pgec2_core::storage::{ObjectKey, PutMode, StorageError};
+use pgec2_core::wal::{SegmentHeader, WalFileName, control_file_system_identifier};
+
+use super::error::{WalError, blocking};
+use super::owner;
+
+/// What `push` did with the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The file is now in the archive (`stored_bytes` after compression and envelope).
+    Stored { stored_bytes: u64 },
+    /// The archive already held exactly this content.
+    AlreadyArchived,
+}
+
+/// Archives the WAL file at `path`. `data_dir` is the cluster's data directory (for the owner
+/// cache and, for history and backup files, `pg_control`'s system identifier). Returns only once
+/// the store has durably accepted the object.
+pub async fn push(
+    archive: &Archive,
+    compression: Compression,
+    path: &Path,
+    data_dir: Option<&Path>,
+) -> Result<PushOutcome, WalError> {
+    let name = wal_name_of(path)?;
+    let file = name.file_name();
+    let content = tokio::fs::read(path).await.map_err(|error| WalError::Read { path: path.to_path_buf(), error })?;
+    let claimant = claimant_for(&name, path, &content, data_dir).await?;
+    owner::ensure(archive, &claimant, data_dir, &file).await?;
+    store(archive, compression, &file, content).await
+}
+
+/// The WAL file name of `path`, refusing anything PostgreSQL would not archive.
+pub fn wal_name_of(path: &Path) -> Result<WalFileName, WalError> {
+    let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    name.parse().map_err(|_| WalError::InvalidName { name })
+}
+
+/// Who the file says its cluster is: the segment header for segments, `pg_control` otherwise.
+async fn claimant_for(
+    name: &WalFileName,
+    path: &Path,
+    content: &[u8],
+    data_dir: Option<&Path>,
+) -> Result<ClusterIdentity, WalError> {
+    let segment_name = match name {
+        WalFileName::Segment { name, .. } => name,
+        WalFileName::Partial { segment_name, .. } => segment_name,
+        WalFileName::History { .. } | WalFileName::BackupHistory { .. } => {
+            return claimant_from_data_dir(&name.file_name(), data_dir).await;
+        }
+    };
+    let not_a_segment = |reason: String| WalError::NotASegment { path: path.to_path_buf(), reason };
+    let header = SegmentHeader::parse(content).map_err(|error| not_a_segment(error.to_string()))?;
+    let (_, number) =
+        header.segment_size.parse_segment(segment_name).map_err(|error| not_a_segment(error.to_string()))?;
+    if number != header.segment_number() {
+        return Err(not_a_segment(format!(
+            "its first page is at LSN {}, which is segment {} and not {segment_name}",
+            header.page_address,
+            header.segment_size.segment_name(name.timeline(), header.segment_number())
+        )));
+    }
+    Ok(ClusterIdentity::new(header.system_identifier, header.pg_version(), Some(header.segment_size.bytes())))
+}
+
+/// The identity of the cluster in `data_dir`, read from `global/pg_control` and `PG_VERSION`.
+async fn claimant_from_data_dir(file: &str, data_dir: Option<&Path>) -> Result<ClusterIdentity, WalError> {
+    let data_dir = data_dir.ok_or_else(|| WalError::NoDataDirectory { file: file.to_string() })?;
+    let control_path = data_dir.join("global").join("pg_control");
+    let control =
+        tokio::fs::read(&control_path).await.map_err(|error| WalError::Read { path: control_path.clone(), error })?;
+    let system_identifier = control_file_system_identifier(&control)
+        .map_err(|error| WalError::Read { path: control_path, error: std::io::Error::other(error) })?;
+    let pg_version =
+        tokio::fs::read_to_string(data_dir.join("PG_VERSION")).await.ok().and_then(|text| text.trim().parse().ok());
+    Ok(ClusterIdentity::new(system_identifier, pg_version, None))
+}
+
+/// Seals and stores `content` under the file's key, never replacing an existing object.
+async fn store(
+    archive: &Archive,
+    compression: Compression,
+    file: &str,
+    content: Vec<u8>,
+) -> Result<PushOutcome, WalError> {
+    let storage_error = |error: StorageError| WalError::storage("archive", file, error);
+    let key = archive.layout.wal_file(file).map_err(storage_error)?;
+    let owned_file = file.to_string();
+    let (stored, header) = blocking(move || {
+        envelope::seal(&content, compression).map_err(|error| WalError::Seal { file: owned_file, error })
+    })
+    .await?;
+    let stored_bytes = stored.len() as u64;
+    match archive.storage.put(&key, Bytes::from(stored), PutMode::CreateNew).await {
+        Ok(()) => Ok(PushOutcome::Stored { stored_bytes }),
+        Err(StorageError::AlreadyExists { .. }) => compare_with_archived(archive, &key, file, &header).await,
+        Err(error) => Err(storage_error(error)),
+    }
+}
+
+/// The object exists: success when it holds the same content, an error otherwise.
+async fn compare_with_archived(
+    archive: &Archive,
+    key: &ObjectKey,
+    file: &str,
+    local: &Header,
+) -> Result<PushOutcome, WalError> {
+    let stored = archive.storage.get(key).await.map_err(|error| WalError::storage("archive", file, error))?;
+    let (owned_file, owned_key) = (file.to_string(), key.to_string());
+    let archived = blocking(move || {
+        envelope::open(&stored).map(|(_, header)| header).map_err(|error| WalError::StoredCopyCorrupt {
+            file: owned_file,
+            key: owned_key,
+            error,
+        })
+    })
+    .await?;
+    if archived.content_hash == local.content_hash && archived.content_len == local.content_len {
+        tracing::debug!(file, "already archived with identical content");
+        return Ok(PushOutcome::AlreadyArchived);
+    }
+    Err(WalError::DifferentContent {
+        file: file.to_string(),
+        key: key.to_string(),
+        stored: archived.content_hash_hex(),
+        local: local.content_hash_hex(),
+    })
+}

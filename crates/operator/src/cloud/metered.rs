@@ -1,0 +1,72 @@
+//! A [`Cloud`] that counts every call of the cloud it wraps (by action and outcome).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{
+    Cloud, CloudError, CommandStatus, HostCommand, HostInstance, HostLayout, HostRef, LaunchRequest,
+    TerminationProgress, VolumeDisposal, VolumeSettings,
+};
+use crate::metrics::Metrics;
+
+/// Counts calls in [`Metrics::cloud_calls`]; otherwise the wrapped cloud, unchanged.
+pub struct MeteredCloud {
+    inner: Arc<dyn Cloud>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredCloud {
+    pub fn new(inner: Arc<dyn Cloud>, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+
+    fn count<T>(&self, action: &str, result: Result<T, CloudError>) -> Result<T, CloudError> {
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(error) if error.is_transient() => "transient_error",
+            Err(_) => "permanent_error",
+        };
+        self.metrics.cloud_call(self.inner.name(), action, outcome);
+        result
+    }
+}
+
+#[async_trait]
+impl Cloud for MeteredCloud {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    async fn find_host(&self, host: &HostRef) -> Result<Option<HostInstance>, CloudError> {
+        self.count("find_host", self.inner.find_host(host).await)
+    }
+
+    async fn launch_host(&self, request: &LaunchRequest) -> Result<HostInstance, CloudError> {
+        self.count("launch_host", self.inner.launch_host(request).await)
+    }
+
+    async fn resize_volume(&self, host: &HostInstance, volume: &VolumeSettings) -> Result<bool, CloudError> {
+        self.count("resize_volume", self.inner.resize_volume(host, volume).await)
+    }
+
+    async fn terminate_host(
+        &self,
+        host: &HostRef,
+        disposal: VolumeDisposal,
+    ) -> Result<TerminationProgress, CloudError> {
+        self.count("terminate_host", self.inner.terminate_host(host, disposal).await)
+    }
+
+    async fn send_command(&self, host: &HostInstance, command: &HostCommand) -> Result<String, CloudError> {
+        self.count("send_command", self.inner.send_command(host, command).await)
+    }
+
+    async fn command_status(&self, host: &HostInstance, command_id: &str) -> Result<CommandStatus, CloudError> {
+        self.count("command_status", self.inner.command_status(host, command_id).await)
+    }
+
+    async fn host_layout(&self, host: &HostRef, instance: &HostInstance) -> Result<HostLayout, CloudError> {
+        self.count("host_layout", self.inner.host_layout(host, instance).await)
+    }
+}

@@ -1,0 +1,175 @@
+//! The PostgresHost controller. `reconcile` only wraps kube's `finalizer()`, which dispatches
+//! to [`apply_host`] (the pipeline below) or [`cleanup::cleanup`] (deletion).
+//!
+//! ```text
+//! dereference ─▶ validate ─▶ observe ─▶ plan ─▶ apply ─▶ status
+//! (policies)     (pure)      (cloud)    (pure)  (cloud)  (pure draft, then one write)
+//! ```
+//!
+//! Each reconcile takes at most one step that changes the host (launch, send setup, record a
+//! finished command) and writes the status once. A bad spec parks the host with a condition
+//! and no requeue; cloud and API faults go to the error policy's per-object backoff.
+
+mod apply;
+mod cleanup;
+pub mod conditions;
+mod dereference;
+pub mod error;
+mod events;
+mod observe;
+pub mod plan;
+pub mod render;
+pub mod status;
+pub mod validate;
+pub mod write;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::{BoxFuture, Shared};
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use pgec2_api::{BackupPolicy, HOST_FINALIZER, HostPhase, PostgresHost};
+
+use self::error::{Error, FinalizerError};
+use self::plan::Observed;
+use self::status::Draft;
+use crate::context::Context;
+
+/// Kind label in metrics and logs.
+pub const KIND: &str = "PostgresHost";
+
+/// Longest backoff of the error policy.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Runs the PostgresHost controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: Shared<BoxFuture<'static, ()>>) {
+    let (hosts, policies): (Api<PostgresHost>, Api<BackupPolicy>) = match &ctx.config.namespace {
+        Some(namespace) => {
+            (Api::namespaced(ctx.client.clone(), namespace), Api::namespaced(ctx.client.clone(), namespace))
+        }
+        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+    };
+    let controller = Controller::new(hosts, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .watches(policies, watcher::Config::default(), move |policy: BackupPolicy| {
+            let namespace = policy.namespace();
+            let name = policy.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|host| host.namespace() == namespace && refers_to(host, &name))
+                .map(|host| ObjectRef::from_obj(&*host))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "PostgresHost reconcile did not finish");
+            }
+        })
+        .await;
+}
+
+/// True when `host` reads BackupPolicy `policy` (archive or recovery source).
+fn refers_to(host: &PostgresHost, policy: &str) -> bool {
+    host.policy_name() == Some(policy) || host.recovery().is_some_and(|recovery| recovery.source.policy == policy)
+}
+
+/// Dispatches Apply and Cleanup through the finalizer helper; counts the outcome.
+pub async fn reconcile(host: Arc<PostgresHost>, ctx: Arc<Context>) -> Result<Action, FinalizerError> {
+    let started = Instant::now();
+    let namespace = host.namespace().unwrap_or_default();
+    let api: Api<PostgresHost> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, HOST_FINALIZER, host.clone(), |event| async {
+        match event {
+            Finalizer::Apply(host) => apply_host(&ctx, &api, &host).await,
+            Finalizer::Cleanup(host) => cleanup::cleanup(&ctx, &api, &host).await,
+        }
+    })
+    .await;
+    let label = result.as_ref().err().map(error::label);
+    ctx.metrics.reconciled(KIND, label, started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.record_success(&host.uid().unwrap_or_default());
+    }
+    result
+}
+
+/// Requeues a failed reconcile with exponential backoff per object.
+pub fn error_policy(host: Arc<PostgresHost>, error: &FinalizerError, ctx: Arc<Context>) -> Action {
+    if error::inner(error).is_some_and(Error::is_waiting) {
+        tracing::info!(host = %host.qualified_name(), %error, "waiting");
+        return Action::requeue(Duration::from_secs(5));
+    }
+    let failures = ctx.record_failure(&host.uid().unwrap_or_default());
+    let delay = Duration::from_secs(2).saturating_mul(2u32.saturating_pow(failures.min(10))).min(MAX_BACKOFF);
+    tracing::warn!(host = %host.qualified_name(), %error, failures, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// The pipeline of a live host: dereference → validate → observe → plan → apply → status.
+async fn apply_host(ctx: &Context, api: &Api<PostgresHost>, host: &PostgresHost) -> Result<Action, Error> {
+    let policies = dereference::policies(&ctx.client, host).await?;
+    let now = Timestamp::now();
+    let mut draft = Draft::new(host.status.as_ref(), host.metadata.generation, now)
+        .expecting(host.recovery().is_some(), host.policy_name().is_some());
+    if let Err(invalid) = validate::validate(host, &policies) {
+        return park(ctx, api, host, draft, &invalid).await;
+    }
+    if host.spec.paused {
+        draft.paused();
+        write::write_status(api, host, &draft.finish()).await?;
+        return Ok(Action::await_change());
+    }
+    let observation = match observe::observe(ctx, host, &policies).await? {
+        Ok(observation) => observation,
+        Err(invalid) => return park(ctx, api, host, draft, &invalid).await,
+    };
+    draft.instance(observation.instance.as_ref(), observation.layout.as_ref());
+    if policies.archive.is_none() {
+        draft.no_archive();
+    }
+    let wanted = observation.setup.as_ref().map(|setup| setup.digest.as_str());
+    let uid = host.uid().unwrap_or_default();
+    let step = plan::plan(&Observed {
+        status: &draft.status,
+        instance: observation.instance.as_ref(),
+        wanted_digest: wanted,
+        setup_failures: wanted.map_or(0, |digest| ctx.setup_failures(&uid, digest)),
+        now,
+    });
+    tracing::debug!(host = %host.qualified_name(), ?step, "planned");
+    let action = apply::apply(ctx, host, &observation, step, &mut draft).await?;
+    let status = draft.finish();
+    write::write_status(api, host, &status).await?;
+    if status.phase == Some(HostPhase::Ready) && host.phase() != Some(HostPhase::Ready) {
+        let message = status.message.clone().unwrap_or_default();
+        events::normal(ctx, host, "Ready", message).await;
+    }
+    Ok(action)
+}
+
+/// Parks a host whose spec cannot be acted on: condition, phase Failed, no requeue.
+async fn park(
+    ctx: &Context,
+    api: &Api<PostgresHost>,
+    host: &PostgresHost,
+    mut draft: Draft,
+    invalid: &validate::Invalid,
+) -> Result<Action, Error> {
+    let already = host.condition(pgec2_api::condition::READY).is_some_and(|ready| ready.message == invalid.message);
+    draft.invalid(invalid);
+    write::write_status(api, host, &draft.finish()).await?;
+    if !already {
+        events::warning(ctx, host, invalid.reason, invalid.message.clone()).await;
+    }
+    Ok(Action::await_change())
+}

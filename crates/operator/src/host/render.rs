@@ -1,0 +1,203 @@
+//! Render (pure): the HostSpec a PostgresHost asks of its host, and the bootstrap that applies
+//! it. The digest of the bootstrap tells whether the host already runs what is wanted.
+
+use std::time::Duration;
+
+use pgec2_api::{BackupPolicy, BackupStorage, Bootstrap, PostgresHost, RecoveryBootstrap, TargetAction};
+use pgec2_core::bootstrap::{self, BootstrapParams};
+use pgec2_core::compression::Algorithm;
+use pgec2_core::host_spec::{
+    ArchiveSpec, BootstrapSpec, DataVolume, HostSpec, InitdbSpec, Profile, RecoverySpec, RecoveryTarget, StorageSpec,
+    TargetAction as CoreTargetAction,
+};
+use sha2::Digest;
+
+use crate::cloud::{AgentDownload, HostCommand, HostInstance, HostLayout};
+
+/// How long a setup command may run (package installation on a fresh EC2 host included).
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+/// Failures to render a host's setup.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("spec.backup.policyRef: BackupPolicy {0} has an invalid walArchiving.archiveTimeout")]
+    ArchiveTimeout(String),
+    #[error("no agent download is configured for this cloud: set --agent-url and --agent-sha256")]
+    NoAgentDownload,
+    #[error("failed to render the bootstrap: {0}")]
+    Bootstrap(#[from] bootstrap::BootstrapError),
+    #[error("failed to serialise the host spec: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The BackupPolicies a host's spec refers to, read by the dereference step.
+#[derive(Clone, Debug, Default)]
+pub struct Policies {
+    /// `spec.backup.policyRef`: where the host archives.
+    pub archive: Option<BackupPolicy>,
+    /// `spec.bootstrap.recovery.source.policy`: where the source host's archive is.
+    pub recovery_source: Option<BackupPolicy>,
+}
+
+/// The setup command of a host and the digest that identifies what it applies.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Setup {
+    pub spec: HostSpec,
+    pub command: HostCommand,
+    /// Hex sha256 of the bootstrap script (spec and agent included).
+    pub digest: String,
+}
+
+/// Renders the HostSpec and the bootstrap script for `host` on `instance`.
+pub fn setup(
+    host: &PostgresHost,
+    policies: &Policies,
+    instance: &HostInstance,
+    layout: &HostLayout,
+    default_agent: Option<&AgentDownload>,
+) -> Result<Setup, RenderError> {
+    let spec = host_spec(host, policies, instance, layout)?;
+    let agent = layout.agent_download.as_ref().or(default_agent).ok_or(RenderError::NoAgentDownload)?;
+    let script = bootstrap::render(&BootstrapParams {
+        agent_url: agent.url.clone(),
+        agent_sha256: agent.sha256.clone(),
+        spec_json: serde_json::to_string(&spec)?,
+        install_dir: layout.install_dir.clone(),
+    })?;
+    let digest = hex(&sha2::Sha256::digest(script.as_bytes()));
+    let command = HostCommand { purpose: "setup".to_string(), script, timeout: SETUP_TIMEOUT };
+    Ok(Setup { spec, command, digest })
+}
+
+/// The HostSpec of `host`: the cloud's layout, the spec's PostgreSQL settings, the policy's
+/// archive (the host's own prefix `<namespace>/<name>`) and the bootstrap mode.
+pub fn host_spec(
+    host: &PostgresHost,
+    policies: &Policies,
+    instance: &HostInstance,
+    layout: &HostLayout,
+) -> Result<HostSpec, RenderError> {
+    let archive = policies.archive.as_ref().map(|policy| archive_spec(policy, &host.qualified_name())).transpose()?;
+    Ok(HostSpec {
+        host: host.qualified_name(),
+        profile: layout.profile,
+        postgres_version: u32::try_from(host.spec.postgres_version).unwrap_or_default(),
+        volume: DataVolume {
+            volume_id: if layout.profile == Profile::Ec2 { instance.volume_id.clone() } else { None },
+            mount_path: layout.mount_path.clone(),
+            filesystem: "ext4".to_string(),
+        },
+        data_directory: layout.data_directory.clone(),
+        os_user: layout.os_user.clone(),
+        port: layout.port,
+        listen_addresses: layout.listen_addresses.clone(),
+        socket_directory: None,
+        bin_directory: None,
+        ssl: None,
+        resources: None,
+        parameters: host.spec.postgres.parameters.clone(),
+        pg_hba: host.spec.postgres.pg_hba.iter().map(|entry| entry.to_line()).collect(),
+        archive,
+        bootstrap: bootstrap_spec(&host.spec.bootstrap, policies.recovery_source.as_ref(), host),
+        standby: host.spec.standby,
+        agent_config_path: layout.agent_config_path.clone(),
+        agent_binary: bootstrap::agent_path(&layout.install_dir),
+    })
+}
+
+fn archive_spec(policy: &BackupPolicy, prefix: &str) -> Result<ArchiveSpec, RenderError> {
+    let timeout = &policy.spec.wal_archiving.archive_timeout;
+    let seconds = pgec2_api::validation::parse_duration_seconds(timeout)
+        .and_then(|seconds| u32::try_from(seconds).ok())
+        .ok_or_else(|| RenderError::ArchiveTimeout(policy.metadata.name.clone().unwrap_or_default()))?;
+    Ok(ArchiveSpec {
+        storage: storage_spec(&policy.spec.storage, prefix),
+        compression: match policy.spec.compression {
+            pgec2_api::Compression::Zstd => Algorithm::Zstd,
+            pgec2_api::Compression::Lz4 => Algorithm::Lz4,
+            pgec2_api::Compression::None => Algorithm::None,
+        },
+        compression_level: 3,
+        archive_timeout_seconds: seconds,
+    })
+}
+
+/// The storage location of one host's archive: the policy's storage with the host's `prefix`.
+pub fn storage_spec(storage: &BackupStorage, prefix: &str) -> StorageSpec {
+    let mut spec = StorageSpec {
+        url: String::new(),
+        prefix: Some(prefix.to_string()),
+        region: None,
+        endpoint: None,
+        storage_class: None,
+        server_side_encryption: None,
+        kms_key_id: None,
+    };
+    if let Some(s3) = &storage.s3 {
+        spec.url = match s3.prefix.as_deref() {
+            Some(bucket_prefix) => format!("s3://{}/{bucket_prefix}", s3.bucket),
+            None => format!("s3://{}", s3.bucket),
+        };
+        spec.region = s3.region.clone();
+        spec.endpoint = s3.endpoint.clone();
+        spec.storage_class = s3.storage_class.and_then(|class| enum_text(&class));
+        spec.server_side_encryption = s3.server_side_encryption.and_then(|encryption| enum_text(&encryption));
+        spec.kms_key_id = s3.kms_key_id.clone();
+    } else if let Some(local) = &storage.local {
+        spec.url = format!("file://{}", local.path.trim_end_matches('/'));
+    }
+    spec
+}
+
+/// The serde name of a unit enum variant (`STANDARD_IA`, `aws:kms`).
+fn enum_text<T: serde::Serialize>(value: &T) -> Option<String> {
+    serde_json::to_value(value).ok()?.as_str().map(str::to_string)
+}
+
+fn bootstrap_spec(bootstrap: &Bootstrap, source_policy: Option<&BackupPolicy>, host: &PostgresHost) -> BootstrapSpec {
+    match (&bootstrap.recovery, source_policy) {
+        (Some(recovery), Some(policy)) => BootstrapSpec::Recovery(recovery_spec(recovery, policy, host)),
+        _ => {
+            let initdb = bootstrap.initdb.clone().unwrap_or_default();
+            BootstrapSpec::Initdb(InitdbSpec {
+                data_checksums: initdb.data_checksums,
+                encoding: Some(initdb.encoding),
+                locale: Some(initdb.locale),
+            })
+        }
+    }
+}
+
+fn recovery_spec(recovery: &RecoveryBootstrap, policy: &BackupPolicy, host: &PostgresHost) -> RecoverySpec {
+    let namespace = host.metadata.namespace.clone().unwrap_or_default();
+    let source_prefix = format!("{namespace}/{}", recovery.source.host);
+    let target = recovery.target.as_ref().and_then(|target| {
+        use pgec2_api::host::RecoveryPoint;
+        Some(match target.point()? {
+            RecoveryPoint::Time(time) => RecoveryTarget::Time(time.to_string()),
+            RecoveryPoint::Lsn(lsn) => RecoveryTarget::Lsn(lsn.to_string()),
+            RecoveryPoint::Xid(xid) => RecoveryTarget::Xid(xid.to_string()),
+            RecoveryPoint::Name(name) => RecoveryTarget::Name(name.to_string()),
+            RecoveryPoint::Immediate => RecoveryTarget::Immediate,
+        })
+    });
+    let target_action = match recovery.target_action {
+        TargetAction::Promote => CoreTargetAction::Promote,
+        TargetAction::Pause => CoreTargetAction::Pause,
+        TargetAction::Shutdown => CoreTargetAction::Shutdown,
+    };
+    RecoverySpec {
+        source: storage_spec(&policy.spec.storage, &source_prefix),
+        backup: recovery.backup.clone(),
+        target,
+        target_action,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+#[cfg(test)]
+#[path = "render_tests.rs"]
+mod tests;

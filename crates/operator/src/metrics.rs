@@ -1,0 +1,113 @@
+//! Prometheus metrics of the operator: reconciles by kind and outcome, errors by kind and error
+//! label, cloud calls by action and outcome.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// `PostgresHost` or `BackupPolicy`.
+    pub kind: String,
+    /// `success` or `error`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+    /// The error's metric label (`kube`, `cloud_transient`, ...).
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloudCallLabels {
+    /// `aws` or `local`.
+    pub cloud: String,
+    /// `find_host`, `launch_host`, `send_command`, ...
+    pub action: String,
+    /// `success`, `transient_error` or `permanent_error`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+/// Every metric of the operator, registered in one registry.
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub cloud_calls: Family<CloudCallLabels, Counter>,
+    pub reconcile_seconds: Family<KindLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("pgec2_operator");
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register("reconciles", "Reconciles by kind and outcome", reconciles.clone());
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register("reconcile_errors", "Failed reconciles by kind and error", errors.clone());
+        let cloud_calls = Family::<CloudCallLabels, Counter>::default();
+        registry.register("cloud_calls", "Cloud API calls by action and outcome", cloud_calls.clone());
+        let reconcile_seconds = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.01, 2.0, 14))
+        });
+        registry.register("reconcile_duration_seconds", "Time spent in one reconcile", reconcile_seconds.clone());
+        Self { registry, reconciles, errors, cloud_calls, reconcile_seconds }
+    }
+}
+
+impl Metrics {
+    /// Counts one reconcile of `kind`; `error` is the error's label when it failed.
+    pub fn reconciled(&self, kind: &str, error: Option<&str>, seconds: f64) {
+        let outcome = if error.is_some() { "error" } else { "success" };
+        self.reconciles.get_or_create(&ReconcileLabels { kind: kind.into(), outcome: outcome.into() }).inc();
+        if let Some(error) = error {
+            self.errors.get_or_create(&ErrorLabels { kind: kind.into(), error: error.into() }).inc();
+        }
+        self.reconcile_seconds.get_or_create(&KindLabels { kind: kind.into() }).observe(seconds);
+    }
+
+    /// The number of reconciles of `kind` so far (any outcome).
+    pub fn reconcile_count(&self, kind: &str) -> u64 {
+        ["success", "error"]
+            .into_iter()
+            .filter_map(|outcome| {
+                self.reconciles
+                    .get(&ReconcileLabels { kind: kind.into(), outcome: outcome.into() })
+                    .map(|counter| counter.get())
+            })
+            .sum()
+    }
+
+    /// Counts one cloud call.
+    pub fn cloud_call(&self, cloud: &str, action: &str, outcome: &str) {
+        let labels = CloudCallLabels { cloud: cloud.into(), action: action.into(), outcome: outcome.into() };
+        self.cloud_calls.get_or_create(&labels).inc();
+    }
+
+    /// The number of cloud calls of `action` so far (any outcome).
+    pub fn cloud_call_count(&self, action: &str) -> u64 {
+        let mut total = 0;
+        for cloud in ["aws", "local"] {
+            for outcome in ["success", "transient_error", "permanent_error"] {
+                let labels = CloudCallLabels { cloud: cloud.into(), action: action.into(), outcome: outcome.into() };
+                total += self.cloud_calls.get(&labels).map_or(0, |counter| counter.get());
+            }
+        }
+        total
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}

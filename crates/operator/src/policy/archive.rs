@@ -1,0 +1,119 @@
+//! A host's archive as the operator sees it: opened from the policy's storage with the host's
+//! prefix `<namespace>/<name>`, read through the pgec2-core catalog (no host needed), and pruned
+//! by retention and garbage cleanup — the same code as `pgec2-agent delete`.
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use pgec2_api::{BackupPolicy, HostBackupSummary, PostgresHost};
+use pgec2_core::catalog::{self, CatalogError};
+use pgec2_core::layout::{Archive, ArchiveLayout};
+use pgec2_core::recovery_window;
+use pgec2_core::retention::{self, DEFAULT_GARBAGE_GRACE, Policy, RetentionError};
+use pgec2_core::storage::StorageError;
+use pgec2_core::storage::url::{StorageConfig, open_storage};
+
+use crate::host::render::storage_spec;
+
+/// Failures reading or pruning a host's archive.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("failed to open the archive of {host}: {source}")]
+    Open { host: String, source: StorageError },
+    #[error("failed to read the backup catalog of {host}: {source}")]
+    Catalog { host: String, source: CatalogError },
+    #[error("failed to apply retention to the archive of {host}: {source}")]
+    Retention { host: String, source: RetentionError },
+}
+
+/// Opens the archive of `host` under `policy`'s storage.
+pub async fn open(policy: &BackupPolicy, host: &PostgresHost) -> Result<Archive, ArchiveError> {
+    let name = host.qualified_name();
+    let spec = storage_spec(&policy.spec.storage, &name);
+    let open_error = |source| ArchiveError::Open { host: name.clone(), source };
+    let layout = ArchiveLayout::under(spec.prefix.as_deref().unwrap_or_default()).map_err(open_error)?;
+    let storage = open_storage(&StorageConfig::from(&spec)).await.map_err(open_error)?;
+    Ok(Archive::new(storage, layout))
+}
+
+/// Keeps the policy's `retention.fullBackups` newest unpinned backups (and the WAL they need),
+/// then removes garbage: abandoned uncommitted backups and WAL older than the oldest kept one.
+pub async fn apply_retention(policy: &BackupPolicy, host: &PostgresHost) -> Result<(), ArchiveError> {
+    let name = host.qualified_name();
+    let archive = open(policy, host).await?;
+    let keep = usize::try_from(policy.spec.retention.full_backups).unwrap_or(1).max(1);
+    for rule in [Policy::Retain(keep), Policy::Garbage] {
+        let catalog_error = |source| ArchiveError::Catalog { host: name.clone(), source };
+        let backups = catalog::scan_backups(&archive).await.map_err(catalog_error)?;
+        if backups.committed.is_empty() {
+            return Ok(());
+        }
+        let wal = catalog::load_wal_archive(&archive, backups.segment_size()).await.map_err(catalog_error)?;
+        let retention_error = |source| ArchiveError::Retention { host: name.clone(), source };
+        let plan =
+            retention::plan(&rule, &backups, &wal, Utc::now(), DEFAULT_GARBAGE_GRACE).map_err(retention_error)?;
+        if !plan.is_empty() {
+            tracing::info!(host = %name, ?rule, backups = ?plan.backups, wal_files = plan.wal.len(), "applying retention");
+            retention::apply(&archive, &backups, &plan).await.map_err(retention_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// What the catalog says about `host`: backups kept, the newest one, the recovery window.
+pub async fn summary(policy: &BackupPolicy, host: &PostgresHost) -> HostBackupSummary {
+    let mut summary =
+        HostBackupSummary { host: host.qualified_name(), backups_kept: 0, last_backup: None, recovery_window: None };
+    match read_summary(policy, host, &mut summary).await {
+        Ok(()) => summary,
+        Err(error) => {
+            tracing::debug!(host = %summary.host, %error, "archive not readable yet");
+            summary
+        }
+    }
+}
+
+async fn read_summary(
+    policy: &BackupPolicy,
+    host: &PostgresHost,
+    summary: &mut HostBackupSummary,
+) -> Result<(), ArchiveError> {
+    let name = host.qualified_name();
+    let archive = open(policy, host).await?;
+    let catalog_error = |source| ArchiveError::Catalog { host: name.clone(), source };
+    let backups = catalog::scan_backups(&archive).await.map_err(catalog_error)?;
+    summary.backups_kept = i32::try_from(backups.committed.len()).unwrap_or(i32::MAX);
+    summary.last_backup = backups.committed.last().map(backup_info);
+    if backups.committed.is_empty() {
+        return Ok(());
+    }
+    let wal = catalog::load_wal_archive(&archive, backups.segment_size()).await.map_err(catalog_error)?;
+    summary.recovery_window =
+        recovery_window::recovery_window(&backups.committed, &wal, None).map(|window| pgec2_api::RecoveryWindow {
+            first_recoverable_time: time(window.earliest_time),
+            first_recoverable_lsn: Some(window.earliest_lsn.to_string()),
+            last_recoverable_time: window.latest_time.and_then(time),
+            last_recoverable_lsn: Some(window.latest_lsn.to_string()),
+        });
+    Ok(())
+}
+
+/// The API's view of a catalog entry.
+pub fn backup_info(backup: &catalog::BackupInfo) -> pgec2_api::BackupInfo {
+    pgec2_api::BackupInfo {
+        name: backup.name.clone(),
+        start_time: time(backup.start_time),
+        finish_time: time(backup.finish_time),
+        start_lsn: Some(backup.start_lsn.to_string()),
+        finish_lsn: Some(backup.finish_lsn.to_string()),
+        timeline: Some(i64::from(backup.timeline)),
+        data_bytes: i64::try_from(backup.data_bytes).ok(),
+        stored_bytes: i64::try_from(backup.stored_bytes).ok(),
+        permanent: backup.permanent,
+    }
+}
+
+/// A chrono time as a Kubernetes `Time`.
+pub fn time(at: DateTime<Utc>) -> Option<Time> {
+    Timestamp::from_microsecond(at.timestamp_micros()).ok().map(Time)
+}

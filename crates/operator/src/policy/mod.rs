@@ -1,0 +1,171 @@
+//! The BackupPolicy controller: on each `schedule` tick, a base backup on every Ready host that
+//! references the policy (run through the cloud's command runner, one at a time per host); after
+//! a success, retention and garbage cleanup applied by the operator itself through pgec2-core
+//! (hosts may not delete anything); status read from each host's storage catalog.
+//!
+//! ```text
+//! schedule (pure) ─▶ finish running backups ─▶ start due ones ─▶ retention ─▶ catalog ─▶ status
+//! ```
+
+pub mod archive;
+pub mod backups;
+pub mod schedule;
+mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::{BoxFuture, Shared};
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use pgec2_api::{BackupPolicy, HostPhase, PostgresHost};
+
+use self::backups::RunningBackup;
+use self::schedule::Schedule;
+use crate::context::Context;
+
+/// Kind label in metrics and logs.
+pub const KIND: &str = "BackupPolicy";
+
+/// How often a policy with a running backup is looked at.
+const POLL_RUNNING: Duration = Duration::from_secs(3);
+
+/// Failures of a policy reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to read PostgresHosts of BackupPolicy {policy}: {source}")]
+    ListHosts { policy: String, source: kube::Error },
+    #[error("failed to write the status of BackupPolicy {policy}: {source}")]
+    WriteStatus { policy: String, source: kube::Error },
+}
+
+impl Error {
+    /// Metric label of the error.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::ListHosts { .. } => "list_hosts",
+            Error::WriteStatus { .. } => "write_status",
+        }
+    }
+}
+
+/// The policy controller's context: the operator's, plus the backups running right now.
+pub struct PolicyContext {
+    pub ctx: Arc<Context>,
+    /// Running backup commands by host uid: one backup per host at a time.
+    running: Mutex<HashMap<String, RunningBackup>>,
+}
+
+impl PolicyContext {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Self { ctx, running: Mutex::new(HashMap::new()) }
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningBackup>> {
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Runs the BackupPolicy controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: Shared<BoxFuture<'static, ()>>) {
+    let (policies, hosts): (Api<BackupPolicy>, Api<PostgresHost>) = match &ctx.config.namespace {
+        Some(namespace) => {
+            (Api::namespaced(ctx.client.clone(), namespace), Api::namespaced(ctx.client.clone(), namespace))
+        }
+        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+    };
+    Controller::new(policies, watcher::Config::default())
+        .watches(hosts, watcher::Config::default(), |host: PostgresHost| {
+            let namespace = host.namespace().unwrap_or_default();
+            host.policy_name().map(|policy| ObjectRef::<BackupPolicy>::new(policy).within(&namespace))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, Arc::new(PolicyContext::new(ctx)))
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "BackupPolicy reconcile did not finish");
+            }
+        })
+        .await;
+}
+
+/// Requeues a failed reconcile after a pause.
+fn error_policy(policy: Arc<BackupPolicy>, error: &Error, _ctx: Arc<PolicyContext>) -> Action {
+    tracing::warn!(policy = %policy.name_any(), %error, "reconcile failed");
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// One pass: finish running backups, start due ones, apply retention, refresh status.
+async fn reconcile(policy: Arc<BackupPolicy>, pctx: Arc<PolicyContext>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_policy(&policy, &pctx).await;
+    pctx.ctx.metrics.reconciled(KIND, result.as_ref().err().map(Error::label), started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_policy(policy: &BackupPolicy, pctx: &PolicyContext) -> Result<Action, Error> {
+    let namespace = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    let now = Timestamp::now();
+    let mut draft = status::Draft::new(policy, now);
+    let schedule = match Schedule::parse(&policy.spec.schedule, policy.spec.time_zone.as_deref()) {
+        Ok(schedule) => schedule,
+        Err(invalid) => {
+            draft.invalid_schedule(&invalid.to_string());
+            status::write(&pctx.ctx.client, policy, draft.finish()).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let hosts_api: Api<PostgresHost> = Api::namespaced(pctx.ctx.client.clone(), &namespace);
+    let hosts: Vec<PostgresHost> = hosts_api
+        .list(&Default::default())
+        .await
+        .map_err(|source| Error::ListHosts { policy: name.clone(), source })?
+        .items
+        .into_iter()
+        .filter(|host| host.policy_name() == Some(name.as_str()) && host.metadata.deletion_timestamp.is_none())
+        .collect();
+
+    backups::finish_running(pctx, policy, &hosts, &mut draft).await;
+    let due =
+        if policy.spec.suspend { None } else { schedule.due_tick(draft.last_schedule(), created(policy, now), now) };
+    for host in &hosts {
+        let ready = host.phase() == Some(HostPhase::Ready);
+        let requested = host.pending_backup_request().map(str::to_string);
+        if ready && (due.is_some() || requested.is_some()) {
+            backups::start(pctx, policy, host, requested, &mut draft).await;
+        }
+    }
+    if let Some(tick) = due {
+        draft.scheduled(tick);
+    }
+    draft.next_schedule(if policy.spec.suspend { None } else { schedule.next_after(now) });
+    for host in &hosts {
+        draft.host_summary(archive::summary(policy, host).await);
+    }
+    let busy = backups::any_running(pctx, &hosts);
+    status::write(&pctx.ctx.client, policy, draft.finish()).await?;
+    Ok(requeue(busy, policy.spec.suspend, schedule.next_after(now), now))
+}
+
+/// The policy's creation time (ticks before it never run).
+fn created(policy: &BackupPolicy, now: Timestamp) -> Timestamp {
+    policy.metadata.creation_timestamp.as_ref().map_or(now, |time| time.0)
+}
+
+/// Poll quickly while a backup runs, else wake up at the next tick (at most every 5 minutes).
+fn requeue(busy: bool, suspended: bool, next: Option<Timestamp>, now: Timestamp) -> Action {
+    if busy {
+        return Action::requeue(POLL_RUNNING);
+    }
+    let until_next = next
+        .filter(|_| !suspended)
+        .and_then(|next| Duration::try_from(next.duration_since(now)).ok())
+        .unwrap_or(Duration::from_secs(300));
+    Action::requeue(until_next.clamp(Duration::from_millis(500), Duration::from_secs(300)))
+}

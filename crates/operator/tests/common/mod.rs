@@ -1,0 +1,247 @@
+//! Harness of the operator's integration tests: the real controllers on the in-memory
+//! Kubernetes API, the local cloud in a scratch directory, real PostgreSQL set up by the real
+//! agent.
+//!
+//! The agent binary: `$PGEC2_AGENT_BINARY` when set, otherwise this harness runs
+//! `cargo build -p pgec2-agent` once per test binary (a no-op when it is up to date) and uses
+//! `target/<profile>/pgec2-agent`, found next to the test executable's `deps/` directory.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use pgec2_api::{BackupPolicy, FIELD_MANAGER, PostgresHost};
+use pgec2_kube_memory::{MemoryApiServer, ResourceType};
+use pgec2_operator::cloud::local::{LocalCloud, LocalCloudConfig};
+use pgec2_operator::metrics::Metrics;
+use pgec2_operator::{Config, Operator};
+use pgec2_testkit::{Scratch, as_postgres, postgres_bin_dir};
+
+/// How long a host may take from creation to Ready (initdb and start included).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The agent binary the hosts download.
+pub fn agent_binary() -> PathBuf {
+    static AGENT: OnceLock<PathBuf> = OnceLock::new();
+    AGENT
+        .get_or_init(|| {
+            if let Ok(path) = std::env::var("PGEC2_AGENT_BINARY") {
+                return PathBuf::from(path);
+            }
+            let exe = std::env::current_exe().expect("test executable path");
+            let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = std::process::Command::new(cargo);
+            build.args(["build", "--quiet", "-p", "pgec2-agent"]);
+            if profile_dir.file_name().is_some_and(|name| name == "release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo build -p pgec2-agent");
+            assert!(status.success(), "cargo build -p pgec2-agent failed");
+            let agent = profile_dir.join("pgec2-agent");
+            assert!(agent.exists(), "{} does not exist after cargo build -p pgec2-agent", agent.display());
+            agent
+        })
+        .clone()
+}
+
+/// One operator on an in-memory API with the local cloud.
+pub struct TestEnv {
+    pub scratch: Scratch,
+    pub server: MemoryApiServer,
+    pub client: kube::Client,
+    pub metrics: Arc<Metrics>,
+    pub state_dir: PathBuf,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestEnv {
+    /// Starts the operator (watching namespace `default`).
+    pub async fn start() -> Self {
+        let scratch = Scratch::new().expect("scratch directory");
+        let state_dir = scratch.subdir("state").expect("state directory");
+        let server = MemoryApiServer::new()
+            .with_resource(ResourceType::namespaced::<PostgresHost>().with_status_subresource())
+            .with_resource(ResourceType::namespaced::<BackupPolicy>().with_status_subresource());
+        let client = server.client();
+        let cloud = LocalCloud::new(LocalCloudConfig::new(&state_dir, agent_binary())).expect("local cloud");
+        let config = Config { namespace: Some("default".into()), ..Config::default() };
+        let operator = Operator::builder(client.clone(), Arc::new(cloud)).config(config).build();
+        let metrics = operator.metrics();
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(operator.run(async move {
+            let _ = stopped.await;
+        }));
+        Self { scratch, server, client, metrics, state_dir, shutdown: Some(shutdown), task: Some(task) }
+    }
+
+    /// A directory the postgres user can write (for local backup storage).
+    pub fn archive_dir(&self) -> PathBuf {
+        self.scratch.subdir("archive").expect("archive directory")
+    }
+
+    pub fn hosts(&self) -> Api<PostgresHost> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    pub fn policies(&self) -> Api<BackupPolicy> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    /// Creates or updates objects as a user would (`kubectl apply`).
+    pub async fn apply_host(&self, host: &PostgresHost) {
+        let name = host.metadata.name.clone().expect("name");
+        let params = PatchParams::apply("test-user").force();
+        self.hosts().patch(&name, &params, &Patch::Apply(strip(host))).await.expect("apply PostgresHost");
+    }
+
+    pub async fn apply_policy(&self, policy: &BackupPolicy) {
+        let name = policy.metadata.name.clone().expect("name");
+        let params = PatchParams::apply("test-user").force();
+        self.policies().patch(&name, &params, &Patch::Apply(strip(policy))).await.expect("apply BackupPolicy");
+    }
+
+    pub async fn delete_host(&self, name: &str) {
+        self.hosts().delete(name, &DeleteParams::default()).await.expect("delete PostgresHost");
+    }
+
+    /// Polls the host until `done` holds; panics with the last status after `timeout`.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&PostgresHost) -> bool,
+    ) -> PostgresHost {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let host = self.hosts().get_opt(name).await.expect("read PostgresHost");
+            if let Some(host) = host {
+                if done(&host) {
+                    return host;
+                }
+                if Instant::now() > deadline {
+                    panic!(
+                        "PostgresHost {name} did not reach the expected state in {timeout:?}; status: {:#?}",
+                        host.status
+                    );
+                }
+            } else if Instant::now() > deadline {
+                panic!("PostgresHost {name} does not exist");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until the host is gone from the API (its finalizer removed).
+    pub async fn wait_gone(&self, name: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.hosts().get_opt(name).await.expect("read PostgresHost").is_some() {
+            assert!(Instant::now() < deadline, "PostgresHost {name} was not deleted within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The host directory of the local cloud.
+    pub fn host_dir(&self, name: &str) -> PathBuf {
+        self.state_dir.join("hosts/default").join(name)
+    }
+
+    /// The data directory (PGDATA) of a local host.
+    pub fn data_dir(&self, name: &str) -> PathBuf {
+        self.host_dir(name).join("volume/data")
+    }
+
+    /// Runs SQL on the host through its Unix socket as the postgres user; returns psql's
+    /// unaligned output.
+    pub fn psql(&self, host: &PostgresHost, sql: &str) -> Result<String, String> {
+        let name = host.metadata.name.as_deref().expect("name");
+        let port = host
+            .status
+            .as_ref()
+            .and_then(|status| status.endpoint.as_ref())
+            .map(|endpoint| endpoint.port)
+            .expect("endpoint");
+        let socket_dir = self.host_dir(name).join("volume/run");
+        let output = as_postgres(postgres_bin_dir().expect("PostgreSQL bin dir").join("psql"))
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", "postgres"])
+            .arg("-h")
+            .arg(&socket_dir)
+            .args(["-p", &port.to_string(), "-c", sql])
+            .output()
+            .map_err(|error| error.to_string())?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    }
+
+    /// True when a PostgreSQL server runs in the host's data directory.
+    pub fn postgres_running(&self, name: &str) -> bool {
+        let pid_file = self.data_dir(name).join("postmaster.pid");
+        let Ok(text) = std::fs::read_to_string(pid_file) else { return false };
+        let Some(pid) = text.lines().next().and_then(|line| line.trim().parse::<i32>().ok()) else { return false };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    }
+
+    /// Stops the operator and every PostgreSQL it started.
+    pub async fn stop(mut self) {
+        self.shutdown_operator().await;
+        stop_all_postgres(&self.state_dir);
+    }
+
+    async fn shutdown_operator(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        stop_all_postgres(&self.state_dir);
+    }
+}
+
+/// `pg_ctl stop -m immediate` for every host data directory with a running server.
+fn stop_all_postgres(state_dir: &Path) {
+    let Ok(namespaces) = std::fs::read_dir(state_dir.join("hosts")) else { return };
+    for namespace in namespaces.flatten() {
+        let Ok(hosts) = std::fs::read_dir(namespace.path()) else { continue };
+        for host in hosts.flatten() {
+            let data = host.path().join("volume/data");
+            if data.join("postmaster.pid").exists() {
+                let pg_ctl = postgres_bin_dir().map(|dir| dir.join("pg_ctl")).unwrap_or_else(|_| "pg_ctl".into());
+                let _ = as_postgres(pg_ctl).args(["stop", "-m", "immediate", "-t", "30", "-D"]).arg(&data).output();
+            }
+        }
+    }
+}
+
+/// An object as a user writes it: no status, no server-set metadata.
+fn strip<K: serde::Serialize>(object: &K) -> serde_json::Value {
+    let mut value = serde_json::to_value(object).expect("serialise");
+    if let Some(map) = value.as_object_mut() {
+        map.remove("status");
+        if let Some(metadata) = map.get_mut("metadata").and_then(serde_json::Value::as_object_mut) {
+            for key in ["uid", "generation", "resourceVersion", "creationTimestamp"] {
+                metadata.remove(key);
+            }
+        }
+    }
+    value
+}
+
+/// The field manager the operator writes with (for assertions on managed fields).
+pub const OPERATOR_FIELD_MANAGER: &str = FIELD_MANAGER;

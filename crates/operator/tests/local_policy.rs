@@ -1,0 +1,108 @@
+//! BackupPolicy end to end on the local cloud: base backups run on the host through the cloud's
+//! command runner by the real agent against a real PostgreSQL, retention applied by the operator
+//! itself, status read from the storage catalog.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{READY_TIMEOUT, TestEnv};
+use pgec2_api::fixtures::{host, policy};
+use pgec2_api::{BACKUP_REQUEST_ANNOTATION, BackupPolicy, HostPhase};
+
+/// Committed backups in a host's local archive (those with a commit marker).
+fn committed_backups(archive: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(archive.join("backups"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|entry| entry.path().join("complete.json").exists())
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+async fn wait_for_policy(
+    env: &TestEnv,
+    name: &str,
+    timeout: Duration,
+    done: impl Fn(&BackupPolicy) -> bool,
+) -> BackupPolicy {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let policy = env.policies().get(name).await.expect("read policy");
+        if done(&policy) {
+            return policy;
+        }
+        assert!(Instant::now() < deadline, "policy {name} did not get there: {:#?}", policy.status);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn last_success(policy: &BackupPolicy) -> Option<String> {
+    policy.status.as_ref()?.last_successful_backup.as_ref()?.backup.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requested_backups_run_on_the_host_and_retention_keeps_the_newest_two() {
+    let env = TestEnv::start().await;
+    let archive = env.archive_dir();
+    let nightly = policy("nightly").local(&archive.display().to_string()).schedule("0 3 * * *").keep(2).build();
+    env.apply_policy(&nightly).await;
+    env.apply_host(&host("db").policy("nightly").build()).await;
+    let ready = env.wait_for("db", READY_TIMEOUT, |host| host.phase() == Some(HostPhase::Ready)).await;
+    env.psql(&ready, "CREATE TABLE orders AS SELECT g AS id FROM generate_series(1, 1000) g").expect("write rows");
+
+    let mut taken = Vec::new();
+    for request in ["first", "second", "third"] {
+        let previous = taken.last().cloned();
+        env.apply_host(&host("db").policy("nightly").annotation(BACKUP_REQUEST_ANNOTATION, request).build()).await;
+        let done = wait_for_policy(&env, "nightly", Duration::from_secs(120), |policy| {
+            last_success(policy).is_some() && last_success(policy) != previous
+        })
+        .await;
+        taken.push(last_success(&done).expect("backup name"));
+        let host = env.hosts().get("db").await.expect("read host");
+        assert_eq!(host.status.and_then(|status| status.handled_backup_request).as_deref(), Some(request));
+    }
+
+    // The operator applied retention itself: the two newest backups are kept.
+    let host_archive = archive.join("default/db");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while committed_backups(&host_archive) != taken[1..].to_vec() {
+        assert!(Instant::now() < deadline, "kept {:?}, expected {:?}", committed_backups(&host_archive), &taken[1..]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let policy = wait_for_policy(&env, "nightly", Duration::from_secs(30), |policy| {
+        policy.status.as_ref().is_some_and(|status| status.hosts.first().is_some_and(|host| host.backups_kept == 2))
+    })
+    .await;
+    let summary = &policy.status.as_ref().expect("status").hosts[0];
+    assert_eq!(summary.host, "default/db");
+    assert_eq!(summary.last_backup.as_ref().map(|backup| backup.name.as_str()), taken.last().map(String::as_str));
+    assert!(summary.recovery_window.is_some(), "no recovery window in {summary:#?}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_schedule_is_reported_in_a_condition() {
+    let env = TestEnv::start().await;
+    let mut broken = policy("broken").local("/tmp/pgec2-unused").build();
+    broken.spec.schedule = "every night".to_string();
+    env.apply_policy(&broken).await;
+    let policy = wait_for_policy(&env, "broken", Duration::from_secs(30), |policy| {
+        policy.status.as_ref().is_some_and(|status| !status.conditions.is_empty())
+    })
+    .await;
+    let ready = &policy.status.as_ref().expect("status").conditions[0];
+    assert_eq!(
+        (ready.type_.as_str(), ready.status.as_str(), ready.reason.as_str()),
+        ("Ready", "False", "InvalidSchedule")
+    );
+    assert!(ready.message.contains("every night"), "{}", ready.message);
+    env.stop().await;
+}
