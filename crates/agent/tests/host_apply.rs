@@ -36,8 +36,8 @@ async fn applying_twice_starts_an_archiving_server_then_changes_nothing() {
     assert_eq!(archive_command, expected);
     assert!(host.spec.agent_config_path.exists(), "the agent's configuration is written");
     assert_eq!(host.psql("SHOW password_encryption"), "scram-sha-256");
-    host.psql("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1); SELECT pg_switch_wal()");
-    host.wait_for_archived_wal(1).await;
+    host.psql("CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)");
+    host.switch_and_wait_archived().await;
 
     let second = host.apply().await.succeeded();
     assert!(second.changed_nothing(), "the second run changed something: {second:#?}");

@@ -36,8 +36,8 @@ async fn a_host_restored_from_another_archive_promotes_and_then_archives_to_its_
     source.apply().await.succeeded();
     source.psql("CREATE TABLE orders (id int); INSERT INTO orders SELECT generate_series(1, 100)");
     backup_push(&source);
-    source.psql("INSERT INTO orders VALUES (101); SELECT pg_switch_wal()");
-    source.wait_for_archived_wal(2).await;
+    source.psql("INSERT INTO orders VALUES (101)");
+    source.switch_and_wait_archived().await;
     let source_archive = source.spec.archive.clone().expect("source archive").storage;
 
     let mut restored = LocalHost::new();
@@ -72,8 +72,8 @@ async fn a_host_restored_from_another_archive_promotes_and_then_archives_to_its_
     assert!(!facts.in_recovery);
     assert_eq!(facts.timeline, 2, "promotion starts a new timeline");
 
-    restored.psql("INSERT INTO orders VALUES (102); SELECT pg_switch_wal()");
-    restored.wait_for_archived_wal(1).await;
+    restored.psql("INSERT INTO orders VALUES (102)");
+    restored.switch_and_wait_archived().await;
     let own_wal = restored.scratch.path().join("archive/default/db2");
     assert!(own_wal.exists(), "the restored host archives to its own prefix");
     assert!(restored.apply().await.succeeded().changed_nothing());

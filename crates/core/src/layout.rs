@@ -4,7 +4,7 @@
 //! ```text
 //! <archive>/cluster.json                           identity of the one cluster archiving here
 //! <archive>/wal/<file name>                        WAL segments, .history, .partial, .backup files
-//! <archive>/backups/<name>/manifest.json           the backup's file list (written before parts)
+//! <archive>/backups/<name>/manifest.json           the backup's file list (written after the parts)
 //! <archive>/backups/<name>/parts/<index:06>        size-bounded bundles of file contents
 //! <archive>/backups/<name>/backup_label            exactly as pg_backup_stop returned it
 //! <archive>/backups/<name>/tablespace_map          exactly as pg_backup_stop returned it
@@ -36,8 +36,10 @@ impl Archive {
         let store = self.storage.describe();
         if self.layout.prefix.is_empty() {
             store
+        } else if store.ends_with('/') {
+            format!("{store}{}", self.layout.prefix)
         } else {
-            format!("{}/{}", store.trim_end_matches('/'), self.layout.prefix)
+            format!("{store}/{}", self.layout.prefix)
         }
     }
 }

@@ -57,18 +57,20 @@ impl LocalHost {
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 
-    /// Polls pg_stat_archiver until `count` WAL files were archived without a failure.
-    pub async fn wait_for_archived_wal(&self, count: u64) {
+    /// Switches to a new WAL file and polls pg_stat_archiver until the one it closed is
+    /// archived, failing on any archive_command failure.
+    pub async fn switch_and_wait_archived(&self) {
+        let segment = self.psql("SELECT pg_walfile_name(pg_switch_wal())");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let row =
-                self.psql("SELECT archived_count, failed_count, coalesce(last_failed_wal, '') FROM pg_stat_archiver");
-            let fields: Vec<&str> = row.split('|').collect();
-            assert_eq!(fields.get(1), Some(&"0"), "archive_command failed: {row}");
-            if fields[0].parse::<u64>().expect("archived_count") >= count {
+            let row = self.psql(&format!(
+                "SELECT failed_count, coalesce(last_archived_wal, '') >= '{segment}' FROM pg_stat_archiver"
+            ));
+            assert!(row.starts_with("0|"), "archive_command failed: {row}");
+            if row == "0|t" {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "no WAL archived within 60 s: {row}");
+            assert!(tokio::time::Instant::now() < deadline, "{segment} not archived within 60 s: {row}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
