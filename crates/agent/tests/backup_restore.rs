@@ -64,3 +64,30 @@ fn backup_push_prints_the_name_of_a_listed_backup() {
     assert_eq!(entry["permanent"], false);
     assert!(entry["stored_bytes"].as_u64() < entry["data_bytes"].as_u64(), "the backup is compressed: {entry}");
 }
+
+#[test]
+fn a_tablespace_is_restored_into_its_mapped_directory_and_linked() {
+    let primary = Primary::start();
+    let location = primary.agent.scratch.subdir("tablespace").expect("tablespace dir");
+    primary.cluster.psql(&format!("CREATE TABLESPACE extra LOCATION '{}'", location.display())).expect("tablespace");
+    primary
+        .cluster
+        .psql("CREATE TABLE in_extra TABLESPACE extra AS SELECT generate_series(1, 10000) AS n")
+        .expect("table");
+    primary.backup();
+    primary.archive_current_wal();
+    let expected = table_digests(&primary.cluster);
+
+    let (_, refused) = primary.restore("unmapped", "LATEST", &[]);
+    assert!(backup_support::stderr(&refused).contains("is not empty"), "the live tablespace is never overwritten");
+    let moved = primary.agent.scratch.subdir("moved").expect("parent").join("extra");
+    let mapping = format!("{}={}", location.display(), moved.display());
+    let restored = primary.restore_copy("mapped", "LATEST", &["--tablespace-mapping", &mapping]);
+    assert_eq!(table_digests(&restored), expected);
+    let oid = restored.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'extra'").expect("oid");
+    assert_eq!(std::fs::read_link(restored.data_dir.join("pg_tblspc").join(&oid)).expect("link"), moved);
+    assert_eq!(
+        restored.psql(&format!("SELECT pg_tablespace_location({oid})")).expect("location"),
+        moved.display().to_string()
+    );
+}
