@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what pgec2's build, demo and tests need on Debian 12, skipping what is present.
-#   PostgreSQL 15 server + contrib (pg_amcheck, pgbench), shellcheck, pgBackRest (benchmarks),
+#   PostgreSQL 15 server + contrib (pg_amcheck, pgbench), shellcheck, pgBackRest and GNU time (benchmarks),
 #   moto server (S3/EC2/SSM API for tests), and a Rust toolchain check.
 set -euo pipefail
 
@@ -9,6 +9,8 @@ need_apt=()
 command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
 command -v pgbackrest >/dev/null 2>&1 || need_apt+=(pgbackrest)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+[ -x /usr/bin/time ] || need_apt+=(time)            # peak RSS and CPU in scripts/bench-*.sh
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Base backup and restore benchmark: pgec2-agent against pgBackRest and walross (walrus), with the
+# same compression (zstd level 3), the same parallelism (2) and the same storage (a local
+# directory, and S3 through moto), on one cluster holding a pgbench database and a table of random
+# bytes (incompressible). Each repetition runs every tool on every storage, in a rotating order,
+# so load from other users of the machine falls on all of them alike. Prints one CSV line per
+# cell into $ROOT/backup-results.csv, then a table of medians ($ROOT/backup-summary.md).
+#
+#   scripts/bench-backup.sh                                  # pgbench scale 100 + 1 GB random, 3 repetitions
+#   SCALE=20 RANDOM_MB=256 REPEAT=1 scripts/bench-backup.sh  # a quick run
+#   TOOLS=pgec2 STORAGES=file scripts/bench-backup.sh        # one tool, one storage
+#
+# Needs: PostgreSQL 15 (Debian), pgbackrest, walrus (cargo install wal-rus), moto_server, python3
+# with boto3, /usr/bin/time (scripts/install-deps.sh), and a release build of the agent
+# (cargo build --release --locked -p pgec2-agent --bin pgec2-agent). Runs as root.
+#
+# What is measured: wall time, user+system CPU seconds and peak RSS (/usr/bin/time -v fields) of
+# the tool's command; stored bytes of the backup (WAL excluded); MB/s = data directory size
+# (without pg_wal) / wall time. The data directory is read once before each backup, so it comes
+# from the page cache for every tool. Restores write into an empty directory on the same disk;
+# the restore is not started (recovery time is PostgreSQL's, the same for all).
+set -euo pipefail
+
+# shellcheck source=scripts/bench-common.sh
+source "$(dirname "$0")/bench-common.sh"
+SCALE=${SCALE:-100}
+RANDOM_MB=${RANDOM_MB:-1024}
+RESULTS=$ROOT/backup-results.csv
+
+load_data() {
+  as_pg "$PGBIN/pgbench" -h "$ROOT/socket" -p "$PORT" -U postgres -i -q -s "$SCALE" postgres >"$ROOT/logs/pgbench-init.log" 2>&1
+  psql_bench -c "
+    CREATE TABLE random_bytes (id int, payload bytea);
+    ALTER TABLE random_bytes ALTER payload SET STORAGE EXTERNAL;
+    INSERT INTO random_bytes
+      SELECT n, (SELECT string_agg(uuid_send(gen_random_uuid()), ''::bytea) FROM generate_series(1, 64) WHERE n > 0)
+      FROM generate_series(1, $RANDOM_MB * 1024) AS n;
+    CHECKPOINT;"
+  psql_bench -c "SELECT pg_switch_wal();" >/dev/null
+  psql_bench -c "CHECKPOINT;"
+}
+
+# The tool's command for an action: backup, or restore into DEST.
+tool_command() {
+  local tool=$1 storage=$2 action=$3 dest=${4:-}
+  case "$tool-$action" in
+    pgec2-backup) echo "$(pgec2_cmd "$storage") backup-push --pgdata $ROOT/data" ;;
+    pgec2-restore) echo "$(pgec2_cmd "$storage") backup-fetch $dest LATEST" ;;
+    pgbackrest-backup) echo "$(pgbackrest_cmd) --type=full backup" ;;
+    pgbackrest-restore) echo "$(pgbackrest_cmd) --pg1-path=$dest restore" ;;
+    walrus-backup) echo "$(walrus_cmd "$storage") backup-push --fast $ROOT/data" ;;
+    walrus-restore) echo "$(walrus_cmd "$storage") backup-fetch $dest LATEST" ;;
+  esac
+}
+
+# Removes a tool's backups (pgec2 keeps its WAL archive, which archive_command feeds).
+forget_backups() {
+  local tool=$1 storage=$2 location url prefix
+  location=$(repository_location "$tool" "$storage" backups)
+  case "$storage-$tool" in
+    file-pgbackrest) rm -rf "$ROOT/repo-pgbackrest" ;;
+    s3-pgbackrest) s3_delete "$HTTPS_URL" pgbackrest/ ;;
+    file-*) rm -rf "$location" ;;
+    s3-*) read -r url prefix <<<"$location" && s3_delete "$url" "$prefix" ;;
+  esac
+}
+
+# Runs a command as postgres under /usr/bin/time -v; prints "wall cpu_seconds maxrss_kb".
+timed() {
+  local log=$1
+  shift
+  if ! as_pg /usr/bin/time -v -o "$ROOT/time.out" bash -c "$*" >"$log" 2>&1; then
+    echo "FAILED: $*" >&2
+    tail -20 "$log" >&2
+    return 1
+  fi
+  awk -F': ' '
+    /Elapsed \(wall clock\)/ { n = split($2, t, ":"); wall = (n == 3) ? t[1] * 3600 + t[2] * 60 + t[3] : t[1] * 60 + t[2] }
+    /User time/ { cpu += $2 } /System time/ { cpu += $2 }
+    /Maximum resident set size/ { rss = $2 }
+    END { printf "%.2f %.2f %d\n", wall, cpu, rss }' "$ROOT/time.out"
+}
+
+run_cell() {
+  local rep=$1 storage=$2 tool=$3 data_bytes=$4
+  local dest=$ROOT/restore name="$storage-$tool-$rep"
+  [ "$tool" = pgbackrest ] && pgbackrest_reset "$storage"
+  cat "$ROOT"/data/base/*/* >/dev/null 2>&1 || true
+  local backup restore stored
+  backup=$(timed "$ROOT/logs/$name-backup.log" "$(tool_command "$tool" "$storage" backup)")
+  stored=$(location_bytes "$(repository_location "$tool" "$storage" backups)")
+  rm -rf "$dest" && mkdir -p "$dest" && chown postgres:postgres "$dest" && chmod 700 "$dest"
+  sync
+  restore=$(timed "$ROOT/logs/$name-restore.log" "$(tool_command "$tool" "$storage" restore "$dest")")
+  rm -rf "$dest"
+  forget_backups "$tool" "$storage"
+  awk -v rep="$rep" -v s="$storage" -v t="$tool" -v bytes="$data_bytes" -v stored="$stored" \
+    -v b="$backup" -v r="$restore" 'BEGIN {
+    split(b, B, " "); split(r, R, " "); mb = bytes / 1048576;
+    printf "%s,%s,%s,%.0f,%.1f,%.0f,%.1f,%.0f,%.1f,%.0f,%.1f,%.0f,%.0f\n", rep, s, t, mb,
+      B[1], mb / B[1], B[2], B[3] / 1024, R[1], mb / R[1], R[2], R[3] / 1024, stored / 1048576 }' | tee -a "$RESULTS"
+}
+
+main() {
+  bench_setup
+  versions | tee "$ROOT/versions.txt"
+  init_cluster "$(pgec2_cmd file) wal-push %p && $(pgec2_cmd s3) wal-push %p"
+  echo "loading pgbench scale $SCALE and $RANDOM_MB MB of random bytes" >&2
+  load_data
+  local data_bytes
+  data_bytes=$(du -sb --exclude=pg_wal "$ROOT/data" | cut -f1)
+  echo "rep,storage,tool,data_mb,backup_s,backup_mb_s,backup_cpu_s,backup_rss_mb,restore_s,restore_mb_s,restore_cpu_s,restore_rss_mb,stored_mb" | tee "$RESULTS"
+  for ((rep = 1; rep <= REPEAT; rep++)); do
+    for storage in $STORAGES; do
+      for tool in $(rotated_tools "$rep"); do
+        run_cell "$rep" "$storage" "$tool" "$data_bytes"
+      done
+    done
+  done
+  summarize backup "$RESULTS" | tee "$ROOT/backup-summary.md"
+}
+
+main "$@"
