@@ -1,0 +1,232 @@
+//! Restores end to end on the local cloud: PostgresHosts bootstrapped from another host's
+//! archive (`bootstrap.recovery`) and standbys that follow it, with the real controllers on the
+//! in-memory API and real PostgreSQL set up by the real agent.
+//!
+//! Rows are compared by count and checksum (md5 of every row in key order), so a lost or an
+//! extra row fails; a restored host must archive to its own prefix and never into the source's.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{READY_TIMEOUT, TestEnv};
+use pgec2_api::fixtures::{HostBuilder, host, policy, target_time};
+use pgec2_api::{BACKUP_REQUEST_ANNOTATION, HostPhase, PostgresHost};
+
+/// How long a restored host may take to reach a state (restore and recovery included).
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long WAL may take to be archived or replayed.
+const WAL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Count and md5 of the rows of `orders` matching `filter`, as one comparable string.
+fn rows(env: &TestEnv, host: &PostgresHost, filter: &str) -> String {
+    let sql = format!(
+        "SELECT count(*) || ' ' || coalesce(md5(string_agg(id || ':' || batch || ':' || payload, ',' ORDER BY id)), '-') \
+         FROM orders WHERE {filter}"
+    );
+    env.psql(host, &sql).unwrap_or_else(|error| panic!("read orders: {error}"))
+}
+
+/// Inserts rows `first..=last` of `batch` into `orders` on `host`.
+fn insert(env: &TestEnv, host: &PostgresHost, batch: u32, first: u32, last: u32) {
+    let sql =
+        format!("INSERT INTO orders SELECT g, {batch}, md5(g::text) FROM generate_series({first}, {last}) g; SELECT 1");
+    env.psql(host, &sql).unwrap_or_else(|error| panic!("insert batch {batch}: {error}"));
+}
+
+/// The archived WAL directory of `name` inside the policy's local storage.
+fn wal_dir(archive: &Path, name: &str) -> PathBuf {
+    archive.join("default").join(name).join("wal")
+}
+
+/// Names of the files in a directory (empty when it does not exist).
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Committed backups in a host's archive.
+fn committed_backups(archive: &Path, name: &str) -> Vec<String> {
+    let dir = archive.join("default").join(name).join("backups");
+    file_names(&dir).into_iter().filter(|backup| dir.join(backup).join("complete.json").exists()).collect()
+}
+
+/// Polls `check` until it returns true; panics naming `what` after `timeout`.
+async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what} did not happen within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the host is Ready; fails at once when it fails.
+async fn ready(env: &TestEnv, name: &str, timeout: Duration) -> PostgresHost {
+    env.wait_for(name, timeout, |host| {
+        assert_ne!(host.phase(), Some(HostPhase::Failed), "{name} failed: {:#?}", host.status);
+        host.phase() == Some(HostPhase::Ready) && host.status_is_current()
+    })
+    .await
+}
+
+/// Switches the WAL segment on `host` and waits until the finished segment is archived.
+async fn switch_and_wait_archived(env: &TestEnv, host: &PostgresHost, wal: &Path) {
+    let segment = env
+        .psql(host, "SELECT pg_walfile_name(pg_current_wal_lsn()) FROM pg_switch_wal()")
+        .unwrap_or_else(|error| panic!("switch wal: {error}"));
+    eventually(&format!("archiving {segment} to {}", wal.display()), WAL_TIMEOUT, || {
+        file_names(wal).iter().any(|name| name.starts_with(&segment))
+    })
+    .await;
+}
+
+/// Asks the operator for a backup of `builder`'s host and waits until a new one is committed.
+async fn take_backup(env: &TestEnv, archive: &Path, builder: &HostBuilder, request: &str) -> String {
+    let name = builder.clone().build().metadata.name.expect("name");
+    let before = committed_backups(archive, &name);
+    env.apply_host(&builder.clone().annotation(BACKUP_REQUEST_ANNOTATION, request).build()).await;
+    eventually(&format!("backup {request} of {name}"), Duration::from_secs(120), || {
+        committed_backups(archive, &name).len() > before.len()
+    })
+    .await;
+    let after = committed_backups(archive, &name);
+    after.into_iter().find(|backup| !before.contains(backup)).expect("the new backup")
+}
+
+/// The timeline of the WAL a primary writes now.
+fn current_timeline(env: &TestEnv, host: &PostgresHost) -> u32 {
+    let text = env
+        .psql(host, "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int")
+        .unwrap_or_else(|error| panic!("read the timeline: {error}"));
+    text.parse().unwrap_or_else(|_| panic!("timeline {text:?}"))
+}
+
+/// Waits until the server has left recovery.
+async fn wait_promoted(env: &TestEnv, host: &PostgresHost) {
+    eventually("promotion", RESTORE_TIMEOUT, || env.psql(host, "SELECT pg_is_in_recovery()").as_deref() == Ok("f"))
+        .await;
+}
+
+/// What only a promoted copy writes into an archive: WAL and history files of timelines after
+/// the first, and the `.partial` segment it leaves of the timeline it left.
+fn promotion_files(wal: &Path) -> Vec<String> {
+    file_names(wal).into_iter().filter(|name| !name.starts_with("00000001") || name.ends_with(".partial")).collect()
+}
+
+/// A source host `db` on policy `nightly` with table `orders` holding batch 1 (ids 1-1000).
+async fn source_with_rows(env: &TestEnv, archive: &Path) -> (HostBuilder, PostgresHost) {
+    env.apply_policy(&policy("nightly").local(&archive.display().to_string()).build()).await;
+    let builder = host("db").policy("nightly");
+    env.apply_host(&builder.clone().build()).await;
+    let source = ready(env, "db", READY_TIMEOUT).await;
+    env.psql(&source, "CREATE TABLE orders (id int PRIMARY KEY, batch int NOT NULL, payload text NOT NULL)")
+        .expect("create orders");
+    insert(env, &source, 1, 1, 1000);
+    (builder, source)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_hosts_hold_the_rows_up_to_their_target_and_archive_to_their_own_prefix() {
+    let env = TestEnv::start().await;
+    let archive = env.archive_dir();
+    let (db, source) = source_with_rows(&env, &archive).await;
+    take_backup(&env, &archive, &db, "before-batch-2").await;
+
+    // Batch 2 is committed before the target, batch 3 after it; both are archived.
+    insert(&env, &source, 2, 1001, 1500);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let target = env
+        .psql(&source, "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+        .expect("read the clock");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    insert(&env, &source, 3, 1501, 1700);
+    switch_and_wait_archived(&env, &source, &wal_dir(&archive, "db")).await;
+    let all_rows = rows(&env, &source, "true");
+    let rows_before_target = rows(&env, &source, "batch <= 2");
+    assert!(
+        all_rows.starts_with("1700 ") && rows_before_target.starts_with("1500 "),
+        "{all_rows} / {rows_before_target}"
+    );
+
+    env.apply_host(&host("latest").policy("nightly").recovery_from("db", "nightly").build()).await;
+    env.apply_host(&host("pitr").policy("nightly").recovery_from("db", "nightly").target(target_time(&target)).build())
+        .await;
+    let latest = ready(&env, "latest", RESTORE_TIMEOUT).await;
+    let pitr = ready(&env, "pitr", RESTORE_TIMEOUT).await;
+    wait_promoted(&env, &latest).await;
+    wait_promoted(&env, &pitr).await;
+
+    assert_eq!(rows(&env, &latest, "true"), all_rows, "LATEST replays the whole archive");
+    assert_eq!(rows(&env, &pitr, "true"), rows_before_target, "the target stops before batch 3 (target {target})");
+
+    // After promotion each copy writes a new timeline into its own prefix only.
+    for (name, restored) in [("latest", &latest), ("pitr", &pitr)] {
+        assert!(current_timeline(&env, restored) > 1, "{name} did not start a new timeline");
+        insert(&env, restored, 4, 5001, 5010);
+        switch_and_wait_archived(&env, restored, &wal_dir(&archive, name)).await;
+        assert!(
+            !promotion_files(&wal_dir(&archive, name)).is_empty(),
+            "{name} archived no WAL of its own timeline: {:?}",
+            file_names(&wal_dir(&archive, name))
+        );
+    }
+    let source_files = promotion_files(&wal_dir(&archive, "db"));
+    assert!(source_files.is_empty(), "a copy archived into the source's prefix: {source_files:?}");
+    assert_eq!(rows(&env, &source, "true"), all_rows, "the source is untouched");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_follows_the_source_archive_and_turning_it_off_promotes_it() {
+    let env = TestEnv::start().await;
+    let archive = env.archive_dir();
+    let (db, source) = source_with_rows(&env, &archive).await;
+    take_backup(&env, &archive, &db, "for-the-standby").await;
+
+    let replica = host("replica").policy("nightly").recovery_from("db", "nightly");
+    env.apply_host(&replica.clone().standby(true).build()).await;
+    let standby = ready(&env, "replica", RESTORE_TIMEOUT).await;
+    assert_eq!(env.psql(&standby, "SELECT pg_is_in_recovery()").as_deref(), Ok("t"), "a standby stays in recovery");
+    let status = standby.status.clone().expect("status");
+    assert_eq!(status.postgres.as_ref().and_then(|postgres| postgres.timeline), Some(1));
+    assert!(env.psql(&standby, "INSERT INTO orders VALUES (0, 0, 'x')").is_err(), "a standby must refuse writes");
+
+    // Rows committed on the primary reach the standby once their segment is archived.
+    insert(&env, &source, 2, 1001, 1500);
+    switch_and_wait_archived(&env, &source, &wal_dir(&archive, "db")).await;
+    let expected = rows(&env, &source, "true");
+    let deadline = Instant::now() + WAL_TIMEOUT;
+    while rows(&env, &standby, "true") != expected {
+        assert!(Instant::now() < deadline, "the standby has {} instead of {expected}", rows(&env, &standby, "true"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Turning standby off promotes it: writable, on a new timeline, archiving to its own prefix.
+    let standby_setup = status.setup_digest.clone();
+    env.apply_host(&replica.clone().standby(false).build()).await;
+    let promoted = env
+        .wait_for("replica", RESTORE_TIMEOUT, |host| {
+            let status = host.status.as_ref();
+            host.phase() == Some(HostPhase::Ready)
+                && host.status_is_current()
+                && status.and_then(|status| status.setup_digest.clone()) != standby_setup
+        })
+        .await;
+    assert_eq!(env.psql(&promoted, "SELECT pg_is_in_recovery()").as_deref(), Ok("f"), "still in recovery");
+    let timeline = current_timeline(&env, &promoted);
+    assert!(timeline > 1, "promotion must start a new timeline, got {timeline}");
+    let status = promoted.status.clone().expect("status");
+    assert_eq!(status.postgres.and_then(|postgres| postgres.timeline), Some(i64::from(timeline)));
+    assert_eq!(rows(&env, &promoted, "true"), expected, "promotion kept every replayed row");
+    insert(&env, &promoted, 3, 2001, 2010);
+    switch_and_wait_archived(&env, &promoted, &wal_dir(&archive, "replica")).await;
+    assert!(!promotion_files(&wal_dir(&archive, "replica")).is_empty(), "no WAL of the new timeline archived");
+    let source_files = promotion_files(&wal_dir(&archive, "db"));
+    assert!(source_files.is_empty(), "the promoted standby archived into the source's prefix: {source_files:?}");
+    assert_eq!(rows(&env, &source, "true"), expected, "the source is untouched");
+    env.stop().await;
+}
