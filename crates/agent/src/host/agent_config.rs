@@ -5,13 +5,12 @@
 //!   it, so WAL always goes to the host's own prefix; so do backup-push and wal-verify.
 //! - `agent-source.toml` (beside it), only when the spec restores from another archive: the
 //!   source, read-only for this host. backup-fetch and, while the data directory is still
-//!   recovering from the source (standby.signal or recovery.signal), restore_command use it.
-//!   Once recovery ends, restore_command switches to `agent.toml`.
+//!   recovering from the source (a standby, or archive recovery under recovery.signal),
+//!   restore_command use it. Once recovery ends, or from the run that promotes a standby,
+//!   restore_command switches to `agent.toml` (see `promote::reads_source_archive`).
 //!
 //! Both files carry no secrets (AWS credentials come from the instance profile); they are
 //! readable by the PostgreSQL user and writable only by the user running `host apply`.
-
-use std::path::Path;
 
 use pgec2_core::compression::Compression;
 use pgec2_core::host_spec::{ArchiveSpec, HostSpec, StorageSpec};
@@ -78,15 +77,9 @@ fn with_header(spec: &HostSpec, purpose: &str, config: &AgentConfig) -> String {
     )
 }
 
-/// True when the data directory is still recovering from an archive (PostgreSQL removes
-/// recovery.signal at the end of recovery; a standby keeps standby.signal).
-pub fn recovering(data_directory: &Path) -> bool {
-    data_directory.join("standby.signal").exists() || data_directory.join("recovery.signal").exists()
-}
-
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
 
     use pgec2_core::compression::Algorithm;
 
@@ -134,13 +127,5 @@ mod tests {
         assert_eq!(config.storage.url, "file:///srv/archive");
         assert_eq!(config.storage.prefix, "default/prod");
         assert_eq!(config.storage.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
-    }
-
-    #[test]
-    fn recovery_lasts_while_a_signal_file_is_there() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        assert!(!recovering(dir.path()));
-        std::fs::write(dir.path().join("recovery.signal"), b"").expect("signal");
-        assert!(recovering(dir.path()));
     }
 }

@@ -11,6 +11,7 @@ use super::agent_config;
 use super::command::OsUser;
 use super::hba::render_hba;
 use super::postgres::Server;
+use super::promote;
 use super::render_conf::{self, ArchiveCommands, ConfInputs};
 use super::tls::tls_files;
 use super::tuning::detect_resources;
@@ -87,7 +88,8 @@ pub async fn postgresql_conf(spec: &HostSpec, server: &Server) -> Result<(bool, 
         }
     };
     let own_config = spec.archive.as_ref().map(|_| spec.agent_config_path.clone());
-    let from_source = spec.recovery().is_some() && (spec.standby || agent_config::recovering(&spec.data_directory));
+    let state = crate::wal::recovery_state(&spec.data_directory);
+    let from_source = promote::reads_source_archive(spec.recovery().is_some(), spec.standby, state);
     let restore_config = if from_source { Some(spec.source_config_path()) } else { own_config.clone() };
     let archive = ArchiveCommands { own_config, restore_config };
     let tls = spec.ssl_enabled().then(|| tls_files(spec));

@@ -17,6 +17,7 @@
 //! postgresql-conf conf.d/01-pgec2.conf: tuning, parameters, archiving, connections
 //! pg-hba          pg_hba.conf: the spec's rules, then peer for the OS user, then SCRAM
 //! service         start; reload on change; restart only for pending_restart parameters
+//! promote         a standby the spec no longer wants becomes a primary (pg_ctl promote)
 //! facts           version, system identifier, timeline, recovery state
 //! ```
 //!
@@ -44,6 +45,7 @@ mod fstab;
 mod hba;
 mod packages;
 mod postgres;
+mod promote;
 mod render_conf;
 mod service;
 #[cfg(test)]
@@ -210,6 +212,7 @@ async fn run_steps(spec: &HostSpec, recorder: &mut Recorder) -> Result<Option<Po
     let hba_changed = recorder.value("pg-hba", configure::pg_hba(spec, &server).await)?;
     let changes = service::Changes { config: conf_changed || hba_changed || tls_changed };
     recorder.step("service", service::converge(spec, &server, changes).await)?;
+    recorder.step("promote", promote::converge(spec, &server).await)?;
     if !server.accepting().await {
         recorder.done("facts", Done::skipped("the server does not accept connections yet (recovery in progress?)"));
         return Ok(None);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use pgec2_core::host_spec::{HostReport, HostSpec, StepOutcome};
+use pgec2_core::host_spec::{BootstrapSpec, HostReport, HostSpec, RecoverySpec, StepOutcome, TargetAction};
 use pgec2_testkit::{Scratch, as_postgres, free_port, postgres_bin_dir, postgres_user};
 
 /// How long one `host apply` may take in a test (initdb and a start are a few seconds).
@@ -71,6 +71,46 @@ impl LocalHost {
                 return;
             }
             assert!(tokio::time::Instant::now() < deadline, "{segment} not archived within 60 s: {row}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Takes a base backup with the host's own agent configuration, as the operator would.
+    pub fn backup_push(&self) {
+        let output = as_postgres(&self.spec.agent_binary)
+            .arg("--config")
+            .arg(&self.spec.agent_config_path)
+            .arg("backup-push")
+            .output()
+            .expect("run backup-push");
+        assert!(output.status.success(), "backup-push failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    /// A second host, `default/<name>` archiving to its own prefix in its own scratch
+    /// directory, bootstrapped from this host's LATEST backup.
+    pub fn restored_copy(&self, name: &str) -> LocalHost {
+        let source = self.spec.archive.as_ref().expect("the source archives").storage.clone();
+        let mut copy = LocalHost::new();
+        copy.spec.host = format!("default/{name}");
+        copy.spec.archive.as_mut().expect("own archive").storage.prefix = Some(format!("default/{name}"));
+        copy.spec.bootstrap = BootstrapSpec::Recovery(RecoverySpec {
+            source,
+            backup: "LATEST".into(),
+            target: None,
+            target_action: TargetAction::Promote,
+        });
+        copy
+    }
+
+    /// Polls `sql` until it returns `expected`.
+    pub async fn wait_for_answer(&self, sql: &str, expected: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let answer = self.psql(sql);
+            if answer == expected {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{sql:?} answers {answer:?}, not {expected:?}, after 60 s");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
