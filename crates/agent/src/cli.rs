@@ -50,6 +50,8 @@ pub enum Command {
     BackupVerify(BackupVerifyArgs),
     /// Check WAL continuity from the oldest kept backup to the newest archived segment.
     WalVerify(JsonArgs),
+    /// Report the state of continuous archiving: pg_stat_archiver and the WAL files waiting.
+    ArchiveStatus(JsonArgs),
     /// Converge this host to a HostSpec (idempotent); prints a JSON report.
     #[command(subcommand)]
     Host(HostCommand),

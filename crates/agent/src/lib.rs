@@ -4,8 +4,10 @@
 //! - [`backup`]: base backups, restores with point-in-time recovery, listing, pinning,
 //!   retention, verification;
 //! - [`host`]: `host apply`, converging a machine to a `HostSpec`;
+//! - [`archive_status`]: the health of continuous archiving, read by the operator;
 //! - [`config`]: the TOML file and environment overrides.
 
+pub mod archive_status;
 pub mod backup;
 pub mod cli;
 pub mod config;

@@ -91,3 +91,32 @@ fn a_tablespace_is_restored_into_its_mapped_directory_and_linked() {
         moved.display().to_string()
     );
 }
+
+#[test]
+fn every_restored_file_belongs_to_the_owner_of_the_destination_s_parent() {
+    use std::os::unix::fs::MetadataExt;
+    let primary = Primary::start();
+    primary.backup();
+    primary.archive_current_wal();
+    let parent = primary.agent.scratch.subdir("owned").expect("parent");
+    let dest = parent.join("data");
+    // Run as the test's own user (root in CI): files must still go to the parent's owner.
+    let output = backup_support::run_agent(
+        &primary.agent,
+        &["backup-fetch", dest.to_str().expect("path"), "LATEST"],
+        &[],
+        false,
+    );
+    assert_success("backup-fetch", &output);
+    let owner = std::fs::metadata(&parent).expect("parent").uid();
+    let mut checked = 0;
+    for entry in walkdir::WalkDir::new(&dest) {
+        let entry = entry.expect("entry");
+        let metadata = std::fs::symlink_metadata(entry.path()).expect("metadata");
+        assert_eq!(metadata.uid(), owner, "{} has the wrong owner", entry.path().display());
+        checked += 1;
+    }
+    assert!(checked > 100, "only {checked} entries restored");
+    let restored = backup_support::start_restored(&primary.agent, "owned", &dest);
+    assert_eq!(restored.psql("SELECT count(*) FROM pgbench_accounts").expect("count"), "100000");
+}

@@ -5,6 +5,7 @@
 //! ([`envelope`], [`compression`]), WAL vocabulary ([`wal`]), the
 //! archive's owner ([`identity`]), and the host contract ([`host_spec`]).
 
+pub mod archiver;
 pub mod bootstrap;
 pub mod catalog;
 pub mod compression;

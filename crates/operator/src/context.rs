@@ -34,6 +34,10 @@ pub struct Config {
     pub instance_name: String,
     /// How often a converged host is looked at again.
     pub resync_interval: Duration,
+    /// How often the archiving of a Ready host is checked on the host (`archive-status`).
+    pub archive_check_interval: Duration,
+    /// More WAL files waiting to be archived than this turns `ContinuousArchiving` False.
+    pub archive_max_waiting: u64,
 }
 
 impl Default for Config {
@@ -43,6 +47,8 @@ impl Default for Config {
             namespace: None,
             instance_name: "pgec2-operator".to_string(),
             resync_interval: Duration::from_secs(300),
+            archive_check_interval: Duration::from_secs(60),
+            archive_max_waiting: 16,
         }
     }
 }
@@ -59,6 +65,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Consecutive failed setups per host uid, with the digest of the configuration they tried.
     setup_failures: Mutex<HashMap<String, (String, u32)>>,
+    /// Archive health checks in flight or done, per host uid.
+    pub archive_checks: crate::host::archive_check::ArchiveChecks,
 }
 
 impl Context {
@@ -141,6 +149,7 @@ impl OperatorBuilder {
             config: self.config,
             failures: Mutex::default(),
             setup_failures: Mutex::default(),
+            archive_checks: Default::default(),
         };
         Operator { context: Arc::new(context) }
     }

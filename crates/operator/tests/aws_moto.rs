@@ -288,7 +288,7 @@ async fn the_agent_is_online_only_when_ssm_says_so_and_commands_run_the_shell_sc
         HostCommand { purpose: "apply".into(), script: bootstrap_script(), timeout: Duration::from_secs(900) };
     let command_id = online.send_command(&running, &command).await.expect("send");
     let [sent] = aws.log.send_commands().try_into().expect("one SendCommand");
-    assert_eq!(sent.instance_ids(), [running.instance_id.clone()]);
+    assert_eq!(sent.instance_ids(), std::slice::from_ref(&running.instance_id));
     let parameters = sent.parameters().expect("parameters");
     assert_eq!(parameters.get("commands"), Some(&vec![command.script.clone()]));
     assert_eq!(parameters.get("executionTimeout"), Some(&vec!["900".to_string()]));

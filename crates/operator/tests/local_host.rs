@@ -157,3 +157,23 @@ async fn a_parameter_postgres_rejects_parks_the_host_without_a_hot_loop() {
     env.wait_for("bad", READY_TIMEOUT, |host| phase(host) == Some(HostPhase::Ready)).await;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_operator_follows_the_running_setup_instead_of_sending_it_again() {
+    let mut env = TestEnv::start().await;
+    env.apply_host(&host("db").build()).await;
+    let configuring = env
+        .wait_for("db", READY_TIMEOUT, |host| {
+            host.status.as_ref().and_then(|status| status.last_command.as_ref()).is_some()
+        })
+        .await;
+    let sent = configuring.status.and_then(|status| status.last_command).expect("last command");
+    env.restart_operator().await;
+
+    let ready = env.wait_for("db", READY_TIMEOUT, |host| phase(host) == Some(HostPhase::Ready)).await;
+    assert_eq!(env.metrics.cloud_call_count("send_command"), 0, "the restarted operator sent the setup again");
+    assert_eq!(env.metrics.cloud_call_count("launch_host"), 0, "the restarted operator launched again");
+    let finished = ready.status.and_then(|status| status.last_command).expect("last command");
+    assert_eq!(finished.id, sent.id, "the command the first operator sent is the one that finished");
+    env.stop().await;
+}

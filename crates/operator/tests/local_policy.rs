@@ -43,6 +43,16 @@ async fn wait_for_policy(
     }
 }
 
+fn host_condition<'a>(
+    conditions: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    conditions
+        .iter()
+        .find(|condition| condition.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} in {conditions:#?}"))
+}
+
 fn last_success(policy: &BackupPolicy) -> Option<String> {
     policy.status.as_ref()?.last_successful_backup.as_ref()?.backup.clone()
 }
@@ -85,6 +95,19 @@ async fn requested_backups_run_on_the_host_and_retention_keeps_the_newest_two() 
     assert_eq!(summary.host, "default/db");
     assert_eq!(summary.last_backup.as_ref().map(|backup| backup.name.as_str()), taken.last().map(String::as_str));
     assert!(summary.recovery_window.is_some(), "no recovery window in {summary:#?}");
+
+    // The host's own status tells the same story.
+    let newest = taken.last().cloned();
+    let host = env
+        .wait_for("db", Duration::from_secs(30), |host| {
+            host.status.as_ref().and_then(|status| status.last_backup.as_ref()).map(|backup| backup.name.clone())
+                == newest
+        })
+        .await;
+    let status = host.status.expect("status");
+    assert!(status.recovery_window.is_some(), "no recovery window on the host");
+    let last = host_condition(&status.conditions, "LastBackupSucceeded");
+    assert_eq!((last.status.as_str(), last.reason.as_str()), ("True", "BackupSucceeded"));
     env.stop().await;
 }
 

@@ -12,6 +12,7 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::config::PostgresSettings;
 
+pub mod archiver;
 pub mod backup_api;
 
 pub use backup_api::{BackupSession, BackupStart, BackupStop, ServerFacts};

@@ -17,6 +17,7 @@ use crate::context::Context;
 /// Terminates the host; `Err(TerminationInProgress)` while the cloud is still at it.
 pub async fn cleanup(ctx: &Context, api: &Api<PostgresHost>, host: &PostgresHost) -> Result<Action, Error> {
     let reference = host_ref(host)?;
+    ctx.archive_checks.forget(&reference.uid);
     let (disposal, fate) = match host.spec.storage.deletion_policy {
         DeletionPolicy::Retain => (VolumeDisposal::Retain, "kept (released for a new host of the same name)"),
         DeletionPolicy::Snapshot => (VolumeDisposal::Snapshot, "snapshotted, then deleted"),

@@ -10,7 +10,9 @@
 //! finished command) and writes the status once. A bad spec parks the host with a condition
 //! and no requeue; cloud and API faults go to the error policy's per-object backoff.
 
+pub mod agent_command;
 mod apply;
+pub mod archive_check;
 mod cleanup;
 pub mod conditions;
 mod dereference;
@@ -147,7 +149,16 @@ async fn apply_host(ctx: &Context, api: &Api<PostgresHost>, host: &PostgresHost)
         now,
     });
     tracing::debug!(host = %host.qualified_name(), ?step, "planned");
-    let action = apply::apply(ctx, host, &observation, step, &mut draft).await?;
+    let converged = step == plan::Step::Converged;
+    let mut action = apply::apply(ctx, host, &observation, step, &mut draft).await?;
+    match (&observation.instance, converged && policies.archive.is_some()) {
+        (Some(instance), true) => {
+            let layout = observation.layout.as_ref();
+            let next = archive_check::check(ctx, &uid, &host.qualified_name(), instance, layout, &mut draft).await;
+            action = Action::requeue(next.min(ctx.config.resync_interval));
+        }
+        _ => ctx.archive_checks.forget(&uid),
+    }
     let status = draft.finish();
     write::write_status(api, host, &status).await?;
     if status.phase == Some(HostPhase::Ready) && host.phase() != Some(HostPhase::Ready) {

@@ -5,8 +5,10 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use pgec2_api::{
-    CommandPurpose, CommandState, CommandStatus, Endpoint, HostPhase, PostgresHostStatus, PostgresStatus, condition,
+    ArchivingStatus, CommandPurpose, CommandState, CommandStatus, Endpoint, HostPhase, PostgresHostStatus,
+    PostgresStatus, condition,
 };
+use pgec2_core::archiver::{ArchiveHealth, ArchiverStatus};
 use pgec2_core::host_spec::{HostReport, HostSpec};
 
 use super::conditions::{self, ConditionUpdate, Truth};
@@ -185,6 +187,23 @@ impl Draft {
         }
     }
 
+    /// What the archive check read on the host: `status.archiving` and `ContinuousArchiving`.
+    pub fn archive_health(&mut self, archiver: &ArchiverStatus, health: &ArchiveHealth) {
+        self.status.archiving = Some(ArchivingStatus {
+            last_archived_wal: archiver.last_archived_wal.clone(),
+            last_archived_time: archiver.last_archived_time.and_then(kube_time),
+            last_failed_wal: archiver.last_failed_wal.clone(),
+            last_failed_time: archiver.last_failed_time.and_then(kube_time),
+        });
+        let (truth, reason) = match health {
+            ArchiveHealth::Healthy => (Truth::True, "Archiving"),
+            ArchiveHealth::InRecovery => (Truth::True, "InRecovery"),
+            ArchiveHealth::Failing { .. } => (Truth::False, "ArchiveFailing"),
+            ArchiveHealth::Lagging { .. } => (Truth::False, "ArchiveLagging"),
+        };
+        self.set(condition::CONTINUOUS_ARCHIVING, truth, reason, health.describe(archiver));
+    }
+
     /// The host archives nothing (no `spec.backup`).
     pub fn no_archive(&mut self) {
         let message = "spec.backup is not set: WAL is not archived and the host is not backed up";
@@ -283,6 +302,11 @@ fn failure_message(report: Option<&HostReport>, stderr_tail: &str) -> String {
         None => format!("host setup failed: {}", stderr_tail.trim()),
     };
     truncate(message)
+}
+
+/// A chrono time as a Kubernetes `Time`.
+fn kube_time(at: chrono::DateTime<chrono::Utc>) -> Option<Time> {
+    Timestamp::from_microsecond(at.timestamp_micros()).ok().map(Time)
 }
 
 fn truncate(mut text: String) -> String {

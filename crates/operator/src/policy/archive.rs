@@ -60,17 +60,15 @@ pub async fn apply_retention(policy: &BackupPolicy, host: &PostgresHost) -> Resu
     Ok(())
 }
 
-/// What the catalog says about `host`: backups kept, the newest one, the recovery window.
-pub async fn summary(policy: &BackupPolicy, host: &PostgresHost) -> HostBackupSummary {
-    let mut summary =
-        HostBackupSummary { host: host.qualified_name(), backups_kept: 0, last_backup: None, recovery_window: None };
-    match read_summary(policy, host, &mut summary).await {
-        Ok(()) => summary,
-        Err(error) => {
-            tracing::debug!(host = %summary.host, %error, "archive not readable yet");
-            summary
-        }
-    }
+/// What the catalog says about `host`, or why it could not be read.
+pub async fn read(policy: &BackupPolicy, host: &PostgresHost) -> Result<HostBackupSummary, ArchiveError> {
+    let mut summary = empty_summary(host);
+    read_summary(policy, host, &mut summary).await?;
+    Ok(summary)
+}
+
+pub fn empty_summary(host: &PostgresHost) -> HostBackupSummary {
+    HostBackupSummary { host: host.qualified_name(), backups_kept: 0, last_backup: None, recovery_window: None }
 }
 
 async fn read_summary(

@@ -28,14 +28,7 @@ pub struct RunningBackup {
 /// The shell command that takes a backup on a host: the agent with the configuration host apply
 /// wrote, run as the OS user that owns PostgreSQL.
 pub fn backup_script(layout: &HostLayout) -> Option<String> {
-    let agent = pgec2_core::bootstrap::agent_path(&layout.install_dir);
-    let quoted = |text: &str| (!text.contains('\'')).then(|| format!("'{text}'"));
-    let agent = quoted(&agent.to_string_lossy())?;
-    let config = quoted(&layout.agent_config_path.to_string_lossy())?;
-    let user = quoted(&layout.os_user)?;
-    Some(format!(
-        "set -eu\nif [ \"$(id -u)\" = 0 ]; then\n  exec runuser -u {user} -- {agent} --config {config} backup-push --json\nfi\nexec {agent} --config {config} backup-push --json\n"
-    ))
+    crate::host::agent_command::agent_script(layout, "backup-push --json")
 }
 
 fn host_ref(host: &PostgresHost) -> HostRef {
@@ -136,10 +129,14 @@ pub async fn finish_running(pctx: &PolicyContext, policy: &BackupPolicy, hosts: 
     }
 }
 
-/// The backup name from `backup-push --json` output (its `name` field).
+/// The backup name from `backup-push --json` output (its `name` field). The summary is the last
+/// JSON object printed, pretty or on one line; log lines before it are skipped.
 pub fn backup_name(stdout: &str) -> Option<String> {
-    stdout.lines().rev().find_map(|line| {
-        let value: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+    let object_starts = stdout.match_indices('\n').map(|(at, _)| at + 1).chain([0]);
+    let mut starts: Vec<usize> = object_starts.filter(|&at| stdout[at..].starts_with('{')).collect();
+    starts.sort_unstable();
+    starts.into_iter().rev().find_map(|at| {
+        let value: serde_json::Value = serde_json::from_str(stdout[at..].trim()).ok()?;
         value.get("name")?.as_str().map(str::to_string)
     })
 }
@@ -172,5 +169,7 @@ mod tests {
         let stdout = "some log line\n{\"name\":\"base_20260101T030000Z_000000010000000000000002\",\"data_bytes\":1}\n";
         assert_eq!(backup_name(stdout).as_deref(), Some("base_20260101T030000Z_000000010000000000000002"));
         assert_eq!(backup_name("not json"), None);
+        let pretty = "log\n{\n  \"name\": \"base_a\",\n  \"data_bytes\": 1\n}\n";
+        assert_eq!(backup_name(pretty).as_deref(), Some("base_a"));
     }
 }

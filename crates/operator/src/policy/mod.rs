@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod backups;
+pub mod host_status;
 pub mod schedule;
 mod status;
 
@@ -146,7 +147,17 @@ async fn reconcile_policy(policy: &BackupPolicy, pctx: &PolicyContext) -> Result
     }
     draft.next_schedule(if policy.spec.suspend { None } else { schedule.next_after(now) });
     for host in &hosts {
-        draft.host_summary(archive::summary(policy, host).await);
+        match archive::read(policy, host).await {
+            Ok(summary) => {
+                let outcome = draft.outcome(&host.qualified_name()).cloned();
+                host_status::publish(&pctx.ctx.client, host, &summary, outcome.as_ref(), now).await;
+                draft.host_summary(summary);
+            }
+            Err(error) => {
+                tracing::debug!(host = %host.qualified_name(), %error, "archive not readable yet");
+                draft.host_summary(archive::empty_summary(host));
+            }
+        }
     }
     let busy = backups::any_running(pctx, &hosts);
     status::write(&pctx.ctx.client, policy, draft.finish()).await?;

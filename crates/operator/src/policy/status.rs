@@ -18,6 +18,14 @@ pub struct Draft {
     problems: Vec<String>,
     invalid: Option<String>,
     fresh_hosts: Vec<HostBackupSummary>,
+    outcomes: std::collections::HashMap<String, Outcome>,
+}
+
+/// How the last backup of a host that finished during this reconcile ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Succeeded { backup: Option<String> },
+    Failed { message: String },
 }
 
 impl Draft {
@@ -29,6 +37,7 @@ impl Draft {
             problems: Vec::new(),
             invalid: None,
             fresh_hosts: Vec::new(),
+            outcomes: std::collections::HashMap::new(),
         }
     }
 
@@ -51,6 +60,7 @@ impl Draft {
     }
 
     pub fn succeeded(&mut self, host: &str, backup: Option<String>, started: Timestamp, finished: Timestamp) {
+        self.outcomes.insert(host.to_string(), Outcome::Succeeded { backup: backup.clone() });
         self.status.last_successful_backup = Some(BackupRun {
             host: host.to_string(),
             backup,
@@ -61,6 +71,7 @@ impl Draft {
     }
 
     pub fn failed(&mut self, host: &str, at: Timestamp, message: String) {
+        self.outcomes.insert(host.to_string(), Outcome::Failed { message: message.clone() });
         self.problems.push(format!("{host}: {message}"));
         self.status.last_failed_backup = Some(BackupRun {
             host: host.to_string(),
@@ -73,6 +84,11 @@ impl Draft {
 
     pub fn retention_failed(&mut self, host: &str, message: &str) {
         self.problems.push(format!("{host}: retention: {message}"));
+    }
+
+    /// How a backup of `host` (`namespace/name`) ended in this reconcile, if one did.
+    pub fn outcome(&self, host: &str) -> Option<&Outcome> {
+        self.outcomes.get(host)
     }
 
     pub fn host_summary(&mut self, summary: HostBackupSummary) {

@@ -56,28 +56,63 @@ pub struct TestEnv {
     pub client: kube::Client,
     pub metrics: Arc<Metrics>,
     pub state_dir: PathBuf,
+    configure: Arc<dyn Fn(&mut Config) + Send + Sync>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestEnv {
-    /// Starts the operator (watching namespace `default`).
+    /// Starts the operator (watching namespace `default`). Archive health checks are off (an
+    /// hour apart) so that tests counting commands see only their own.
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`TestEnv::start`] with changes to the operator's configuration.
+    pub async fn start_with(configure: impl Fn(&mut Config) + Send + Sync + 'static) -> Self {
         let scratch = Scratch::new().expect("scratch directory");
         let state_dir = scratch.subdir("state").expect("state directory");
         let server = MemoryApiServer::new()
             .with_resource(ResourceType::namespaced::<PostgresHost>().with_status_subresource())
             .with_resource(ResourceType::namespaced::<BackupPolicy>().with_status_subresource());
         let client = server.client();
-        let cloud = LocalCloud::new(LocalCloudConfig::new(&state_dir, agent_binary())).expect("local cloud");
-        let config = Config { namespace: Some("default".into()), ..Config::default() };
-        let operator = Operator::builder(client.clone(), Arc::new(cloud)).config(config).build();
-        let metrics = operator.metrics();
+        let mut env = Self {
+            scratch,
+            server,
+            client,
+            metrics: Arc::default(),
+            state_dir,
+            configure: Arc::new(configure),
+            shutdown: None,
+            task: None,
+        };
+        env.spawn_operator();
+        env
+    }
+
+    /// Starts an operator process as a fresh one would: new cloud object, new metrics.
+    fn spawn_operator(&mut self) {
+        let cloud = LocalCloud::new(LocalCloudConfig::new(&self.state_dir, agent_binary())).expect("local cloud");
+        let mut config = Config {
+            namespace: Some("default".into()),
+            archive_check_interval: Duration::from_secs(3600),
+            ..Config::default()
+        };
+        (self.configure)(&mut config);
+        let operator = Operator::builder(self.client.clone(), Arc::new(cloud)).config(config).build();
+        self.metrics = operator.metrics();
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(operator.run(async move {
+        self.task = Some(tokio::spawn(operator.run(async move {
             let _ = stopped.await;
-        }));
-        Self { scratch, server, client, metrics, state_dir, shutdown: Some(shutdown), task: Some(task) }
+        })));
+        self.shutdown = Some(shutdown);
+    }
+
+    /// Stops the operator and starts a new one on the same API and state directory (what a
+    /// crash or an upgrade of the operator looks like to the hosts).
+    pub async fn restart_operator(&mut self) {
+        self.shutdown_operator().await;
+        self.spawn_operator();
     }
 
     /// A directory the postgres user can write (for local backup storage).

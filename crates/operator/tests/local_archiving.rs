@@ -1,0 +1,68 @@
+//! Archiving health on the local cloud: when the archive cannot be written, the host's
+//! `ContinuousArchiving` condition turns False within the check interval and the host is
+//! Degraded (no WAL is lost: PostgreSQL keeps it); when the archive is writable again, the
+//! waiting WAL is archived and the host is Ready again.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::{READY_TIMEOUT, TestEnv};
+use pgec2_api::fixtures::{host, policy};
+use pgec2_api::{HostPhase, PostgresHost, condition};
+
+/// How often the operator checks archiving in this test.
+const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a change of archiving may take to show (archive_command retries, one check).
+const NOTICE_WITHIN: Duration = Duration::from_secs(60);
+
+fn archiving(host: &PostgresHost) -> Option<(String, String)> {
+    host.condition(condition::CONTINUOUS_ARCHIVING).map(|found| (found.status.clone(), found.reason.clone()))
+}
+
+fn write_and_switch(env: &TestEnv, host: &PostgresHost, batch: u32) {
+    let sql = format!(
+        "CREATE TABLE IF NOT EXISTS batches (n int); INSERT INTO batches VALUES ({batch}); SELECT pg_switch_wal();"
+    );
+    env.psql(host, &sql).expect("write and switch WAL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_archive_turns_continuous_archiving_false_and_back_true_after_repair() {
+    let env = TestEnv::start_with(|config| config.archive_check_interval = CHECK_INTERVAL).await;
+    let archive = env.archive_dir();
+    env.apply_policy(&policy("nightly").local(&archive.display().to_string()).build()).await;
+    env.apply_host(&host("db").policy("nightly").build()).await;
+    let ready = env.wait_for("db", READY_TIMEOUT, |host| host.phase() == Some(HostPhase::Ready)).await;
+    write_and_switch(&env, &ready, 1);
+    let checked =
+        env.wait_for("db", NOTICE_WITHIN, |host| archiving(host) == Some(("True".into(), "Archiving".into()))).await;
+    let archived = checked.status.and_then(|status| status.archiving).and_then(|archiving| archiving.last_archived_wal);
+    assert!(archived.is_some(), "the check reports the last archived WAL file");
+
+    // The archive becomes unwritable for the host: archive_command fails, WAL waits in pg_wal.
+    let mode = std::fs::metadata(&archive).expect("archive").permissions().mode();
+    std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o000)).expect("chmod 000");
+    write_and_switch(&env, &ready, 2);
+    let failing =
+        env.wait_for("db", NOTICE_WITHIN, |host| archiving(host).is_some_and(|(status, _)| status == "False")).await;
+    assert_eq!(archiving(&failing), Some(("False".into(), "ArchiveFailing".into())));
+    assert_eq!(failing.phase(), Some(HostPhase::Degraded));
+    let message = failing.condition(condition::CONTINUOUS_ARCHIVING).map(|found| found.message.clone());
+    assert!(message.as_deref().is_some_and(|text| text.contains("archive_command failed")), "{message:?}");
+    let archiving_status = failing.status.and_then(|status| status.archiving).expect("archiving status");
+    assert!(archiving_status.last_failed_wal.is_some() && archiving_status.last_failed_time.is_some());
+
+    // Repaired: the waiting WAL is archived (new WAL wakes the archiver), the host is Ready again.
+    std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(mode)).expect("restore mode");
+    write_and_switch(&env, &ready, 3);
+    let healthy = env
+        .wait_for("db", NOTICE_WITHIN, |host| {
+            archiving(host) == Some(("True".into(), "Archiving".into())) && host.phase() == Some(HostPhase::Ready)
+        })
+        .await;
+    let waiting = env.psql(&healthy, "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'");
+    assert_eq!(waiting.as_deref(), Ok("0"), "WAL still waiting after the repair");
+    env.stop().await;
+}
