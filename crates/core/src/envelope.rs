@@ -14,6 +14,8 @@
 //! Objects are self-describing, so any backend (even a plain directory) keeps the checksum with
 //! the data, and a reader detects corruption whatever the store.
 
+use std::io::Read;
+
 use crate::compression::{self, Algorithm, Compression, CompressionError};
 
 const MAGIC: &[u8; 8] = b"PGEC2OBJ";
@@ -53,6 +55,8 @@ pub enum EnvelopeError {
     ReservedNotZero,
     #[error(transparent)]
     Compression(#[from] CompressionError),
+    #[error("failed to read the content to store: {0}")]
+    Read(#[source] std::io::Error),
     #[error(
         "object content is corrupt: expected {expected_len} bytes hashing to {expected}, got {actual_len} bytes hashing to {actual}"
     )]
@@ -66,16 +70,55 @@ pub fn seal(content: &[u8], compression: Compression) -> Result<(Vec<u8>, Header
         content_len: content.len() as u64,
         content_hash: *blake3::hash(content).as_bytes(),
     };
-    let payload = compression.compress(content)?;
-    let mut stored = Vec::with_capacity(HEADER_LEN + payload.len());
-    stored.extend_from_slice(MAGIC);
-    stored.push(VERSION);
-    stored.push(header.algorithm.code());
-    stored.extend_from_slice(&[0, 0]);
-    stored.extend_from_slice(&header.content_len.to_le_bytes());
-    stored.extend_from_slice(&header.content_hash);
-    stored.extend_from_slice(&payload);
+    let stored = compression.compress_appending(content, header_bytes(&header).to_vec())?;
     Ok((stored, header))
+}
+
+/// Most output space [`seal_reader`] reserves up front (untouched capacity costs no memory).
+pub const MAX_OUTPUT_RESERVATION: usize = 64 * 1024 * 1024;
+
+/// Bytes read from the source at a time by [`seal_reader`].
+const READ_PIECE: usize = 256 * 1024;
+
+/// Like [`seal`], reading the content from `reader` a piece at a time: memory holds the stored
+/// bytes and one piece, never the whole content. `size_hint` (the expected content length)
+/// sizes the output buffer (up to [`MAX_OUTPUT_RESERVATION`]); it grows beyond if needed.
+pub fn seal_reader(
+    reader: &mut impl Read,
+    size_hint: usize,
+    compression: Compression,
+) -> Result<(Vec<u8>, Header), EnvelopeError> {
+    let mut out = Vec::with_capacity(HEADER_LEN + size_hint.min(MAX_OUTPUT_RESERVATION));
+    out.resize(HEADER_LEN, 0);
+    let mut compressor = compression.stream_appending(out)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut piece = vec![0u8; READ_PIECE];
+    let mut content_len = 0u64;
+    loop {
+        let read = match reader.read(&mut piece) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(EnvelopeError::Read(error)),
+        };
+        hasher.update(&piece[..read]);
+        compressor.write(&piece[..read])?;
+        content_len += read as u64;
+    }
+    let header = Header { algorithm: compression.algorithm, content_len, content_hash: *hasher.finalize().as_bytes() };
+    let mut stored = compressor.finish()?;
+    stored[..HEADER_LEN].copy_from_slice(&header_bytes(&header));
+    Ok((stored, header))
+}
+
+fn header_bytes(header: &Header) -> [u8; HEADER_LEN] {
+    let mut bytes = [0u8; HEADER_LEN];
+    bytes[..8].copy_from_slice(MAGIC);
+    bytes[8] = VERSION;
+    bytes[9] = header.algorithm.code();
+    bytes[12..20].copy_from_slice(&header.content_len.to_le_bytes());
+    bytes[20..52].copy_from_slice(&header.content_hash);
+    bytes
 }
 
 /// Reads only the header of stored bytes (at least [`HEADER_LEN`] of them).
@@ -138,6 +181,20 @@ mod tests {
             let (opened, opened_header) = open(&stored).expect("open");
             assert_eq!(opened, content, "{compression:?}");
             assert_eq!(opened_header, header);
+        }
+    }
+
+    #[test]
+    fn content_sealed_from_a_reader_opens_like_sealed_content() {
+        let content: Vec<u8> = (0..700_000u32).map(|n| (n % 13) as u8).collect();
+        for compression in each_compression() {
+            let (expected_stored, expected) = seal(&content, compression).expect("seal");
+            for hint in [0, content.len()] {
+                let (stored, header) = seal_reader(&mut &content[..], hint, compression).expect("seal reader");
+                assert_eq!(header, expected, "{compression:?}");
+                assert_eq!(stored[..HEADER_LEN], expected_stored[..HEADER_LEN]);
+                assert_eq!(open(&stored).expect("open"), (content.clone(), expected), "{compression:?}");
+            }
         }
     }
 

@@ -15,9 +15,10 @@ use super::BackupError;
 use super::pack::{Packed, PackedPart, pack_files};
 use super::walk::SourceFile;
 
-/// Content bytes per part. Large enough that per-object overhead is small on S3, small enough
-/// that `concurrency + 2` parts in memory stay modest.
-pub const PART_SIZE: usize = 16 * 1024 * 1024;
+/// Content bytes per part. Large enough that per-object overhead is small on S3 (the size of
+/// the AWS CLI's multipart chunks), small enough that `concurrency + 2` parts in memory stay
+/// modest (peak memory of backup-push and backup-fetch: docs/benchmarks.md).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
 
 /// How to write parts.
 #[derive(Clone, Debug)]

@@ -34,10 +34,42 @@ pub async fn push(
 ) -> Result<PushOutcome, WalError> {
     let name = wal_name_of(path)?;
     let file = name.file_name();
-    let content = tokio::fs::read(path).await.map_err(|error| WalError::Read { path: path.to_path_buf(), error })?;
-    let claimant = claimant_for(&name, path, &content, data_dir).await?;
+    let first_page = read_first_page(path).await?;
+    let claimant = claimant_for(&name, path, &first_page, data_dir).await?;
+    // Compress while the archive's owner is checked (a store round trip when not cached).
+    let sealing = tokio::task::spawn_blocking({
+        let (path, file) = (path.to_path_buf(), file.clone());
+        move || seal_file(&path, &file, compression)
+    });
     owner::ensure(archive, &claimant, data_dir, &file).await?;
-    store(archive, compression, &file, content).await
+    let sealed = sealing.await.map_err(|error| WalError::Task(error.to_string()))??;
+    store(archive, &file, sealed).await
+}
+
+/// The start of the file: enough for the segment header (a WAL page).
+async fn read_first_page(path: &Path) -> Result<Vec<u8>, WalError> {
+    use tokio::io::AsyncReadExt;
+    let read_error = |error| WalError::Read { path: path.to_path_buf(), error };
+    let file = tokio::fs::File::open(path).await.map_err(read_error)?;
+    let mut page = Vec::with_capacity(FIRST_PAGE);
+    file.take(FIRST_PAGE as u64).read_to_end(&mut page).await.map_err(read_error)?;
+    Ok(page)
+}
+
+/// Bytes of a WAL file read to identify it (one WAL page; the long header is its first 40).
+const FIRST_PAGE: usize = 8192;
+
+/// Reads, checksums and compresses the file a piece at a time (never the whole file in memory).
+fn seal_file(path: &Path, file: &str, compression: Compression) -> Result<(Vec<u8>, Header), WalError> {
+    let read_error = |error| WalError::Read { path: path.to_path_buf(), error };
+    let mut source = std::fs::File::open(path).map_err(read_error)?;
+    let size = source.metadata().map_err(read_error)?.len();
+    envelope::seal_reader(&mut source, usize::try_from(size).unwrap_or(usize::MAX), compression).map_err(|error| {
+        match error {
+            envelope::EnvelopeError::Read(error) => read_error(error),
+            error => WalError::Seal { file: file.to_string(), error },
+        }
+    })
 }
 
 /// The WAL file name of `path`, refusing anything PostgreSQL would not archive.
@@ -87,20 +119,10 @@ async fn claimant_from_data_dir(file: &str, data_dir: Option<&Path>) -> Result<C
     Ok(ClusterIdentity::new(system_identifier, pg_version, None))
 }
 
-/// Seals and stores `content` under the file's key, never replacing an existing object.
-async fn store(
-    archive: &Archive,
-    compression: Compression,
-    file: &str,
-    content: Vec<u8>,
-) -> Result<PushOutcome, WalError> {
+/// Stores the sealed file under its key, never replacing an existing object.
+async fn store(archive: &Archive, file: &str, (stored, header): (Vec<u8>, Header)) -> Result<PushOutcome, WalError> {
     let storage_error = |error: StorageError| WalError::storage("archive", file, error);
     let key = archive.layout.wal_file(file).map_err(storage_error)?;
-    let owned_file = file.to_string();
-    let (stored, header) = blocking(move || {
-        envelope::seal(&content, compression).map_err(|error| WalError::Seal { file: owned_file, error })
-    })
-    .await?;
     let stored_bytes = stored.len() as u64;
     match archive.storage.put(&key, Bytes::from(stored), PutMode::CreateNew).await {
         Ok(()) => Ok(PushOutcome::Stored { stored_bytes }),
