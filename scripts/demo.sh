@@ -79,7 +79,7 @@ as_db_user() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "
 psql_on() { # NAME SQL: through the host's Unix socket (peer authentication as the OS user)
     local port
     port="$(status_field postgreshost "$1" "['status']['endpoint']['port']")"
-    as_db_user psql -X -A -t -v ON_ERROR_STOP=1 -h "$STATE_DIR/hosts/default/$1/volume/run" -p "$port" \
+    as_db_user psql -X -A -t -q -v ON_ERROR_STOP=1 -h "$STATE_DIR/hosts/default/$1/volume/run" -p "$port" \
         -U "$DB_USER" -d postgres -c "$2"
 }
 CHECK_SQL="SELECT count(*) || ' rows, checksum ' || md5(string_agg(id || ':' || batch || ':' || note, ',' ORDER BY id)) FROM orders"
@@ -102,8 +102,8 @@ psql_on primary "INSERT INTO orders SELECT g, 2, 'batch two' FROM generate_serie
 sleep 1
 target_time="$(psql_on primary "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")"
 sleep 1
-segment="$(psql_on primary "INSERT INTO orders SELECT g, 3, 'batch three (after T)' FROM generate_series(2001, 3000) g;
-                 SELECT pg_walfile_name(pg_switch_wal());")"
+psql_on primary "INSERT INTO orders SELECT g, 3, 'batch three (after T)' FROM generate_series(2001, 3000) g;"
+segment="$(psql_on primary "SELECT pg_walfile_name(pg_switch_wal())")"
 deadline=$((SECONDS + 60))   # the WAL holding T must be in the archive before restoring to T
 until [ "$(psql_on primary "SELECT coalesce(last_archived_wal, '') >= '$segment' FROM pg_stat_archiver")" = t ]; do
     [ $SECONDS -lt $deadline ] || { echo "error: WAL segment $segment was not archived within 60s" >&2; exit 1; }
