@@ -3,7 +3,7 @@
 //! agent.
 //!
 //! The agent binary: `$PGEC2_AGENT_BINARY` when set, otherwise this harness runs
-//! `cargo build -p pgec2-agent` once per test binary (a no-op when it is up to date) and uses
+//! `cargo build --workspace --bins` once per test binary (a no-op when it is up to date) and uses
 //! `target/<profile>/pgec2-agent`, found next to the test executable's `deps/` directory.
 
 #![allow(dead_code)]
@@ -36,14 +36,16 @@ pub fn agent_binary() -> PathBuf {
             let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut build = std::process::Command::new(cargo);
-            build.args(["build", "--quiet", "-p", "pgec2-agent"]);
+            // The same build as scripts/test.sh (whole workspace): a `-p` build unifies features
+            // differently and would rebuild shared dependencies.
+            build.args(["build", "--quiet", "--workspace", "--bins"]);
             if profile_dir.file_name().is_some_and(|name| name == "release") {
                 build.arg("--release");
             }
-            let status = build.status().expect("run cargo build -p pgec2-agent");
-            assert!(status.success(), "cargo build -p pgec2-agent failed");
+            let status = build.status().expect("run cargo build --workspace --bins");
+            assert!(status.success(), "cargo build --workspace --bins failed");
             let agent = profile_dir.join("pgec2-agent");
-            assert!(agent.exists(), "{} does not exist after cargo build -p pgec2-agent", agent.display());
+            assert!(agent.exists(), "{} does not exist after cargo build --workspace --bins", agent.display());
             agent
         })
         .clone()
