@@ -50,19 +50,27 @@ impl PrefetchDir {
         &self.path
     }
 
-    /// Moves a verified prefetched copy of `file` to `dest` and returns its content; `None` when
-    /// there is none (or it failed verification and was removed).
+    /// Moves a verified prefetched copy of `file` to `dest` and returns the start of its content
+    /// (its first [`START_LEN`] bytes: the segment header); `None` when there is none (or it
+    /// failed verification and was removed). The copy is hashed as it is read, never held whole.
     pub fn take(&self, file: &str, dest: &Path) -> Result<Option<Vec<u8>>, WalError> {
         for (path, hash) in self.copies_of(file) {
-            let Ok(content) = fs::read(&path) else { continue };
-            if blake3::hash(&content).to_hex().as_str() != hash {
+            let Ok((start, actual)) = hash_file(&path) else { continue };
+            if actual.to_hex().as_str() != hash {
                 tracing::warn!(path = %path.display(), "prefetched file failed verification; downloading again");
                 let _ = fs::remove_file(&path);
                 continue;
             }
-            let moved = durable::rename_durably(&path, dest).or_else(|_| durable::write_atomically(dest, &content));
+            // A rename fails across filesystems: copy then (re-checked, as one read), the rare path.
+            let moved = durable::rename_durably(&path, dest).or_else(|_| {
+                let content = fs::read(&path)?;
+                if blake3::hash(&content) != actual {
+                    return Err(io::Error::other("the prefetched file changed while it was being moved"));
+                }
+                durable::write_atomically(dest, &content)
+            });
             moved.map_err(|error| WalError::Write { path: dest.to_path_buf(), error })?;
-            return Ok(Some(content));
+            return Ok(Some(start));
         }
         Ok(None)
     }
@@ -128,6 +136,30 @@ impl PrefetchDir {
     pub fn log_path(&self) -> PathBuf {
         self.path.join(LOG_FILE)
     }
+}
+
+/// Bytes of a prefetched file that [`PrefetchDir::take`] returns: one WAL page.
+pub const START_LEN: usize = 8192;
+
+/// The first [`START_LEN`] bytes of a file and the BLAKE3 hash of all of it, read in pieces.
+fn hash_file(path: &Path) -> io::Result<(Vec<u8>, blake3::Hash)> {
+    use std::io::Read;
+    let mut source = File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut start = Vec::with_capacity(START_LEN);
+    let mut piece = vec![0u8; 256 * 1024];
+    loop {
+        let read = match source.read(&mut piece) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        let wanted = START_LEN.saturating_sub(start.len()).min(read);
+        start.extend_from_slice(&piece[..wanted]);
+        hasher.update(&piece[..read]);
+    }
+    Ok((start, hasher.finalize()))
 }
 
 /// Downloads segments `after + 1 ..= after + count` of `timeline` that are not already here, at
