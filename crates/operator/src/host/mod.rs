@@ -149,6 +149,11 @@ async fn apply_host(ctx: &Context, api: &Api<PostgresHost>, host: &PostgresHost)
         now,
     });
     tracing::debug!(host = %host.qualified_name(), ?step, "planned");
+    if step == plan::Step::SendSetup && setup_sent_meanwhile(api, host).await? {
+        // The watch cache lags behind our own last status write: the setup it does not show yet
+        // is running. Sending another would race it on the host; look again shortly.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let converged = step == plan::Step::Converged;
     let mut action = apply::apply(ctx, host, &observation, step, &mut draft).await?;
     match (&observation.instance, converged && policies.archive.is_some()) {
@@ -166,6 +171,20 @@ async fn apply_host(ctx: &Context, api: &Api<PostgresHost>, host: &PostgresHost)
         events::normal(ctx, host, "Ready", message).await;
     }
     Ok(action)
+}
+
+/// True when the stored object records a setup command the (cached) `host` does not know of.
+async fn setup_sent_meanwhile(api: &Api<PostgresHost>, host: &PostgresHost) -> Result<bool, Error> {
+    let name = host.name_any();
+    let stored = api.get_status(&name).await.map_err(|source| Error::Kube {
+        action: "re-read",
+        host: host.qualified_name(),
+        source,
+    })?;
+    let command_id = |object: &PostgresHost| {
+        object.status.as_ref().and_then(|status| status.last_command.as_ref()).map(|command| command.id.clone())
+    };
+    Ok(command_id(&stored) != command_id(host))
 }
 
 /// Parks a host whose spec cannot be acted on: condition, phase Failed, no requeue.
