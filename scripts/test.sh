@@ -9,7 +9,7 @@ cargo fmt --all -- --check
 # Build everything once, tests included (one feature set, so nothing is compiled twice); the
 # integration tests run this agent binary as PostgreSQL's archive_command and on local hosts.
 cargo build --workspace --all-targets --locked
-export PGEC2_AGENT_BINARY="$PWD/target/debug/pgec2-agent"
+export PGEC2_AGENT_BINARY="${CARGO_TARGET_DIR:-$PWD/target}/debug/pgec2-agent"
 if command -v cargo-nextest >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast --test-threads 2
 else
