@@ -191,9 +191,9 @@ impl Draft {
     pub fn archive_health(&mut self, archiver: &ArchiverStatus, health: &ArchiveHealth) {
         self.status.archiving = Some(ArchivingStatus {
             last_archived_wal: archiver.last_archived_wal.clone(),
-            last_archived_time: archiver.last_archived_time.and_then(kube_time),
+            last_archived_time: archiver.last_archived_time.and_then(crate::policy::archive::time),
             last_failed_wal: archiver.last_failed_wal.clone(),
-            last_failed_time: archiver.last_failed_time.and_then(kube_time),
+            last_failed_time: archiver.last_failed_time.and_then(crate::policy::archive::time),
         });
         let (truth, reason) = match health {
             ArchiveHealth::Healthy => (Truth::True, "Archiving"),
@@ -302,11 +302,6 @@ fn failure_message(report: Option<&HostReport>, stderr_tail: &str) -> String {
         None => format!("host setup failed: {}", stderr_tail.trim()),
     };
     truncate(message)
-}
-
-/// A chrono time as a Kubernetes `Time`.
-fn kube_time(at: chrono::DateTime<chrono::Utc>) -> Option<Time> {
-    Timestamp::from_microsecond(at.timestamp_micros()).ok().map(Time)
 }
 
 fn truncate(mut text: String) -> String {
