@@ -101,9 +101,31 @@ pub struct BackupPushArgs {
     /// Pin the backup: retention never deletes it.
     #[arg(long)]
     pub permanent: bool,
+    /// A `key=value` note recorded in the backup's commit record (repeatable), e.g. why it was
+    /// taken. Keys are letters, digits and `._/-`; values at most 1024 characters.
+    #[arg(long = "annotation", value_name = "KEY=VALUE", value_parser = parse_annotation)]
+    pub annotations: Vec<(String, String)>,
     /// Print a JSON summary instead of the backup's name.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Longest annotation value accepted.
+const MAX_ANNOTATION_VALUE: usize = 1024;
+
+/// Parses one `--annotation key=value`.
+fn parse_annotation(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text.split_once('=').ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+    let key_ok = !key.is_empty()
+        && key.len() <= 128
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'));
+    if !key_ok {
+        return Err(format!("annotation key {key:?}: use 1-128 letters, digits and ._/-"));
+    }
+    if value.chars().count() > MAX_ANNOTATION_VALUE || value.chars().any(char::is_control) {
+        return Err(format!("annotation {key}: the value must be at most {MAX_ANNOTATION_VALUE} printable characters"));
+    }
+    Ok((key.to_string(), value.to_string()))
 }
 
 #[derive(Debug, Args)]
@@ -215,4 +237,20 @@ pub enum HostCommand {
 pub enum ConfigCommand {
     /// Print the effective configuration (secrets masked) and validate it.
     Check(JsonArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_annotation;
+
+    #[test]
+    fn annotations_are_key_value_pairs_with_safe_keys() {
+        assert_eq!(parse_annotation("a.b/c-d_e=x=y"), Ok(("a.b/c-d_e".to_string(), "x=y".to_string())));
+        assert_eq!(parse_annotation("empty="), Ok(("empty".to_string(), String::new())));
+        assert!(parse_annotation("novalue").is_err());
+        assert!(parse_annotation("=value").is_err());
+        assert!(parse_annotation("sp ace=1").is_err());
+        assert!(parse_annotation("key=line\nbreak").is_err());
+        assert!(parse_annotation(&format!("key={}", "v".repeat(1025))).is_err());
+    }
 }

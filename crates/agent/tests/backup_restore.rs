@@ -39,7 +39,17 @@ fn a_backup_taken_under_load_restores_every_committed_row() {
 fn backup_push_prints_the_name_of_a_listed_backup() {
     let primary = Primary::start();
     let data_dir = primary.cluster.data_dir.display().to_string();
-    let output = primary.agent(&["backup-push", "--pgdata", &data_dir]);
+    let bad = primary.agent(&["backup-push", "--pgdata", &data_dir, "--annotation", "no value"]);
+    assert!(!bad.status.success(), "an annotation without '=' is refused before any backup starts");
+    let output = primary.agent(&[
+        "backup-push",
+        "--pgdata",
+        &data_dir,
+        "--annotation",
+        "pgec2.io/schedule=2026-01-01T03:00:00Z",
+        "--annotation",
+        "ticket=OPS-1",
+    ]);
     assert_success("backup-push", &output);
     let name = String::from_utf8_lossy(&output.stdout).trim().to_string();
     let listed = primary.agent(&["backup-list", "--json"]);
@@ -62,6 +72,9 @@ fn backup_push_prints_the_name_of_a_listed_backup() {
         assert!(!entry[field].is_null(), "backup-list --json lacks {field}: {entry}");
     }
     assert_eq!(entry["permanent"], false);
+    assert_eq!(entry["annotations"]["pgec2.io/schedule"], "2026-01-01T03:00:00Z", "{entry}");
+    assert_eq!(entry["annotations"]["ticket"], "OPS-1", "{entry}");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "the refused push left nothing behind: {listed}");
     assert!(entry["stored_bytes"].as_u64() < entry["data_bytes"].as_u64(), "the backup is compressed: {entry}");
 }
 

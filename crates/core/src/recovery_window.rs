@@ -287,6 +287,7 @@ mod tests {
             permanent: false,
             wal_segment_size: SEGMENT,
             next_xid: None,
+            annotations: Default::default(),
             format: 1,
         }
     }

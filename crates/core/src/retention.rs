@@ -239,6 +239,7 @@ mod tests {
             permanent,
             wal_segment_size: SEGMENT,
             next_xid: None,
+            annotations: Default::default(),
             format: 1,
         }
     }

@@ -49,7 +49,8 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String, BackupError> {
 /// `backup-push`: prints the new backup's name (or its commit record with `--json`).
 pub async fn push_command(config_path: Option<&Path>, args: BackupPushArgs) -> Result<ExitCode, BackupError> {
     let (config, archive) = open(config_path).await?;
-    let info = push::push_backup(&config, &archive, args.pgdata.as_deref(), args.permanent).await?;
+    let options = push::PushOptions { permanent: args.permanent, annotations: args.annotations.into_iter().collect() };
+    let info = push::push_backup(&config, &archive, args.pgdata.as_deref(), options).await?;
     if args.json {
         println!("{}", to_json(&info)?);
     } else {

@@ -15,6 +15,7 @@
 //! A failure anywhere before step 8 leaves an uncommitted backup that is never listed and that
 //! `delete garbage` removes; the session ends and PostgreSQL aborts the backup.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -38,13 +39,23 @@ use crate::postgres::{self, BackupSession, BackupStop, ServerFacts};
 /// How long to wait for the end WAL segment to appear in the archive after `pg_backup_stop`.
 const WAL_ARRIVAL_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// What the caller asks of a new backup.
+#[derive(Clone, Debug, Default)]
+pub struct PushOptions {
+    /// Pin it: retention never deletes it.
+    pub permanent: bool,
+    /// Notes recorded in its commit record.
+    pub annotations: BTreeMap<String, String>,
+}
+
 /// Takes a base backup; returns its commit record.
 pub async fn push_backup(
     config: &AgentConfig,
     archive: &Archive,
     pgdata: Option<&Path>,
-    permanent: bool,
+    options: PushOptions,
 ) -> Result<BackupInfo, BackupError> {
+    let PushOptions { permanent, annotations } = options;
     // 1. Connect and check the server.
     let client = postgres::connect(&config.postgres).await?;
     let facts = ServerFacts::read(&client).await?;
@@ -95,6 +106,7 @@ pub async fn push_backup(
         permanent,
         wal_segment_size: segment_size.bytes(),
         next_xid: stop.next_xid,
+        annotations,
         format: BACKUP_INFO_FORMAT,
     };
     wait_for_wal(archive, &info, timeline).await?;

@@ -1,5 +1,7 @@
 //! What a committed backup records about itself (`complete.json`) and how backups are named.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +44,10 @@ pub struct BackupInfo {
     /// `pg_backup_stop`): transactions from here on commit after the backup's end.
     #[serde(default)]
     pub next_xid: Option<u64>,
+    /// Free-form `key=value` notes given at creation (`backup-push --annotation`), such as the
+    /// schedule tick or on-demand request a backup was taken for.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
     #[serde(default = "default_format")]
     pub format: u32,
 }
@@ -158,6 +164,7 @@ mod tests {
             permanent: false,
             wal_segment_size: 16 * 1024 * 1024,
             next_xid: Some(740),
+            annotations: Default::default(),
             format: BACKUP_INFO_FORMAT,
         }
     }

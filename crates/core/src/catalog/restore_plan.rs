@@ -239,6 +239,7 @@ mod tests {
             permanent: false,
             wal_segment_size: SEGMENT,
             next_xid: Some(start * 1000),
+            annotations: Default::default(),
             format: 1,
         }
     }
