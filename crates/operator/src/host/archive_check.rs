@@ -109,7 +109,7 @@ async fn start(
     instance: &HostInstance,
     layout: Option<&HostLayout>,
 ) -> Duration {
-    let Some(script) = layout.and_then(|layout| agent_script(layout, "archive-status --json")) else {
+    let Some(script) = layout.and_then(|layout| agent_script(layout, &["archive-status", "--json"])) else {
         tracing::warn!(host = host_name, "no usable host layout for the archive check");
         ctx.archive_checks.set(uid, CheckState::Idle { since: Instant::now() });
         return ctx.config.archive_check_interval;

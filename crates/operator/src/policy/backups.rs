@@ -28,7 +28,7 @@ pub struct RunningBackup {
 /// The shell command that takes a backup on a host: the agent with the configuration host apply
 /// wrote, run as the OS user that owns PostgreSQL.
 pub fn backup_script(layout: &HostLayout) -> Option<String> {
-    crate::host::agent_command::agent_script(layout, "backup-push --json")
+    crate::host::agent_command::agent_script(layout, &["backup-push", "--json"])
 }
 
 fn host_ref(host: &PostgresHost) -> HostRef {
