@@ -52,6 +52,6 @@ pub use policy::spec::{
     BackupPolicy, BackupPolicySpec, BackupStorage, Compression, LocalStorage, Retention, S3Storage, S3StorageClass,
     ServerSideEncryption, WalArchiving,
 };
-pub use policy::status::{BackupPolicyStatus, BackupRun, HostBackupSummary};
+pub use policy::status::{ActiveBackup, BackupPolicyStatus, BackupRun, HostBackupSummary};
 pub use status::{BackupInfo, RecoveryWindow};
 pub use validation::{FieldError, InvalidSpec};

@@ -250,7 +250,7 @@ fn a_misspelt_field_is_refused_by_the_schema() {
 #[test]
 fn a_policy_with_a_bad_cron_is_refused() {
     // Wrong shape: the schema's pattern and the Rust parser both refuse it.
-    for schedule in ["0 3 * *", "0 0 3 * * *", "every day", "@reboot"] {
+    for schedule in ["0 3 * *", "0 0 0 3 * * *", "every day", "@reboot"] {
         let mut manifest = policy();
         set(&mut manifest, "spec.schedule", json!(schedule));
         let verdict = judge(&manifest, None);

@@ -58,7 +58,7 @@ fn last_success(policy: &BackupPolicy) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requested_backups_run_on_the_host_and_retention_keeps_the_newest_two() {
+async fn requested_backups_run_on_the_host_and_retention_keeps_the_newest_two_plus_pinned() {
     let env = TestEnv::start().await;
     let archive = env.archive_dir();
     let nightly = policy("nightly").local(&archive.display().to_string()).schedule("0 3 * * *").keep(2).build();
@@ -68,7 +68,7 @@ async fn requested_backups_run_on_the_host_and_retention_keeps_the_newest_two() 
     env.psql(&ready, "CREATE TABLE orders AS SELECT g AS id FROM generate_series(1, 1000) g").expect("write rows");
 
     let mut taken = Vec::new();
-    for request in ["first", "second", "third"] {
+    for request in ["first", "second", "third", "fourth"] {
         let previous = taken.last().cloned();
         env.apply_host(&host("db").policy("nightly").annotation(BACKUP_REQUEST_ANNOTATION, request).build()).await;
         let done = wait_for_policy(&env, "nightly", Duration::from_secs(120), |policy| {
@@ -77,18 +77,25 @@ async fn requested_backups_run_on_the_host_and_retention_keeps_the_newest_two() 
         .await;
         taken.push(last_success(&done).expect("backup name"));
         let host = env.hosts().get("db").await.expect("read host");
-        assert_eq!(host.status.and_then(|status| status.handled_backup_request).as_deref(), Some(request));
+        assert_eq!(host.status.as_ref().and_then(|status| status.handled_backup_request.as_deref()), Some(request));
+        if request == "first" {
+            // Pinned (what `pgec2-agent backup-mark` does): retention never deletes it.
+            let policy = env.policies().get("nightly").await.expect("policy");
+            let archive = pgec2_operator::policy::archive::open(&policy, &host).await.expect("open archive");
+            pgec2_core::catalog::set_permanent(&archive, &taken[0], true).await.expect("pin the first backup");
+        }
     }
 
-    // The operator applied retention itself: the two newest backups are kept.
+    // The operator applied retention itself: the two newest backups are kept, plus the pinned one.
     let host_archive = archive.join("default/db");
+    let expected = vec![taken[0].clone(), taken[2].clone(), taken[3].clone()];
     let deadline = Instant::now() + Duration::from_secs(30);
-    while committed_backups(&host_archive) != taken[1..].to_vec() {
-        assert!(Instant::now() < deadline, "kept {:?}, expected {:?}", committed_backups(&host_archive), &taken[1..]);
+    while committed_backups(&host_archive) != expected {
+        assert!(Instant::now() < deadline, "kept {:?}, expected {expected:?}", committed_backups(&host_archive));
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let policy = wait_for_policy(&env, "nightly", Duration::from_secs(30), |policy| {
-        policy.status.as_ref().is_some_and(|status| status.hosts.first().is_some_and(|host| host.backups_kept == 2))
+        policy.status.as_ref().is_some_and(|status| status.hosts.first().is_some_and(|host| host.backups_kept == 3))
     })
     .await;
     let summary = &policy.status.as_ref().expect("status").hosts[0];

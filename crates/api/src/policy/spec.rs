@@ -35,9 +35,11 @@ pub struct BackupPolicySpec {
 
     /// When base backups run: a 5-field cron expression (minute hour day-of-month month
     /// day-of-week), e.g. `0 3 * * *` for 03:00 every day, or one of `@hourly`, `@daily`,
-    /// `@weekly`, `@monthly`, `@yearly`. Times are UTC unless `timeZone` is set. Ticks missed
-    /// while the operator was down run once, not once per missed tick.
-    #[schemars(regex(pattern = r"^(@(yearly|annually|monthly|weekly|daily|hourly)|\S+( +\S+){4})$"))]
+    /// `@weekly`, `@monthly`, `@yearly`. A sixth, leading field gives seconds (`*/30 * * * * *`:
+    /// every 30 seconds, for demos and tests). Times are UTC unless `timeZone` is set. Ticks
+    /// missed while the operator was down run once, not once per missed tick; a tick that comes
+    /// while a host's previous backup still runs is skipped for that host.
+    #[schemars(regex(pattern = r"^(@(yearly|annually|monthly|weekly|daily|hourly)|\S+( +\S+){4,5})$"))]
     #[schemars(length(max = 128))]
     pub schedule: String,
 

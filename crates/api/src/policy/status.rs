@@ -37,6 +37,12 @@ pub struct BackupPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failed_backup: Option<BackupRun>,
 
+    /// Base backups running right now, one per host at most. Kept in status so that a
+    /// restarted operator follows them to the end instead of starting them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["host"]))]
+    pub active_backups: Vec<ActiveBackup>,
+
     /// One entry per PostgresHost that references this policy, read from the storage catalog.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["host"]))]
@@ -61,6 +67,25 @@ pub struct BackupRun {
     /// What went wrong, for a failed run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// A base backup running on a host.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveBackup {
+    /// Name of the PostgresHost (`namespace/name`).
+    pub host: String,
+    /// The cloud's id of the command running `pgec2-agent backup-push` (an SSM command id on
+    /// AWS).
+    pub command_id: String,
+    /// When the command was sent.
+    pub start_time: Time,
+    /// The schedule tick the backup was taken for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_tick: Option<Time>,
+    /// The on-demand request (`pgec2.io/backup-request` value) it was taken for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 /// The archive of one host, as the storage catalog shows it.

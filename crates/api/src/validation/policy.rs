@@ -11,9 +11,9 @@ use crate::rules;
 /// Why a `schedule` is not a cron expression pgec2 accepts.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
-    /// Not five space-separated fields or one of the `@` shorthands.
+    /// Not five (or six) space-separated fields or one of the `@` shorthands.
     #[error(
-        "schedule {schedule:?} must have 5 fields (minute hour day-of-month month day-of-week) or be @hourly, @daily, @weekly, @monthly or @yearly"
+        "schedule {schedule:?} must have 5 fields (minute hour day-of-month month day-of-week), 6 with a leading seconds field, or be @hourly, @daily, @weekly, @monthly or @yearly"
     )]
     Shape {
         /// The schedule as written.
@@ -32,18 +32,19 @@ pub enum ScheduleError {
 const SHORTHANDS: [&str; 6] = ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@hourly"];
 
 /// Parses a `schedule`: five space-separated fields (minute, hour, day of month, month, day of
-/// week; no seconds) or an `@` shorthand, the same shapes the schema's pattern allows.
+/// week), six with a leading seconds field, or an `@` shorthand: the shapes the schema's pattern
+/// allows.
 pub fn parse_schedule(schedule: &str) -> Result<Cron, ScheduleError> {
     let shorthand = SHORTHANDS.contains(&schedule);
     let fields: Vec<&str> = schedule.split(' ').filter(|field| !field.is_empty()).collect();
-    let five_fields = fields.len() == 5
+    let five_fields = (fields.len() == 5 || fields.len() == 6)
         && !schedule.starts_with(' ')
         && !schedule.ends_with(' ')
         && !schedule.chars().any(|c| c.is_whitespace() && c != ' ');
     if !shorthand && !five_fields {
         return Err(ScheduleError::Shape { schedule: schedule.to_string() });
     }
-    let parser = CronParser::builder().seconds(Seconds::Disallowed).year(Year::Disallowed).build();
+    let parser = CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
     parser
         .parse(schedule)
         .map_err(|error| ScheduleError::Invalid { schedule: schedule.to_string(), reason: error.to_string() })
@@ -125,17 +126,18 @@ mod tests {
 
     #[test]
     fn schedules_take_five_fields_or_a_shorthand() {
-        for good in ["0 3 * * *", "*/15 * * * *", "30 2 * * MON-FRI", "0 0 1 * *", "@daily", "@hourly"] {
+        for good in ["0 3 * * *", "*/15 * * * *", "30 2 * * MON-FRI", "0 0 1 * *", "@daily", "@hourly", "*/5 * * * * *"]
+        {
             assert!(parse_schedule(good).is_ok(), "{good}");
         }
-        for bad in ["", "0 3 * *", "0 0 3 * * *", " 0 3 * * *", "0\t3 * * *", "@every 5m", "@reboot"] {
+        for bad in ["", "0 3 * *", "0 0 0 3 * * *", " 0 3 * * *", "0\t3 * * *", "@every 5m", "@reboot"] {
             assert!(matches!(parse_schedule(bad), Err(ScheduleError::Shape { .. })), "{bad}");
         }
     }
 
     #[test]
     fn schedules_with_out_of_range_fields_are_refused() {
-        for bad in ["61 * * * *", "0 24 * * *", "0 0 32 * *", "0 0 * 13 *", "x y z w v"] {
+        for bad in ["61 * * * *", "0 24 * * *", "0 0 32 * *", "0 0 * 13 *", "x y z w v", "60 0 3 * * *"] {
             assert!(matches!(parse_schedule(bad), Err(ScheduleError::Invalid { .. })), "{bad}");
         }
     }

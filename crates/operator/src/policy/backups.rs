@@ -1,34 +1,59 @@
 //! Running base backups on hosts: `pgec2-agent backup-push --json` sent through the cloud's
-//! command runner, one at a time per host, and their outcome recorded.
+//! command runner, one at a time per host, and their outcome recorded. Running backups are kept
+//! in the policy's `status.activeBackups`, so an operator that restarts follows them to the end
+//! rather than starting them again.
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
-use pgec2_api::{BackupPolicy, FIELD_MANAGER, PostgresHost};
+use pgec2_api::{ActiveBackup, BACKUP_REQUEST_ANNOTATION, BackupPolicy, FIELD_MANAGER, PostgresHost};
 
-use super::PolicyContext;
 use super::status::Draft;
-use crate::cloud::{CommandStatus, HostCommand, HostInstance, HostLayout, HostRef};
+use crate::cloud::{CommandStatus, HostCommand, HostLayout, HostRef};
+use crate::context::Context;
 
 /// How long one base backup may run.
 pub const BACKUP_TIMEOUT: Duration = Duration::from_secs(6 * 60 * 60);
 
-/// A backup command in flight on a host.
-#[derive(Clone, Debug)]
-pub struct RunningBackup {
-    pub host: String,
-    pub command_id: String,
-    pub instance: HostInstance,
-    pub started: Timestamp,
+/// Annotation of a backup (in its commit record) naming the schedule tick it was taken for.
+pub const SCHEDULE_TICK_ANNOTATION: &str = "pgec2.io/schedule-tick";
+
+/// Longest annotation value `backup-push` accepts.
+const MAX_ANNOTATION_VALUE: usize = 1024;
+
+/// Why a backup is taken: a schedule tick, an on-demand request, or both at once.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Trigger {
+    pub tick: Option<Timestamp>,
+    pub request: Option<String>,
+}
+
+impl Trigger {
+    /// The `--annotation` values that record the trigger in the backup's commit record.
+    fn annotations(&self) -> Vec<String> {
+        let tick = self.tick.map(|tick| format!("{SCHEDULE_TICK_ANNOTATION}={tick}"));
+        let request = self.request.as_ref().map(|value| {
+            let printable: String =
+                value.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_ANNOTATION_VALUE).collect();
+            format!("{BACKUP_REQUEST_ANNOTATION}={printable}")
+        });
+        tick.into_iter().chain(request).collect()
+    }
 }
 
 /// The shell command that takes a backup on a host: the agent with the configuration host apply
-/// wrote, run as the OS user that owns PostgreSQL.
-pub fn backup_script(layout: &HostLayout) -> Option<String> {
-    crate::host::agent_command::agent_script(layout, &["backup-push", "--json"])
+/// wrote, run as the OS user that owns PostgreSQL, with the trigger recorded in the backup.
+pub fn backup_script(layout: &HostLayout, trigger: &Trigger) -> Option<String> {
+    let annotations = trigger.annotations();
+    let mut arguments = vec!["backup-push", "--json"];
+    for annotation in &annotations {
+        arguments.extend(["--annotation", annotation.as_str()]);
+    }
+    crate::host::agent_command::agent_script(layout, &arguments)
 }
 
 fn host_ref(host: &PostgresHost) -> HostRef {
@@ -39,93 +64,143 @@ fn host_ref(host: &PostgresHost) -> HostRef {
     }
 }
 
-/// True while any of `hosts` runs a backup.
-pub fn any_running(pctx: &PolicyContext, hosts: &[PostgresHost]) -> bool {
-    let running = pctx.running();
-    hosts.iter().any(|host| running.contains_key(&host.uid().unwrap_or_default()))
-}
-
-/// Starts a backup on `host` unless one is running; records a handled on-demand request.
+/// Starts a backup on `host` unless one is running there; records it in `draft` (the caller
+/// writes the status right away) and marks a handled on-demand request. Returns true when a
+/// backup was started.
 pub async fn start(
-    pctx: &PolicyContext,
+    ctx: &Context,
     policy: &BackupPolicy,
     host: &PostgresHost,
-    request: Option<String>,
+    trigger: Trigger,
     draft: &mut Draft,
-) {
+) -> bool {
     let reference = host_ref(host);
-    if pctx.running().contains_key(&reference.uid) {
-        return;
+    let key = reference.key();
+    if draft.is_active(&key) {
+        if let Some(tick) = trigger.tick {
+            let note = format!("a backup still runs on {key}; the tick of {tick} is skipped for this host");
+            publish(ctx, policy, EventType::Warning, "BackupSkipped", note).await;
+        }
+        return false;
     }
     let now = Timestamp::now();
-    let cloud = &pctx.ctx.cloud;
+    let cloud = &ctx.cloud;
     let instance = match cloud.find_host(&reference).await {
         Ok(Some(instance)) => instance,
-        Ok(None) => return draft.failed(&reference.key(), now, "the host has no instance".to_string()),
-        Err(error) => return draft.failed(&reference.key(), now, format!("failed to find the host: {error}")),
+        Ok(None) => return refused(ctx, policy, draft, &key, now, "the host has no instance".to_string()).await,
+        Err(error) => return refused(ctx, policy, draft, &key, now, format!("failed to find the host: {error}")).await,
     };
-    let script = match cloud.host_layout(&reference, &instance).await.map(|layout| backup_script(&layout)) {
+    let script = match cloud.host_layout(&reference, &instance).await.map(|layout| backup_script(&layout, &trigger)) {
         Ok(Some(script)) => script,
-        Ok(None) => return draft.failed(&reference.key(), now, "host paths contain a quote".to_string()),
-        Err(error) => return draft.failed(&reference.key(), now, format!("failed to read the host layout: {error}")),
+        Ok(None) => {
+            let message = "a host path or the request value contains a NUL byte".to_string();
+            return refused(ctx, policy, draft, &key, now, message).await;
+        }
+        Err(error) => {
+            return refused(ctx, policy, draft, &key, now, format!("failed to read the host layout: {error}")).await;
+        }
     };
     let command = HostCommand { purpose: "backup".to_string(), script, timeout: BACKUP_TIMEOUT };
     match cloud.send_command(&instance, &command).await {
         Ok(command_id) => {
-            let running = RunningBackup { host: reference.key(), command_id, instance, started: now };
-            pctx.running().insert(reference.uid.clone(), running);
-            publish(
-                pctx,
-                policy,
-                EventType::Normal,
-                "BackupStarted",
-                format!("base backup started on {}", reference.key()),
-            )
-            .await;
-            if let Some(value) = request {
-                mark_request_handled(pctx, host, &value).await;
+            draft.add_active(ActiveBackup {
+                host: key.clone(),
+                command_id,
+                start_time: Time(now),
+                schedule_tick: trigger.tick.map(Time),
+                request: trigger.request.clone(),
+            });
+            let why = match (&trigger.tick, &trigger.request) {
+                (_, Some(value)) => format!("on request {value:?}"),
+                (Some(tick), None) => format!("for the tick of {tick}"),
+                (None, None) => String::new(),
+            };
+            publish(ctx, policy, EventType::Normal, "BackupStarted", format!("base backup started on {key} {why}"))
+                .await;
+            if let Some(value) = &trigger.request {
+                mark_request_handled(ctx, host, value).await;
             }
+            true
         }
-        Err(error) => {
-            draft.failed(&reference.key(), now, format!("failed to start the backup: {error}"));
-            publish(pctx, policy, EventType::Warning, "BackupFailed", format!("{}: {error}", reference.key())).await;
-        }
+        Err(error) => refused(ctx, policy, draft, &key, now, format!("failed to start the backup: {error}")).await,
     }
 }
 
-/// Collects finished backups of `hosts`; after a success, applies the policy's retention.
-pub async fn finish_running(pctx: &PolicyContext, policy: &BackupPolicy, hosts: &[PostgresHost], draft: &mut Draft) {
-    for host in hosts {
-        let uid = host.uid().unwrap_or_default();
-        let Some(run) = pctx.running().get(&uid).cloned() else { continue };
-        let status = match pctx.ctx.cloud.command_status(&run.instance, &run.command_id).await {
-            Ok(status) => status,
+/// Records a backup that could not be started; returns false (nothing started).
+async fn refused(
+    ctx: &Context,
+    policy: &BackupPolicy,
+    draft: &mut Draft,
+    host: &str,
+    now: Timestamp,
+    message: String,
+) -> bool {
+    publish(ctx, policy, EventType::Warning, "BackupFailed", format!("{host}: {message}")).await;
+    draft.failed(host, None, now, message);
+    false
+}
+
+/// Follows the backups recorded as running: records the finished ones and, after a success,
+/// applies the policy's retention. Entries of hosts that no longer reference the policy are
+/// dropped.
+pub async fn finish_running(ctx: &Context, policy: &BackupPolicy, hosts: &[PostgresHost], draft: &mut Draft) {
+    for run in draft.active().to_vec() {
+        let Some(host) = hosts.iter().find(|host| host.qualified_name() == run.host) else {
+            tracing::info!(host = %run.host, "host left the policy while its backup ran; no longer followed");
+            draft.remove_active(&run.host);
+            continue;
+        };
+        let started = run.start_time.0;
+        let instance = match ctx.cloud.find_host(&host_ref(host)).await {
+            Ok(Some(instance)) => instance,
+            Ok(None) => {
+                let message = "the host's instance is gone; the backup did not finish".to_string();
+                publish(ctx, policy, EventType::Warning, "BackupFailed", format!("{}: {message}", run.host)).await;
+                draft.failed(&run.host, Some(started), Timestamp::now(), message);
+                continue;
+            }
             Err(error) => {
+                tracing::warn!(host = %run.host, %error, "failed to find the host of a running backup");
+                continue;
+            }
+        };
+        let status = match ctx.cloud.command_status(&instance, &run.command_id).await {
+            Ok(status) => status,
+            Err(error) if error.is_transient() => {
                 tracing::warn!(host = %run.host, %error, "failed to read the backup command's status");
                 continue;
             }
+            Err(error) => CommandStatus::Failed {
+                exit_code: None,
+                stdout: String::new(),
+                stderr_tail: format!("the command's status cannot be read: {error}"),
+            },
         };
         let now = Timestamp::now();
         match status {
             CommandStatus::Pending | CommandStatus::InProgress => continue,
             CommandStatus::Succeeded { stdout } => {
                 let name = backup_name(&stdout);
-                draft.succeeded(&run.host, name.clone(), run.started, now);
+                draft.succeeded(&run.host, name.clone(), started, now);
                 let note = format!("base backup {} of {} committed", name.as_deref().unwrap_or("?"), run.host);
-                publish(pctx, policy, EventType::Normal, "BackupSucceeded", note).await;
+                publish(ctx, policy, EventType::Normal, "BackupSucceeded", note).await;
                 if let Err(error) = super::archive::apply_retention(policy, host).await {
                     draft.retention_failed(&run.host, &error.to_string());
-                    publish(pctx, policy, EventType::Warning, "RetentionFailed", format!("{}: {error}", run.host))
-                        .await;
+                    publish(ctx, policy, EventType::Warning, "RetentionFailed", format!("{}: {error}", run.host)).await;
                 }
             }
             CommandStatus::Failed { exit_code, stderr_tail, .. } => {
-                let message = format!("backup-push exited with {exit_code:?}: {}", stderr_tail.trim());
-                draft.failed(&run.host, now, message.clone());
-                publish(pctx, policy, EventType::Warning, "BackupFailed", format!("{}: {message}", run.host)).await;
+                let exit = exit_code.map_or_else(|| "did not finish".to_string(), |code| format!("exited with {code}"));
+                let message = format!("backup-push {exit}: {}", stderr_tail.trim());
+                publish(ctx, policy, EventType::Warning, "BackupFailed", format!("{}: {message}", run.host)).await;
+                draft.failed(&run.host, Some(started), now, message);
             }
         }
-        pctx.running().remove(&uid);
+        if let Some(value) = &run.request
+            && host.status.as_ref().and_then(|status| status.handled_backup_request.as_deref()) != Some(value)
+        {
+            mark_request_handled(ctx, host, value).await;
+        }
     }
 }
 
@@ -142,8 +217,8 @@ pub fn backup_name(stdout: &str) -> Option<String> {
 }
 
 /// Records in the host's status that the on-demand request `value` was handled.
-async fn mark_request_handled(pctx: &PolicyContext, host: &PostgresHost, value: &str) {
-    let api: Api<PostgresHost> = Api::namespaced(pctx.ctx.client.clone(), &host.namespace().unwrap_or_default());
+async fn mark_request_handled(ctx: &Context, host: &PostgresHost, value: &str) {
+    let api: Api<PostgresHost> = Api::namespaced(ctx.client.clone(), &host.namespace().unwrap_or_default());
     let patch = serde_json::json!({ "status": { "handledBackupRequest": value } });
     if let Err(error) =
         api.patch_status(&host.name_any(), &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch)).await
@@ -152,10 +227,10 @@ async fn mark_request_handled(pctx: &PolicyContext, host: &PostgresHost, value: 
     }
 }
 
-async fn publish(pctx: &PolicyContext, policy: &BackupPolicy, type_: EventType, reason: &str, note: String) {
+async fn publish(ctx: &Context, policy: &BackupPolicy, type_: EventType, reason: &str, note: String) {
     let event =
         Event { type_, reason: reason.to_string(), note: Some(note), action: reason.to_string(), secondary: None };
-    if let Err(error) = pctx.ctx.recorder.publish(&event, &policy.object_ref(&())).await {
+    if let Err(error) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
         tracing::warn!(policy = %policy.name_any(), reason, %error, "failed to publish an event");
     }
 }
@@ -171,5 +246,20 @@ mod tests {
         assert_eq!(backup_name("not json"), None);
         let pretty = "log\n{\n  \"name\": \"base_a\",\n  \"data_bytes\": 1\n}\n";
         assert_eq!(backup_name(pretty).as_deref(), Some("base_a"));
+    }
+
+    #[test]
+    fn the_trigger_is_recorded_as_annotations() {
+        let tick: Timestamp = "2026-01-01T03:00:00Z".parse().expect("time");
+        let both = Trigger { tick: Some(tick), request: Some("x y".to_string()) };
+        assert_eq!(
+            both.annotations(),
+            vec!["pgec2.io/schedule-tick=2026-01-01T03:00:00Z".to_string(), "pgec2.io/backup-request=x y".to_string()]
+        );
+        assert!(Trigger::default().annotations().is_empty());
+        let odd = Trigger { tick: None, request: Some(format!("a\nb{}", "c".repeat(2000))) };
+        let annotation = &odd.annotations()[0];
+        assert!(annotation.starts_with("pgec2.io/backup-request=a bccc"), "{annotation}");
+        assert_eq!(annotation.len(), "pgec2.io/backup-request=".len() + 1024);
     }
 }

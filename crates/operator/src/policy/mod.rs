@@ -13,8 +13,7 @@ pub mod host_status;
 pub mod schedule;
 mod status;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -26,7 +25,7 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use pgec2_api::{BackupPolicy, HostPhase, PostgresHost};
 
-use self::backups::RunningBackup;
+use self::backups::Trigger;
 use self::schedule::Schedule;
 use crate::context::Context;
 
@@ -39,36 +38,25 @@ const POLL_RUNNING: Duration = Duration::from_secs(3);
 /// Failures of a policy reconcile.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("failed to read BackupPolicy {policy}: {source}")]
+    ReadPolicy { policy: String, source: kube::Error },
     #[error("failed to read PostgresHosts of BackupPolicy {policy}: {source}")]
     ListHosts { policy: String, source: kube::Error },
     #[error("failed to write the status of BackupPolicy {policy}: {source}")]
     WriteStatus { policy: String, source: kube::Error },
+    #[error("the status of BackupPolicy {policy} kept changing under {attempts} writes")]
+    StatusConflict { policy: String, attempts: u32 },
 }
 
 impl Error {
     /// Metric label of the error.
     pub fn label(&self) -> &'static str {
         match self {
+            Error::ReadPolicy { .. } => "read_policy",
             Error::ListHosts { .. } => "list_hosts",
             Error::WriteStatus { .. } => "write_status",
+            Error::StatusConflict { .. } => "status_conflict",
         }
-    }
-}
-
-/// The policy controller's context: the operator's, plus the backups running right now.
-pub struct PolicyContext {
-    pub ctx: Arc<Context>,
-    /// Running backup commands by host uid: one backup per host at a time.
-    running: Mutex<HashMap<String, RunningBackup>>,
-}
-
-impl PolicyContext {
-    pub fn new(ctx: Arc<Context>) -> Self {
-        Self { ctx, running: Mutex::new(HashMap::new()) }
-    }
-
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningBackup>> {
-        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -86,7 +74,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shared<BoxFuture<'static, ()>>) {
             host.policy_name().map(|policy| ObjectRef::<BackupPolicy>::new(policy).within(&namespace))
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, Arc::new(PolicyContext::new(ctx)))
+        .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "BackupPolicy reconcile did not finish");
@@ -96,33 +84,41 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shared<BoxFuture<'static, ()>>) {
 }
 
 /// Requeues a failed reconcile after a pause.
-fn error_policy(policy: Arc<BackupPolicy>, error: &Error, _ctx: Arc<PolicyContext>) -> Action {
+fn error_policy(policy: Arc<BackupPolicy>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(policy = %policy.name_any(), %error, "reconcile failed");
     Action::requeue(Duration::from_secs(10))
 }
 
 /// One pass: finish running backups, start due ones, apply retention, refresh status.
-async fn reconcile(policy: Arc<BackupPolicy>, pctx: Arc<PolicyContext>) -> Result<Action, Error> {
+async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
-    let result = reconcile_policy(&policy, &pctx).await;
-    pctx.ctx.metrics.reconciled(KIND, result.as_ref().err().map(Error::label), started.elapsed().as_secs_f64());
+    let result = reconcile_policy(&policy, &ctx).await;
+    ctx.metrics.reconciled(KIND, result.as_ref().err().map(Error::label), started.elapsed().as_secs_f64());
     result
 }
 
-async fn reconcile_policy(policy: &BackupPolicy, pctx: &PolicyContext) -> Result<Action, Error> {
-    let namespace = policy.namespace().unwrap_or_default();
-    let name = policy.name_any();
+async fn reconcile_policy(cached: &BackupPolicy, ctx: &Context) -> Result<Action, Error> {
+    let namespace = cached.namespace().unwrap_or_default();
+    let name = cached.name_any();
+    // The stored status, not the watch cache's copy: it may lag behind the last write, and
+    // `activeBackups` and `lastScheduleTime` must be current so nothing runs twice.
+    let policies: Api<BackupPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    let policy = match policies.get_status(&name).await {
+        Ok(policy) => policy,
+        Err(kube::Error::Api(response)) if response.code == 404 => return Ok(Action::await_change()),
+        Err(source) => return Err(Error::ReadPolicy { policy: name, source }),
+    };
     let now = Timestamp::now();
-    let mut draft = status::Draft::new(policy, now);
+    let mut draft = status::Draft::new(&policy, now);
     let schedule = match Schedule::parse(&policy.spec.schedule, policy.spec.time_zone.as_deref()) {
         Ok(schedule) => schedule,
         Err(invalid) => {
             draft.invalid_schedule(&invalid.to_string());
-            status::write(&pctx.ctx.client, policy, draft.finish()).await?;
+            status::write(&ctx.client, &policy, draft.finish()).await?;
             return Ok(Action::await_change());
         }
     };
-    let hosts_api: Api<PostgresHost> = Api::namespaced(pctx.ctx.client.clone(), &namespace);
+    let hosts_api: Api<PostgresHost> = Api::namespaced(ctx.client.clone(), &namespace);
     let hosts: Vec<PostgresHost> = hosts_api
         .list(&Default::default())
         .await
@@ -132,25 +128,36 @@ async fn reconcile_policy(policy: &BackupPolicy, pctx: &PolicyContext) -> Result
         .filter(|host| host.policy_name() == Some(name.as_str()) && host.metadata.deletion_timestamp.is_none())
         .collect();
 
-    backups::finish_running(pctx, policy, &hosts, &mut draft).await;
+    backups::finish_running(ctx, &policy, &hosts, &mut draft).await;
     let due =
-        if policy.spec.suspend { None } else { schedule.due_tick(draft.last_schedule(), created(policy, now), now) };
+        if policy.spec.suspend { None } else { schedule.due_tick(draft.last_schedule(), created(&policy, now), now) };
+    let mut started_any = false;
     for host in &hosts {
-        let ready = host.phase() == Some(HostPhase::Ready);
-        let requested = host.pending_backup_request().map(str::to_string);
-        if ready && (due.is_some() || requested.is_some()) {
-            backups::start(pctx, policy, host, requested, &mut draft).await;
+        let trigger = Trigger { tick: due, request: host.pending_backup_request().map(str::to_string) };
+        if trigger == Trigger::default() {
+            continue;
         }
+        if host.phase() != Some(HostPhase::Ready) {
+            tracing::info!(host = %host.qualified_name(), "not Ready; no backup for this tick or request yet");
+            continue;
+        }
+        started_any |= backups::start(ctx, &policy, host, trigger, &mut draft).await;
     }
     if let Some(tick) = due {
         draft.scheduled(tick);
     }
     draft.next_schedule(if policy.spec.suspend { None } else { schedule.next_after(now) });
+    // Record started backups and the handled tick before the slower catalog reads.
+    let policy = if started_any || due.is_some() {
+        status::write(&ctx.client, &policy, draft.snapshot()).await?
+    } else {
+        policy
+    };
     for host in &hosts {
-        match archive::read(policy, host).await {
+        match archive::read(&policy, host).await {
             Ok(summary) => {
                 let outcome = draft.outcome(&host.qualified_name()).cloned();
-                host_status::publish(&pctx.ctx.client, host, &summary, outcome.as_ref(), now).await;
+                host_status::publish(&ctx.client, host, &summary, outcome.as_ref(), now).await;
                 draft.host_summary(summary);
             }
             Err(error) => {
@@ -159,8 +166,8 @@ async fn reconcile_policy(policy: &BackupPolicy, pctx: &PolicyContext) -> Result
             }
         }
     }
-    let busy = backups::any_running(pctx, &hosts);
-    status::write(&pctx.ctx.client, policy, draft.finish()).await?;
+    let busy = !draft.active().is_empty();
+    status::write(&ctx.client, &policy, draft.finish()).await?;
     Ok(requeue(busy, policy.spec.suspend, schedule.next_after(now), now))
 }
 

@@ -5,16 +5,14 @@
 //! - a handled tick is recorded (`status.lastScheduleTime`), so a restarted operator neither
 //!   repeats it nor loses the next one.
 
-use std::str::FromStr;
-
 use croner::Cron;
 use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::jiff::tz::TimeZone;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ScheduleError {
-    #[error("invalid schedule {expression:?}: {reason}; use 5 cron fields like \"0 3 * * *\"")]
-    InvalidCron { expression: String, reason: String },
+    #[error(transparent)]
+    Invalid(#[from] pgec2_api::validation::ScheduleError),
     #[error("unknown time zone {0:?}: use an IANA name such as \"Europe/Berlin\"")]
     UnknownTimeZone(String),
 }
@@ -27,19 +25,10 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// Parses a 5-field cron expression, evaluated in `time_zone` (UTC when `None`).
+    /// Parses a cron expression the way the API validates it (5 fields, 6 with seconds, or an
+    /// `@` shorthand), evaluated in `time_zone` (UTC when `None`).
     pub fn parse(expression: &str, time_zone: Option<&str>) -> Result<Self, ScheduleError> {
-        let fields = expression.split_whitespace().count();
-        if fields != 5 {
-            return Err(ScheduleError::InvalidCron {
-                expression: expression.to_string(),
-                reason: format!("{fields} fields instead of 5"),
-            });
-        }
-        let cron = Cron::from_str(expression).map_err(|error| ScheduleError::InvalidCron {
-            expression: expression.to_string(),
-            reason: error.to_string(),
-        })?;
+        let cron = pgec2_api::validation::parse_schedule(expression)?;
         let time_zone = match time_zone {
             None => TimeZone::UTC,
             Some(name) => TimeZone::get(name).map_err(|_| ScheduleError::UnknownTimeZone(name.to_string()))?,
@@ -108,6 +97,19 @@ mod tests {
     }
 
     #[test]
+    fn shorthands_and_a_seconds_field_are_understood() {
+        let daily = Schedule::parse("@daily", None).expect("schedule");
+        assert_eq!(daily.next_after(at("2026-01-01T10:00:00Z")), Some(at("2026-01-02T00:00:00Z")));
+        let seconds = Schedule::parse("*/5 * * * * *", None).expect("schedule");
+        assert_eq!(seconds.next_after(at("2026-01-01T10:00:01Z")), Some(at("2026-01-01T10:00:05Z")));
+        let handled = Some(at("2026-01-01T10:00:05Z"));
+        assert_eq!(
+            seconds.due_tick(handled, at("2026-01-01T00:00:00Z"), at("2026-01-01T10:00:19Z")),
+            Some(at("2026-01-01T10:00:15Z"))
+        );
+    }
+
+    #[test]
     fn time_zone_shifts_the_ticks() {
         let schedule = Schedule::parse("0 3 * * *", Some("Europe/Berlin")).expect("schedule");
         assert_eq!(schedule.next_after(at("2026-01-15T00:00:00Z")), Some(at("2026-01-15T02:00:00Z")));
@@ -115,9 +117,9 @@ mod tests {
 
     #[test]
     fn bad_expressions_and_zones_are_refused_with_the_reason() {
-        assert!(matches!(Schedule::parse("0 3 * *", None), Err(ScheduleError::InvalidCron { .. })));
-        assert!(matches!(Schedule::parse("0 3 * * * *", None), Err(ScheduleError::InvalidCron { .. })));
-        assert!(matches!(Schedule::parse("61 3 * * *", None), Err(ScheduleError::InvalidCron { .. })));
+        assert!(matches!(Schedule::parse("0 3 * *", None), Err(ScheduleError::Invalid(_))));
+        assert!(matches!(Schedule::parse("0 0 0 3 * * *", None), Err(ScheduleError::Invalid(_))));
+        assert!(matches!(Schedule::parse("61 3 * * *", None), Err(ScheduleError::Invalid(_))));
         assert!(matches!(Schedule::parse("0 3 * * *", Some("Mars/Olympus")), Err(ScheduleError::UnknownTimeZone(_))));
     }
 }

@@ -1,21 +1,32 @@
-//! The BackupPolicy status: a draft built during a reconcile, written once on the status
-//! subresource.
+//! The BackupPolicy status: a draft built during a reconcile, written on the status
+//! subresource with the resourceVersion it was computed from.
+//!
+//! The policy controller is the only writer of this status, and every reconcile starts from a
+//! fresh read of it, so `activeBackups` and `lastScheduleTime` are authoritative: a restarted
+//! operator, or a reconcile that runs before the watch cache has caught up, sees what the last
+//! reconcile started and handled.
+
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::PostParams;
 use kube::{Api, ResourceExt};
-use pgec2_api::{BackupPolicy, BackupPolicyStatus, BackupRun, FIELD_MANAGER, HostBackupSummary, condition};
+use pgec2_api::{ActiveBackup, BackupPolicy, BackupPolicyStatus, BackupRun, HostBackupSummary, condition};
 
 use super::Error;
 use crate::host::conditions::{self, ConditionUpdate, Truth};
+
+/// Attempts before a status write gives up (the reconcile is then retried).
+const WRITE_ATTEMPTS: u32 = 5;
 
 /// The status being built.
 pub struct Draft {
     status: BackupPolicyStatus,
     generation: Option<i64>,
+    suspended: bool,
     now: Timestamp,
-    problems: Vec<String>,
+    retention_problems: Vec<String>,
     invalid: Option<String>,
     fresh_hosts: Vec<HostBackupSummary>,
     outcomes: std::collections::HashMap<String, Outcome>,
@@ -33,8 +44,9 @@ impl Draft {
         Self {
             status: policy.status.clone().unwrap_or_default(),
             generation: policy.metadata.generation,
+            suspended: policy.spec.suspend,
             now,
-            problems: Vec::new(),
+            retention_problems: Vec::new(),
             invalid: None,
             fresh_hosts: Vec::new(),
             outcomes: std::collections::HashMap::new(),
@@ -59,7 +71,28 @@ impl Draft {
         self.status.next_schedule_time = None;
     }
 
+    /// Backups running now, as last recorded.
+    pub fn active(&self) -> &[ActiveBackup] {
+        &self.status.active_backups
+    }
+
+    /// True while `host` (`namespace/name`) runs a backup.
+    pub fn is_active(&self, host: &str) -> bool {
+        self.status.active_backups.iter().any(|active| active.host == host)
+    }
+
+    pub fn add_active(&mut self, backup: ActiveBackup) {
+        self.status.active_backups.retain(|active| active.host != backup.host);
+        self.status.active_backups.push(backup);
+        self.status.active_backups.sort_by(|a, b| a.host.cmp(&b.host));
+    }
+
+    pub fn remove_active(&mut self, host: &str) {
+        self.status.active_backups.retain(|active| active.host != host);
+    }
+
     pub fn succeeded(&mut self, host: &str, backup: Option<String>, started: Timestamp, finished: Timestamp) {
+        self.remove_active(host);
         self.outcomes.insert(host.to_string(), Outcome::Succeeded { backup: backup.clone() });
         self.status.last_successful_backup = Some(BackupRun {
             host: host.to_string(),
@@ -70,20 +103,20 @@ impl Draft {
         });
     }
 
-    pub fn failed(&mut self, host: &str, at: Timestamp, message: String) {
+    pub fn failed(&mut self, host: &str, started: Option<Timestamp>, at: Timestamp, message: String) {
+        self.remove_active(host);
         self.outcomes.insert(host.to_string(), Outcome::Failed { message: message.clone() });
-        self.problems.push(format!("{host}: {message}"));
         self.status.last_failed_backup = Some(BackupRun {
             host: host.to_string(),
             backup: None,
-            start_time: None,
+            start_time: started.map(Time),
             finish_time: Some(Time(at)),
             message: Some(message),
         });
     }
 
     pub fn retention_failed(&mut self, host: &str, message: &str) {
-        self.problems.push(format!("{host}: retention: {message}"));
+        self.retention_problems.push(format!("{host}: {message}"));
     }
 
     /// How a backup of `host` (`namespace/name`) ended in this reconcile, if one did.
@@ -95,19 +128,36 @@ impl Draft {
         self.fresh_hosts.push(summary);
     }
 
-    /// The finished status with its `Ready` condition.
+    /// The status as it stands, for a write in the middle of a reconcile (just after backups
+    /// were started): the catalog summaries and conditions are left as they were.
+    pub fn snapshot(&self) -> BackupPolicyStatus {
+        self.status.clone()
+    }
+
+    /// The finished status with its `Ready` and `LastBackupSucceeded` conditions.
     pub fn finish(mut self) -> BackupPolicyStatus {
         self.status.observed_generation = self.generation;
-        let ready = match (&self.invalid, self.problems.is_empty()) {
+        let ready = match (&self.invalid, self.retention_problems.is_empty()) {
             (Some(message), _) => {
                 ConditionUpdate::new(condition::READY, Truth::False, "InvalidSchedule", message.clone())
             }
-            (None, false) => {
-                ConditionUpdate::new(condition::READY, Truth::False, "BackupFailed", self.problems.join("; "))
-            }
+            (None, false) => ConditionUpdate::new(
+                condition::READY,
+                Truth::False,
+                "RetentionFailed",
+                format!("old backups could not be deleted: {}", self.retention_problems.join("; ")),
+            ),
+            (None, true) if self.suspended => ConditionUpdate::new(
+                condition::READY,
+                Truth::True,
+                "Suspended",
+                "scheduled backups are suspended; on-demand backups still run",
+            ),
             (None, true) => ConditionUpdate::new(condition::READY, Truth::True, "Scheduled", "backups run on schedule"),
         };
         conditions::set(&mut self.status.conditions, &ready, self.generation, self.now);
+        let last = last_backup_condition(&self.status);
+        conditions::set(&mut self.status.conditions, &last, self.generation, self.now);
         if self.invalid.is_none() {
             self.fresh_hosts.sort_by(|a, b| a.host.cmp(&b.host));
             self.status.hosts = self.fresh_hosts;
@@ -116,15 +166,56 @@ impl Draft {
     }
 }
 
-/// Writes `status` on the policy's status subresource (merge patch: other fields untouched).
-pub async fn write(client: &kube::Client, policy: &BackupPolicy, status: BackupPolicyStatus) -> Result<(), Error> {
-    if policy.status.as_ref() == Some(&status) {
-        return Ok(());
+/// `LastBackupSucceeded`: how the most recent finished backup run, on any host, ended.
+fn last_backup_condition(status: &BackupPolicyStatus) -> ConditionUpdate {
+    let finished = |run: &Option<BackupRun>| run.as_ref().and_then(|run| run.finish_time.as_ref()).map(|time| time.0);
+    let type_ = condition::LAST_BACKUP_SUCCEEDED;
+    let succeeded = finished(&status.last_successful_backup);
+    let failed = finished(&status.last_failed_backup);
+    match (succeeded, failed) {
+        (succeeded, Some(failed)) if succeeded.is_none_or(|succeeded| failed > succeeded) => {
+            let run = status.last_failed_backup.as_ref();
+            let host = run.map(|run| run.host.as_str()).unwrap_or_default();
+            let message = run.and_then(|run| run.message.as_deref()).unwrap_or("the backup failed");
+            ConditionUpdate::new(type_, Truth::False, "BackupFailed", format!("{host}: {message}"))
+        }
+        (Some(_), _) => {
+            let run = status.last_successful_backup.as_ref();
+            let host = run.map(|run| run.host.as_str()).unwrap_or_default();
+            let backup = run.and_then(|run| run.backup.as_deref()).unwrap_or("a backup");
+            ConditionUpdate::new(type_, Truth::True, "BackupSucceeded", format!("{backup} of {host} committed"))
+        }
+        _ => ConditionUpdate::new(type_, Truth::Unknown, "NoBackupYet", "no backup has run yet"),
     }
+}
+
+/// Writes `status` on `policy` (the object it was computed from; its resourceVersion guards the
+/// write) unless nothing changed. Returns the policy as stored afterwards. On a conflict (the
+/// spec changed meanwhile) the status is written over the fresh object: only this controller
+/// writes it.
+pub async fn write(
+    client: &kube::Client,
+    policy: &BackupPolicy,
+    status: BackupPolicyStatus,
+) -> Result<BackupPolicy, Error> {
+    if policy.status.as_ref() == Some(&status) {
+        return Ok(policy.clone());
+    }
+    let name = policy.name_any();
     let api: Api<BackupPolicy> = Api::namespaced(client.clone(), &policy.namespace().unwrap_or_default());
-    let patch = serde_json::json!({ "status": status });
-    api.patch_status(&policy.name_any(), &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch))
-        .await
-        .map(|_| ())
-        .map_err(|source| Error::WriteStatus { policy: policy.name_any(), source })
+    let mut object = policy.clone();
+    object.status = Some(status.clone());
+    for attempt in 1..=WRITE_ATTEMPTS {
+        match api.replace_status(&name, &PostParams::default(), &object).await {
+            Ok(stored) => return Ok(stored),
+            Err(kube::Error::Api(response)) if response.code == 409 => {
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                object =
+                    api.get_status(&name).await.map_err(|source| Error::ReadPolicy { policy: name.clone(), source })?;
+                object.status = Some(status.clone());
+            }
+            Err(source) => return Err(Error::WriteStatus { policy: name, source }),
+        }
+    }
+    Err(Error::StatusConflict { policy: name, attempts: WRITE_ATTEMPTS })
 }

@@ -34,18 +34,21 @@ pub fn agent_binary() -> PathBuf {
             }
             let exe = std::env::current_exe().expect("test executable path");
             let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut build = std::process::Command::new(cargo);
-            // The same build as scripts/test.sh (whole workspace): a `-p` build unifies features
-            // differently and would rebuild shared dependencies.
-            build.args(["build", "--quiet", "--workspace", "--bins"]);
-            if profile_dir.file_name().is_some_and(|name| name == "release") {
-                build.arg("--release");
-            }
-            let status = build.status().expect("run cargo build --workspace --bins");
-            assert!(status.success(), "cargo build --workspace --bins failed");
             let agent = profile_dir.join("pgec2-agent");
-            assert!(agent.exists(), "{} does not exist after cargo build --workspace --bins", agent.display());
+            // `cargo test --workspace` / `cargo nextest run --workspace` build the agent with the
+            // tests; build it only when it is missing, with the tests' feature set (a `-p` or
+            // `--bins` build unifies features differently and rebuilds shared dependencies).
+            if !agent.exists() {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                let mut build = std::process::Command::new(cargo);
+                build.args(["build", "--quiet", "--workspace", "--all-targets"]);
+                if profile_dir.file_name().is_some_and(|name| name == "release") {
+                    build.arg("--release");
+                }
+                let status = build.status().expect("run cargo build --workspace --all-targets");
+                assert!(status.success(), "cargo build --workspace --all-targets failed");
+            }
+            assert!(agent.exists(), "{} does not exist", agent.display());
             agent
         })
         .clone()
@@ -114,6 +117,16 @@ impl TestEnv {
     /// crash or an upgrade of the operator looks like to the hosts).
     pub async fn restart_operator(&mut self) {
         self.shutdown_operator().await;
+        self.spawn_operator();
+    }
+
+    /// Stops the operator alone (hosts, their commands and the API stay), as a crash would.
+    pub async fn stop_operator(&mut self) {
+        self.shutdown_operator().await;
+    }
+
+    /// Starts a fresh operator after [`TestEnv::stop_operator`].
+    pub fn start_operator(&mut self) {
         self.spawn_operator();
     }
 
