@@ -10,7 +10,14 @@ use pgec2_agent::{archive_status, backup, config, host, wal};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     pgec2_agent::logging::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The one-file WAL commands run once per segment (archive_command, restore_command): on one
+    // thread they start faster and hand no work between threads; their blocking work still runs
+    // on tokio's blocking pool.
+    let mut builder = match cli.command {
+        Command::WalPush(_) | Command::WalFetch(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");

@@ -125,6 +125,54 @@ impl Compression {
     }
 }
 
+/// A compressor kept across many objects (one per worker): the zstd context is allocated once
+/// instead of once per object, and output goes into a buffer the caller reuses.
+pub struct Compressor {
+    compression: Compression,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl Compressor {
+    /// A compressor for `compression`.
+    pub fn new(compression: Compression) -> Result<Self, CompressionError> {
+        let zstd = match compression.algorithm {
+            Algorithm::Zstd => Some(
+                zstd::bulk::Compressor::new(compression.level)
+                    .map_err(|source| CompressionError::Compress { algorithm: Algorithm::Zstd, source })?,
+            ),
+            Algorithm::None | Algorithm::Lz4 => None,
+        };
+        Ok(Self { compression, zstd })
+    }
+
+    /// The algorithm and level this compressor applies.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// Compresses `content` to the end of `out`, growing `out` only when its capacity is short.
+    pub fn compress_appending(&mut self, content: &[u8], out: &mut Vec<u8>) -> Result<(), CompressionError> {
+        let algorithm = self.compression.algorithm;
+        let wrap = |source| CompressionError::Compress { algorithm, source };
+        match (algorithm, self.zstd.as_mut()) {
+            (Algorithm::Zstd, Some(compressor)) => {
+                let start = out.len();
+                out.reserve(zstd::zstd_safe::compress_bound(content.len()));
+                let mut cursor = std::io::Cursor::new(std::mem::take(out));
+                cursor.set_position(start as u64);
+                let compressed = compressor.compress_to_buffer(content, &mut cursor).map_err(wrap);
+                *out = cursor.into_inner();
+                compressed.map(|_| ())
+            }
+            _ => {
+                let taken = std::mem::take(out);
+                *out = self.compression.compress_appending(content, taken)?;
+                Ok(())
+            }
+        }
+    }
+}
+
 /// A compressor fed piece by piece that appends to a buffer: what [`Compression::compress_appending`]
 /// does, without ever holding the whole content.
 pub struct StreamCompressor {
@@ -175,6 +223,44 @@ impl StreamCompressor {
             StreamSink::Zstd(encoder) => encoder.finish().map_err(wrap),
             StreamSink::Lz4(encoder) => encoder.finish().map_err(|error| wrap(std::io::Error::other(error))),
         }
+    }
+}
+
+/// A decompressing reader over a payload, for content read a piece at a time instead of held
+/// whole (restores stream parts into files through one small buffer).
+pub struct DecompressReader<'a> {
+    algorithm: Algorithm,
+    source: DecompressSource<'a>,
+}
+
+enum DecompressSource<'a> {
+    None(&'a [u8]),
+    Zstd(Box<zstd::stream::read::Decoder<'a, &'a [u8]>>),
+    Lz4(Box<lz4_flex::frame::FrameDecoder<&'a [u8]>>),
+}
+
+impl<'a> DecompressReader<'a> {
+    /// A reader of the content `algorithm` compressed into `payload`.
+    pub fn new(algorithm: Algorithm, payload: &'a [u8]) -> Result<Self, CompressionError> {
+        let source = match algorithm {
+            Algorithm::None => DecompressSource::None(payload),
+            Algorithm::Zstd => DecompressSource::Zstd(Box::new(
+                zstd::stream::read::Decoder::with_buffer(payload)
+                    .map_err(|source| CompressionError::Decompress { algorithm, source })?,
+            )),
+            Algorithm::Lz4 => DecompressSource::Lz4(Box::new(lz4_flex::frame::FrameDecoder::new(payload))),
+        };
+        Ok(Self { algorithm, source })
+    }
+
+    /// Reads the next decompressed bytes (0 at the end of the content).
+    pub fn read_content(&mut self, buffer: &mut [u8]) -> Result<usize, CompressionError> {
+        let read = match &mut self.source {
+            DecompressSource::None(payload) => payload.read(buffer),
+            DecompressSource::Zstd(decoder) => decoder.read(buffer),
+            DecompressSource::Lz4(decoder) => decoder.read(buffer),
+        };
+        read.map_err(|source| CompressionError::Decompress { algorithm: self.algorithm, source })
     }
 }
 

@@ -16,7 +16,7 @@
 
 use std::io::Read;
 
-use crate::compression::{self, Algorithm, Compression, CompressionError};
+use crate::compression::{self, Algorithm, Compression, CompressionError, Compressor, DecompressReader};
 
 const MAGIC: &[u8; 8] = b"PGEC2OBJ";
 const VERSION: u8 = 1;
@@ -72,6 +72,31 @@ pub fn seal(content: &[u8], compression: Compression) -> Result<(Vec<u8>, Header
     };
     let stored = compression.compress_appending(content, header_bytes(&header).to_vec())?;
     Ok((stored, header))
+}
+
+/// Seals many objects with one compression context, into output buffers the caller reuses
+/// (backup-push keeps one per worker, so parts are sealed without allocating per part).
+pub struct Sealer {
+    compressor: Compressor,
+}
+
+impl Sealer {
+    pub fn new(compression: Compression) -> Result<Self, EnvelopeError> {
+        Ok(Self { compressor: Compressor::new(compression)? })
+    }
+
+    /// Like [`seal`]: replaces what `out` holds with the stored bytes of `content`.
+    pub fn seal_into(&mut self, content: &[u8], out: &mut Vec<u8>) -> Result<Header, EnvelopeError> {
+        let header = Header {
+            algorithm: self.compressor.compression().algorithm,
+            content_len: content.len() as u64,
+            content_hash: *blake3::hash(content).as_bytes(),
+        };
+        out.clear();
+        out.extend_from_slice(&header_bytes(&header));
+        self.compressor.compress_appending(content, out)?;
+        Ok(header)
+    }
 }
 
 /// Most output space [`seal_reader`] reserves up front (untouched capacity costs no memory).
@@ -161,6 +186,84 @@ pub fn open(stored: &[u8]) -> Result<(Vec<u8>, Header), EnvelopeError> {
     Ok((content, header))
 }
 
+/// Reads the content of stored bytes a piece at a time, hashing it as it goes: what [`open`]
+/// checks, without holding the content. Bytes handed out before the end are not yet verified;
+/// [`ContentReader::finish`] (or a read that reaches the end) verifies length and checksum, and
+/// a reader never hands out more bytes than the header records.
+pub struct ContentReader<'a> {
+    header: Header,
+    decoder: DecompressReader<'a>,
+    hasher: blake3::Hasher,
+    read: u64,
+    verified: bool,
+}
+
+/// Starts reading the content of `stored` (the header is checked now, the content as it is read).
+pub fn open_reader(stored: &[u8]) -> Result<ContentReader<'_>, EnvelopeError> {
+    let header = read_header(stored)?;
+    let decoder = DecompressReader::new(header.algorithm, &stored[HEADER_LEN..])?;
+    Ok(ContentReader { header, decoder, hasher: blake3::Hasher::new(), read: 0, verified: false })
+}
+
+impl ContentReader<'_> {
+    /// The object's header: the length and checksum the content must have.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Reads the next content bytes into `buffer`; 0 only at the verified end of the content.
+    pub fn read_content(&mut self, buffer: &mut [u8]) -> Result<usize, EnvelopeError> {
+        if self.verified || buffer.is_empty() {
+            return Ok(0);
+        }
+        // Never ask for more than one byte past the recorded length: a longer content is
+        // detected without inflating it.
+        let room = self.header.content_len.saturating_sub(self.read).saturating_add(1);
+        let wanted = buffer.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let read = self.decoder.read_content(&mut buffer[..wanted])?;
+        if read == 0 {
+            self.verify()?;
+            return Ok(0);
+        }
+        self.read += read as u64;
+        if self.read > self.header.content_len {
+            return Err(self.mismatch());
+        }
+        self.hasher.update(&buffer[..read]);
+        Ok(read)
+    }
+
+    /// Reads what is left and verifies length and checksum; returns the header.
+    pub fn finish(mut self) -> Result<Header, EnvelopeError> {
+        let mut scratch = [0u8; 4096];
+        while self.read_content(&mut scratch)? > 0 {}
+        Ok(self.header)
+    }
+
+    fn verify(&mut self) -> Result<(), EnvelopeError> {
+        if self.read != self.header.content_len || self.hasher.finalize().as_bytes() != &self.header.content_hash {
+            return Err(self.mismatch());
+        }
+        self.verified = true;
+        Ok(())
+    }
+
+    fn mismatch(&self) -> EnvelopeError {
+        EnvelopeError::ChecksumMismatch {
+            expected: self.header.content_hash_hex(),
+            actual: self.hasher.finalize().to_hex().to_string(),
+            expected_len: self.header.content_len,
+            actual_len: self.read,
+        }
+    }
+}
+
+impl Read for ContentReader<'_> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        self.read_content(buffer).map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +324,63 @@ mod tests {
                 corrupt[position] ^= 0x01;
                 assert!(open(&corrupt).is_err(), "{compression:?} flip at header byte {position} went unnoticed");
             }
+        }
+    }
+
+    #[test]
+    fn a_reused_sealer_stores_what_seal_stores() {
+        let contents = [b"first object ".repeat(500), vec![7u8; 3], Vec::new()];
+        for compression in each_compression() {
+            let mut sealer = Sealer::new(compression).expect("sealer");
+            let mut out = Vec::new();
+            for content in &contents {
+                let header = sealer.seal_into(content, &mut out).expect("seal into");
+                assert_eq!(open(&out).expect("open"), (content.clone(), header), "{compression:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn content_read_in_pieces_is_verified_at_its_end() {
+        let content: Vec<u8> = (0..300_000u32).map(|n| (n % 17) as u8).collect();
+        for compression in each_compression() {
+            let (stored, header) = seal(&content, compression).expect("seal");
+            let mut reader = open_reader(&stored).expect("reader");
+            let mut read = Vec::new();
+            std::io::Read::read_to_end(&mut reader, &mut read).expect("read");
+            assert_eq!(read, content, "{compression:?}");
+            assert_eq!(reader.finish().expect("finish"), header);
+
+            let mut corrupt = stored.clone();
+            let last = corrupt.len() - 1;
+            corrupt[last] ^= 0x01;
+            let failed = open_reader(&corrupt).and_then(|mut reader| {
+                let mut piece = [0u8; 1000];
+                while reader.read_content(&mut piece)? > 0 {}
+                reader.finish()
+            });
+            assert!(failed.is_err(), "{compression:?}: a flipped byte went unnoticed");
+        }
+    }
+
+    #[test]
+    fn a_reader_never_hands_out_more_than_the_recorded_length() {
+        let content = vec![42u8; 10_000];
+        for compression in each_compression() {
+            let (mut stored, _) = seal(&content, compression).expect("seal");
+            stored[12..20].copy_from_slice(&5_000u64.to_le_bytes());
+            let mut reader = open_reader(&stored).expect("reader");
+            let mut piece = vec![0u8; 20_000];
+            let mut total = 0;
+            let outcome = loop {
+                match reader.read_content(&mut piece) {
+                    Ok(0) => break Ok(()),
+                    Ok(read) => total += read,
+                    Err(error) => break Err(error),
+                }
+            };
+            assert!(outcome.is_err(), "{compression:?}");
+            assert!(total <= 5_000, "{compression:?}: handed out {total} bytes");
         }
     }
 

@@ -3,6 +3,11 @@
 //! file's checksum is verified), symlinks and tablespace links. Every file is fsynced by a small
 //! pool of threads as soon as it is complete, so syncing overlaps the download; directories are
 //! fsynced at the end.
+//!
+//! Memory: `concurrency + 1` buffers of stored (compressed) bytes, allocated once and reused:
+//! one per download in flight and one being written. The writer decompresses a part a piece at
+//! a time into the files (see [`super::parts::feed_stored`]), so no part's content is ever held
+//! whole.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -12,13 +17,16 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use futures::StreamExt;
+use tokio::task::JoinHandle;
+
+use std::collections::VecDeque;
+
 use pgec2_core::layout::Archive;
 use pgec2_core::manifest::{BackupManifest, FileEntry};
 
 use super::BackupError;
 use super::destination::Destination;
-use super::parts::{Assembler, FileSink, PartContent, stream_parts};
+use super::parts::{Assembler, FEED_PIECE, FileSink, StoredPart, download_part, feed_stored};
 
 /// Threads fsyncing completed files.
 const FSYNC_THREADS: usize = 4;
@@ -32,37 +40,34 @@ pub async fn extract(
     concurrency: usize,
 ) -> Result<u64, BackupError> {
     let directories = create_directories(&manifest, &destination)?;
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<PartContent>(1);
+    let concurrency = concurrency.max(1);
+    let (free_sender, free_receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(concurrency + 1);
+    for _ in 0..=concurrency {
+        let _ = free_sender.try_send(Vec::new());
+    }
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<StoredPart>(1);
     let writer_manifest = manifest.clone();
     let writer_destination = destination.clone();
     let writer = tokio::task::spawn_blocking(move || {
         let mut sink = RestoreSink::new(&writer_manifest, &writer_destination);
         let mut assembler = Assembler::new(&writer_manifest)?;
+        let mut scratch = vec![0u8; FEED_PIECE];
         write_empty_files(&writer_manifest, &mut sink)?;
         while let Some(part) = receiver.blocking_recv() {
-            if let Some(mismatch) = assembler.feed(part.index, &part.content, &mut sink)?.into_iter().next() {
+            let mismatches = feed_stored(&mut assembler, &part, &mut sink, &mut scratch)?;
+            if let Some(mismatch) = mismatches.into_iter().next() {
                 let detail = format!(
                     "file {} hashes to {}, the manifest says {}",
                     mismatch.path, mismatch.actual, mismatch.expected
                 );
                 return Err(BackupError::Damaged { backup: writer_manifest.backup.clone(), detail });
             }
+            // The buffer serves the next download (the channel has room for every buffer).
+            let _ = free_sender.try_send(part.stored);
         }
         sink.close()
     });
-    let producer = async {
-        let mut parts = stream_parts(archive.clone(), manifest.backup.clone(), manifest.parts.clone(), concurrency);
-        let mut stored = 0u64;
-        while let Some(part) = parts.next().await {
-            let part = part?;
-            stored += part.stored_bytes;
-            if sender.send(part).await.is_err() {
-                break;
-            }
-        }
-        drop(sender);
-        Ok::<u64, BackupError>(stored)
-    };
+    let producer = download_in_order(archive, &manifest, concurrency, free_receiver, sender);
     let (produced, written) = tokio::join!(producer, writer);
     let written = written.map_err(|error| BackupError::Task(error.to_string()))?;
     written?;
@@ -70,6 +75,44 @@ pub async fn extract(
     create_links(&manifest, &destination)?;
     finish_directories(&manifest, &destination, &directories)?;
     Ok(stored)
+}
+
+/// Downloads the manifest's parts, `concurrency` at once (each in its own task, so downloads
+/// go on while the writer is busy), each into a buffer from `free`, and hands them to the
+/// writer in index order. Returns the number of stored bytes downloaded.
+async fn download_in_order(
+    archive: &Archive,
+    manifest: &BackupManifest,
+    concurrency: usize,
+    mut free: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    writer: tokio::sync::mpsc::Sender<StoredPart>,
+) -> Result<u64, BackupError> {
+    let mut pending: VecDeque<JoinHandle<Result<StoredPart, BackupError>>> = VecDeque::new();
+    let mut parts = manifest.parts.iter().cloned();
+    let mut stored = 0u64;
+    let outcome = loop {
+        while pending.len() < concurrency {
+            let Some(part) = parts.next() else { break };
+            // No buffer comes back once the writer stopped: stop too (its error is the cause).
+            let Some(buffer) = free.recv().await else { break };
+            let (archive, backup) = (archive.clone(), manifest.backup.clone());
+            pending.push_back(tokio::spawn(async move { download_part(&archive, &backup, part, buffer).await }));
+        }
+        let Some(next) = pending.pop_front() else { break Ok(stored) };
+        let part = match next.await {
+            Ok(Ok(part)) => part,
+            Ok(Err(error)) => break Err(error),
+            Err(error) => break Err(BackupError::Task(error.to_string())),
+        };
+        stored += part.stored.len() as u64;
+        if writer.send(part).await.is_err() {
+            break Ok(stored);
+        }
+    };
+    for download in pending {
+        download.abort();
+    }
+    outcome
 }
 
 /// Creates the manifest's directories (0700 while restoring; final modes are set at the end).

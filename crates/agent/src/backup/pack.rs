@@ -1,8 +1,9 @@
 //! Reads the files of a backup, in manifest order, into size-bounded parts (see
 //! [`pgec2_core::manifest`] for the format) and records each file's chunks and BLAKE3 checksum.
 //!
-//! Runs on a blocking thread. Memory is bounded by the part size: one part is filled at a time
-//! and handed to `emit`, which blocks while the upload pipeline is full.
+//! Runs on a blocking thread. Memory is bounded by the caller: one part is filled at a time, in a
+//! buffer the caller hands out (and gets back once the part is compressed), and handed to
+//! `emit`, which blocks while the upload pipeline is full.
 //!
 //! Files change while a backup copies them, and that is fine: WAL replay from the backup's start
 //! rewrites every block changed after it. A file that vanished is skipped; a file that shrank is
@@ -40,13 +41,16 @@ pub struct Packed {
 }
 
 /// Packs `files` into parts of at most `part_size` content bytes, handing each full part to
-/// `emit` (which returns `false` when the consumer is gone).
+/// `emit` (which returns `false` when the consumer is gone). Parts are filled in buffers taken
+/// from `buffers` (which blocks until one is free and returns `None` when the consumer is gone),
+/// so the caller bounds and reuses the memory parts occupy.
 pub fn pack_files(
     files: Vec<SourceFile>,
     part_size: usize,
+    mut buffers: impl FnMut() -> Option<Vec<u8>>,
     mut emit: impl FnMut(PackedPart) -> bool,
 ) -> Result<Packed, PackError> {
-    let mut packer = Packer { part_size, current: Vec::with_capacity(part_size), index: 0, emit: &mut emit };
+    let mut packer = Packer { part_size, current: None, index: 0, buffers: &mut buffers, emit: &mut emit };
     let mut entries = Vec::with_capacity(files.len());
     for source in files {
         if let Some(entry) = packer.pack_file(source)? {
@@ -57,14 +61,16 @@ pub fn pack_files(
     Ok(Packed { files: entries, part_count: packer.index })
 }
 
-struct Packer<'e, E: FnMut(PackedPart) -> bool> {
+struct Packer<'e, B: FnMut() -> Option<Vec<u8>>, E: FnMut(PackedPart) -> bool> {
     part_size: usize,
-    current: Vec<u8>,
+    /// The part being filled, taken from `buffers` when the first byte goes into it.
+    current: Option<Vec<u8>>,
     index: u32,
+    buffers: &'e mut B,
     emit: &'e mut E,
 }
 
-impl<E: FnMut(PackedPart) -> bool> Packer<'_, E> {
+impl<B: FnMut() -> Option<Vec<u8>>, E: FnMut(PackedPart) -> bool> Packer<'_, B, E> {
     /// Copies one file into the current part(s); `None` when it vanished before it was opened.
     fn pack_file(&mut self, source: SourceFile) -> Result<Option<FileEntry>, PackError> {
         let read_error =
@@ -82,17 +88,19 @@ impl<E: FnMut(PackedPart) -> bool> Packer<'_, E> {
         let mut chunks = Vec::new();
         let mut copied = 0u64;
         while copied < expected {
-            let room = (self.part_size - self.current.len()) as u64;
-            let start = self.current.len();
-            let read =
-                (&mut file).take(room.min(expected - copied)).read_to_end(&mut self.current).map_err(read_error)?;
+            let index = self.index;
+            let part_size = self.part_size;
+            let current = self.current_part()?;
+            let room = (part_size - current.len()) as u64;
+            let start = current.len();
+            let read = (&mut file).take(room.min(expected - copied)).read_to_end(current).map_err(read_error)?;
             if read == 0 {
                 break;
             }
-            hasher.update(&self.current[start..]);
-            chunks.push(Chunk { part: self.index, offset: start as u64, length: read as u64 });
+            hasher.update(&current[start..]);
+            chunks.push(Chunk { part: index, offset: start as u64, length: read as u64 });
             copied += read as u64;
-            if self.current.len() >= self.part_size {
+            if current.len() >= part_size {
                 self.flush()?;
             }
         }
@@ -106,12 +114,23 @@ impl<E: FnMut(PackedPart) -> bool> Packer<'_, E> {
         }))
     }
 
+    /// The part being filled, starting one in a free buffer when there is none.
+    fn current_part(&mut self) -> Result<&mut Vec<u8>, PackError> {
+        if self.current.is_none() {
+            let mut buffer = (self.buffers)().ok_or(PackError::Cancelled)?;
+            buffer.clear();
+            self.current = Some(buffer);
+        }
+        self.current.as_mut().ok_or(PackError::Cancelled)
+    }
+
     /// Hands the current part to the consumer, if it holds anything.
     fn flush(&mut self) -> Result<(), PackError> {
-        if self.current.is_empty() {
+        let Some(content) = self.current.take() else { return Ok(()) };
+        if content.is_empty() {
+            self.current = Some(content);
             return Ok(());
         }
-        let content = std::mem::replace(&mut self.current, Vec::with_capacity(self.part_size));
         if !(self.emit)(PackedPart { index: self.index, content }) {
             return Err(PackError::Cancelled);
         }
@@ -145,10 +164,15 @@ mod tests {
             SourceFile { relative: "gone".into(), absolute: dir.path().join("gone"), mode: 0o600, mtime: 0 },
         ];
         let mut parts = Vec::new();
-        let packed = pack_files(files, 1000, |part| {
-            parts.push(part);
-            true
-        })
+        let packed = pack_files(
+            files,
+            1000,
+            || Some(Vec::new()),
+            |part| {
+                parts.push(part);
+                true
+            },
+        )
         .expect("pack");
         assert_eq!(packed.part_count, 3);
         assert_eq!(packed.files.len(), 3, "the vanished file is skipped");
@@ -179,6 +203,7 @@ mod tests {
     fn packing_stops_when_the_uploads_stop() {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = vec![source(dir.path(), "a", &[1u8; 3000])];
-        assert!(matches!(pack_files(files, 1000, |_| false), Err(PackError::Cancelled)));
+        assert!(matches!(pack_files(files.clone(), 1000, || Some(Vec::new()), |_| false), Err(PackError::Cancelled)));
+        assert!(matches!(pack_files(files, 1000, || None, |_| true), Err(PackError::Cancelled)));
     }
 }

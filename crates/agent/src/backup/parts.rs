@@ -3,8 +3,15 @@
 //! manifest; then cut the content into file pieces and verify every file's BLAKE3 checksum as
 //! its bytes stream past. Shared by backup-fetch (which writes the pieces) and backup-verify
 //! (which only checks them).
+//!
+//! backup-fetch never holds a part's content: [`download_part`] reads the stored (compressed)
+//! bytes into a reused buffer, and [`feed_stored`] decompresses them a piece at a time straight
+//! into the files, checking the part's header against the manifest before the first byte is
+//! written and its envelope checksum at its end (a damaged part fails the restore, which then
+//! removes what it wrote).
 
-use futures::{Stream, StreamExt};
+use std::io::Read;
+
 use pgec2_core::envelope;
 use pgec2_core::layout::Archive;
 use pgec2_core::manifest::{BackupManifest, FileEntry, PartInfo, Piece};
@@ -17,18 +24,6 @@ pub struct PartContent {
     pub index: u32,
     pub content: Vec<u8>,
     pub stored_bytes: u64,
-}
-
-/// Downloads and opens the manifest's parts in index order, `concurrency` at once.
-pub fn stream_parts(
-    archive: Archive,
-    backup: String,
-    parts: Vec<PartInfo>,
-    concurrency: usize,
-) -> impl Stream<Item = Result<PartContent, BackupError>> {
-    futures::stream::iter(parts)
-        .map(move |part| fetch_part(archive.clone(), backup.clone(), part))
-        .buffered(concurrency.max(1))
 }
 
 /// Downloads one part, opens its envelope and checks it against the manifest.
@@ -52,6 +47,56 @@ pub async fn fetch_part(archive: Archive, backup: String, part: PartInfo) -> Res
         )));
     }
     Ok(PartContent { index: part.index, content, stored_bytes })
+}
+
+/// The stored bytes of one part, downloaded but not yet opened.
+#[derive(Debug)]
+pub struct StoredPart {
+    pub info: PartInfo,
+    pub key: String,
+    pub stored: Vec<u8>,
+}
+
+/// Downloads the stored bytes of one part into `buffer` (reusing its capacity).
+pub async fn download_part(
+    archive: &Archive,
+    backup: &str,
+    part: PartInfo,
+    buffer: Vec<u8>,
+) -> Result<StoredPart, BackupError> {
+    let key = archive.layout.backup_part(backup, part.index).map_err(BackupError::storage("name", backup))?;
+    let stored =
+        archive.storage.get_into(&key, buffer).await.map_err(BackupError::storage("download", key.as_str()))?;
+    Ok(StoredPart { info: part, key: key.to_string(), stored })
+}
+
+/// Opens a downloaded part and feeds its content to `assembler` through `scratch`: the header
+/// is checked against the manifest first, the envelope checksum at the end of the content.
+pub fn feed_stored(
+    assembler: &mut Assembler<'_>,
+    part: &StoredPart,
+    sink: &mut dyn FileSink,
+    scratch: &mut [u8],
+) -> Result<Vec<ChecksumMismatch>, BackupError> {
+    let backup = &assembler.manifest.backup;
+    let damaged = |detail: String| BackupError::Damaged {
+        backup: backup.clone(),
+        detail: format!("part {}: {detail}", part.key),
+    };
+    let mut reader = envelope::open_reader(&part.stored).map_err(|error| damaged(error.to_string()))?;
+    let header = *reader.header();
+    if header.content_hash_hex() != part.info.checksum || header.content_len != part.info.content_bytes {
+        return Err(damaged(format!(
+            "holds {} bytes hashing to {}, the manifest expects {} bytes hashing to {}",
+            header.content_len,
+            header.content_hash_hex(),
+            part.info.content_bytes,
+            part.info.checksum
+        )));
+    }
+    let mismatches = assembler.feed_reader(part.info.index, &part.key, &mut reader, sink, scratch)?;
+    reader.finish().map_err(|error| damaged(error.to_string()))?;
+    Ok(mismatches)
 }
 
 /// Where the bytes of restored files go.
@@ -87,6 +132,9 @@ pub struct ChecksumMismatch {
     pub actual: String,
 }
 
+/// Bytes a part's content is read and written in at a time.
+pub const FEED_PIECE: usize = 256 * 1024;
+
 /// Cuts parts fed in index order into files and verifies each file's checksum.
 pub struct Assembler<'m> {
     manifest: &'m BackupManifest,
@@ -111,23 +159,39 @@ impl<'m> Assembler<'m> {
         content: &[u8],
         sink: &mut dyn FileSink,
     ) -> Result<Vec<ChecksumMismatch>, BackupError> {
+        let mut scratch = vec![0u8; FEED_PIECE.min(content.len().max(1))];
+        self.feed_reader(index, &index.to_string(), &mut &content[..], sink, &mut scratch)
+    }
+
+    /// Like [`Assembler::feed`], reading the part's content from `content` through `scratch`.
+    /// The caller checks that nothing follows the last piece.
+    pub fn feed_reader(
+        &mut self,
+        index: u32,
+        part_name: &str,
+        content: &mut dyn Read,
+        sink: &mut dyn FileSink,
+        scratch: &mut [u8],
+    ) -> Result<Vec<ChecksumMismatch>, BackupError> {
         let mut mismatches = Vec::new();
-        let pieces = self.pieces.get(index as usize).cloned().unwrap_or_default();
+        let pieces = std::mem::take(self.pieces.get_mut(index as usize).unwrap_or(&mut Vec::new()));
+        let scratch_len = scratch.len().max(1) as u64;
         for piece in pieces {
             let file = &self.manifest.files[piece.file];
             if self.current.as_ref().is_none_or(|(current, _)| *current != piece.file) {
                 sink.begin(file)?;
                 self.current = Some((piece.file, blake3::Hasher::new()));
             }
-            let start = usize::try_from(piece.part_offset).unwrap_or(usize::MAX);
-            let end = start.saturating_add(usize::try_from(piece.length).unwrap_or(usize::MAX));
-            let bytes = content.get(start..end).ok_or_else(|| BackupError::Damaged {
-                backup: self.manifest.backup.clone(),
-                detail: format!("part {index} is shorter than the manifest says"),
-            })?;
-            sink.write(bytes)?;
-            if let Some((_, hasher)) = self.current.as_mut() {
-                hasher.update(bytes);
+            let mut remaining = piece.length;
+            while remaining > 0 {
+                let length = usize::try_from(remaining.min(scratch_len)).unwrap_or(scratch.len());
+                let bytes = &mut scratch[..length];
+                content.read_exact(bytes).map_err(|error| self.unreadable(index, part_name, &error))?;
+                sink.write(bytes)?;
+                if let Some((_, hasher)) = self.current.as_mut() {
+                    hasher.update(bytes);
+                }
+                remaining -= length as u64;
             }
             if piece.file_offset + piece.length == file.size {
                 if let Some(mismatch) = self.complete(piece.file) {
@@ -138,6 +202,15 @@ impl<'m> Assembler<'m> {
             }
         }
         Ok(mismatches)
+    }
+
+    fn unreadable(&self, index: u32, part_name: &str, error: &std::io::Error) -> BackupError {
+        let detail = if error.kind() == std::io::ErrorKind::UnexpectedEof {
+            format!("part {index} is shorter than the manifest says")
+        } else {
+            format!("part {part_name}: {error}")
+        };
+        BackupError::Damaged { backup: self.manifest.backup.clone(), detail }
     }
 
     fn complete(&mut self, file_index: usize) -> Option<ChecksumMismatch> {

@@ -8,8 +8,15 @@ use std::path::{Path, PathBuf};
 /// Writes `content` to `dest` atomically and durably. On failure nothing is left at `dest`
 /// (an existing `dest` is kept) and the temp file is removed.
 pub fn write_atomically(dest: &Path, content: &[u8]) -> io::Result<()> {
+    write_atomically_with(dest, |file| file.write_all(content))
+}
+
+/// Like [`write_atomically`], with the content written into the temp file by `write` (which
+/// may stream it, and fail, e.g. when the content does not verify). Only once `write` succeeded
+/// and the temp file is fsynced is it renamed to `dest`.
+pub fn write_atomically_with(dest: &Path, write: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
     let temp = temp_path(dest)?;
-    let written = write_synced(&temp, content).and_then(|()| fs::rename(&temp, dest));
+    let written = write_synced(&temp, write).and_then(|()| fs::rename(&temp, dest));
     if let Err(error) = written {
         let _ = fs::remove_file(&temp);
         return Err(error);
@@ -36,9 +43,9 @@ pub fn temp_path(dest: &Path) -> io::Result<PathBuf> {
     Ok(dest.with_file_name(temp_name))
 }
 
-fn write_synced(path: &Path, content: &[u8]) -> io::Result<()> {
+fn write_synced(path: &Path, write: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
     let mut file = File::create(path)?;
-    file.write_all(content)?;
+    write(&mut file)?;
     file.sync_all()
 }
 
@@ -64,6 +71,18 @@ mod tests {
         assert_eq!(fs::read(&dest).expect("read"), b"new content");
         let names: Vec<_> = fs::read_dir(dir.path()).expect("list").map(|e| e.expect("entry").file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("RECOVERYXLOG")]);
+    }
+
+    #[test]
+    fn a_streamed_write_that_fails_leaves_neither_file_nor_temp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("RECOVERYXLOG");
+        let failed = write_atomically_with(&dest, |file| {
+            file.write_all(b"half of it")?;
+            Err(io::Error::other("the content did not verify"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 0);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!   read → identity guard (cluster.json) → seal (compress + BLAKE3) → put CreateNew
 //!   AlreadyExists: identical content → 0, different → error (never overwritten)
 //! restore_command = 'pgec2-agent wal-fetch %f %p'  %p = pg_wal/RECOVERYXLOG
-//!   pg_wal/.pgec2-prefetch/<f>.<hash> verified → rename, else get → open (verify) → temp → rename
+//!   pg_wal/.pgec2-prefetch/<f>.<hash> verified → rename, else get → decompress into a temp file
+//!   while verifying → fsync → rename
 //!   then start `wal-prefetch` for the next segments
 //! ```
 
@@ -96,13 +97,14 @@ async fn fetch_file(config_path: Option<&Path>, name: &str, dest: &Path) -> Resu
         content = error::blocking(move || dir.take(&file, &dest)).await?;
     }
     if content.is_none() {
+        let dest = dest.to_path_buf();
         let downloaded = with_deadline("fetch", &file, config.transfer.command_timeout, async {
             let archive = config.storage().await?;
-            fetch::download(&archive, &name).await
+            fetch::download_to(&archive, &name, move |_| dest).await
         })
         .await?;
-        let Some(downloaded) = downloaded else { return Ok(false) };
-        content = Some(fetch::write_destination(dest, downloaded).await?);
+        let Some(start) = downloaded else { return Ok(false) };
+        content = Some(start);
     }
     if let (Some(dir), Some(content)) = (&prefetch_dir, &content)
         && let Ok(header) = SegmentHeader::parse(content)

@@ -3,7 +3,7 @@
 //! `wal-fetch` calls are a local check and a rename.
 //!
 //! A prefetched segment is stored decompressed under `<segment>.<blake3 of content>`, written
-//! to a temp name, fsynced and renamed; `take` re-hashes it before moving it into place, so a
+//! to a temp name while it is decompressed and verified, fsynced and renamed; `take` re-hashes it before moving it into place, so a
 //! damaged or half-written file is never handed to PostgreSQL. One prefetcher runs at a time
 //! (an flock on `.lock`); it removes segments of other timelines and ones already replayed.
 
@@ -188,15 +188,14 @@ pub async fn prefetch(
     Ok(stored)
 }
 
+/// Downloads `file` into the directory as `<file>.<content hash>`, verified as it is written.
 async fn fetch_into(archive: &Archive, dir: &PrefetchDir, file: String) -> Result<bool, WalError> {
     let name: WalFileName = file.parse().map_err(|_| WalError::InvalidName { name: file.clone() })?;
-    let Some(content) = fetch::download(archive, &name).await? else { return Ok(false) };
-    let dir = dir.clone();
-    super::error::blocking(move || {
-        dir.store(&file, &content).map_err(|error| WalError::Write { path: dir.path().join(&file), error })?;
-        Ok(true)
-    })
-    .await
+    let path = dir.path().to_path_buf();
+    let stored =
+        fetch::download_to(archive, &name, move |header| path.join(format!("{file}.{}", header.content_hash_hex())))
+            .await?;
+    Ok(stored.is_some())
 }
 
 /// Removes a data directory's prefetch directory once it is out of recovery: what recovery

@@ -302,6 +302,10 @@ impl Storage for LocalStorage {
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StorageError> {
+        self.get_into(key, Vec::new()).await.map(Bytes::from)
+    }
+
+    async fn get_into(&self, key: &ObjectKey, mut buffer: Vec<u8>) -> Result<Vec<u8>, StorageError> {
         let path = self.path_of(key)?;
         let opened = path.clone();
         let (file, size) = self
@@ -316,10 +320,11 @@ impl Storage for LocalStorage {
             })
             .await?;
         self.blocking(self.context("get", key.as_str()), self.timeouts.for_transfer(size), move |context| {
-            let mut body = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            buffer.clear();
+            buffer.reserve(usize::try_from(size).unwrap_or(0));
             let mut file = file;
-            file.read_to_end(&mut body).map_err(|error| context.error("read", &path, error))?;
-            Ok(Bytes::from(body))
+            file.read_to_end(&mut buffer).map_err(|error| context.error("read", &path, error))?;
+            Ok(buffer)
         })
         .await
     }
@@ -370,5 +375,26 @@ impl Storage for LocalStorage {
 
     fn describe(&self) -> String {
         format!("file://{}", self.root.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::retry::{RetryPolicy, Retrying};
+
+    #[tokio::test]
+    async fn get_into_replaces_the_buffers_content_and_reads_what_get_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let local = LocalStorage::new(dir.path(), Timeouts::default()).expect("store");
+        let store = Retrying::new(local, Timeouts::default(), RetryPolicy::default());
+        let key = ObjectKey::new("parts/000001").expect("key");
+        store.put(&key, Bytes::from_static(b"stored bytes"), PutMode::CreateNew).await.expect("put");
+        let buffer = b"what the buffer held before, longer than the object".to_vec();
+        let read = store.get_into(&key, buffer).await.expect("get into");
+        assert_eq!(read, b"stored bytes");
+        assert_eq!(read, store.get(&key).await.expect("get"));
+        let missing = store.get_into(&ObjectKey::new("parts/000002").expect("key"), read).await;
+        assert!(missing.is_err_and(|error| error.is_not_found()));
     }
 }

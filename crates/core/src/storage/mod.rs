@@ -194,6 +194,16 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Reads a whole object; [`StorageError::NotFound`] when absent.
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StorageError>;
 
+    /// Reads a whole object into `buffer` (its content replaced, its capacity reused) and
+    /// returns it; [`StorageError::NotFound`] when absent. Callers that read many objects pass
+    /// the same buffer back each time, so large objects are read without allocating each time.
+    async fn get_into(&self, key: &ObjectKey, mut buffer: Vec<u8>) -> Result<Vec<u8>, StorageError> {
+        let body = self.get(key).await?;
+        buffer.clear();
+        buffer.extend_from_slice(&body);
+        Ok(buffer)
+    }
+
     /// Metadata of one object, `None` when absent.
     async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError>;
 
@@ -244,6 +254,10 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StorageError> {
         (**self).get(key).await
+    }
+
+    async fn get_into(&self, key: &ObjectKey, buffer: Vec<u8>) -> Result<Vec<u8>, StorageError> {
+        (**self).get_into(key, buffer).await
     }
 
     async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {

@@ -138,6 +138,18 @@ impl<S: Storage> Storage for Retrying<S> {
         self.run("get", key.as_str(), deadline, || self.inner.get(key)).await
     }
 
+    async fn get_into(&self, key: &ObjectKey, buffer: Vec<u8>) -> Result<Vec<u8>, StorageError> {
+        let deadline = self.timeouts.for_transfer(self.policy.get_deadline_size);
+        // The first attempt reads into the caller's buffer; a retry after a failed attempt
+        // (whose buffer is gone) starts with a new one.
+        let spare = std::sync::Mutex::new(Some(buffer));
+        self.run("get", key.as_str(), deadline, || {
+            let buffer = spare.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take().unwrap_or_default();
+            self.inner.get_into(key, buffer)
+        })
+        .await
+    }
+
     async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
         self.run("head", key.as_str(), self.timeouts.operation, || self.inner.head(key)).await
     }

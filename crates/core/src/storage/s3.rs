@@ -298,14 +298,28 @@ impl Storage for S3Storage {
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StorageError> {
+        self.get_into(key, Vec::new()).await.map(Bytes::from)
+    }
+
+    async fn get_into(&self, key: &ObjectKey, mut buffer: Vec<u8>) -> Result<Vec<u8>, StorageError> {
         let store = self.describe();
         let request = self.request(&store, "get", key.as_str());
         let call = self.client.get_object().bucket(&self.settings.bucket).key(self.object_key(key.as_str())).send();
         let output = self.send(request, self.settings.timeouts.operation, call).await?;
         let size = output.content_length().and_then(|length| u64::try_from(length).ok()).unwrap_or(0);
         let deadline = self.settings.timeouts.for_transfer(size);
-        match tokio::time::timeout(deadline, output.body.collect()).await {
-            Ok(Ok(body)) => Ok(body.into_bytes()),
+        buffer.clear();
+        buffer.reserve(usize::try_from(size).unwrap_or(0));
+        let mut body = output.body;
+        // The body arrives in chunks appended to the buffer: no second, aggregated copy.
+        let read = async {
+            while let Some(chunk) = body.try_next().await? {
+                buffer.extend_from_slice(&chunk);
+            }
+            Ok::<(), aws_sdk_s3::primitives::ByteStreamError>(())
+        };
+        match tokio::time::timeout(deadline, read).await {
+            Ok(Ok(())) => Ok(buffer),
             Ok(Err(error)) => Err(request.transient(format!("failed to read the response body: {error}"))),
             Err(_elapsed) => Err(StorageError::timeout(&store, "get", key.as_str(), deadline)),
         }
