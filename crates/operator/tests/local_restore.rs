@@ -230,3 +230,88 @@ async fn a_standby_follows_the_source_archive_and_turning_it_off_promotes_it() {
     assert_eq!(rows(&env, &source, "true"), expected, "the source is untouched");
     env.stop().await;
 }
+
+/// Reasons of the events recorded about host `name`, oldest first.
+async fn event_reasons(env: &TestEnv, name: &str) -> Vec<String> {
+    use k8s_openapi::api::events::v1::Event;
+    let events: kube::Api<Event> = kube::Api::namespaced(env.client.clone(), "default");
+    let mut events: Vec<Event> = events
+        .list(&Default::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|event| event.regarding.as_ref().and_then(|regarding| regarding.name.as_deref()) == Some(name))
+        .collect();
+    events.sort_by_key(|event| event.event_time.as_ref().map(|time| time.0));
+    events.into_iter().filter_map(|event| event.reason).collect()
+}
+
+fn ready_reason(host: &PostgresHost) -> Option<String> {
+    host.condition(pgec2_api::condition::READY).map(|ready| ready.reason.clone())
+}
+
+fn utc_text(time: k8s_openapi::jiff::Timestamp) -> String {
+    time.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_outside_the_source_window_are_refused_before_any_instance_is_launched() {
+    let env = TestEnv::start().await;
+    let archive = env.archive_dir();
+    let (db, source) = source_with_rows(&env, &archive).await;
+    take_backup(&env, &archive, &db, "the-only-backup").await;
+    let now = k8s_openapi::jiff::Timestamp::now();
+
+    // Before the only backup ended: no restore can ever stop there. Failed, with the reason.
+    let an_hour_ago = utc_text(now - std::time::Duration::from_secs(3600));
+    let early = host("early").policy("nightly").recovery_from("db", "nightly").target(target_time(&an_hour_ago));
+    env.apply_host(&early.build()).await;
+    let refused = env
+        .wait_for("early", Duration::from_secs(60), |host| {
+            ready_reason(host).as_deref() == Some("RecoveryTargetUnreachable")
+        })
+        .await;
+    assert_eq!(refused.phase(), Some(HostPhase::Failed));
+    let message = refused.condition(pgec2_api::condition::READY).expect("ready").message.clone();
+    assert!(message.contains("no backup ends before") && message.contains("default/db"), "{message}");
+
+    // After the last archived WAL: the host waits, and is restored once the archive reaches it.
+    let soon = now + std::time::Duration::from_secs(4);
+    let future = host("future").policy("nightly").recovery_from("db", "nightly").target(target_time(&utc_text(soon)));
+    env.apply_host(&future.build()).await;
+    let waiting = env
+        .wait_for("future", Duration::from_secs(60), |host| {
+            ready_reason(host).as_deref() == Some("RecoveryTargetUnreachable")
+        })
+        .await;
+    assert_eq!(waiting.phase(), Some(HostPhase::Pending));
+    let message = waiting.condition(pgec2_api::condition::READY).expect("ready").message.clone();
+    assert!(message.contains("after the last archived WAL"), "{message}");
+
+    // Neither was launched: no instance in status, nothing on the local cloud.
+    for name in ["early", "future"] {
+        let host = env.hosts().get(name).await.expect("read host");
+        assert_eq!(host.status.and_then(|status| status.instance_id), None, "{name} was launched");
+        assert!(!env.host_dir(name).exists(), "{name} has a host directory");
+    }
+    assert!(event_reasons(&env, "early").await.contains(&"RecoveryTargetUnreachable".to_string()));
+
+    // Rows committed after the target, archived: the target is inside the window now.
+    while k8s_openapi::jiff::Timestamp::now() <= soon + std::time::Duration::from_millis(500) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let expected = rows(&env, &source, "true");
+    insert(&env, &source, 2, 1001, 1100);
+    switch_and_wait_archived(&env, &source, &wal_dir(&archive, "db")).await;
+    let restored = ready(&env, "future", RESTORE_TIMEOUT).await;
+    wait_promoted(&env, &restored).await;
+    assert_eq!(rows(&env, &restored, "true"), expected, "the restore stops at the target, before batch 2");
+    let reasons = event_reasons(&env, "future").await;
+    for reason in ["RecoveryTargetUnreachable", "RestoreStarted", "RestoreFinished"] {
+        assert!(reasons.contains(&reason.to_string()), "no {reason} event in {reasons:?}");
+    }
+    let early_host = env.hosts().get("early").await.expect("read host");
+    assert_eq!(early_host.phase(), Some(HostPhase::Failed), "the early target stays refused");
+    env.stop().await;
+}

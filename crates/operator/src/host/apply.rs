@@ -128,6 +128,13 @@ async fn poll_setup(
             draft.setup_succeeded(report.as_ref(), spec);
             ctx.record_setup(uid, &digest, true);
             events::normal(ctx, host, "SetupSucceeded", format!("command {id} applied the host configuration")).await;
+            let first_start = host.status.as_ref().is_none_or(|status| status.postgres.is_none());
+            if host.recovery().is_some() && first_start {
+                let timeline =
+                    draft.status.postgres.as_ref().and_then(|postgres| postgres.timeline).unwrap_or_default();
+                let note = format!("{} finished; PostgreSQL runs on timeline {timeline}", super::restore_note(host));
+                events::normal(ctx, host, "RestoreFinished", note).await;
+            }
             Ok(Action::requeue(POLL_INTERVAL))
         }
         Some(CommandOutcome::Failed { message }) => {

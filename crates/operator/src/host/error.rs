@@ -19,6 +19,8 @@ pub enum Error {
     StatusConflict { host: String, attempts: u32 },
     #[error("PostgresHost {host} is still being deleted: {detail}")]
     TerminationInProgress { host: String, detail: String },
+    #[error("PostgresHost {host}: {source}; nothing is launched until it can be read")]
+    RecoveryCheck { host: String, source: Box<super::recovery_check::CheckError> },
     #[error("PostgresHost has no {0}")]
     MissingMetadata(&'static str),
 }
@@ -34,6 +36,7 @@ impl Error {
             Error::Render { .. } => "render",
             Error::StatusConflict { .. } => "status_conflict",
             Error::TerminationInProgress { .. } => "terminating",
+            Error::RecoveryCheck { .. } => "recovery_check",
             Error::MissingMetadata(_) => "metadata",
         }
     }

@@ -20,6 +20,7 @@ pub mod error;
 mod events;
 mod observe;
 pub mod plan;
+pub mod recovery_check;
 pub mod render;
 pub mod status;
 pub mod validate;
@@ -45,6 +46,9 @@ use crate::context::Context;
 
 /// Kind label in metrics and logs.
 pub const KIND: &str = "PostgresHost";
+
+/// How often a restore that more backups or WAL may make reachable is checked again.
+const RESTORE_RECHECK: Duration = Duration::from_secs(30);
 
 /// Longest backoff of the error policy.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -149,13 +153,27 @@ async fn apply_host(ctx: &Context, api: &Api<PostgresHost>, host: &PostgresHost)
         now,
     });
     tracing::debug!(host = %host.qualified_name(), ?step, "planned");
+    if step == plan::Step::Launch
+        && let Some(source_policy) = policies.recovery_source.as_ref()
+    {
+        let checked = recovery_check::check(host, source_policy)
+            .await
+            .map_err(|source| Error::RecoveryCheck { host: host.qualified_name(), source: Box::new(source) })?;
+        if let Err(unreachable) = checked {
+            return hold_restore(ctx, api, host, draft, &unreachable).await;
+        }
+    }
     if step == plan::Step::SendSetup && setup_sent_meanwhile(api, host).await? {
         // The watch cache lags behind our own last status write: the setup it does not show yet
         // is running. Sending another would race it on the host; look again shortly.
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let converged = step == plan::Step::Converged;
+    let restore_starts = step == plan::Step::SendSetup && restoring(host);
     let mut action = apply::apply(ctx, host, &observation, step, &mut draft).await?;
+    if restore_starts && draft.status.last_command.as_ref().is_some_and(|command| !command.status.is_finished()) {
+        events::normal(ctx, host, "RestoreStarted", restore_note(host)).await;
+    }
     match (&observation.instance, converged && policies.archive.is_some()) {
         (Some(instance), true) => {
             let layout = observation.layout.as_ref();
@@ -173,6 +191,30 @@ async fn apply_host(ctx: &Context, api: &Api<PostgresHost>, host: &PostgresHost)
     Ok(action)
 }
 
+/// True while a restore host has not yet come up once (its data directory is being restored).
+fn restoring(host: &PostgresHost) -> bool {
+    host.recovery().is_some() && host.status.as_ref().is_none_or(|status| status.setup_digest.is_none())
+}
+
+/// What a restore reads: source, backup and target.
+fn restore_note(host: &PostgresHost) -> String {
+    let Some(recovery) = host.recovery() else { return String::new() };
+    use pgec2_api::host::RecoveryPoint;
+    let target = match recovery.target.as_ref().and_then(|target| target.point()) {
+        Some(RecoveryPoint::Time(time)) => format!("time {time}"),
+        Some(RecoveryPoint::Lsn(lsn)) => format!("LSN {lsn}"),
+        Some(RecoveryPoint::Xid(xid)) => format!("transaction {xid}"),
+        Some(RecoveryPoint::Name(name)) => format!("restore point {name:?}"),
+        Some(RecoveryPoint::Immediate) => "the backup's consistent point".to_string(),
+        None if host.spec.standby => "the end of the archive, following it as a standby".to_string(),
+        None => "the end of the archive".to_string(),
+    };
+    format!(
+        "restore of backup {} from the archive of {} (BackupPolicy {}) to {target}",
+        recovery.backup, recovery.source.host, recovery.source.policy
+    )
+}
+
 /// True when the stored object records a setup command the (cached) `host` does not know of.
 async fn setup_sent_meanwhile(api: &Api<PostgresHost>, host: &PostgresHost) -> Result<bool, Error> {
     let name = host.name_any();
@@ -185,6 +227,24 @@ async fn setup_sent_meanwhile(api: &Api<PostgresHost>, host: &PostgresHost) -> R
         object.status.as_ref().and_then(|status| status.last_command.as_ref()).map(|command| command.id.clone())
     };
     Ok(command_id(&stored) != command_id(host))
+}
+
+/// Holds a restore host whose recovery target the source's archive cannot reach: condition,
+/// no instance. Looked at again in a while when more backups or WAL may make it reachable.
+async fn hold_restore(
+    ctx: &Context,
+    api: &Api<PostgresHost>,
+    host: &PostgresHost,
+    mut draft: Draft,
+    unreachable: &recovery_check::Unreachable,
+) -> Result<Action, Error> {
+    let already = host.condition(pgec2_api::condition::READY).is_some_and(|ready| ready.message == unreachable.message);
+    draft.restore_unreachable(unreachable);
+    write::write_status(api, host, &draft.finish()).await?;
+    if !already {
+        events::warning(ctx, host, unreachable.reason, unreachable.message.clone()).await;
+    }
+    Ok(if unreachable.may_resolve { Action::requeue(RESTORE_RECHECK) } else { Action::await_change() })
 }
 
 /// Parks a host whose spec cannot be acted on: condition, phase Failed, no requeue.

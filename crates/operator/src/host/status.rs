@@ -30,12 +30,14 @@ pub struct Draft {
     archives: bool,
     /// Explicit phase (Failed on an invalid spec, Deleting); derived otherwise.
     phase: Option<HostPhase>,
+    /// Ready was set explicitly and is not summarized from the other conditions.
+    ready_set: bool,
 }
 
 impl Draft {
     pub fn new(old: Option<&PostgresHostStatus>, generation: Option<i64>, now: Timestamp) -> Self {
         let status = old.cloned().unwrap_or_default();
-        Self { status, generation, now, recovery: false, archives: false, phase: None }
+        Self { status, generation, now, recovery: false, archives: false, phase: None, ready_set: false }
     }
 
     /// What the spec asks for that changes how phases and Ready read.
@@ -55,6 +57,14 @@ impl Draft {
         self.phase = Some(HostPhase::Failed);
         self.set(condition::READY, Truth::False, invalid.reason, invalid.message.clone());
         self.status.message = Some(invalid.message.clone());
+    }
+
+    /// A restore whose target the source's archive cannot reach (yet): nothing is launched.
+    pub fn restore_unreachable(&mut self, unreachable: &super::recovery_check::Unreachable) {
+        self.phase = Some(if unreachable.may_resolve { HostPhase::Pending } else { HostPhase::Failed });
+        self.set(condition::READY, Truth::False, unreachable.reason, unreachable.message.clone());
+        self.status.message = Some(unreachable.message.clone());
+        self.ready_set = true;
     }
 
     /// `spec.paused`: nothing changes; Ready keeps its status and says why.
@@ -219,7 +229,8 @@ impl Draft {
     /// The final status: derived phase, Ready summary, observedGeneration.
     pub fn finish(mut self) -> PostgresHostStatus {
         let phase = self.phase.unwrap_or_else(|| self.derived_phase());
-        if !matches!(self.phase, Some(HostPhase::Failed | HostPhase::Deleting)) && !self.is_paused() {
+        if !matches!(self.phase, Some(HostPhase::Failed | HostPhase::Deleting)) && !self.is_paused() && !self.ready_set
+        {
             self.summarize(phase);
         }
         self.status.phase = Some(phase);

@@ -28,7 +28,13 @@ pub enum ArchiveError {
 
 /// Opens the archive of `host` under `policy`'s storage.
 pub async fn open(policy: &BackupPolicy, host: &PostgresHost) -> Result<Archive, ArchiveError> {
-    let name = host.qualified_name();
+    open_named(policy, &host.qualified_name()).await
+}
+
+/// Opens the archive of the host called `name` (`namespace/name`, which may no longer exist)
+/// under `policy`'s storage.
+pub async fn open_named(policy: &BackupPolicy, name: &str) -> Result<Archive, ArchiveError> {
+    let name = name.to_string();
     let spec = storage_spec(&policy.spec.storage, &name);
     let open_error = |source| ArchiveError::Open { host: name.clone(), source };
     let layout = ArchiveLayout::under(spec.prefix.as_deref().unwrap_or_default()).map_err(open_error)?;

@@ -1,0 +1,132 @@
+//! Before a restore host is launched: read the source's backup catalog (the operator reads the
+//! storage itself, no host needed) and check the recovery target with the same code
+//! `backup-fetch` runs on the host ([`pgec2_core::catalog::plan_restore`]). A target outside the
+//! source's recovery window becomes a condition on the host, and no instance is launched.
+
+use chrono::{DateTime, Utc};
+use pgec2_api::host::RecoveryPoint;
+use pgec2_api::{BackupPolicy, PostgresHost};
+use pgec2_core::catalog::{self, RecoveryTarget, TargetError};
+use pgec2_core::recovery_window::TimelineRequest;
+
+use crate::policy::archive::{self, ArchiveError};
+
+/// Why a restore cannot start now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreachable {
+    /// Condition reason: `NoBackupToRestore` or `RecoveryTargetUnreachable`.
+    pub reason: &'static str,
+    pub message: String,
+    /// True when more backups or WAL in the source's archive may make it reachable (the host
+    /// waits); false when only a change of the spec can (the host is failed).
+    pub may_resolve: bool,
+}
+
+/// What a restore will start from, once checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reachable {
+    /// The backup `backup-fetch` will pick.
+    pub backup: String,
+}
+
+/// Failures reading the source's archive (retried with backoff; nothing is launched).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error("failed to read the backup catalog of {source_host}: {error}")]
+    Catalog { source_host: String, error: catalog::CatalogError },
+}
+
+/// Checks the restore `host` asks for against the archive of its source under `policy`.
+pub async fn check(host: &PostgresHost, policy: &BackupPolicy) -> Result<Result<Reachable, Unreachable>, CheckError> {
+    let Some(recovery) = host.recovery() else {
+        return Ok(Ok(Reachable { backup: String::new() }));
+    };
+    let source = format!("{}/{}", host.metadata.namespace.as_deref().unwrap_or("default"), recovery.source.host);
+    let target = match recovery.target.as_ref().and_then(|target| target.point()) {
+        None => RecoveryTarget::EndOfArchive,
+        Some(point) => match catalog_target(point) {
+            Ok(target) => target,
+            Err(message) => return Ok(Err(Unreachable { reason: "InvalidSpec", message, may_resolve: false })),
+        },
+    };
+    let archive = archive::open_named(policy, &source).await?;
+    let catalog_error = |error| CheckError::Catalog { source_host: source.clone(), error };
+    let backups = catalog::scan_backups(&archive).await.map_err(catalog_error)?;
+    let wal = catalog::load_wal_archive(&archive, backups.segment_size()).await.map_err(catalog_error)?;
+    let plan = catalog::plan_restore(&backups.committed, &wal, &recovery.backup, &target, TimelineRequest::Latest);
+    Ok(match plan {
+        Ok(plan) => Ok(Reachable { backup: plan.backup.name }),
+        Err(error) => Err(unreachable(&source, &policy_name(policy), &error)),
+    })
+}
+
+fn policy_name(policy: &BackupPolicy) -> String {
+    policy.metadata.name.clone().unwrap_or_default()
+}
+
+/// The condition for a refused restore, naming the source and what to do.
+fn unreachable(source: &str, policy: &str, error: &TargetError) -> Unreachable {
+    let (reason, may_resolve) = match error {
+        TargetError::NoBackups => ("NoBackupToRestore", true),
+        TargetError::AfterArchiveEnd { .. } | TargetError::GapInArchive { .. } => ("RecoveryTargetUnreachable", true),
+        TargetError::BackupWalMissing { .. } => ("RecoveryTargetUnreachable", true),
+        TargetError::NoSuchBackup(_)
+        | TargetError::NoBackupBeforeTarget { .. }
+        | TargetError::BeforeBackupEnd { .. }
+        | TargetError::TimelineUnreachable { .. } => ("RecoveryTargetUnreachable", false),
+    };
+    let message = format!(
+        "cannot restore from the archive of {source} (BackupPolicy {policy}): {error}; no instance was launched"
+    );
+    Unreachable { reason, message, may_resolve }
+}
+
+/// The spec's recovery target as the restore planner takes it.
+fn catalog_target(point: RecoveryPoint<'_>) -> Result<RecoveryTarget, String> {
+    let field = "spec.bootstrap.recovery.target";
+    Ok(match point {
+        RecoveryPoint::Time(text) => RecoveryTarget::Time(
+            DateTime::parse_from_rfc3339(text)
+                .map_err(|_| format!("{field}.time {text:?} is not an RFC 3339 time such as 2026-01-31T12:00:00Z"))?
+                .with_timezone(&Utc),
+        ),
+        RecoveryPoint::Lsn(text) => RecoveryTarget::Lsn(
+            text.parse().map_err(|_| format!("{field}.lsn {text:?} is not an LSN such as 0/3000060"))?,
+        ),
+        RecoveryPoint::Xid(text) => {
+            RecoveryTarget::Xid(text.parse().map_err(|_| format!("{field}.xid {text:?} is not a transaction id"))?)
+        }
+        RecoveryPoint::Name(name) => RecoveryTarget::Name(name.to_string()),
+        RecoveryPoint::Immediate => RecoveryTarget::Immediate,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_targets_become_planner_targets() {
+        let time = catalog_target(RecoveryPoint::Time("2026-01-31T12:00:00+01:00")).expect("time");
+        assert_eq!(time, RecoveryTarget::Time("2026-01-31T11:00:00Z".parse().expect("utc")));
+        assert_eq!(catalog_target(RecoveryPoint::Xid("7415")), Ok(RecoveryTarget::Xid(7415)));
+        assert!(matches!(catalog_target(RecoveryPoint::Lsn("0/3000060")), Ok(RecoveryTarget::Lsn(_))));
+        assert!(catalog_target(RecoveryPoint::Time("yesterday")).is_err());
+        assert!(catalog_target(RecoveryPoint::Lsn("0/zz")).is_err());
+    }
+
+    #[test]
+    fn only_targets_that_more_archive_can_reach_wait() {
+        let after = TargetError::AfterArchiveEnd { target: "t".into(), end: "e".into(), gap: String::new() };
+        let waiting = unreachable("default/db", "nightly", &after);
+        assert!(waiting.may_resolve);
+        assert!(waiting.message.starts_with("cannot restore from the archive of default/db (BackupPolicy nightly)"));
+        assert!(unreachable("default/db", "nightly", &TargetError::NoBackups).may_resolve);
+        let before = TargetError::BeforeBackupEnd { target: "t".into(), backup: "b".into(), end: "e".into() };
+        let refused = unreachable("default/db", "nightly", &before);
+        assert_eq!((refused.reason, refused.may_resolve), ("RecoveryTargetUnreachable", false));
+        assert!(refused.message.ends_with("no instance was launched"), "{}", refused.message);
+    }
+}
