@@ -1,4 +1,5 @@
-//! Archiving health on the local cloud: when the archive cannot be written, the host's
+//! Archiving health on the local cloud: when the archive cannot be written (a directory the
+//! host may not write, or S3 storage unreachable behind a fault-injecting proxy), the host's
 //! `ContinuousArchiving` condition turns False within the check interval and the host is
 //! Degraded (no WAL is lost: PostgreSQL keeps it); when the archive is writable again, the
 //! waiting WAL is archived and the host is Ready again.
@@ -11,6 +12,7 @@ use std::time::Duration;
 use common::{READY_TIMEOUT, TestEnv};
 use pgec2_api::fixtures::{host, policy};
 use pgec2_api::{HostPhase, PostgresHost, condition};
+use pgec2_testkit::{FaultProxy, MotoServer, ProxyMode};
 
 /// How often the operator checks archiving in this test.
 const CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -64,5 +66,47 @@ async fn an_unwritable_archive_turns_continuous_archiving_false_and_back_true_af
         .await;
     let waiting = env.psql(&healthy, "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'");
     assert_eq!(waiting.as_deref(), Ok("0"), "WAL still waiting after the repair");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_s3_storage_turns_continuous_archiving_false_and_back_true_when_it_returns() {
+    let moto = MotoServer::start().expect("moto server");
+    moto.create_bucket("archive").await.expect("bucket");
+    let proxy = FaultProxy::in_front_of(&moto).await.expect("proxy");
+    // Credentials for the host's agent; the endpoint is the proxy's, from the policy.
+    let credentials: Vec<(String, String)> = moto
+        .env()
+        .into_iter()
+        .filter(|(key, _)| key.starts_with("AWS_"))
+        .map(|(key, value)| (key.to_string(), value))
+        .collect();
+    let env =
+        TestEnv::start_with_host_environment(credentials, |config| config.archive_check_interval = CHECK_INTERVAL)
+            .await;
+    env.apply_policy(&policy("nightly").s3("archive", Some(&proxy.endpoint())).build()).await;
+    env.apply_host(&host("db").policy("nightly").build()).await;
+    let ready = env.wait_for("db", READY_TIMEOUT, |host| host.phase() == Some(HostPhase::Ready)).await;
+    write_and_switch(&env, &ready, 1);
+    env.wait_for("db", NOTICE_WITHIN, |host| archiving(host) == Some(("True".into(), "Archiving".into()))).await;
+
+    // The network to the storage resets every connection: archive_command fails.
+    proxy.set(ProxyMode::Reset);
+    write_and_switch(&env, &ready, 2);
+    let failing =
+        env.wait_for("db", NOTICE_WITHIN, |host| archiving(host).is_some_and(|(status, _)| status == "False")).await;
+    assert_eq!(archiving(&failing), Some(("False".into(), "ArchiveFailing".into())));
+    assert_eq!(failing.phase(), Some(HostPhase::Degraded));
+
+    // The storage is reachable again: the waiting WAL is archived, archiving is healthy again.
+    proxy.set(ProxyMode::PassThrough);
+    write_and_switch(&env, &ready, 3);
+    let healthy = env
+        .wait_for("db", NOTICE_WITHIN, |host| {
+            archiving(host) == Some(("True".into(), "Archiving".into())) && host.phase() == Some(HostPhase::Ready)
+        })
+        .await;
+    let waiting = env.psql(&healthy, "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'");
+    assert_eq!(waiting.as_deref(), Ok("0"), "WAL still waiting after the storage came back");
     env.stop().await;
 }

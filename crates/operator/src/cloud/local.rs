@@ -68,6 +68,10 @@ pub struct LocalCloudConfig {
     pub agent_binary: PathBuf,
     /// Where PostgreSQL versions live (`<root>/<major>/bin`), `/usr/lib/postgresql` on Debian.
     pub postgres_root: PathBuf,
+    /// Environment for host commands (and through host apply for PostgreSQL's archive and
+    /// restore commands), on top of the operator's own `AWS_*` variables: credentials of an
+    /// S3-compatible store such as MinIO, for example.
+    pub host_environment: Vec<(String, String)>,
 }
 
 impl LocalCloudConfig {
@@ -76,6 +80,7 @@ impl LocalCloudConfig {
             state_dir: state_dir.into(),
             agent_binary: agent_binary.into(),
             postgres_root: PathBuf::from("/usr/lib/postgresql"),
+            host_environment: Vec::new(),
         }
     }
 }
@@ -226,8 +231,12 @@ impl LocalCloud {
     }
 
     /// Environment passed to host commands: AWS credentials and endpoints for S3 archives.
-    fn command_environment() -> Vec<(String, String)> {
-        std::env::vars().filter(|(key, _)| key.starts_with("AWS_") || key == "PGEC2_S3_ENDPOINT").collect()
+    fn command_environment(&self) -> Vec<(String, String)> {
+        let inherited = std::env::vars().filter(|(key, _)| key.starts_with("AWS_") || key == "PGEC2_S3_ENDPOINT");
+        let mut environment: Vec<(String, String)> =
+            inherited.filter(|(key, _)| !self.config.host_environment.iter().any(|(set, _)| set == key)).collect();
+        environment.extend(self.config.host_environment.iter().cloned());
+        environment
     }
 }
 
@@ -291,7 +300,7 @@ impl Cloud for LocalCloud {
 
     async fn send_command(&self, host: &HostInstance, command: &HostCommand) -> Result<String, CloudError> {
         let dir = self.find_instance(&host.instance_id).map_err(|error| error.into_cloud("send command"))?;
-        command::start(&dir, command, &Self::command_environment())
+        command::start(&dir, command, &self.command_environment())
             .await
             .map_err(|error| error.into_cloud("send command"))
     }

@@ -62,6 +62,7 @@ pub struct TestEnv {
     pub metrics: Arc<Metrics>,
     pub state_dir: PathBuf,
     configure: Arc<dyn Fn(&mut Config) + Send + Sync>,
+    host_environment: Vec<(String, String)>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -75,6 +76,15 @@ impl TestEnv {
 
     /// [`TestEnv::start`] with changes to the operator's configuration.
     pub async fn start_with(configure: impl Fn(&mut Config) + Send + Sync + 'static) -> Self {
+        Self::start_with_host_environment(Vec::new(), configure).await
+    }
+
+    /// [`TestEnv::start_with`], with extra environment for the hosts' commands (and so for
+    /// PostgreSQL's archive_command), such as the credentials of a moto server.
+    pub async fn start_with_host_environment(
+        host_environment: Vec<(String, String)>,
+        configure: impl Fn(&mut Config) + Send + Sync + 'static,
+    ) -> Self {
         let scratch = Scratch::new().expect("scratch directory");
         let state_dir = scratch.subdir("state").expect("state directory");
         let server = MemoryApiServer::new()
@@ -88,6 +98,7 @@ impl TestEnv {
             metrics: Arc::default(),
             state_dir,
             configure: Arc::new(configure),
+            host_environment,
             shutdown: None,
             task: None,
         };
@@ -97,7 +108,9 @@ impl TestEnv {
 
     /// Starts an operator process as a fresh one would: new cloud object, new metrics.
     fn spawn_operator(&mut self) {
-        let cloud = LocalCloud::new(LocalCloudConfig::new(&self.state_dir, agent_binary())).expect("local cloud");
+        let mut cloud_config = LocalCloudConfig::new(&self.state_dir, agent_binary());
+        cloud_config.host_environment = self.host_environment.clone();
+        let cloud = LocalCloud::new(cloud_config).expect("local cloud");
         let mut config = Config {
             namespace: Some("default".into()),
             archive_check_interval: Duration::from_secs(3600),
