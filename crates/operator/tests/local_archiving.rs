@@ -30,6 +30,17 @@ fn write_and_switch(env: &TestEnv, host: &PostgresHost, batch: u32) {
     env.psql(host, &sql).expect("write and switch WAL");
 }
 
+/// Waits until host `db` archives again and is Ready, then checks no WAL is left waiting.
+async fn wait_until_everything_is_archived(env: &TestEnv) {
+    let healthy = env
+        .wait_for("db", NOTICE_WITHIN, |host| {
+            archiving(host) == Some(("True".into(), "Archiving".into())) && host.phase() == Some(HostPhase::Ready)
+        })
+        .await;
+    let waiting = env.psql(&healthy, "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'");
+    assert_eq!(waiting.as_deref(), Ok("0"), "WAL still waiting after the repair");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_archive_turns_continuous_archiving_false_and_back_true_after_repair() {
     let env = TestEnv::start_with(|config| config.archive_check_interval = CHECK_INTERVAL).await;
@@ -59,13 +70,7 @@ async fn an_unwritable_archive_turns_continuous_archiving_false_and_back_true_af
     // Repaired: the waiting WAL is archived (new WAL wakes the archiver), the host is Ready again.
     std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(mode)).expect("restore mode");
     write_and_switch(&env, &ready, 3);
-    let healthy = env
-        .wait_for("db", NOTICE_WITHIN, |host| {
-            archiving(host) == Some(("True".into(), "Archiving".into())) && host.phase() == Some(HostPhase::Ready)
-        })
-        .await;
-    let waiting = env.psql(&healthy, "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'");
-    assert_eq!(waiting.as_deref(), Ok("0"), "WAL still waiting after the repair");
+    wait_until_everything_is_archived(&env).await;
     env.stop().await;
 }
 
@@ -101,12 +106,6 @@ async fn unreachable_s3_storage_turns_continuous_archiving_false_and_back_true_w
     // The storage is reachable again: the waiting WAL is archived, archiving is healthy again.
     proxy.set(ProxyMode::PassThrough);
     write_and_switch(&env, &ready, 3);
-    let healthy = env
-        .wait_for("db", NOTICE_WITHIN, |host| {
-            archiving(host) == Some(("True".into(), "Archiving".into())) && host.phase() == Some(HostPhase::Ready)
-        })
-        .await;
-    let waiting = env.psql(&healthy, "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'");
-    assert_eq!(waiting.as_deref(), Ok("0"), "WAL still waiting after the storage came back");
+    wait_until_everything_is_archived(&env).await;
     env.stop().await;
 }
