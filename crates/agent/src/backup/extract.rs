@@ -31,6 +31,11 @@ use super::parts::{Assembler, FEED_PIECE, FileSink, StoredPart, download_part, f
 /// Threads fsyncing completed files.
 const FSYNC_THREADS: usize = 4;
 
+/// Bytes written to one file after which its writeback is started (an fdatasync of a second
+/// handle, on the fsync threads): the disk writes large files while the rest still streams in,
+/// instead of all at once in the final fsyncs.
+const WRITEBACK_INTERVAL: u64 = 32 * 1024 * 1024;
+
 /// Restores every directory, file and link of `manifest` into `destination`. The caller
 /// created the roots. Returns the number of stored bytes downloaded.
 pub async fn extract(
@@ -182,12 +187,14 @@ struct RestoreSink<'a> {
     manifest: &'a BackupManifest,
     destination: &'a Destination,
     current: Option<(File, PathBuf)>,
+    /// Bytes written to the current file since its writeback was last started.
+    unsynced: u64,
     fsync: FsyncPool,
 }
 
 impl<'a> RestoreSink<'a> {
     fn new(manifest: &'a BackupManifest, destination: &'a Destination) -> Self {
-        Self { manifest, destination, current: None, fsync: FsyncPool::start(FSYNC_THREADS) }
+        Self { manifest, destination, current: None, unsynced: 0, fsync: FsyncPool::start(FSYNC_THREADS) }
     }
 
     /// Waits for every pending fsync; the first failure is the result.
@@ -207,14 +214,22 @@ impl FileSink for RestoreSink<'_> {
             .map_err(BackupError::io("create", &path))?;
         self.destination.give(&path)?;
         self.current = Some((handle, path));
+        self.unsynced = 0;
         Ok(())
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), BackupError> {
-        match self.current.as_mut() {
-            Some((handle, path)) => handle.write_all(bytes).map_err(BackupError::io("write", path.as_path())),
-            None => Err(BackupError::Task("a file piece arrived before its file".to_string())),
+        let Some((handle, path)) = self.current.as_mut() else {
+            return Err(BackupError::Task("a file piece arrived before its file".to_string()));
+        };
+        handle.write_all(bytes).map_err(BackupError::io("write", path.as_path()))?;
+        self.unsynced += bytes.len() as u64;
+        if self.unsynced >= WRITEBACK_INTERVAL {
+            self.unsynced = 0;
+            let second = handle.try_clone().map_err(BackupError::io("reopen", path.as_path()))?;
+            self.fsync.submit(Sync::Writeback, second, path.clone())?;
         }
+        Ok(())
     }
 
     fn finish(&mut self, file: &FileEntry) -> Result<(), BackupError> {
@@ -224,20 +239,31 @@ impl FileSink for RestoreSink<'_> {
         handle.set_permissions(std::fs::Permissions::from_mode(file.mode)).map_err(BackupError::io("chmod", &path))?;
         let mtime = UNIX_EPOCH + Duration::from_secs(u64::try_from(file.mtime).unwrap_or(0));
         handle.set_modified(mtime).map_err(BackupError::io("set the modification time of", &path))?;
-        self.fsync.submit(handle, path)
+        self.fsync.submit(Sync::Complete, handle, path)
     }
 }
 
+/// What an fsync thread does with a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sync {
+    /// A file still being written: write back its data so far (fdatasync).
+    Writeback,
+    /// A complete file: make it and its metadata durable (fsync).
+    Complete,
+}
+
+type SyncRequest = (Sync, File, PathBuf);
+
 /// Threads that fsync completed files; the channel is bounded so open files stay few.
 struct FsyncPool {
-    sender: Option<SyncSender<(File, PathBuf)>>,
+    sender: Option<SyncSender<SyncRequest>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     failure: Arc<Mutex<Option<BackupError>>>,
 }
 
 impl FsyncPool {
     fn start(threads: usize) -> Self {
-        let (sender, receiver) = sync_channel::<(File, PathBuf)>(64);
+        let (sender, receiver) = sync_channel::<SyncRequest>(64);
         let receiver = Arc::new(Mutex::new(receiver));
         let failure = Arc::new(Mutex::new(None));
         let threads = (0..threads)
@@ -250,13 +276,13 @@ impl FsyncPool {
         Self { sender: Some(sender), threads, failure }
     }
 
-    fn submit(&self, file: File, path: PathBuf) -> Result<(), BackupError> {
+    fn submit(&self, sync: Sync, file: File, path: PathBuf) -> Result<(), BackupError> {
         if let Some(error) = self.failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() {
             return Err(error);
         }
         match &self.sender {
             Some(sender) => {
-                sender.send((file, path)).map_err(|_| BackupError::Task("the fsync threads stopped".to_string()))
+                sender.send((sync, file, path)).map_err(|_| BackupError::Task("the fsync threads stopped".to_string()))
             }
             None => Err(BackupError::Task("the fsync pool is closed".to_string())),
         }
@@ -274,11 +300,15 @@ impl FsyncPool {
     }
 }
 
-fn fsync_loop(receiver: &Mutex<Receiver<(File, PathBuf)>>, failure: &Mutex<Option<BackupError>>) {
+fn fsync_loop(receiver: &Mutex<Receiver<SyncRequest>>, failure: &Mutex<Option<BackupError>>) {
     loop {
         let next = receiver.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv();
-        let Ok((file, path)) = next else { return };
-        if let Err(source) = file.sync_all() {
+        let Ok((sync, file, path)) = next else { return };
+        let synced = match sync {
+            Sync::Writeback => file.sync_data(),
+            Sync::Complete => file.sync_all(),
+        };
+        if let Err(source) = synced {
             let mut slot = failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             slot.get_or_insert(BackupError::Io { action: "fsync", path, source });
         }

@@ -92,9 +92,10 @@ async fn fetch_file(config_path: Option<&Path>, name: &str, dest: &Path) -> Resu
         .then(|| PrefetchDir::for_destination(dest, config.pgdata()))
         .flatten();
     let mut content = None;
-    if let Some(dir) = prefetch_dir.clone() {
-        let (file, dest) = (file.clone(), dest.to_path_buf());
-        content = error::blocking(move || dir.take(&file, &dest)).await?;
+    if let Some(dir) = &prefetch_dir {
+        // In place, not on the blocking pool: wal-fetch runs on a one-thread runtime with
+        // nothing else to do meanwhile, and a thread handoff costs more than it saves.
+        content = dir.take(&file, dest)?;
     }
     if content.is_none() {
         let dest = dest.to_path_buf();

@@ -46,13 +46,14 @@ pub async fn push(
     store(archive, &file, sealed).await
 }
 
-/// The start of the file: enough for the segment header (a WAL page).
+/// The start of the file: enough for the segment header (a WAL page). One small read from the
+/// page cache, done in place: handing it to the blocking pool would cost more than the read.
 async fn read_first_page(path: &Path) -> Result<Vec<u8>, WalError> {
-    use tokio::io::AsyncReadExt;
+    use std::io::Read;
     let read_error = |error| WalError::Read { path: path.to_path_buf(), error };
-    let file = tokio::fs::File::open(path).await.map_err(read_error)?;
+    let file = std::fs::File::open(path).map_err(read_error)?;
     let mut page = Vec::with_capacity(FIRST_PAGE);
-    file.take(FIRST_PAGE as u64).read_to_end(&mut page).await.map_err(read_error)?;
+    file.take(FIRST_PAGE as u64).read_to_end(&mut page).map_err(read_error)?;
     Ok(page)
 }
 
