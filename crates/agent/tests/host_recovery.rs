@@ -21,7 +21,15 @@ async fn a_host_restored_from_another_archive_promotes_and_then_archives_to_its_
     assert!(detail(&first, "data-directory").starts_with("restored backup LATEST"), "{first:#?}");
     assert_eq!(outcome(&first, "agent-config"), StepOutcome::Changed);
     assert!(restored.spec.source_config_path().exists(), "the source configuration is written beside agent.toml");
-    restored.wait_for_answer("SELECT pg_is_in_recovery()", "f").await;
+    // The apply waited for the restore to promote, and left conf.d in charge of archiving.
+    assert_eq!(restored.psql("SELECT pg_is_in_recovery()"), "f", "{first:#?}");
+    let first_facts = first.postgres.clone().expect("facts of the promoted server");
+    assert_eq!((first_facts.in_recovery, first_facts.timeline), (false, 2), "{first:#?}");
+    assert!(detail(&first, "promote").contains("reset the restore's restore_command"), "{first:#?}");
+    let effective = restored.psql("SHOW restore_command");
+    assert!(effective.contains(&restored.spec.agent_config_path.display().to_string()), "{effective}");
+    let left = restored.psql("SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE '%postgresql.auto.conf'");
+    assert_eq!(left, "0", "recovery settings left in postgresql.auto.conf");
     assert_eq!(restored.psql("SELECT count(*) FROM orders"), "101", "recovery replayed the archived WAL");
     assert_eq!(
         source.psql("SELECT system_identifier FROM pg_control_system()"),

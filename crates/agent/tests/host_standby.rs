@@ -35,10 +35,11 @@ async fn a_standby_follows_the_source_archive_and_is_promoted_once_when_standby_
     let facts = promoted.postgres.clone().expect("facts");
     assert!(!facts.in_recovery);
     assert_eq!(facts.timeline, 2, "promotion starts a new timeline");
-    let restore_command = standby.psql(
-        "SELECT setting FROM pg_file_settings WHERE name = 'restore_command' AND sourcefile LIKE '%01-pgec2.conf'",
-    );
-    assert!(restore_command.contains(&standby.spec.agent_config_path.display().to_string()), "{restore_command}");
+    // The restore's settings in postgresql.auto.conf are gone: conf.d's own archive is in effect.
+    let effective = standby.psql("SHOW restore_command");
+    assert!(effective.contains(&standby.spec.agent_config_path.display().to_string()), "{effective}");
+    let left = standby.psql("SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE '%postgresql.auto.conf'");
+    assert_eq!(left, "0", "recovery settings left in postgresql.auto.conf");
     assert_eq!(standby.psql("SELECT count(*) FROM orders"), "150", "promotion kept the replayed rows");
 
     // The promoted server writes and archives to its own prefix.

@@ -165,7 +165,15 @@ async fn restored_hosts_hold_the_rows_up_to_their_target_and_archive_to_their_ow
 
     // After promotion each copy writes a new timeline into its own prefix only.
     for (name, restored) in [("latest", &latest), ("pitr", &pitr)] {
-        assert!(current_timeline(&env, restored) > 1, "{name} did not start a new timeline");
+        let timeline = current_timeline(&env, restored);
+        assert!(timeline > 1, "{name} did not start a new timeline");
+        let reported = restored.status.as_ref().and_then(|status| status.postgres.as_ref()?.timeline);
+        assert_eq!(reported, Some(i64::from(timeline)), "{name}: Ready reports the promoted timeline");
+        let effective = env.psql(restored, "SHOW restore_command").expect("restore_command");
+        assert!(
+            !effective.contains("agent-source.toml"),
+            "{name} still restores from the source's archive: {effective}"
+        );
         insert(&env, restored, 4, 5001, 5010);
         switch_and_wait_archived(&env, restored, &wal_dir(&archive, name)).await;
         assert!(

@@ -115,8 +115,25 @@ impl RecoverySettings {
 
 /// True for a `postgresql.auto.conf` line setting a parameter this module manages.
 fn is_managed(line: &str) -> bool {
+    managed_name(line).is_some()
+}
+
+/// The managed parameter a `postgresql.auto.conf` line sets, if any.
+fn managed_name(line: &str) -> Option<&'static str> {
     let name = line.trim_start().split(['=', ' ', '\t']).next().unwrap_or_default();
-    MANAGED.iter().any(|managed| managed.eq_ignore_ascii_case(name))
+    MANAGED.iter().copied().find(|managed| managed.eq_ignore_ascii_case(name))
+}
+
+/// The recovery parameters a restore wrote that `auto_conf` (the text of
+/// `postgresql.auto.conf`) still sets, in file order, each once.
+pub fn recovery_parameters_in(auto_conf: &str) -> Vec<&'static str> {
+    let mut found: Vec<&'static str> = Vec::new();
+    for name in auto_conf.lines().filter_map(managed_name) {
+        if !found.contains(&name) {
+            found.push(name);
+        }
+    }
+    found
 }
 
 /// Quotes a word for /bin/sh.
@@ -141,6 +158,13 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    #[test]
+    fn the_recovery_parameters_left_in_auto_conf_are_found_once_each() {
+        let text = "# Do not edit\nshared_buffers = '1GB'\nrestore_command = 'x'\n  Recovery_Target_Time = '2026'\n# restore_command = 'old'\nrestore_command = 'y'\n";
+        assert_eq!(recovery_parameters_in(text), vec!["restore_command", "recovery_target_time"]);
+        assert!(recovery_parameters_in("shared_buffers = '1GB'\n").is_empty());
+    }
 
     fn settings(target: RecoveryTarget) -> RecoverySettings {
         RecoverySettings {

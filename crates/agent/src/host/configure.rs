@@ -89,7 +89,7 @@ pub async fn postgresql_conf(spec: &HostSpec, server: &Server) -> Result<(bool, 
     };
     let own_config = spec.archive.as_ref().map(|_| spec.agent_config_path.clone());
     let state = crate::wal::recovery_state(&spec.data_directory);
-    let from_source = promote::reads_source_archive(spec.recovery().is_some(), spec.standby, state);
+    let from_source = promote::reads_source_archive(spec, state);
     let restore_config = if from_source { Some(spec.source_config_path()) } else { own_config.clone() };
     let archive = ArchiveCommands { own_config, restore_config };
     let tls = spec.ssl_enabled().then(|| tls_files(spec));

@@ -93,9 +93,13 @@ impl Server {
         Ok(())
     }
 
-    /// Parameters changed in the files that only a restart applies.
+    /// Parameters changed in the files that only a restart applies. Recovery targets are left
+    /// out: they act only during archive recovery, so resetting them on a primary (the promote
+    /// step does) is no reason to restart it.
     pub async fn pending_restart(&self) -> Result<Vec<String>, CommandError> {
-        let rows = self.psql("SELECT name FROM pg_settings WHERE pending_restart ORDER BY name").await?;
+        let rows = self
+            .psql("SELECT name FROM pg_settings WHERE pending_restart AND name NOT LIKE 'recovery\\_target%' ORDER BY name")
+            .await?;
         Ok(rows.lines().map(str::to_string).filter(|name| !name.is_empty()).collect())
     }
 

@@ -7,10 +7,16 @@
 //!
 //! A primary cannot become a standby again: a spec that asks for it is refused with what to do,
 //! rather than silently left as a writable server.
+//!
+//! A restore that ends by promoting itself (no target, or `targetAction: promote`) is waited for,
+//! so the host is reported as the primary it is about to be. Once a restored server is a primary,
+//! the recovery settings `backup-fetch` wrote into `postgresql.auto.conf` (the source's
+//! `restore_command`, the target) are reset with `ALTER SYSTEM RESET`: from then on only
+//! pgec2's `conf.d` file configures archiving, pointing at the host's own archive.
 
 use std::time::Duration;
 
-use pgec2_core::host_spec::HostSpec;
+use pgec2_core::host_spec::{HostSpec, TargetAction};
 
 use super::postgres::Server;
 use super::{Done, StepError};
@@ -18,6 +24,11 @@ use crate::wal::{RecoveryState, recovery_state};
 
 /// How long `pg_ctl promote` may wait for the server to leave recovery.
 const PROMOTE_WAIT: Duration = Duration::from_secs(600);
+/// How long a restore that promotes itself is waited for (the setup command has 20 minutes);
+/// a longer replay is left running and reported.
+const RECOVERY_WAIT: Duration = Duration::from_secs(15 * 60);
+/// Pause between looks at a recovering server.
+const RECOVERY_POLL: Duration = Duration::from_secs(1);
 
 /// What the promote step does with the data directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,20 +58,45 @@ pub fn decide(standby_wanted: bool, state: RecoveryState) -> Decision {
 }
 
 /// True when restore_command should read the recovery source's archive: the data directory
-/// recovers from it and keeps doing so after this run (a standby about to be promoted counts as
-/// promoted, so the configuration written before the promotion is already the final one).
-pub fn reads_source_archive(restores_from_source: bool, standby_wanted: bool, state: RecoveryState) -> bool {
-    restores_from_source && matches!(decide(standby_wanted, state), Decision::StaysStandby | Decision::Recovering)
+/// recovers from it and keeps doing so after this run. A standby about to be promoted, and a
+/// restore this run waits to promote (see [`ends_promoted`]), count as promoted, so the
+/// configuration written before the promotion is already the final one.
+pub fn reads_source_archive(spec: &HostSpec, state: RecoveryState) -> bool {
+    spec.recovery().is_some()
+        && match decide(spec.standby, state) {
+            Decision::StaysStandby => true,
+            Decision::Recovering => !ends_promoted(spec),
+            _ => false,
+        }
 }
 
-/// Promotes the server when [`decide`] says so; reports what it found otherwise.
+/// Promotes the server when [`decide`] says so; reports what it found otherwise. A restored
+/// server that is (or just became) a primary loses the recovery settings of its restore.
 pub async fn converge(spec: &HostSpec, server: &Server) -> Result<Done, StepError> {
+    let restored = spec.recovery().is_some();
     match decide(spec.standby, recovery_state(&spec.data_directory)) {
-        Decision::Promote => promote(server).await,
+        Decision::Promote => {
+            let promoted = promote(server).await?;
+            Ok(with_cleanup(promoted, clear_restore_settings(server).await?))
+        }
         Decision::StaysStandby => Ok(Done::unchanged("a standby following the source's archive (spec.standby)")),
+        Decision::Recovering if restored && ends_promoted(spec) => match wait_for_promotion(server).await? {
+            true => {
+                let promoted = Done::changed("archive recovery reached its end and promoted the server");
+                Ok(with_cleanup(promoted, clear_restore_settings(server).await?))
+            }
+            false => Ok(Done::unchanged(format!(
+                "archive recovery still runs after {} min; it promotes at its end",
+                RECOVERY_WAIT.as_secs() / 60
+            ))),
+        },
         Decision::Recovering => {
             Ok(Done::unchanged("archive recovery in progress; it ends as recovery_target_action says"))
         }
+        Decision::Primary if restored => match clear_restore_settings(server).await? {
+            Some(cleared) => Ok(Done::changed(cleared)),
+            None => Ok(Done::skipped("a primary: nothing to promote")),
+        },
         Decision::Primary => Ok(Done::skipped("a primary: nothing to promote")),
         Decision::CannotBecomeStandby(state) => Err(StepError::Refused(format!(
             "the spec asks for a standby but {} is {}: a server cannot return to standby; restore a new host with standby: true instead",
@@ -71,6 +107,59 @@ pub async fn converge(spec: &HostSpec, server: &Server) -> Result<Done, StepErro
             }
         ))),
     }
+}
+
+/// True when the restore promotes the server by itself at its end: no target (the end of the
+/// archive) or `targetAction: promote`.
+fn ends_promoted(spec: &HostSpec) -> bool {
+    spec.recovery().is_some_and(|recovery| recovery.target.is_none() || recovery.target_action == TargetAction::Promote)
+}
+
+/// Waits until the server has left recovery; false when it still recovers after
+/// [`RECOVERY_WAIT`]. A server not yet accepting connections (not consistent yet) is waited for.
+async fn wait_for_promotion(server: &Server) -> Result<bool, StepError> {
+    let deadline = std::time::Instant::now() + RECOVERY_WAIT;
+    while std::time::Instant::now() < deadline {
+        if server.psql("SELECT pg_is_in_recovery()").await.is_ok_and(|answer| answer.trim() == "f") {
+            return Ok(true);
+        }
+        tokio::time::sleep(RECOVERY_POLL).await;
+    }
+    Ok(false)
+}
+
+fn with_cleanup(done: Done, cleared: Option<String>) -> Done {
+    match cleared {
+        Some(cleared) => Done::changed(format!("{}; {cleared}", done.detail)),
+        None => done,
+    }
+}
+
+/// Resets the recovery parameters a restore left in `postgresql.auto.conf` (they would
+/// override pgec2's `conf.d`, e.g. keep `restore_command` on the source's archive) and reloads.
+/// Returns what it did, or None when nothing was left.
+async fn clear_restore_settings(server: &Server) -> Result<Option<String>, StepError> {
+    let auto_conf = crate::backup::recovery_conf::read_auto_conf(&server.data_directory)
+        .map_err(|error| StepError::Postgres(format!("failed to read postgresql.auto.conf: {error}")))?;
+    let parameters = crate::backup::recovery_conf::recovery_parameters_in(&auto_conf);
+    if parameters.is_empty() {
+        return Ok(None);
+    }
+    for parameter in &parameters {
+        server.psql(&format!("ALTER SYSTEM RESET {parameter}")).await.map_err(|error| {
+            StepError::Postgres(format!("failed to reset {parameter} in postgresql.auto.conf: {error}"))
+        })?;
+    }
+    let before = server.conf_load_time().await?;
+    server
+        .psql("SELECT pg_reload_conf()")
+        .await
+        .map_err(|error| StepError::Postgres(format!("failed to reload the configuration: {error}")))?;
+    server.wait_for_reload(before).await?;
+    Ok(Some(format!(
+        "reset the restore's {} in postgresql.auto.conf (conf.d now configures archiving)",
+        parameters.join(", ")
+    )))
 }
 
 /// `pg_ctl promote -w`, then checks the server left recovery.
@@ -95,6 +184,8 @@ async fn promote(server: &Server) -> Result<Done, StepError> {
 
 #[cfg(test)]
 mod tests {
+    use pgec2_core::host_spec::{BootstrapSpec, RecoverySpec, RecoveryTarget};
+
     use super::*;
 
     #[test]
@@ -116,14 +207,31 @@ mod tests {
         assert_eq!(decide(true, RecoveryState::Archive), Decision::CannotBecomeStandby(RecoveryState::Archive));
     }
 
+    fn spec(recovery: Option<(Option<RecoveryTarget>, TargetAction)>, standby: bool) -> HostSpec {
+        let mut spec = crate::host::test_support::spec();
+        spec.standby = standby;
+        if let Some((target, target_action)) = recovery {
+            spec.bootstrap = BootstrapSpec::Recovery(RecoverySpec {
+                source: spec.archive.clone().expect("archive").storage,
+                backup: "LATEST".to_string(),
+                target,
+                target_action,
+            });
+        }
+        spec
+    }
+
     #[test]
     fn restore_command_leaves_the_source_archive_with_the_promotion() {
-        assert!(reads_source_archive(true, true, RecoveryState::Standby));
-        assert!(reads_source_archive(true, false, RecoveryState::Archive));
-        // Promoted in this run: configure for the host's own archive already.
-        assert!(!reads_source_archive(true, false, RecoveryState::Standby));
-        assert!(!reads_source_archive(true, false, RecoveryState::None));
+        let to_the_end = Some((None, TargetAction::Promote));
+        let paused = Some((Some(RecoveryTarget::Time("2026-01-01T00:00:00Z".into())), TargetAction::Pause));
+        assert!(reads_source_archive(&spec(to_the_end.clone(), true), RecoveryState::Standby));
+        assert!(reads_source_archive(&spec(paused, false), RecoveryState::Archive));
+        // Promoted in this run (or waited for): configure for the host's own archive already.
+        assert!(!reads_source_archive(&spec(to_the_end.clone(), false), RecoveryState::Archive));
+        assert!(!reads_source_archive(&spec(to_the_end.clone(), false), RecoveryState::Standby));
+        assert!(!reads_source_archive(&spec(to_the_end, false), RecoveryState::None));
         // No recovery source in the spec: always the own archive.
-        assert!(!reads_source_archive(false, false, RecoveryState::Archive));
+        assert!(!reads_source_archive(&spec(None, false), RecoveryState::Archive));
     }
 }
