@@ -122,32 +122,38 @@ fn conflicts(
     found
 }
 
-/// Sets this manager's entry to the applied fields.
+/// Sets this manager's entry to the applied fields. An apply that owns the same fields as
+/// before keeps its entry as it was (its time and place too), so that applying an unchanged
+/// configuration changes nothing, as in the API server.
 fn record_manager(
     managed: &mut Vec<ManagedEntry>,
     resource: &ResourceType,
     fields: BTreeSet<FieldPath>,
     options: &ApplyOptions<'_>,
 ) {
-    managed.retain(|entry| !(entry.apply && entry.manager == options.manager && entry.status == options.status));
-    let mut raw = json!({
-        "manager": options.manager,
-        "operation": "Apply",
-        "apiVersion": resource.api_version(),
-        "time": meta::now(),
-        "fieldsType": "FieldsV1",
-        "fieldsV1": fields_v1(&fields),
-    });
-    if options.status {
-        raw["subresource"] = json!("status");
+    let mine = |entry: &ManagedEntry| entry.apply && entry.manager == options.manager && entry.status == options.status;
+    let unchanged = managed.iter().any(|entry| mine(entry) && entry.fields == fields);
+    if !unchanged {
+        managed.retain(|entry| !mine(entry));
+        let mut raw = json!({
+            "manager": options.manager,
+            "operation": "Apply",
+            "apiVersion": resource.api_version(),
+            "time": meta::now(),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": fields_v1(&fields),
+        });
+        if options.status {
+            raw["subresource"] = json!("status");
+        }
+        managed.push(ManagedEntry {
+            raw,
+            manager: options.manager.to_owned(),
+            apply: true,
+            status: options.status,
+            fields,
+        });
     }
-    managed.push(ManagedEntry {
-        raw,
-        manager: options.manager.to_owned(),
-        apply: true,
-        status: options.status,
-        fields,
-    });
     // Entries whose fields were taken over keep their raw form in sync.
     for entry in managed.iter_mut() {
         entry.raw["fieldsV1"] = fields_v1(&entry.fields);
@@ -335,6 +341,18 @@ mod tests {
         let back = apply_as("loader", false, Some(&forced), json!({"metadata": {"name": "a"}, "spec": {}}))
             .expect("loader no longer owns x");
         assert_eq!(back["spec"]["x"], json!(2), "x now belongs to other and is kept");
+    }
+
+    #[test]
+    fn applying_the_same_configuration_again_changes_nothing() {
+        let applied = json!({"metadata": {"name": "a"}, "spec": {"x": 1}});
+        let first = apply_as("loader", false, None, applied.clone()).expect("first apply");
+        let mut live = apply_as("other", false, Some(&first), json!({"metadata": {"name": "a"}, "spec": {"y": 2}}))
+            .expect("another manager");
+        live["metadata"]["resourceVersion"] = json!("7");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let again = apply_as("loader", false, Some(&live), applied).expect("same apply");
+        assert_eq!(again, live, "an unchanged apply must leave the object (and its managedFields) alone");
     }
 
     #[test]
