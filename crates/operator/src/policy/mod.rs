@@ -35,6 +35,11 @@ pub const KIND: &str = "BackupPolicy";
 /// How often a policy with a running backup is looked at.
 const POLL_RUNNING: Duration = Duration::from_secs(3);
 
+/// How often the catalogs are read when nothing else asks for it (a finished backup, a host
+/// joining or leaving): it keeps the recovery windows current without listing big archives on
+/// every poll.
+const CATALOG_REFRESH: Duration = Duration::from_secs(60);
+
 /// Failures of a policy reconcile.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -60,6 +65,29 @@ impl Error {
     }
 }
 
+/// The policy controller's context: the operator's, plus when each policy's catalogs were read.
+pub struct PolicyContext {
+    pub ctx: Arc<Context>,
+    catalog_reads: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl PolicyContext {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Self { ctx, catalog_reads: std::sync::Mutex::default() }
+    }
+
+    /// True when the catalogs of `policy` (by uid) were read less than [`CATALOG_REFRESH`] ago.
+    fn read_recently(&self, policy: &str) -> bool {
+        let reads = self.catalog_reads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        reads.get(policy).is_some_and(|read| read.elapsed() < CATALOG_REFRESH)
+    }
+
+    fn catalogs_read(&self, policy: &str) {
+        let mut reads = self.catalog_reads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        reads.insert(policy.to_string(), std::time::Instant::now());
+    }
+}
+
 /// Runs the BackupPolicy controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: Shared<BoxFuture<'static, ()>>) {
     let (policies, hosts): (Api<BackupPolicy>, Api<PostgresHost>) = match &ctx.config.namespace {
@@ -74,7 +102,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shared<BoxFuture<'static, ()>>) {
             host.policy_name().map(|policy| ObjectRef::<BackupPolicy>::new(policy).within(&namespace))
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, Arc::new(PolicyContext::new(ctx)))
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "BackupPolicy reconcile did not finish");
@@ -84,20 +112,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shared<BoxFuture<'static, ()>>) {
 }
 
 /// Requeues a failed reconcile after a pause.
-fn error_policy(policy: Arc<BackupPolicy>, error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(policy: Arc<BackupPolicy>, error: &Error, _ctx: Arc<PolicyContext>) -> Action {
     tracing::warn!(policy = %policy.name_any(), %error, "reconcile failed");
     Action::requeue(Duration::from_secs(10))
 }
 
 /// One pass: finish running backups, start due ones, apply retention, refresh status.
-async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(policy: Arc<BackupPolicy>, pctx: Arc<PolicyContext>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
-    let result = reconcile_policy(&policy, &ctx).await;
-    ctx.metrics.reconciled(KIND, result.as_ref().err().map(Error::label), started.elapsed().as_secs_f64());
+    let result = reconcile_policy(&policy, &pctx).await;
+    pctx.ctx.metrics.reconciled(KIND, result.as_ref().err().map(Error::label), started.elapsed().as_secs_f64());
     result
 }
 
-async fn reconcile_policy(cached: &BackupPolicy, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile_policy(cached: &BackupPolicy, pctx: &PolicyContext) -> Result<Action, Error> {
+    let ctx = pctx.ctx.as_ref();
     let namespace = cached.namespace().unwrap_or_default();
     let name = cached.name_any();
     // The stored status, not the watch cache's copy: it may lag behind the last write, and
@@ -153,7 +182,12 @@ async fn reconcile_policy(cached: &BackupPolicy, ctx: &Context) -> Result<Action
     } else {
         policy
     };
-    for host in &hosts {
+    let policy_uid = policy.metadata.uid.clone().unwrap_or_default();
+    let mut host_names: Vec<String> = hosts.iter().map(PostgresHost::qualified_name).collect();
+    host_names.sort();
+    let hosts_changed = draft.summarized_hosts() != host_names.iter().map(String::as_str).collect::<Vec<_>>();
+    let read_catalogs = draft.any_outcome() || hosts_changed || !pctx.read_recently(&policy_uid);
+    for host in hosts.iter().filter(|_| read_catalogs) {
         match archive::read(&policy, host).await {
             Ok(summary) => {
                 let outcome = draft.outcome(&host.qualified_name()).cloned();
@@ -165,6 +199,9 @@ async fn reconcile_policy(cached: &BackupPolicy, ctx: &Context) -> Result<Action
                 draft.host_summary(archive::empty_summary(host));
             }
         }
+    }
+    if read_catalogs {
+        pctx.catalogs_read(&policy_uid);
     }
     let busy = !draft.active().is_empty();
     status::write(&ctx.client, &policy, draft.finish()).await?;

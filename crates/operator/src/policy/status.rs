@@ -28,7 +28,8 @@ pub struct Draft {
     now: Timestamp,
     retention_problems: Vec<String>,
     invalid: Option<String>,
-    fresh_hosts: Vec<HostBackupSummary>,
+    /// Summaries read from the catalogs in this reconcile; `None` keeps the recorded ones.
+    fresh_hosts: Option<Vec<HostBackupSummary>>,
     outcomes: std::collections::HashMap<String, Outcome>,
 }
 
@@ -48,7 +49,7 @@ impl Draft {
             now,
             retention_problems: Vec::new(),
             invalid: None,
-            fresh_hosts: Vec::new(),
+            fresh_hosts: None,
             outcomes: std::collections::HashMap::new(),
         }
     }
@@ -125,7 +126,17 @@ impl Draft {
     }
 
     pub fn host_summary(&mut self, summary: HostBackupSummary) {
-        self.fresh_hosts.push(summary);
+        self.fresh_hosts.get_or_insert_with(Vec::new).push(summary);
+    }
+
+    /// True when a backup of some host finished in this reconcile.
+    pub fn any_outcome(&self) -> bool {
+        !self.outcomes.is_empty()
+    }
+
+    /// The hosts (`namespace/name`) the recorded summaries describe.
+    pub fn summarized_hosts(&self) -> Vec<&str> {
+        self.status.hosts.iter().map(|summary| summary.host.as_str()).collect()
     }
 
     /// The status as it stands, for a write in the middle of a reconcile (just after backups
@@ -158,9 +169,11 @@ impl Draft {
         conditions::set(&mut self.status.conditions, &ready, self.generation, self.now);
         let last = last_backup_condition(&self.status);
         conditions::set(&mut self.status.conditions, &last, self.generation, self.now);
-        if self.invalid.is_none() {
-            self.fresh_hosts.sort_by(|a, b| a.host.cmp(&b.host));
-            self.status.hosts = self.fresh_hosts;
+        if self.invalid.is_none()
+            && let Some(mut fresh) = self.fresh_hosts
+        {
+            fresh.sort_by(|a, b| a.host.cmp(&b.host));
+            self.status.hosts = fresh;
         }
         self.status
     }
