@@ -232,3 +232,62 @@ pub async fn write(
     }
     Err(Error::StatusConflict { policy: name, attempts: WRITE_ATTEMPTS })
 }
+
+#[cfg(test)]
+mod tests {
+    use pgec2_api::fixtures::policy;
+
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().expect("timestamp")
+    }
+
+    fn condition<'a>(status: &'a BackupPolicyStatus, type_: &str) -> (&'a str, &'a str) {
+        let found = status.conditions.iter().find(|condition| condition.type_ == type_).expect("condition");
+        (found.status.as_str(), found.reason.as_str())
+    }
+
+    #[test]
+    fn last_backup_succeeded_follows_the_newest_finished_run_on_any_host() {
+        let nightly = policy("nightly").build();
+        let none = Draft::new(&nightly, at("2026-01-01T03:00:00Z")).finish();
+        assert_eq!(condition(&none, condition::LAST_BACKUP_SUCCEEDED), ("Unknown", "NoBackupYet"));
+
+        let mut draft = Draft::new(&nightly, at("2026-01-01T03:10:00Z"));
+        draft.succeeded("default/a", Some("base_1".into()), at("2026-01-01T03:00:00Z"), at("2026-01-01T03:05:00Z"));
+        draft.failed("default/b", None, at("2026-01-01T03:06:00Z"), "disk full".into());
+        let failed = draft.finish();
+        assert_eq!(condition(&failed, condition::LAST_BACKUP_SUCCEEDED), ("False", "BackupFailed"));
+        assert_eq!(condition(&failed, condition::READY), ("True", "Scheduled"), "a failed backup is not a bad spec");
+
+        let mut later = nightly.clone();
+        later.status = Some(failed);
+        let mut draft = Draft::new(&later, at("2026-01-02T03:10:00Z"));
+        draft.succeeded("default/b", Some("base_2".into()), at("2026-01-02T03:00:00Z"), at("2026-01-02T03:05:00Z"));
+        let recovered = draft.finish();
+        assert_eq!(condition(&recovered, condition::LAST_BACKUP_SUCCEEDED), ("True", "BackupSucceeded"));
+    }
+
+    #[test]
+    fn a_finished_backup_leaves_the_active_list_and_suspension_shows_in_ready() {
+        let mut suspended = policy("nightly").suspend(true).build();
+        let tick = at("2026-01-01T03:00:00Z");
+        let mut draft = Draft::new(&suspended, tick);
+        draft.add_active(ActiveBackup {
+            host: "default/a".into(),
+            command_id: "cmd-1".into(),
+            start_time: Time(tick),
+            schedule_tick: None,
+            request: Some("now".into()),
+        });
+        assert!(draft.is_active("default/a") && !draft.is_active("default/b"));
+        suspended.status = Some(draft.finish());
+        let mut draft = Draft::new(&suspended, tick);
+        assert!(draft.is_active("default/a"), "a restarted reconcile still knows the running backup");
+        draft.succeeded("default/a", None, tick, at("2026-01-01T03:01:00Z"));
+        let status = draft.finish();
+        assert!(status.active_backups.is_empty());
+        assert_eq!(condition(&status, condition::READY), ("True", "Suspended"));
+    }
+}
