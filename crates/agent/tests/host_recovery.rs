@@ -52,3 +52,25 @@ async fn a_host_restored_from_another_archive_promotes_and_then_archives_to_its_
     assert!(own_wal.exists(), "the restored host archives to its own prefix");
     assert!(restored.apply().await.succeeded().changed_nothing());
 }
+
+#[tokio::test]
+async fn a_restore_whose_target_is_never_reached_fails_the_apply_instead_of_waiting() {
+    let source = LocalHost::new();
+    source.apply().await.succeeded();
+    source.psql("CREATE TABLE orders (id int); INSERT INTO orders SELECT generate_series(1, 10)");
+    source.backup_push();
+    source.switch_and_wait_archived().await;
+    let mut restored = source.restored_copy("never");
+    if let pgec2_core::host_spec::BootstrapSpec::Recovery(recovery) = &mut restored.spec.bootstrap {
+        // A transaction id far beyond any the source assigned: recovery ends without reaching it.
+        recovery.target = Some(pgec2_core::host_spec::RecoveryTarget::Xid("4000000000".into()));
+    }
+
+    let started = std::time::Instant::now();
+    let applied = restored.apply().await;
+    let report = applied.report();
+    assert!(!applied.output.status.success() && !report.succeeded, "{report:#?}");
+    let failed = report.steps.iter().find(|step| step.outcome == StepOutcome::Failed).expect("a failed step");
+    assert!(["service", "promote"].contains(&failed.step.as_str()), "{report:#?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(120), "the apply waited {:?}", started.elapsed());
+}

@@ -116,16 +116,32 @@ fn ends_promoted(spec: &HostSpec) -> bool {
 }
 
 /// Waits until the server has left recovery; false when it still recovers after
-/// [`RECOVERY_WAIT`]. A server not yet accepting connections (not consistent yet) is waited for.
+/// [`RECOVERY_WAIT`]. A server not yet accepting connections (not consistent yet) is waited for;
+/// one that stopped (recovery failed, e.g. its target was never reached) is an error.
 async fn wait_for_promotion(server: &Server) -> Result<bool, StepError> {
     let deadline = std::time::Instant::now() + RECOVERY_WAIT;
     while std::time::Instant::now() < deadline {
-        if server.psql("SELECT pg_is_in_recovery()").await.is_ok_and(|answer| answer.trim() == "f") {
-            return Ok(true);
+        match server.psql("SELECT pg_is_in_recovery()").await {
+            Ok(answer) if answer.trim() == "f" => return Ok(true),
+            Ok(_) => {}
+            Err(_) if !server_running(server).await => {
+                return Err(StepError::Postgres(format!(
+                    "PostgreSQL stopped during archive recovery of {} (a target that was never reached, or WAL \
+                     missing from the source's archive); its log says why",
+                    server.data_directory.display()
+                )));
+            }
+            Err(_) => {}
         }
         tokio::time::sleep(RECOVERY_POLL).await;
     }
     Ok(false)
+}
+
+/// True while the data directory's postmaster runs (`pg_ctl status`).
+async fn server_running(server: &Server) -> bool {
+    let status = server.tool("pg_ctl").arg("status").arg("-D").arg(&server.data_directory).output().await;
+    status.is_ok_and(|output| output.status.success())
 }
 
 fn with_cleanup(done: Done, cleared: Option<String>) -> Done {

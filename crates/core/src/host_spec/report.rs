@@ -40,7 +40,7 @@ impl HostReport {
 pub struct StepReport {
     /// Step name: `spec`, `data-device`, `filesystem`, `fstab`, `mount`, `packages`, `os-user`,
     /// `directories`, `agent-config`, `data-directory`, `tls-certificate`, `postgresql-conf`,
-    /// `pg-hba`, `service`, `facts`.
+    /// `pg-hba`, `service`, `promote`, `facts`.
     pub step: String,
     pub outcome: StepOutcome,
     /// What was done or found; for a failed step, what failed and the command's stderr tail.
