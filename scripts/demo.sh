@@ -87,7 +87,7 @@ CHECK_SQL="SELECT count(*) || ' rows, checksum ' || md5(string_agg(id || ':' || 
 step "1. waiting for host 'primary'"
 wait_ready primary 300
 
-step "2. first batch of rows, then a scheduled base backup (the policy runs one every minute)"
+step "2. first batch of rows, then a scheduled base backup (the policy runs one every 30 seconds)"
 psql_on primary "CREATE TABLE orders (id int PRIMARY KEY, batch int NOT NULL, note text);
                  INSERT INTO orders SELECT g, 1, 'batch one' FROM generate_series(1, 1000) g;"
 deadline=$((SECONDS + 150))
