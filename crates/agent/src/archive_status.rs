@@ -5,15 +5,11 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use pgec2_core::archiver::{self, ArchiveHealth, ArchiverStatus};
+use pgec2_core::archiver::{self, ArchiveHealth, ArchiverStatus, LagThresholds};
 
 use crate::cli::JsonArgs;
 use crate::config::{AgentConfig, ConfigError};
 use crate::postgres::{self, PostgresError};
-
-/// More WAL files waiting than this reads as lagging in the text report (the operator applies
-/// its own threshold to the JSON).
-pub const DEFAULT_MAX_WAITING: u64 = 16;
 
 /// Failures of `archive-status`.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +37,8 @@ pub async fn command(config_path: Option<&Path>, args: JsonArgs) -> Result<ExitC
 
 /// The human-readable report.
 pub fn render_text(status: &ArchiverStatus) -> String {
-    let health = archiver::assess(status, DEFAULT_MAX_WAITING);
+    // The operator applies its own thresholds to the JSON.
+    let health = archiver::assess(status, &LagThresholds::default());
     let verdict = match health {
         ArchiveHealth::Healthy => "healthy",
         ArchiveHealth::InRecovery => "in recovery",

@@ -30,6 +30,9 @@ pub struct ArchiverStatus {
     pub waiting: u64,
     /// The oldest of them.
     pub oldest_waiting: Option<String>,
+    /// How long the oldest of them has waited, in seconds (server clock).
+    #[serde(default)]
+    pub oldest_waiting_seconds: Option<u64>,
 }
 
 /// The operator's reading of an [`ArchiverStatus`].
@@ -41,8 +44,25 @@ pub enum ArchiveHealth {
     InRecovery,
     /// The last archive_command failed and segments are waiting.
     Failing { wal: String, at: Option<DateTime<Utc>>, waiting: u64 },
-    /// More than the threshold of segments wait although attempts succeed.
-    Lagging { waiting: u64, oldest: Option<String> },
+    /// More segments wait than the threshold, or the oldest has waited longer than allowed,
+    /// although attempts succeed.
+    Lagging { waiting: u64, oldest: Option<String>, oldest_seconds: Option<u64> },
+}
+
+/// When waiting WAL counts as lagging.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LagThresholds {
+    /// More files waiting than this.
+    pub max_waiting: u64,
+    /// The oldest waiting file older than this many seconds.
+    pub max_wait_seconds: u64,
+}
+
+impl Default for LagThresholds {
+    /// 16 files (256 MB of 16 MB segments) or 5 minutes.
+    fn default() -> Self {
+        Self { max_waiting: 16, max_wait_seconds: 300 }
+    }
 }
 
 impl ArchiveHealth {
@@ -59,17 +79,19 @@ impl ArchiveHealth {
                  check the storage is reachable and writable from the host and the agent's log",
                 at.map(|at| format!(" at {}", at.to_rfc3339())).unwrap_or_default()
             ),
-            ArchiveHealth::Lagging { waiting, oldest } => format!(
-                "{waiting} WAL file(s) wait to be archived (oldest {}); the store is slower than the write rate",
-                oldest.as_deref().unwrap_or("unknown")
+            ArchiveHealth::Lagging { waiting, oldest, oldest_seconds } => format!(
+                "{waiting} WAL file(s) wait to be archived (oldest {}{}); the store is slower than the write rate \
+                 or archive_command stalls",
+                oldest.as_deref().unwrap_or("unknown"),
+                oldest_seconds.map(|seconds| format!(", waiting for {seconds} s")).unwrap_or_default()
             ),
         }
     }
 }
 
 /// Reads `status`: failing when the newest attempt failed and something waits, lagging when more
-/// than `max_waiting` files wait.
-pub fn assess(status: &ArchiverStatus, max_waiting: u64) -> ArchiveHealth {
+/// files wait, or the oldest has waited longer, than `thresholds` allow.
+pub fn assess(status: &ArchiverStatus, thresholds: &LagThresholds) -> ArchiveHealth {
     if status.in_recovery {
         return ArchiveHealth::InRecovery;
     }
@@ -85,8 +107,14 @@ pub fn assess(status: &ArchiverStatus, max_waiting: u64) -> ArchiveHealth {
             waiting: status.waiting,
         };
     }
-    if status.waiting > max_waiting {
-        return ArchiveHealth::Lagging { waiting: status.waiting, oldest: status.oldest_waiting.clone() };
+    let waited_too_long = status.waiting > 0
+        && status.oldest_waiting_seconds.is_some_and(|seconds| seconds > thresholds.max_wait_seconds);
+    if status.waiting > thresholds.max_waiting || waited_too_long {
+        return ArchiveHealth::Lagging {
+            waiting: status.waiting,
+            oldest: status.oldest_waiting.clone(),
+            oldest_seconds: status.oldest_waiting_seconds,
+        };
     }
     ArchiveHealth::Healthy
 }
@@ -96,6 +124,8 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    const EIGHT: LagThresholds = LagThresholds { max_waiting: 8, max_wait_seconds: 300 };
 
     fn at(second: u32) -> Option<DateTime<Utc>> {
         Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, second).single()
@@ -112,7 +142,7 @@ mod tests {
 
     #[test]
     fn a_server_that_archived_its_last_segment_is_healthy() {
-        assert_eq!(assess(&archived(10), 8), ArchiveHealth::Healthy);
+        assert_eq!(assess(&archived(10), &EIGHT), ArchiveHealth::Healthy);
         assert!(ArchiveHealth::Healthy.describe(&archived(10)).contains("000000010000000000000003"));
     }
 
@@ -125,7 +155,7 @@ mod tests {
             waiting: 1,
             ..archived(10)
         };
-        let health = assess(&status, 8);
+        let health = assess(&status, &EIGHT);
         assert!(matches!(&health, ArchiveHealth::Failing { wal, waiting: 1, .. } if wal == "000000010000000000000004"));
         assert!(health.describe(&status).contains("check the storage"));
     }
@@ -138,14 +168,14 @@ mod tests {
             last_failed_time: at(5),
             ..archived(10)
         };
-        assert_eq!(assess(&status, 8), ArchiveHealth::Healthy);
+        assert_eq!(assess(&status, &EIGHT), ArchiveHealth::Healthy);
     }
 
     #[test]
     fn a_failure_with_nothing_waiting_is_not_reported_as_failing() {
         // The failed file was archived on a retry whose statistics have not been flushed yet.
         let status = ArchiverStatus { last_failed_wal: Some("x".into()), last_failed_time: at(20), ..archived(10) };
-        assert_eq!(assess(&status, 8), ArchiveHealth::Healthy);
+        assert_eq!(assess(&status, &EIGHT), ArchiveHealth::Healthy);
     }
 
     #[test]
@@ -157,21 +187,40 @@ mod tests {
             waiting: 1,
             ..ArchiverStatus::default()
         };
-        assert!(matches!(assess(&status, 8), ArchiveHealth::Failing { .. }));
+        assert!(matches!(assess(&status, &EIGHT), ArchiveHealth::Failing { .. }));
     }
 
     #[test]
     fn a_backlog_over_the_threshold_is_lagging_and_at_the_threshold_is_not() {
         let status =
             ArchiverStatus { waiting: 9, oldest_waiting: Some("0000000100000000000000A0".into()), ..archived(10) };
-        assert!(matches!(assess(&status, 8), ArchiveHealth::Lagging { waiting: 9, .. }));
-        assert_eq!(assess(&ArchiverStatus { waiting: 8, ..status }, 8), ArchiveHealth::Healthy);
+        assert!(matches!(assess(&status, &EIGHT), ArchiveHealth::Lagging { waiting: 9, .. }));
+        assert_eq!(assess(&ArchiverStatus { waiting: 8, ..status }, &EIGHT), ArchiveHealth::Healthy);
+    }
+
+    #[test]
+    fn a_file_waiting_longer_than_allowed_is_lagging_even_alone() {
+        let stuck = ArchiverStatus {
+            waiting: 1,
+            oldest_waiting: Some("0000000100000000000000A0".into()),
+            oldest_waiting_seconds: Some(301),
+            ..archived(10)
+        };
+        let health = assess(&stuck, &EIGHT);
+        assert!(matches!(health, ArchiveHealth::Lagging { waiting: 1, oldest_seconds: Some(301), .. }));
+        assert!(health.describe(&stuck).contains("waiting for 301 s"), "{}", health.describe(&stuck));
+        assert_eq!(
+            assess(&ArchiverStatus { oldest_waiting_seconds: Some(300), ..stuck.clone() }, &EIGHT),
+            ArchiveHealth::Healthy
+        );
+        // An older agent that does not report the age: only the count counts.
+        assert_eq!(assess(&ArchiverStatus { oldest_waiting_seconds: None, ..stuck }, &EIGHT), ArchiveHealth::Healthy);
     }
 
     #[test]
     fn a_server_in_recovery_archives_nothing_of_its_own() {
         let status = ArchiverStatus { in_recovery: true, waiting: 100, ..ArchiverStatus::default() };
-        assert_eq!(assess(&status, 8), ArchiveHealth::InRecovery);
+        assert_eq!(assess(&status, &EIGHT), ArchiveHealth::InRecovery);
     }
 
     #[test]

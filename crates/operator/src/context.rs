@@ -36,8 +36,9 @@ pub struct Config {
     pub resync_interval: Duration,
     /// How often the archiving of a Ready host is checked on the host (`archive-status`).
     pub archive_check_interval: Duration,
-    /// More WAL files waiting to be archived than this turns `ContinuousArchiving` False.
-    pub archive_max_waiting: u64,
+    /// More WAL files waiting to be archived than this, or the oldest waiting longer, turns
+    /// `ContinuousArchiving` False (`ArchiveLagging`).
+    pub archive_lag: pgec2_core::archiver::LagThresholds,
 }
 
 impl Default for Config {
@@ -48,7 +49,7 @@ impl Default for Config {
             instance_name: "pgec2-operator".to_string(),
             resync_interval: Duration::from_secs(300),
             archive_check_interval: Duration::from_secs(60),
-            archive_max_waiting: 16,
+            archive_lag: pgec2_core::archiver::LagThresholds::default(),
         }
     }
 }

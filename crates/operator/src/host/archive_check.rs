@@ -79,7 +79,7 @@ pub async fn check(
                 Ok(CommandStatus::Succeeded { stdout }) => {
                     match serde_json::from_str::<ArchiverStatus>(stdout.trim()) {
                         Ok(status) => {
-                            let health = archiver::assess(&status, ctx.config.archive_max_waiting);
+                            let health = archiver::assess(&status, &ctx.config.archive_lag);
                             draft.archive_health(&status, &health);
                         }
                         Err(error) => tracing::warn!(host = host_name, %error, "unreadable archive-status answer"),
