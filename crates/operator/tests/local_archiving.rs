@@ -66,6 +66,8 @@ async fn an_unwritable_archive_turns_continuous_archiving_false_and_back_true_af
     assert!(message.as_deref().is_some_and(|text| text.contains("archive_command failed")), "{message:?}");
     let archiving_status = failing.status.and_then(|status| status.archiving).expect("archiving status");
     assert!(archiving_status.last_failed_wal.is_some() && archiving_status.last_failed_time.is_some());
+    assert!(archiving_status.waiting_files.is_some_and(|waiting| waiting >= 1), "{archiving_status:?}");
+    assert!(archiving_status.oldest_waiting_seconds.is_some(), "{archiving_status:?}");
 
     // Repaired: the waiting WAL is archived (new WAL wakes the archiver), the host is Ready again.
     std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(mode)).expect("restore mode");

@@ -177,6 +177,12 @@ pub struct ArchivingStatus {
     /// When that failure happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failed_time: Option<Time>,
+    /// WAL files waiting in `pg_wal` to be archived (kept there until they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_files: Option<i64>,
+    /// How long the oldest of them has waited, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_waiting_seconds: Option<i64>,
 }
 
 /// A command the operator sent to a host.

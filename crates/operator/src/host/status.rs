@@ -204,6 +204,8 @@ impl Draft {
             last_archived_time: archiver.last_archived_time.and_then(crate::policy::archive::time),
             last_failed_wal: archiver.last_failed_wal.clone(),
             last_failed_time: archiver.last_failed_time.and_then(crate::policy::archive::time),
+            waiting_files: i64::try_from(archiver.waiting).ok(),
+            oldest_waiting_seconds: archiver.oldest_waiting_seconds.and_then(|seconds| i64::try_from(seconds).ok()),
         });
         let (truth, reason) = match health {
             ArchiveHealth::Healthy => (Truth::True, "Archiving"),
