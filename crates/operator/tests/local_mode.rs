@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use pgec2_testkit::{Scratch, as_postgres, postgres_bin_dir};
+use pgec2_testkit::{Scratch, postgres_bin_dir};
 use serde_json::Value;
 
 /// How long `local run --until-ready` may take for one host (initdb included).
@@ -81,17 +81,7 @@ impl LocalMode {
     fn psql(&self, host: &Value, sql: &str) -> Result<String, String> {
         let name = host.pointer("/metadata/name").and_then(Value::as_str).expect("name");
         let socket = self.state.join("hosts/default").join(name).join("volume/run");
-        let output = as_postgres(bin("psql"))
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-h"])
-            .arg(socket)
-            .args(["-p", &port(host).to_string(), "-c", sql])
-            .output()
-            .map_err(|error| error.to_string())?;
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).into_owned())
-        }
+        pgec2_testkit::psql_at(&socket, u16::try_from(port(host)).expect("a TCP port"), sql)
     }
 }
 

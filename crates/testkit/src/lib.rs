@@ -12,7 +12,7 @@ mod proxy;
 mod scratch;
 
 pub use moto::MotoServer;
-pub use postgres::{PgCluster, PgOptions, postgres_bin_dir};
+pub use postgres::{PgCluster, PgOptions, postgres_bin_dir, psql_at, psql_command};
 pub use proxy::{FaultProxy, ProxyControl, ProxyMode};
 pub use scratch::{Scratch, as_postgres, free_port, postgres_user};
 

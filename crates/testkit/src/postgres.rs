@@ -137,13 +137,7 @@ impl PgCluster {
 
     /// Runs SQL through psql and returns its unaligned, tuples-only output, trimmed.
     pub fn psql(&self, sql: &str) -> Result<String> {
-        let mut command = as_postgres(self.bin_dir.join("psql"));
-        command
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", "postgres"])
-            .arg("-h")
-            .arg(&self.socket_dir)
-            .args(["-p", &self.port.to_string(), "-c", sql]);
-        Ok(run(command)?.trim().to_string())
+        Ok(run(psql_command(&self.bin_dir, &self.socket_dir, self.port, sql))?.trim().to_string())
     }
 
     /// A libpq connection string for this cluster (over its socket directory).
@@ -195,5 +189,28 @@ impl Drop for PgCluster {
             command.arg("stop").args(["-m", "immediate", "-t", "30"]).arg("-D").arg(&self.data_dir);
             let _ = command.output();
         }
+    }
+}
+
+/// `psql` as the postgres user against the server listening on `socket_dir` and `port`
+/// (unaligned, tuples only, stopping at the first error).
+pub fn psql_command(bin_dir: &Path, socket_dir: &Path, port: u16, sql: &str) -> std::process::Command {
+    let mut command = as_postgres(bin_dir.join("psql"));
+    command
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", "postgres"])
+        .arg("-h")
+        .arg(socket_dir)
+        .args(["-p", &port.to_string(), "-c", sql]);
+    command
+}
+
+/// Runs SQL on the server at `socket_dir` and `port`: its trimmed output, or psql's stderr.
+pub fn psql_at(socket_dir: &Path, port: u16, sql: &str) -> std::result::Result<String, String> {
+    let bin_dir = postgres_bin_dir().map_err(|error| error.to_string())?;
+    let output = psql_command(&bin_dir, socket_dir, port, sql).output().map_err(|error| error.to_string())?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
     }
 }

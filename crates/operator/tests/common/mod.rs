@@ -229,19 +229,8 @@ impl TestEnv {
             .and_then(|status| status.endpoint.as_ref())
             .map(|endpoint| endpoint.port)
             .expect("endpoint");
-        let socket_dir = self.host_dir(name).join("volume/run");
-        let output = as_postgres(postgres_bin_dir().expect("PostgreSQL bin dir").join("psql"))
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", "postgres"])
-            .arg("-h")
-            .arg(&socket_dir)
-            .args(["-p", &port.to_string(), "-c", sql])
-            .output()
-            .map_err(|error| error.to_string())?;
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).into_owned())
-        }
+        let port = u16::try_from(port).expect("a TCP port");
+        pgec2_testkit::psql_at(&self.host_dir(name).join("volume/run"), port, sql)
     }
 
     /// True when a PostgreSQL server runs in the host's data directory.
