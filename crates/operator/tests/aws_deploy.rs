@@ -84,6 +84,7 @@ fn the_operator_policy_allows_every_call_the_aws_cloud_makes_and_no_wildcard_act
         "iam:PassRole",
         "ssm:SendCommand",
         "ssm:GetCommandInvocation",
+        "ssm:ListCommands",
         "ssm:DescribeInstanceInformation",
         "ssm:GetParameter",
     ];
@@ -152,7 +153,8 @@ fn the_operator_can_only_create_and_change_resources_tagged_as_managed_by_pgec2(
     for statement in statements.iter().filter(|statement| statement.resources.iter().any(|arn| arn == "*")) {
         for action in &statement.actions {
             let read_only = action.starts_with("ec2:Describe")
-                || ["ssm:GetCommandInvocation", "ssm:DescribeInstanceInformation"].contains(&action.as_str());
+                || ["ssm:GetCommandInvocation", "ssm:ListCommands", "ssm:DescribeInstanceInformation"]
+                    .contains(&action.as_str());
             assert!(read_only, "{}: {action} on every resource", statement.sid);
         }
     }

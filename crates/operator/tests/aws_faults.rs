@@ -326,3 +326,32 @@ async fn an_agent_that_never_comes_online_is_reported_offline_on_a_running_host(
     let cloud = mocked_cloud(&refs(&rules), &[&online], &RequestLog::default());
     assert!(cloud.find_host(&orders).await.expect("find").expect("host").agent_online);
 }
+
+#[tokio::test]
+async fn running_backup_commands_are_found_by_their_comment_and_status() {
+    use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
+    use aws_sdk_ssm::primitives::DateTime;
+    use aws_sdk_ssm::types::CommandStatus as SsmCommandStatus;
+
+    let listed = mock!(aws_sdk_ssm::Client::list_commands)
+        .match_requests(|request| request.instance_id() == Some(INSTANCE_ID))
+        .then_output(|| {
+            let command = |id: &str, comment: &str, status: SsmCommandStatus, at: i64| {
+                Command::builder()
+                    .command_id(id)
+                    .comment(comment)
+                    .status(status)
+                    .requested_date_time(DateTime::from_secs(at))
+                    .build()
+            };
+            ListCommandsOutput::builder()
+                .commands(command("newer", "pgec2 backup", SsmCommandStatus::InProgress, 200))
+                .commands(command("finished", "pgec2 backup", SsmCommandStatus::Success, 50))
+                .commands(command("setup", "pgec2 setup", SsmCommandStatus::InProgress, 10))
+                .commands(command("older", "pgec2 backup", SsmCommandStatus::Pending, 100))
+                .build()
+        });
+    let cloud = mocked_cloud(&[], &[&listed], &RequestLog::default());
+    let running = cloud.running_commands(&running_instance(), "backup").await.expect("list");
+    assert_eq!(running, vec!["older".to_string(), "newer".to_string()]);
+}

@@ -136,3 +136,36 @@ async fn an_invalid_schedule_is_reported_in_a_condition() {
     assert!(ready.message.contains("every night"), "{}", ready.message);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_command_already_running_on_the_host_is_followed_not_doubled() {
+    use kube::ResourceExt;
+    use pgec2_operator::cloud::local::{LocalCloud, LocalCloudConfig};
+    use pgec2_operator::cloud::{Cloud, HostCommand, HostRef};
+
+    let env = TestEnv::start().await;
+    let archive = env.archive_dir();
+    env.apply_policy(&policy("nightly").local(&archive.display().to_string()).build()).await;
+    env.apply_host(&host("db").policy("nightly").build()).await;
+    let ready = env.wait_for("db", READY_TIMEOUT, |host| host.phase() == Some(HostPhase::Ready)).await;
+
+    // What an operator that crashed right after sending a backup leaves: the command runs on the
+    // host, and no status knows of it.
+    let cloud = LocalCloud::new(LocalCloudConfig::new(&env.state_dir, common::agent_binary())).expect("cloud");
+    let reference = HostRef { namespace: "default".into(), name: "db".into(), uid: ready.uid().expect("uid") };
+    let instance = cloud.find_host(&reference).await.expect("find").expect("instance");
+    let orphan = HostCommand {
+        purpose: "backup".into(),
+        script: "sleep 4; echo '{\"name\": \"base_sent_before_the_crash\"}'".into(),
+        timeout: Duration::from_secs(60),
+    };
+    cloud.send_command(&instance, &orphan).await.expect("send the orphan backup");
+
+    env.apply_host(&host("db").policy("nightly").annotation(BACKUP_REQUEST_ANNOTATION, "after-crash").build()).await;
+    let done = wait_for_policy(&env, "nightly", Duration::from_secs(60), |policy| last_success(policy).is_some()).await;
+    assert_eq!(last_success(&done).as_deref(), Some("base_sent_before_the_crash"), "the running command was followed");
+    assert!(committed_backups(&archive.join("default/db")).is_empty(), "a second backup was started");
+    let host = env.hosts().get("db").await.expect("read host");
+    assert_eq!(host.status.and_then(|status| status.handled_backup_request).as_deref(), Some("after-crash"));
+    env.stop().await;
+}

@@ -305,6 +305,11 @@ impl Cloud for LocalCloud {
             .map_err(|error| error.into_cloud("send command"))
     }
 
+    async fn running_commands(&self, host: &HostInstance, purpose: &str) -> Result<Vec<String>, CloudError> {
+        let dir = self.find_instance(&host.instance_id).map_err(|error| error.into_cloud("list commands"))?;
+        command::running(&dir, purpose).map_err(|error| error.into_cloud("list commands"))
+    }
+
     async fn command_status(&self, host: &HostInstance, command_id: &str) -> Result<CommandStatus, CloudError> {
         let dir = self.find_instance(&host.instance_id).map_err(|error| error.into_cloud("read command status"))?;
         command::status(&dir, command_id).map_err(|error| error.into_cloud("read command status"))

@@ -66,6 +66,10 @@ impl Cloud for MeteredCloud {
         self.count("command_status", self.inner.command_status(host, command_id).await)
     }
 
+    async fn running_commands(&self, host: &HostInstance, purpose: &str) -> Result<Vec<String>, CloudError> {
+        self.count("running_commands", self.inner.running_commands(host, purpose).await)
+    }
+
     async fn host_layout(&self, host: &HostRef, instance: &HostInstance) -> Result<HostLayout, CloudError> {
         self.count("host_layout", self.inner.host_layout(host, instance).await)
     }

@@ -248,6 +248,11 @@ pub trait Cloud: Send + Sync {
     /// The progress of a command started by [`Cloud::send_command`].
     async fn command_status(&self, host: &HostInstance, command_id: &str) -> Result<CommandStatus, CloudError>;
 
+    /// Ids of the commands with `purpose` (as in [`HostCommand::purpose`]) still pending or
+    /// running on the host, oldest first: what a restarted operator adopts instead of sending
+    /// the same command again.
+    async fn running_commands(&self, host: &HostInstance, purpose: &str) -> Result<Vec<String>, CloudError>;
+
     /// Where things live on the host (paths, port, agent download); EC2's layout by default.
     async fn host_layout(&self, _host: &HostRef, instance: &HostInstance) -> Result<HostLayout, CloudError> {
         Ok(HostLayout::ec2(instance))

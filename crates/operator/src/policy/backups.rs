@@ -16,6 +16,9 @@ use super::status::Draft;
 use crate::cloud::{CommandStatus, HostCommand, HostLayout, HostRef};
 use crate::context::Context;
 
+/// The purpose of backup commands (their SSM comment is `pgec2 backup`).
+const BACKUP_PURPOSE: &str = "backup";
+
 /// How long one base backup may run.
 pub const BACKUP_TIMEOUT: Duration = Duration::from_secs(6 * 60 * 60);
 
@@ -100,16 +103,24 @@ pub async fn start(
             return refused(ctx, policy, draft, &key, now, format!("failed to read the host layout: {error}")).await;
         }
     };
-    let command = HostCommand { purpose: "backup".to_string(), script, timeout: BACKUP_TIMEOUT };
+    // A backup command the status does not know of (sent just before an operator restart, whose
+    // status write was lost) is followed, not doubled.
+    match cloud.running_commands(&instance, BACKUP_PURPOSE).await {
+        Ok(running) if !running.is_empty() => {
+            let command_id = running[0].clone();
+            draft.add_active(active_backup(&key, command_id.clone(), now, &trigger));
+            let note =
+                format!("backup command {command_id} already runs on {key}; following it instead of starting another");
+            publish(ctx, policy, EventType::Normal, "BackupFollowed", note).await;
+            return true;
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(host = %key, %error, "cannot list running commands; starting the backup"),
+    }
+    let command = HostCommand { purpose: BACKUP_PURPOSE.to_string(), script, timeout: BACKUP_TIMEOUT };
     match cloud.send_command(&instance, &command).await {
         Ok(command_id) => {
-            draft.add_active(ActiveBackup {
-                host: key.clone(),
-                command_id,
-                start_time: Time(now),
-                schedule_tick: trigger.tick.map(Time),
-                request: trigger.request.clone(),
-            });
+            draft.add_active(active_backup(&key, command_id, now, &trigger));
             let why = match (&trigger.tick, &trigger.request) {
                 (_, Some(value)) => format!("on request {value:?}"),
                 (Some(tick), None) => format!("for the tick of {tick}"),
@@ -123,6 +134,16 @@ pub async fn start(
             true
         }
         Err(error) => refused(ctx, policy, draft, &key, now, format!("failed to start the backup: {error}")).await,
+    }
+}
+
+fn active_backup(host: &str, command_id: String, now: Timestamp, trigger: &Trigger) -> ActiveBackup {
+    ActiveBackup {
+        host: host.to_string(),
+        command_id,
+        start_time: Time(now),
+        schedule_tick: trigger.tick.map(Time),
+        request: trigger.request.clone(),
     }
 }
 

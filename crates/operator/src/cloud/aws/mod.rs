@@ -219,4 +219,8 @@ impl Cloud for AwsCloud {
     async fn command_status(&self, host: &HostInstance, command_id: &str) -> Result<CommandStatus, CloudError> {
         self.invocation(host, command_id).await
     }
+
+    async fn running_commands(&self, host: &HostInstance, purpose: &str) -> Result<Vec<String>, CloudError> {
+        self.running(host, purpose).await
+    }
 }

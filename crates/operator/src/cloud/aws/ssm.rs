@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
-use aws_sdk_ssm::types::{CommandInvocationStatus, InstanceInformationStringFilter, PingStatus};
+use aws_sdk_ssm::types::{
+    CommandInvocationStatus, CommandStatus as SsmCommandStatus, InstanceInformationStringFilter, PingStatus,
+};
 
 use super::AwsCloud;
 use super::error::classify;
@@ -105,7 +107,7 @@ impl AwsCloud {
             });
         }
         let execution_timeout = command.timeout.as_secs().clamp(1, 172_800).to_string();
-        let comment: String = format!("pgec2 {}", command.purpose).chars().take(MAX_COMMENT).collect();
+        let comment = command_comment(&command.purpose);
         let output = self
             .retry(|| {
                 self.ssm
@@ -153,6 +155,37 @@ impl AwsCloud {
             Err(error) => Err(classify("ssm", "read command status", &error)),
         }
     }
+}
+
+impl AwsCloud {
+    /// Commands of `purpose` (by their `pgec2 <purpose>` comment) pending or in progress on the
+    /// host, from the newest page of ListCommands for the instance, oldest first.
+    pub(crate) async fn running(&self, host: &HostInstance, purpose: &str) -> Result<Vec<String>, CloudError> {
+        let comment = command_comment(purpose);
+        let output = self
+            .retry(|| self.ssm.list_commands().instance_id(&host.instance_id).max_results(50).send())
+            .await
+            .map_err(|error| classify("ssm", "list commands", &error))?;
+        let mut running: Vec<(Option<f64>, String)> = output
+            .commands()
+            .iter()
+            .filter(|command| command.comment() == Some(comment.as_str()))
+            .filter(|command| {
+                matches!(command.status(), Some(SsmCommandStatus::Pending | SsmCommandStatus::InProgress))
+            })
+            .filter_map(|command| {
+                let requested = command.requested_date_time().map(|time| time.as_secs_f64());
+                command.command_id().map(|id| (requested, id.to_string()))
+            })
+            .collect();
+        running.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+        Ok(running.into_iter().map(|(_, id)| id).collect())
+    }
+}
+
+/// The comment a command of `purpose` is sent with (SSM's limit applied).
+fn command_comment(purpose: &str) -> String {
+    format!("pgec2 {purpose}").chars().take(MAX_COMMENT).collect()
 }
 
 /// Our view of an invocation.

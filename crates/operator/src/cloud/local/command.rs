@@ -203,6 +203,20 @@ pub fn stop_all(host_dir: &Path) -> Result<(), LocalError> {
     Ok(())
 }
 
+/// Ids of the commands with `purpose` still running on the host, oldest first.
+pub fn running(host_dir: &Path, purpose: &str) -> Result<Vec<String>, LocalError> {
+    let mut running = Vec::new();
+    for dir in super::files::subdirectories(&host_dir.join("commands"))? {
+        let id = dir.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        let record = load(&dir, &id)?;
+        if record.purpose == purpose && finished(&dir)?.is_none() && is_alive(&record) {
+            running.push((record.started_at, id));
+        }
+    }
+    running.sort();
+    Ok(running.into_iter().map(|(_, id)| id).collect())
+}
+
 /// True when the recorded process still runs (and is the same process, not a reused pid).
 fn is_alive(record: &CommandRecord) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", record.pid)) else {

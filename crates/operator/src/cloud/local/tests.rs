@@ -158,3 +158,28 @@ async fn terminating_a_host_stops_its_running_commands() {
     let CommandStatus::Failed { stderr_tail, .. } = status else { panic!("expected failure, got {status:?}") };
     assert!(stderr_tail.contains("host was terminated"), "{stderr_tail}");
 }
+
+#[tokio::test]
+async fn running_commands_lists_the_live_commands_of_a_purpose() {
+    let fixture = Fixture::new();
+    let cloud = fixture.cloud();
+    let db = host("db", "uid-db");
+    let instance = cloud.launch_host(&launch_request(&db)).await.expect("launch");
+    let command = |purpose: &str, script: &str| HostCommand {
+        purpose: purpose.into(),
+        script: script.into(),
+        timeout: Duration::from_secs(60),
+    };
+    let done = cloud.send_command(&instance, &command("backup", "true")).await.expect("send");
+    let backup = cloud.send_command(&instance, &command("backup", "sleep 30")).await.expect("send");
+    cloud.send_command(&instance, &command("apply", "sleep 30")).await.expect("send");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !matches!(cloud.command_status(&instance, &done).await.expect("status"), CommandStatus::Succeeded { .. }) {
+        assert!(std::time::Instant::now() < deadline, "the quick command did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let restarted = fixture.cloud();
+    assert_eq!(restarted.running_commands(&instance, "backup").await.expect("list"), vec![backup]);
+    assert!(restarted.running_commands(&instance, "verify").await.expect("list").is_empty());
+    cloud.terminate_host(&db, VolumeDisposal::Retain).await.expect("terminate");
+}
