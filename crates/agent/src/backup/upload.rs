@@ -22,11 +22,11 @@ use super::BackupError;
 use super::pack::{Packed, PackedPart, pack_files};
 use super::walk::SourceFile;
 
-/// Content bytes per part. Large enough that per-object overhead is small on S3 (a few hundred
-/// requests per gigabyte of data), small enough that the parts in memory stay modest: backup-push
+/// Content bytes per part. Large enough that per-object overhead stays small on S3 (about 500
+/// requests per GiB of data), small enough that the parts in memory stay modest: backup-push
 /// holds two buffers of this size per worker, backup-fetch one stored part per download slot
 /// (peak memory of both: docs/benchmarks.md). Restores read any part size.
-pub const PART_SIZE: usize = 4 * 1024 * 1024;
+pub const PART_SIZE: usize = 2 * 1024 * 1024;
 
 /// How to write parts.
 #[derive(Clone, Debug)]
