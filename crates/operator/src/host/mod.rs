@@ -238,12 +238,8 @@ async fn hold_restore(
     mut draft: Draft,
     unreachable: &recovery_check::Unreachable,
 ) -> Result<Action, Error> {
-    let already = host.condition(pgec2_api::condition::READY).is_some_and(|ready| ready.message == unreachable.message);
     draft.restore_unreachable(unreachable);
-    write::write_status(api, host, &draft.finish()).await?;
-    if !already {
-        events::warning(ctx, host, unreachable.reason, unreachable.message.clone()).await;
-    }
+    write_held(ctx, api, host, draft, unreachable.reason, &unreachable.message).await?;
     Ok(if unreachable.may_resolve { Action::requeue(RESTORE_RECHECK) } else { Action::await_change() })
 }
 
@@ -255,11 +251,25 @@ async fn park(
     mut draft: Draft,
     invalid: &validate::Invalid,
 ) -> Result<Action, Error> {
-    let already = host.condition(pgec2_api::condition::READY).is_some_and(|ready| ready.message == invalid.message);
     draft.invalid(invalid);
+    write_held(ctx, api, host, draft, invalid.reason, &invalid.message).await?;
+    Ok(Action::await_change())
+}
+
+/// Writes the status of a host held back with `reason` and `message` in Ready, and a Warning
+/// event the first time that message shows.
+async fn write_held(
+    ctx: &Context,
+    api: &Api<PostgresHost>,
+    host: &PostgresHost,
+    draft: Draft,
+    reason: &str,
+    message: &str,
+) -> Result<(), Error> {
+    let already = host.condition(pgec2_api::condition::READY).is_some_and(|ready| ready.message == message);
     write::write_status(api, host, &draft.finish()).await?;
     if !already {
-        events::warning(ctx, host, invalid.reason, invalid.message.clone()).await;
+        events::warning(ctx, host, reason, message.to_string()).await;
     }
-    Ok(Action::await_change())
+    Ok(())
 }
