@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::compression::{Algorithm, Compression};
 use crate::envelope::{self, EnvelopeError};
 use crate::layout::Archive;
-use crate::storage::{PutMode, StorageError};
+use crate::storage::StorageError;
 
 /// The contents of `cluster.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,9 +82,9 @@ async fn create_or_read(archive: &Archive, claimant: &ClusterIdentity) -> Result
     let json = serde_json::to_vec_pretty(claimant).map_err(|error| corrupt(key.as_str(), &error))?;
     let none = Compression { algorithm: Algorithm::None, level: 0 };
     let (stored, _) = envelope::seal(&json, none).map_err(|error| corrupt(key.as_str(), &error))?;
-    match archive.storage.put(&key, Bytes::from(stored), PutMode::CreateNew).await {
-        Ok(()) => Ok(claimant.clone()),
-        Err(StorageError::AlreadyExists { .. }) => {
+    match archive.storage.put_new_or_identical(&key, Bytes::from(stored)).await {
+        Ok(_) => Ok(claimant.clone()),
+        Err(error) if error.is_already_exists() => {
             let stored = archive.storage.get(&key).await.map_err(|source| storage_error(key.as_str(), source))?;
             decode(key.as_str(), &stored)
         }

@@ -1,14 +1,20 @@
 //! One behaviour contract, checked against every storage backend: what callers (wal-push,
-//! backups, retention) rely on must hold on the in-memory map, a local directory and S3 alike.
+//! backups, retention) rely on must hold on the in-memory map, a local directory and S3 alike,
+//! and again on each of them behind the seeded fault injector with the agent's retries: with
+//! failures, throttling, stalls, hangs and answers lost after successful writes on one call in
+//! ten, every operation still succeeds with the data intact (or fails with nothing committed).
 
 mod storage_support;
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use pgec2_core::storage::fault::{Chaos, FaultInjecting};
 use pgec2_core::storage::local::LocalStorage;
 use pgec2_core::storage::memory::MemoryStorage;
+use pgec2_core::storage::retry::{RetryPolicy, Retrying};
 use pgec2_core::storage::s3::{MultipartSettings, S3Settings, S3Storage};
 use pgec2_core::storage::{ObjectKey, PutMode, PutOutcome, Storage, StorageError, Timeouts};
 use storage_support::{fresh_bucket, moto};
@@ -46,6 +52,26 @@ async fn s3() -> Fixture {
     };
     let storage = S3Storage::from_sdk_config(&server.sdk_config().await, settings).expect("s3 store");
     Fixture { storage: Arc::new(storage), _keep: Box::new(server) }
+}
+
+/// The seed of every faulty fixture: a failure reproduces with the same draws.
+const SEED: u64 = 0x5eed_0014;
+
+/// `fixture`'s backend behind the fault injector (faults on 10% of calls, hangs longer than the
+/// stall limit among them), retried as the agent retries but with short delays.
+async fn faulty(fixture: impl std::future::Future<Output = Fixture>, stall: Duration) -> Fixture {
+    let Fixture { storage, _keep } = fixture.await;
+    let injector = FaultInjecting::new(storage);
+    injector.handle().set_chaos(Chaos::new(SEED, 0.10).with_hang(stall * 2));
+    let timeouts = Timeouts { operation: stall, min_bytes_per_second: 1024 * 1024 };
+    let policy = RetryPolicy {
+        max_attempts: 12,
+        initial_backoff: Duration::from_millis(2),
+        max_backoff: Duration::from_millis(20),
+        max_elapsed: Duration::from_secs(30),
+        ..RetryPolicy::default()
+    };
+    Fixture { storage: Arc::new(Retrying::new(injector, timeouts, policy)), _keep }
 }
 
 fn key(text: &str) -> ObjectKey {
@@ -369,3 +395,6 @@ macro_rules! conformance {
 conformance!(memory_backend, memory(), LARGE);
 conformance!(local_backend, local(), LARGE);
 conformance!(s3_backend, s3(), 2 * PART + 100_003);
+conformance!(faulty_memory_backend, faulty(memory(), Duration::from_millis(100)), LARGE);
+conformance!(faulty_local_backend, faulty(local(), Duration::from_millis(500)), LARGE);
+conformance!(faulty_s3_backend, faulty(s3(), Duration::from_secs(2)), 2 * PART + 100_003);

@@ -108,7 +108,8 @@ async fn a_store_that_always_stalls_fails_with_a_timeout_in_bounded_time() {
     harness.faults.add(Rule::new(Fault::Stall(Duration::from_secs(30))));
     let started = Instant::now();
     let error = harness.store.head(&segment()).await.expect_err("always stalls");
-    assert!(matches!(error, StorageError::Timeout { .. }), "got {error:?}");
+    assert!(matches!(error, StorageError::Stalled { .. }), "got {error:?}");
+    assert!(error.to_string().contains("no progress"), "{error}");
     assert!(!error.is_permanent());
     assert_eq!(harness.faults.calls(Operation::Head), ATTEMPTS as u64);
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
@@ -135,13 +136,24 @@ async fn retries_stop_when_the_time_budget_is_spent() {
 }
 
 #[tokio::test]
-async fn a_lost_acknowledgement_on_create_surfaces_as_already_exists_with_the_object_stored() {
+async fn a_lost_acknowledgement_on_create_is_success_when_the_retry_finds_our_object() {
     let harness = harness();
     harness.faults.fail_next(Operation::Put, 1, Fault::AckLost);
-    let error = harness.store.put(&segment(), body("wal"), PutMode::CreateNew).await.expect_err("retry sees it");
-    assert!(error.is_already_exists(), "got {error:?}");
+    harness.store.put(&segment(), body("wal"), PutMode::CreateNew).await.expect("the retry finds our object");
     assert_eq!(harness.faults.calls(Operation::Put), 2);
     assert_eq!(harness.faulty.inner().get(&segment()).await.expect("stored"), body("wal"));
+}
+
+#[tokio::test]
+async fn a_retried_create_that_finds_other_content_fails_and_keeps_the_object() {
+    let harness = harness();
+    harness.faulty.inner().put(&segment(), body("theirs"), PutMode::CreateNew).await.expect("seed");
+    harness.faults.fail_next(Operation::Put, 1, Fault::Transient);
+    let error = harness.store.put(&segment(), body("ours"), PutMode::CreateNew).await.expect_err("other content");
+    assert!(matches!(error, StorageError::DifferentContent { .. }), "got {error:?}");
+    assert!(error.is_already_exists() && error.is_permanent(), "got {error:?}");
+    assert!(error.to_string().contains("different content"), "{error}");
+    assert_eq!(harness.faulty.inner().get(&segment()).await.expect("kept"), body("theirs"));
 }
 
 #[tokio::test]
@@ -149,7 +161,9 @@ async fn a_lost_acknowledgement_on_create_is_success_when_the_stored_bytes_are_o
     let harness = harness();
     harness.faults.fail_next(Operation::Put, 1, Fault::AckLost);
     let outcome = harness.store.put_new_or_identical(&segment(), body("wal")).await.expect("same bytes");
-    assert_eq!(outcome, PutOutcome::AlreadyIdentical);
+    assert_eq!(outcome, PutOutcome::Created, "this call created it, though its first answer was lost");
+    let again = harness.store.put_new_or_identical(&segment(), body("wal")).await.expect("a later run");
+    assert_eq!(again, PutOutcome::AlreadyIdentical);
 }
 
 #[tokio::test]

@@ -128,7 +128,7 @@ pub async fn push_backup(
     // 8. Commit: every object still there, then complete.json last.
     info.data_bytes = manifest.data_bytes();
     info.stored_bytes = stored_bytes + manifest.stored_part_bytes();
-    check_objects_present(archive, &manifest).await?;
+    check_objects_present(archive, &manifest, !stop.tablespace_map.is_empty()).await?;
     let complete = archive.layout.backup_complete(&name).map_err(BackupError::storage("name", &name))?;
     catalog::put_json(archive, &complete, &info, PutMode::CreateNew).await?;
     tracing::info!(backup = %name, "backup committed");
@@ -199,7 +199,7 @@ async fn put_raw(archive: &Archive, key: &ObjectKey, content: &[u8]) -> Result<u
     let size = stored.len() as u64;
     archive
         .storage
-        .put(key, Bytes::from(stored), PutMode::CreateNew)
+        .put_new_or_identical(key, Bytes::from(stored))
         .await
         .map_err(BackupError::storage("upload", key.as_str()))?;
     Ok(size)
@@ -226,13 +226,22 @@ async fn wait_for_wal(archive: &Archive, info: &BackupInfo, timeline: TimelineId
     Ok(())
 }
 
-/// Checks that the manifest and every part are stored (a concurrent `delete garbage` with a
-/// too-short grace period must not leave a committed backup with missing parts).
-async fn check_objects_present(archive: &Archive, manifest: &BackupManifest) -> Result<(), BackupError> {
+/// Checks that the labels, the manifest and every part are stored before the commit marker is
+/// written (a concurrent `delete garbage` with a too-short grace period must not leave a
+/// committed backup with missing objects).
+async fn check_objects_present(
+    archive: &Archive,
+    manifest: &BackupManifest,
+    has_tablespace_map: bool,
+) -> Result<(), BackupError> {
     let prefix = archive.layout.backup_prefix(&manifest.backup);
     let listing = archive.storage.list(&prefix).await.map_err(BackupError::storage("list", &prefix))?;
     let present: std::collections::BTreeSet<&str> = listing.iter().map(|meta| meta.key.as_str()).collect();
-    let mut expected = vec![archive.layout.backup_manifest(&manifest.backup)];
+    let mut expected =
+        vec![archive.layout.backup_manifest(&manifest.backup), archive.layout.backup_label(&manifest.backup)];
+    if has_tablespace_map {
+        expected.push(archive.layout.tablespace_map(&manifest.backup));
+    }
     expected.extend(manifest.parts.iter().map(|part| archive.layout.backup_part(&manifest.backup, part.index)));
     for key in expected {
         let key = key.map_err(BackupError::storage("name", &manifest.backup))?;

@@ -15,7 +15,6 @@ use pgec2_core::compression::Compression;
 use pgec2_core::envelope::Sealer;
 use pgec2_core::layout::Archive;
 use pgec2_core::manifest::PartInfo;
-use pgec2_core::storage::PutMode;
 use tokio::sync::mpsc::Sender;
 
 use super::BackupError;
@@ -76,7 +75,7 @@ impl PartWriter {
         }
     }
 
-    /// Compresses and stores one part (never overwriting an object).
+    /// Compresses and stores one part (never overwriting an object; an identical one is ours).
     async fn upload(&self, part: PackedPart, workers: &Workers) -> Result<PartInfo, BackupError> {
         let index = part.index;
         let content_bytes = part.content.len() as u64;
@@ -95,9 +94,10 @@ impl PartWriter {
         let WorkerState { sealer, out } = state;
         let stored_bytes = out.len() as u64;
         let body = Bytes::from(out);
+        // A create that is safe to repeat: a part an earlier attempt stored is recognised as ours.
         self.archive
             .storage
-            .put(&key, body.clone(), PutMode::CreateNew)
+            .put_new_or_identical(&key, body.clone())
             .await
             .map_err(BackupError::storage("upload", key.as_str()))?;
         // The store has let go of the body: its buffer serves the next part.

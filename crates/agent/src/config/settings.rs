@@ -37,11 +37,15 @@ pub const SETTINGS: &[Setting] = &[
     setting("storage.sse", &["PGEC2_S3_SSE"], "server-side encryption: AES256 or aws:kms"),
     setting("storage.kms_key_id", &["PGEC2_S3_KMS_KEY_ID"], "KMS key for sse = aws:kms"),
     setting("storage.storage_class", &["PGEC2_S3_STORAGE_CLASS"], "S3 storage class, e.g. STANDARD_IA"),
-    setting("storage.timeout_secs", &["PGEC2_STORAGE_TIMEOUT"], "deadline of one storage request attempt"),
+    setting(
+        "storage.timeout_secs",
+        &["PGEC2_STORAGE_TIMEOUT"],
+        "stall limit: an attempt with no progress this long is cut and retried",
+    ),
     setting(
         "storage.min_throughput",
         &["PGEC2_STORAGE_MIN_THROUGHPUT"],
-        "bytes/s a transfer must sustain before it is timed out",
+        "slowest link supported: a call's time budget grows by size / this",
     ),
     setting("compression.algorithm", &["PGEC2_COMPRESSION"], "zstd, lz4 or none"),
     setting("compression.level", &["PGEC2_COMPRESSION_LEVEL"], "zstd level, 1 to 19"),

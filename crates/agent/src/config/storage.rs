@@ -24,9 +24,9 @@ pub struct StorageSettings {
     pub sse: Option<ServerSideEncryption>,
     pub kms_key_id: Option<String>,
     pub storage_class: Option<String>,
-    /// Deadline of one request attempt (transfers get more time per byte, see `min_throughput`).
+    /// Stall limit: an attempt that makes no progress this long is cut and retried.
     pub timeout: Duration,
-    /// Bytes per second a transfer must sustain.
+    /// The slowest link supported: a call's time budget grows by its size divided by this.
     pub min_throughput: u64,
 }
 

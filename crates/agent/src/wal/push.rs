@@ -127,7 +127,7 @@ async fn store(archive: &Archive, file: &str, (stored, header): (Vec<u8>, Header
     let stored_bytes = stored.len() as u64;
     match archive.storage.put(&key, Bytes::from(stored), PutMode::CreateNew).await {
         Ok(()) => Ok(PushOutcome::Stored { stored_bytes }),
-        Err(StorageError::AlreadyExists { .. }) => compare_with_archived(archive, &key, file, &header).await,
+        Err(error) if error.is_already_exists() => compare_with_archived(archive, &key, file, &header).await,
         Err(error) => Err(storage_error(error)),
     }
 }

@@ -236,7 +236,12 @@ pub async fn put_json_sized<T: Serialize>(
     let json = serde_json::to_vec_pretty(value).map_err(|error| corrupt(key.as_str(), error))?;
     let (stored, _) = envelope::seal(&json, compression).map_err(|error| corrupt(key.as_str(), error))?;
     let size = stored.len() as u64;
-    archive.storage.put(key, Bytes::from(stored), mode).await.map_err(storage("write", key.as_str()))?;
+    let written = match mode {
+        // Safe to repeat: an object an earlier attempt stored with this content is ours.
+        PutMode::CreateNew => archive.storage.put_new_or_identical(key, Bytes::from(stored)).await.map(|_| ()),
+        PutMode::Overwrite => archive.storage.put(key, Bytes::from(stored), mode).await,
+    };
+    written.map_err(storage("write", key.as_str()))?;
     Ok(size)
 }
 

@@ -13,6 +13,16 @@
 //! ```
 //!
 //! A call takes the first rule that applies to its operation and key and still has uses left.
+//! Without one, [`Chaos`] (when set) draws a fault at random from a generator seeded with a fixed
+//! seed: failures, `503 SlowDown`-like throttling, short stalls, hangs longer than the stall
+//! limit and answers lost after a successful write, at a given rate:
+//!
+//! ```
+//! # use std::time::Duration;
+//! # use pgec2_core::storage::{fault::{Chaos, FaultInjecting}, memory::MemoryStorage};
+//! let store = FaultInjecting::new(MemoryStorage::new());
+//! store.handle().set_chaos(Chaos::new(42, 0.10).with_hang(Duration::from_millis(500)));
+//! ```
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,6 +30,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use super::{ObjectKey, ObjectMeta, PutMode, Storage, StorageError};
 
@@ -65,6 +77,54 @@ pub enum Fault {
     AckLost,
     /// `get` only: returns the stored bytes with one byte flipped.
     Corrupt,
+    /// Fails with [`StorageError::Transient`] as S3 does when it throttles (`503 SlowDown`).
+    Throttle,
+}
+
+/// Random faults drawn from a seeded generator, for calls no [`Rule`] claims.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Chaos {
+    /// Seed of the generator: the same seed gives the same sequence of draws.
+    pub seed: u64,
+    /// Share of calls that get a fault (0.0 to 1.0).
+    pub rate: f64,
+    /// Delay of a short stall (slowness the stall detector must tolerate).
+    pub short_stall: Duration,
+    /// Delay of a hang (longer than the stall limit: the stall detector must cut it).
+    pub hang: Duration,
+}
+
+impl Chaos {
+    /// Faults on `rate` of the calls, short stalls of 20 ms, hangs of 2 s.
+    pub fn new(seed: u64, rate: f64) -> Self {
+        Self { seed, rate, short_stall: Duration::from_millis(20), hang: Duration::from_secs(2) }
+    }
+
+    pub fn with_hang(mut self, hang: Duration) -> Self {
+        self.hang = hang;
+        self
+    }
+
+    pub fn with_short_stall(mut self, short_stall: Duration) -> Self {
+        self.short_stall = short_stall;
+        self
+    }
+
+    /// Picks the fault for one call of `operation`, or none.
+    fn draw(&self, rng: &mut StdRng, operation: Operation) -> Option<Fault> {
+        if !rng.random_bool(self.rate.clamp(0.0, 1.0)) {
+            return None;
+        }
+        // Lost answers are writes' own fault; the other kinds hit every operation.
+        let kinds = if operation == Operation::Put { 5 } else { 4 };
+        Some(match rng.random_range(0..kinds) {
+            0 => Fault::Transient,
+            1 => Fault::Throttle,
+            2 => Fault::Stall(self.short_stall),
+            3 => Fault::Stall(self.hang),
+            _ => Fault::AckLost,
+        })
+    }
 }
 
 type KeyPredicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
@@ -130,8 +190,10 @@ impl Rule {
 #[derive(Debug, Default)]
 struct State {
     rules: Vec<Rule>,
+    chaos: Option<(Chaos, StdRng)>,
     calls: [u64; 5],
     injected: u64,
+    acks_lost: u64,
 }
 
 /// The shared control of a [`FaultInjecting`] store. Cloning gives another handle to the same faults.
@@ -151,9 +213,21 @@ impl FaultHandle {
         self.add(Rule::new(fault).on(operation).times(count));
     }
 
-    /// Removes every rule: the store behaves again.
+    /// Draws random faults for calls no rule claims (replacing earlier chaos).
+    pub fn set_chaos(&self, chaos: Chaos) {
+        self.state().chaos = Some((chaos, StdRng::seed_from_u64(chaos.seed)));
+    }
+
+    /// Removes every rule and the chaos: the store behaves again.
     pub fn clear(&self) {
-        self.state().rules.clear();
+        let mut state = self.state();
+        state.rules.clear();
+        state.chaos = None;
+    }
+
+    /// Answers lost after a successful write so far.
+    pub fn acks_lost(&self) -> u64 {
+        self.state().acks_lost
     }
 
     /// Calls of `operation` so far, faulty or not.
@@ -174,13 +248,24 @@ impl FaultHandle {
     /// Counts the call and picks the fault for it, using up one of the rule's uses.
     fn take(&self, operation: Operation, key: &str) -> Option<Fault> {
         let mut state = self.state();
+        let state = &mut *state;
         state.calls[operation.index()] += 1;
-        let rule = state.rules.iter_mut().find(|rule| rule.applies(operation, key))?;
-        if let Some(remaining) = rule.remaining.as_mut() {
-            *remaining -= 1;
-        }
-        let fault = rule.fault;
+        let fault = match state.rules.iter_mut().find(|rule| rule.applies(operation, key)) {
+            Some(rule) => {
+                if let Some(remaining) = rule.remaining.as_mut() {
+                    *remaining -= 1;
+                }
+                rule.fault
+            }
+            None => {
+                let (chaos, rng) = state.chaos.as_mut()?;
+                chaos.draw(rng, operation)?
+            }
+        };
         state.injected += 1;
+        if fault == Fault::AckLost {
+            state.acks_lost += 1;
+        }
         Some(fault)
     }
 
@@ -225,6 +310,12 @@ impl<S: Storage> FaultInjecting<S> {
             Some(Fault::Permanent) => {
                 Err(StorageError::permanent(&store, operation.name(), key, "injected permanent failure"))
             }
+            Some(Fault::Throttle) => Err(StorageError::transient(
+                &store,
+                operation.name(),
+                key,
+                "injected throttling: HTTP 503: SlowDown: Please reduce your request rate",
+            )),
             Some(Fault::Stall(duration)) => {
                 tokio::time::sleep(duration).await;
                 Ok(None)
@@ -262,6 +353,15 @@ impl<S: Storage> Storage for FaultInjecting<S> {
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StorageError> {
         let after = self.before(Operation::Get, key.as_str()).await?;
         let body = self.inner.get(key).await?;
+        match after {
+            Some(Fault::Corrupt) => Ok(corrupt(body)),
+            _ => Ok(body),
+        }
+    }
+
+    async fn get_start(&self, key: &ObjectKey, len: u64) -> Result<Bytes, StorageError> {
+        let after = self.before(Operation::Get, key.as_str()).await?;
+        let body = self.inner.get_start(key, len).await?;
         match after {
             Some(Fault::Corrupt) => Ok(corrupt(body)),
             _ => Ok(body),

@@ -26,10 +26,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use super::progress::{self, Progress};
 use super::{ObjectKey, ObjectMeta, PutMode, Storage, StorageError, Timeouts};
 
 /// Name prefix of the temporary files a put writes before moving them into place.
 pub const TEMP_PREFIX: &str = ".pgec2-tmp.";
+
+/// Bytes written or read between two progress notes.
+const IO_PIECE: usize = 1024 * 1024;
 
 /// How many times a put recreates a directory that a concurrent delete removed as empty.
 const DIRECTORY_RACE_ATTEMPTS: usize = 3;
@@ -68,7 +72,7 @@ impl LocalStorage {
     }
 
     fn context(&self, operation: &'static str, key: &str) -> Context {
-        Context { store: self.describe(), operation, key: key.to_string() }
+        Context { store: self.describe(), operation, key: key.to_string(), progress: progress::current() }
     }
 
     /// Runs `work` on the blocking pool, giving up after `deadline`.
@@ -92,15 +96,23 @@ impl LocalStorage {
     }
 }
 
-/// What an I/O error is about, to turn it into a [`StorageError`].
+/// What an I/O error is about, to turn it into a [`StorageError`]; and the progress record of
+/// the attempt (the work runs on the blocking pool, outside the attempt's task).
 #[derive(Debug)]
 struct Context {
     store: String,
     operation: &'static str,
     key: String,
+    progress: Option<Progress>,
 }
 
 impl Context {
+    fn note_progress(&self) {
+        if let Some(progress) = &self.progress {
+            progress.note();
+        }
+    }
+
     fn error(&self, action: &str, path: &Path, error: io::Error) -> StorageError {
         let message = format!("failed to {action} {}: {error}", path.display());
         match error.kind() {
@@ -207,7 +219,10 @@ fn write_and_place(
     body: &[u8],
     mode: PutMode,
 ) -> Result<(), StorageError> {
-    file.write_all(body).map_err(|error| context.error("write", temp, error))?;
+    for piece in body.chunks(IO_PIECE) {
+        file.write_all(piece).map_err(|error| context.error("write", temp, error))?;
+        context.note_progress();
+    }
     file.sync_all().map_err(|error| context.error("fsync", temp, error))?;
     match mode {
         PutMode::Overwrite => fs::rename(temp, path).map_err(|error| context.error("rename into", path, error)),
@@ -219,6 +234,37 @@ fn write_and_place(
             Err(error) => Err(context.error("link (the filesystem must support hard links)", path, error)),
         },
     }
+}
+
+/// Appends at most `limit` bytes of `file` to `buffer`, noting progress after each piece.
+fn read_pieces(
+    context: &Context,
+    path: &Path,
+    file: File,
+    buffer: &mut Vec<u8>,
+    limit: u64,
+) -> Result<(), StorageError> {
+    let mut source = file.take(limit);
+    loop {
+        let read = (&mut source)
+            .take(IO_PIECE as u64)
+            .read_to_end(buffer)
+            .map_err(|error| context.error("read", path, error))?;
+        context.note_progress();
+        if read == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Opens the file of an object for reading; its size.
+fn open_object(context: &Context, path: &Path) -> Result<(File, u64), StorageError> {
+    let file = File::open(path).map_err(|error| match is_absent(&error) {
+        true => context.not_found(),
+        false => context.error("open", path, error),
+    })?;
+    let meta = file.metadata().map_err(|error| context.error("inspect", path, error))?;
+    if meta.is_dir() { Err(context.not_found()) } else { Ok((file, meta.len())) }
 }
 
 fn meta_of(key: ObjectKey, meta: &fs::Metadata) -> ObjectMeta {
@@ -310,21 +356,25 @@ impl Storage for LocalStorage {
         let opened = path.clone();
         let (file, size) = self
             .blocking(self.context("get", key.as_str()), self.timeouts.operation, move |context| {
-                let path = opened;
-                let file = File::open(&path).map_err(|error| match is_absent(&error) {
-                    true => context.not_found(),
-                    false => context.error("open", &path, error),
-                })?;
-                let meta = file.metadata().map_err(|error| context.error("inspect", &path, error))?;
-                if meta.is_dir() { Err(context.not_found()) } else { Ok((file, meta.len())) }
+                open_object(context, &opened)
             })
             .await?;
         self.blocking(self.context("get", key.as_str()), self.timeouts.for_transfer(size), move |context| {
             buffer.clear();
             buffer.reserve(usize::try_from(size).unwrap_or(0));
-            let mut file = file;
-            file.read_to_end(&mut buffer).map_err(|error| context.error("read", &path, error))?;
+            read_pieces(context, &path, file, &mut buffer, u64::MAX)?;
             Ok(buffer)
+        })
+        .await
+    }
+
+    async fn get_start(&self, key: &ObjectKey, len: u64) -> Result<Bytes, StorageError> {
+        let path = self.path_of(key)?;
+        self.blocking(self.context("get", key.as_str()), self.timeouts.for_transfer(len), move |context| {
+            let (file, _) = open_object(context, &path)?;
+            let mut buffer = Vec::new();
+            read_pieces(context, &path, file, &mut buffer, len)?;
+            Ok(Bytes::from(buffer))
         })
         .await
     }

@@ -37,9 +37,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+mod create;
 pub mod fault;
 pub mod local;
 pub mod memory;
+pub mod progress;
 pub mod retry;
 pub mod s3;
 pub mod url;
@@ -119,6 +121,15 @@ pub enum StorageError {
     InvalidUrl { url: String, reason: String },
     #[error("{operation} of {key} in {store} timed out after {after:?}")]
     Timeout { store: String, operation: &'static str, key: String, after: Duration },
+    /// The stall detector cut an attempt that made no progress (no bytes, no answer).
+    #[error("{operation} of {key} in {store} timed out: no progress for {after:?}")]
+    Stalled { store: String, operation: &'static str, key: String, after: Duration },
+    /// A create-only write found the key taken by other content; nothing was replaced.
+    #[error(
+        "object {key} already exists in {store} with different content ({detail}); it was not replaced: \
+         find out which writer stored it before removing anything"
+    )]
+    DifferentContent { store: String, key: String, detail: String },
     /// A failure that may go away when retried (5xx, throttling, connection reset).
     #[error("{operation} of {key} in {store} failed (transient): {message}")]
     Transient { store: String, operation: &'static str, key: String, message: String },
@@ -130,15 +141,16 @@ pub enum StorageError {
 impl StorageError {
     /// True when retrying the same operation cannot succeed.
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, StorageError::Timeout { .. } | StorageError::Transient { .. })
+        !matches!(self, StorageError::Timeout { .. } | StorageError::Stalled { .. } | StorageError::Transient { .. })
     }
 
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })
     }
 
+    /// True when a create found its key taken (with content of unknown or different kind).
     pub fn is_already_exists(&self) -> bool {
-        matches!(self, StorageError::AlreadyExists { .. })
+        matches!(self, StorageError::AlreadyExists { .. } | StorageError::DifferentContent { .. })
     }
 
     pub(crate) fn not_found(store: &str, key: &str) -> Self {
@@ -153,6 +165,10 @@ impl StorageError {
         StorageError::Timeout { store: store.to_string(), operation, key: key.to_string(), after }
     }
 
+    pub(crate) fn stalled(store: &str, operation: &'static str, key: &str, after: Duration) -> Self {
+        StorageError::Stalled { store: store.to_string(), operation, key: key.to_string(), after }
+    }
+
     pub(crate) fn transient(store: &str, operation: &'static str, key: &str, message: impl Into<String>) -> Self {
         StorageError::Transient { store: store.to_string(), operation, key: key.to_string(), message: message.into() }
     }
@@ -165,23 +181,31 @@ impl StorageError {
 /// Limits every backend applies to its operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
-    /// Deadline for one attempt of a small-object operation (head, list page, delete, small put/get).
+    /// The stall limit: an attempt that makes no progress for this long (no byte sent or
+    /// received, no answer) is cut and retried ([`progress`]). A transfer that keeps moving is
+    /// never cut by it, however slow the link.
     pub operation: Duration,
-    /// Minimum throughput expected from transfers of large objects; the deadline of a transfer is
-    /// `operation + size / min_bytes_per_second`.
+    /// The slowest link an operation must still succeed on: the time budget of an operation
+    /// moving `size` bytes grows by `size / min_bytes_per_second` ([`Timeouts::transfer_time`]).
     pub min_bytes_per_second: u64,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self { operation: Duration::from_secs(30), min_bytes_per_second: 1024 * 1024 }
+        Self { operation: Duration::from_secs(30), min_bytes_per_second: 256 * 1024 }
     }
 }
 
 impl Timeouts {
-    /// Deadline of one attempt transferring `size` bytes.
+    /// Time to move `size` bytes at the slowest link we support.
+    pub fn transfer_time(&self, size: u64) -> Duration {
+        Duration::from_secs_f64(size as f64 / self.min_bytes_per_second.max(1) as f64)
+    }
+
+    /// A backstop deadline for one call moving `size` bytes: the stall limit plus the transfer
+    /// time (backends that cannot observe progress use it).
     pub fn for_transfer(&self, size: u64) -> Duration {
-        self.operation + Duration::from_secs(size / self.min_bytes_per_second.max(1))
+        self.operation + self.transfer_time(size)
     }
 }
 
@@ -204,6 +228,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Ok(buffer)
     }
 
+    /// Reads the first `len` bytes of an object (all of it when shorter); [`StorageError::NotFound`]
+    /// when absent. S3 sends a ranged GET, so comparing an envelope header costs no download.
+    async fn get_start(&self, key: &ObjectKey, len: u64) -> Result<Bytes, StorageError> {
+        let body = self.get(key).await?;
+        Ok(body.slice(..body.len().min(usize::try_from(len).unwrap_or(usize::MAX))))
+    }
+
     /// Metadata of one object, `None` when absent.
     async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError>;
 
@@ -216,19 +247,20 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// A short human description used in messages, e.g. `s3://bucket/prefix` or `file:///backups`.
     fn describe(&self) -> String;
 
-    /// Creates `key` with `body` unless it exists; when it exists with exactly these bytes, that
-    /// is success too ([`PutOutcome::AlreadyIdentical`]).
+    /// Creates `key` with `body` unless it exists; when it exists with the same content, that is
+    /// success too ([`PutOutcome::AlreadyIdentical`]).
     ///
-    /// This makes a conditional create idempotent under retries: when a first attempt stored the
-    /// object but its acknowledgement was lost, the retry sees `AlreadyExists` and the bytes
-    /// prove it was ours. Different bytes stay an [`StorageError::AlreadyExists`] error; callers
-    /// that store re-encodable content (compressed WAL) compare decoded content themselves.
+    /// This makes a conditional create idempotent: when an earlier attempt (or an earlier run of
+    /// the same command) stored the object but its answer was lost, the key is taken by our own
+    /// content. Envelopes ([`crate::envelope`]) are compared by the content length and hash in
+    /// their header (only the header is read back, whatever the compression); other bodies byte
+    /// for byte. Different content is a [`StorageError::DifferentContent`] error.
     async fn put_new_or_identical(&self, key: &ObjectKey, body: Bytes) -> Result<PutOutcome, StorageError> {
         match self.put(key, body.clone(), PutMode::CreateNew).await {
             Ok(()) => Ok(PutOutcome::Created),
-            Err(error) if error.is_already_exists() => {
-                let stored = self.get(key).await?;
-                if stored == body { Ok(PutOutcome::AlreadyIdentical) } else { Err(error) }
+            Err(StorageError::AlreadyExists { .. }) => {
+                let comparison = create::compare_stored(self, key, &body).await?;
+                create::settle(&self.describe(), key, comparison).map(|()| PutOutcome::AlreadyIdentical)
             }
             Err(error) => Err(error),
         }
@@ -258,6 +290,10 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
 
     async fn get_into(&self, key: &ObjectKey, buffer: Vec<u8>) -> Result<Vec<u8>, StorageError> {
         (**self).get_into(key, buffer).await
+    }
+
+    async fn get_start(&self, key: &ObjectKey, len: u64) -> Result<Bytes, StorageError> {
+        (**self).get_start(key, len).await
     }
 
     async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {

@@ -1,72 +1,80 @@
-//! Bounded retries with per-attempt deadlines, around any backend.
+//! One retry policy for every store call, around any backend.
 //!
-//! [`Retrying`] gives every attempt a deadline from [`Timeouts`] (a put of `n` bytes gets
-//! [`Timeouts::for_transfer`]`(n)`), waits an exponentially growing, jittered delay between
-//! attempts, and stops after [`RetryPolicy::max_attempts`] attempts or when the next attempt
-//! would start after [`RetryPolicy::max_elapsed`]. Only errors that are not
-//! [`StorageError::is_permanent`] are retried; the last error is returned as is.
+//! [`Retrying`] runs each attempt under the stall detector ([`progress::watch`]): an attempt that
+//! makes no progress (no byte sent or received, no answer) for [`Timeouts::operation`] is cut.
+//! There is no fixed per-request deadline: a large part on a slow link keeps moving and is never
+//! cut. Every call has a time budget that scales with what it moves: [`RetryPolicy::max_elapsed`]
+//! plus [`Timeouts::transfer_time`] of its size (a put knows its size; a get assumes
+//! [`RetryPolicy::get_deadline_size`]; a list gets [`RetryPolicy::list_deadline`]). A running
+//! attempt is cut when the budget is spent, and no new attempt starts after it.
 //!
-//! Durability: the wrapped backend's. Retrying adds one subtlety, on conditional creates: when a
-//! [`PutMode::CreateNew`] attempt stored the object but its answer was lost (a timeout, a reset
-//! connection), the next attempt finds the object and the caller gets
-//! [`StorageError::AlreadyExists`] although nobody else wrote it. A caller must then read the
-//! object and compare it with what it meant to store: same content is success.
-//! [`Storage::put_new_or_identical`] does exactly that for byte-identical bodies; wal-push
-//! compares decoded content.
+//! Between attempts it waits an exponential back-off with full jitter: a random delay between
+//! zero and `initial_backoff * 2^(retry - 1)` (at most [`RetryPolicy::max_backoff`]), so that
+//! clients throttled together (S3's `503 SlowDown`) do not come back together. Only errors that
+//! are not [`StorageError::is_permanent`] are retried (5xx, throttling, resets, time-outs,
+//! stalls), at most [`RetryPolicy::max_attempts`] attempts; the last error is returned as is.
 //!
-//! Deadlines of `get` and `list`: their size is not known in advance, so their attempt
-//! deadline is a backstop ([`RetryPolicy::get_deadline_size`], [`RetryPolicy::list_deadline`]);
-//! backends detect stalled transfers themselves (the S3 SDK's stalled-stream protection, the
-//! local backend's size-aware read deadline).
+//! Durability: the wrapped backend's. Conditional creates stay exact under retries: when a
+//! [`PutMode::CreateNew`] attempt stored the object but its answer was lost (a reset, a stall),
+//! the next attempt finds the key taken. [`Retrying`] then compares the stored object with the
+//! body (the envelope header only, see [`Storage::put_new_or_identical`]): our own content is
+//! success, other content a [`StorageError::DifferentContent`] error. A first attempt that finds
+//! the key taken still answers [`StorageError::AlreadyExists`]; callers that may repeat a whole
+//! command use [`Storage::put_new_or_identical`], which compares in that case too.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use rand::Rng;
 
-use super::{ObjectKey, ObjectMeta, PutMode, Storage, StorageError, Timeouts};
+use super::progress::{self, Cut};
+use super::{ObjectKey, ObjectMeta, PutMode, Storage, StorageError, Timeouts, create};
 
 /// How hard [`Retrying`] tries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts per call, the first included (at least 1).
     pub max_attempts: u32,
-    /// Delay before the first retry; doubles after each attempt.
+    /// Bound of the first retry's random delay; doubles after each attempt.
     pub initial_backoff: Duration,
     /// Upper bound of one delay.
     pub max_backoff: Duration,
-    /// No new attempt starts after this much time since the call began.
+    /// Time budget of a call that moves no data (head, delete); calls that move data get the
+    /// transfer time of their size on top.
     pub max_elapsed: Duration,
-    /// A `get` attempt may take as long as transferring this many bytes
-    /// ([`Timeouts::for_transfer`]).
+    /// Size a `get` budgets for, its size being unknown in advance ([`Timeouts::transfer_time`]).
     pub get_deadline_size: u64,
-    /// Deadline of one `list` attempt (a listing may span many pages).
+    /// Time budget of a `list` (a listing may span many pages).
     pub list_deadline: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 6,
+            max_attempts: 10,
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
             max_elapsed: Duration::from_secs(120),
-            get_deadline_size: 1024 * 1024 * 1024,
+            get_deadline_size: 64 * 1024 * 1024,
             list_deadline: Duration::from_secs(600),
         }
     }
 }
 
 impl RetryPolicy {
-    /// The delay before retry number `retry` (1 for the first retry): half of the exponential
-    /// bound plus a random part of the other half, so that many clients do not retry in step.
+    /// The delay before retry number `retry` (1 for the first retry): full jitter, a random
+    /// delay between zero and the exponential bound, so that many clients do not retry in step.
     pub fn backoff(&self, retry: u32) -> Duration {
+        self.backoff_bound(retry).mul_f64(rand::rng().random_range(0.0..=1.0))
+    }
+
+    /// The exponential bound of retry number `retry`'s delay.
+    pub fn backoff_bound(&self, retry: u32) -> Duration {
         let exponent = retry.saturating_sub(1).min(20);
-        let bound = self.initial_backoff.saturating_mul(1 << exponent).min(self.max_backoff);
-        let half = bound / 2;
-        half + half.mul_f64(rand::rng().random_range(0.0..=1.0))
+        self.initial_backoff.saturating_mul(1 << exponent).min(self.max_backoff)
     }
 }
 
@@ -92,12 +100,13 @@ impl<S: Storage> Retrying<S> {
         &self.policy
     }
 
-    /// Runs `attempt` until it succeeds, fails permanently, or the policy's bounds are reached.
+    /// Runs `attempt` until it succeeds, fails permanently, or the policy's bounds are reached;
+    /// `budget` bounds the whole call.
     async fn run<T, F, Fut>(
         &self,
         operation: &'static str,
         key: &str,
-        deadline: Duration,
+        budget: Duration,
         attempt: F,
     ) -> Result<T, StorageError>
     where
@@ -108,38 +117,64 @@ impl<S: Storage> Retrying<S> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let error = match tokio::time::timeout(deadline, attempt()).await {
+            let left = budget.saturating_sub(started.elapsed());
+            let error = match progress::watch(self.timeouts.operation, Some(left), attempt()).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) => error,
-                Err(_elapsed) => StorageError::timeout(&self.inner.describe(), operation, key, deadline),
+                Err(Cut::Stalled(after)) => StorageError::stalled(&self.inner.describe(), operation, key, after),
+                Err(Cut::Deadline(_)) => StorageError::timeout(&self.inner.describe(), operation, key, budget),
             };
             if error.is_permanent() || attempts >= self.policy.max_attempts.max(1) {
                 return Err(error);
             }
             let delay = self.policy.backoff(attempts);
-            if started.elapsed() + delay > self.policy.max_elapsed {
+            if started.elapsed() + delay >= budget {
                 return Err(error);
             }
             tracing::warn!(operation, %key, attempt = attempts, ?delay, %error, "storage call failed, retrying");
             tokio::time::sleep(delay).await;
         }
     }
+
+    /// Budget of a call moving `size` bytes.
+    fn budget(&self, size: u64) -> Duration {
+        self.policy.max_elapsed + self.timeouts.transfer_time(size)
+    }
 }
 
 #[async_trait]
 impl<S: Storage> Storage for Retrying<S> {
     async fn put(&self, key: &ObjectKey, body: Bytes, mode: PutMode) -> Result<(), StorageError> {
-        let deadline = self.timeouts.for_transfer(body.len() as u64);
-        self.run("put", key.as_str(), deadline, || self.inner.put(key, body.clone(), mode)).await
+        let attempts = AtomicU32::new(0);
+        let result = self
+            .run("put", key.as_str(), self.budget(body.len() as u64), || {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                self.inner.put(key, body.clone(), mode)
+            })
+            .await;
+        match result {
+            // An earlier attempt failed without an answer: it may have stored the object.
+            Err(StorageError::AlreadyExists { .. })
+                if mode == PutMode::CreateNew && attempts.load(Ordering::Relaxed) > 1 =>
+            {
+                let comparison = create::compare_stored(self, key, &body).await?;
+                create::settle(&self.describe(), key, comparison)
+            }
+            result => result,
+        }
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StorageError> {
-        let deadline = self.timeouts.for_transfer(self.policy.get_deadline_size);
-        self.run("get", key.as_str(), deadline, || self.inner.get(key)).await
+        let budget = self.budget(self.policy.get_deadline_size);
+        self.run("get", key.as_str(), budget, || self.inner.get(key)).await
+    }
+
+    async fn get_start(&self, key: &ObjectKey, len: u64) -> Result<Bytes, StorageError> {
+        self.run("get", key.as_str(), self.budget(len), || self.inner.get_start(key, len)).await
     }
 
     async fn get_into(&self, key: &ObjectKey, buffer: Vec<u8>) -> Result<Vec<u8>, StorageError> {
-        let deadline = self.timeouts.for_transfer(self.policy.get_deadline_size);
+        let deadline = self.budget(self.policy.get_deadline_size);
         // The first attempt reads into the caller's buffer; a retry after a failed attempt
         // (whose buffer is gone) starts with a new one.
         let spare = std::sync::Mutex::new(Some(buffer));
@@ -151,7 +186,7 @@ impl<S: Storage> Storage for Retrying<S> {
     }
 
     async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
-        self.run("head", key.as_str(), self.timeouts.operation, || self.inner.head(key)).await
+        self.run("head", key.as_str(), self.budget(0), || self.inner.head(key)).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
@@ -159,7 +194,7 @@ impl<S: Storage> Storage for Retrying<S> {
     }
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
-        self.run("delete", key.as_str(), self.timeouts.operation, || self.inner.delete(key)).await
+        self.run("delete", key.as_str(), self.budget(0), || self.inner.delete(key)).await
     }
 
     fn describe(&self) -> String {

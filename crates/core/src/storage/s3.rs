@@ -15,9 +15,10 @@
 //!
 //! Retries and timeouts: the SDK's own retries are disabled ([`RetryConfig::disabled`]) so that
 //! [`crate::storage::retry::Retrying`] is the only retry loop (and decides with
-//! [`StorageError::is_permanent`]); the SDK keeps a connect timeout and its stalled-stream
-//! protection (a transfer making no progress for [`Timeouts::operation`] fails), and every
-//! request runs under a deadline from [`Timeouts`] sized by the bytes it moves. Credentials
+//! [`StorageError::is_permanent`]), and so is its stalled-stream protection: requests run under
+//! our stall detector ([`crate::storage::progress`]) instead, fed by every 64 KiB of a request
+//! body sent, every chunk of a response body received and every answer. No request has a
+//! fixed deadline; the SDK keeps only a connect timeout. Credentials
 //! come from the AWS default chain (environment, profile, web identity, EC2 instance profile).
 //! Hosts need `s3:PutObject`, `s3:GetObject` and `s3:ListBucket` (without ListBucket S3 answers
 //! 403 instead of 404 for missing objects); deletes need `s3:DeleteObject`.
@@ -40,6 +41,7 @@ macro_rules! with_write_options {
 
 mod errors;
 mod multipart;
+mod progress_body;
 
 use std::future::Future;
 use std::time::Duration;
@@ -57,6 +59,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use self::errors::{Request, storage_error};
+use self::progress_body::BodyProgress;
+use super::progress::{self, Cut};
 use super::{ObjectKey, ObjectMeta, PutMode, Storage, StorageError, Timeouts};
 
 pub use self::multipart::MultipartSettings;
@@ -194,7 +198,7 @@ impl S3Storage {
         let mut config = aws_sdk_s3::config::Builder::from(sdk_config)
             .retry_config(RetryConfig::disabled())
             .timeout_config(TimeoutConfig::builder().connect_timeout(operation.min(Duration::from_secs(10))).build())
-            .stalled_stream_protection(StalledStreamProtectionConfig::enabled().grace_period(operation).build());
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
         if let Some(region) = &settings.region {
             config = config.region(Region::new(region.clone()));
         }
@@ -218,32 +222,51 @@ impl S3Storage {
         Request { store, operation, key }
     }
 
-    /// Sends one request under `deadline`, converting its failure.
+    /// Sends one request (under the stall detector when the caller has none), converting its
+    /// failure; an answer is progress.
     async fn send<T, E>(
         &self,
         request: Request<'_>,
-        deadline: Duration,
         call: impl Future<Output = Result<T, SdkError<E>>>,
     ) -> Result<T, StorageError>
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        match tokio::time::timeout(deadline, call).await {
-            Ok(Ok(output)) => Ok(output),
-            Ok(Err(error)) => Err(storage_error(request, error)),
-            Err(_elapsed) => Err(StorageError::timeout(request.store, request.operation, request.key, deadline)),
+        match self.watched(request, call).await? {
+            Ok(output) => Ok(output),
+            Err(error) => Err(storage_error(request, error)),
         }
+    }
+
+    /// Runs `work` under the stall detector unless the caller already watches it.
+    async fn watched<T>(&self, request: Request<'_>, work: impl Future<Output = T>) -> Result<T, StorageError> {
+        let stall = self.settings.timeouts.operation;
+        let output = progress::watch_unless_watched(stall, work).await.map_err(|cut| match cut {
+            Cut::Stalled(after) | Cut::Deadline(after) => {
+                StorageError::stalled(request.store, request.operation, request.key, after)
+            }
+        })?;
+        progress::note();
+        Ok(output)
+    }
+
+    /// An interceptor noting progress as a request body is sent (for the attempt this task runs).
+    fn body_progress(&self) -> BodyProgress {
+        BodyProgress(progress::current().unwrap_or_default())
     }
 
     async fn put_object(&self, key: &ObjectKey, body: Bytes, mode: PutMode) -> Result<(), StorageError> {
         let store = self.describe();
-        let deadline = self.settings.timeouts.for_transfer(body.len() as u64);
         let put = self.client.put_object().bucket(&self.settings.bucket).key(self.object_key(key.as_str()));
         let mut put = with_write_options!(put, self).body(ByteStream::from(body));
         if mode == PutMode::CreateNew {
             put = put.if_none_match("*");
         }
-        self.send(self.request(&store, "put", key.as_str()), deadline, put.send()).await.map(|_| ())
+        let request = self.request(&store, "put", key.as_str());
+        self.watched(request, async { put.customize().interceptor(self.body_progress()).send().await })
+            .await?
+            .map(|_| ())
+            .map_err(|error| storage_error(request, error))
     }
 
     /// One ListObjectsV2 page: the objects on it and the token of the next page.
@@ -261,7 +284,7 @@ impl S3Storage {
             .max_keys(self.settings.list_page_size)
             .set_continuation_token(token)
             .send();
-        let page = self.send(self.request(store, "list", prefix), self.settings.timeouts.operation, call).await?;
+        let page = self.send(self.request(store, "list", prefix), call).await?;
         let mut objects = Vec::new();
         for object in page.contents() {
             let Some(full_key) = object.key() else { continue };
@@ -283,6 +306,42 @@ impl S3Storage {
     }
 }
 
+impl S3Storage {
+    /// Reads an object (its first `len` bytes when given) into `buffer`, chunk by chunk, each
+    /// chunk progress for the stall detector.
+    async fn get_range(&self, key: &ObjectKey, len: Option<u64>, mut buffer: Vec<u8>) -> Result<Vec<u8>, StorageError> {
+        let store = self.describe();
+        let request = self.request(&store, "get", key.as_str());
+        let range = len.map(|len| format!("bytes=0-{}", len - 1));
+        let call = self.client.get_object().bucket(&self.settings.bucket).key(self.object_key(key.as_str()));
+        let output = match self.send(request, call.set_range(range).send()).await {
+            Ok(output) => output,
+            // A range past the end of an empty object.
+            Err(StorageError::Permanent { message, .. }) if len.is_some() && message.contains("HTTP 416") => {
+                buffer.clear();
+                return Ok(buffer);
+            }
+            Err(error) => return Err(error),
+        };
+        let size = output.content_length().and_then(|length| u64::try_from(length).ok()).unwrap_or(0);
+        buffer.clear();
+        buffer.reserve(usize::try_from(size).unwrap_or(0));
+        let mut body = output.body;
+        // The body arrives in chunks appended to the buffer: no second, aggregated copy.
+        let read = async {
+            while let Some(chunk) = body.try_next().await? {
+                buffer.extend_from_slice(&chunk);
+                progress::note();
+            }
+            Ok::<(), aws_sdk_s3::primitives::ByteStreamError>(())
+        };
+        match self.watched(request, read).await? {
+            Ok(()) => Ok(buffer),
+            Err(error) => Err(request.transient(format!("failed to read the response body: {error}"))),
+        }
+    }
+}
+
 fn to_chrono(time: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(time.secs(), time.subsec_nanos())
 }
@@ -301,34 +360,21 @@ impl Storage for S3Storage {
         self.get_into(key, Vec::new()).await.map(Bytes::from)
     }
 
-    async fn get_into(&self, key: &ObjectKey, mut buffer: Vec<u8>) -> Result<Vec<u8>, StorageError> {
-        let store = self.describe();
-        let request = self.request(&store, "get", key.as_str());
-        let call = self.client.get_object().bucket(&self.settings.bucket).key(self.object_key(key.as_str())).send();
-        let output = self.send(request, self.settings.timeouts.operation, call).await?;
-        let size = output.content_length().and_then(|length| u64::try_from(length).ok()).unwrap_or(0);
-        let deadline = self.settings.timeouts.for_transfer(size);
-        buffer.clear();
-        buffer.reserve(usize::try_from(size).unwrap_or(0));
-        let mut body = output.body;
-        // The body arrives in chunks appended to the buffer: no second, aggregated copy.
-        let read = async {
-            while let Some(chunk) = body.try_next().await? {
-                buffer.extend_from_slice(&chunk);
-            }
-            Ok::<(), aws_sdk_s3::primitives::ByteStreamError>(())
-        };
-        match tokio::time::timeout(deadline, read).await {
-            Ok(Ok(())) => Ok(buffer),
-            Ok(Err(error)) => Err(request.transient(format!("failed to read the response body: {error}"))),
-            Err(_elapsed) => Err(StorageError::timeout(&store, "get", key.as_str(), deadline)),
+    async fn get_into(&self, key: &ObjectKey, buffer: Vec<u8>) -> Result<Vec<u8>, StorageError> {
+        self.get_range(key, None, buffer).await
+    }
+
+    async fn get_start(&self, key: &ObjectKey, len: u64) -> Result<Bytes, StorageError> {
+        if len == 0 {
+            return Ok(Bytes::new());
         }
+        self.get_range(key, Some(len), Vec::new()).await.map(Bytes::from)
     }
 
     async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
         let store = self.describe();
         let call = self.client.head_object().bucket(&self.settings.bucket).key(self.object_key(key.as_str())).send();
-        match self.send(self.request(&store, "head", key.as_str()), self.settings.timeouts.operation, call).await {
+        match self.send(self.request(&store, "head", key.as_str()), call).await {
             Ok(output) => Ok(Some(ObjectMeta {
                 key: key.clone(),
                 size: output.content_length().and_then(|length| u64::try_from(length).ok()).unwrap_or(0),
@@ -358,7 +404,7 @@ impl Storage for S3Storage {
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         let store = self.describe();
         let call = self.client.delete_object().bucket(&self.settings.bucket).key(self.object_key(key.as_str())).send();
-        match self.send(self.request(&store, "delete", key.as_str()), self.settings.timeouts.operation, call).await {
+        match self.send(self.request(&store, "delete", key.as_str()), call).await {
             Ok(_) => Ok(()),
             Err(error) if error.is_not_found() => Ok(()),
             Err(error) => Err(error),

@@ -89,7 +89,7 @@ pub(super) async fn upload(store: &S3Storage, key: &ObjectKey, body: Bytes, mode
     let object = store.object_key(key.as_str());
     let create = store.client.create_multipart_upload().bucket(&store.settings.bucket).key(&object);
     let create = with_write_options!(create, store).checksum_algorithm(ChecksumAlgorithm::Crc32);
-    let created = store.send(request, store.settings.timeouts.operation, create.send()).await?;
+    let created = store.send(request, create.send()).await?;
     let Some(upload_id) = created.upload_id().map(str::to_string) else {
         return Err(request.permanent("CreateMultipartUpload answered without an upload id"));
     };
@@ -111,12 +111,10 @@ pub(super) async fn upload(store: &S3Storage, key: &ObjectKey, body: Bytes, mode
     if mode == PutMode::CreateNew {
         complete = complete.if_none_match("*");
     }
-    let deadline = store.settings.timeouts.for_transfer(body.len() as u64);
-    match tokio::time::timeout(deadline, complete.send()).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) if completed_with_another_root(&error) => verify_size(store, key, body.len() as u64).await?,
-        Ok(Err(error)) => return Err(storage_error(request, error)),
-        Err(_elapsed) => return Err(StorageError::timeout(&description, "put", key.as_str(), deadline)),
+    match store.watched(request, complete.send()).await? {
+        Ok(_) => {}
+        Err(error) if completed_with_another_root(&error) => verify_size(store, key, body.len() as u64).await?,
+        Err(error) => return Err(storage_error(request, error)),
     }
     guard.armed = false;
     Ok(())
@@ -182,7 +180,6 @@ async fn upload_part(
 ) -> Result<CompletedPart, StorageError> {
     let description = store.describe();
     let request = store.request(&description, "put", key.as_str());
-    let deadline = store.settings.timeouts.for_transfer(chunk.len() as u64);
     let call = store
         .client
         .upload_part()
@@ -191,9 +188,9 @@ async fn upload_part(
         .upload_id(upload_id)
         .part_number(number)
         .checksum_algorithm(ChecksumAlgorithm::Crc32)
-        .body(ByteStream::from(chunk))
-        .send();
-    let uploaded = store.send(request, deadline, call).await?;
+        .body(ByteStream::from(chunk));
+    let uploaded =
+        store.send(request, async { call.customize().interceptor(store.body_progress()).send().await }).await?;
     let Some(e_tag) = uploaded.e_tag() else {
         return Err(request.transient(format!("UploadPart {number} answered without an ETag")));
     };
