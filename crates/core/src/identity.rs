@@ -2,6 +2,10 @@
 //! that archives into a prefix. It is written once, by the first push, with a conditional
 //! create, and never changed; every later push compares its cluster against it, so a restored
 //! copy or a second cluster pointed at the same prefix cannot mix its WAL into another's archive.
+//!
+//! Before claiming, the store is probed once ([`crate::storage::probe`]): a store that lets a
+//! second create replace an object is refused, and nothing is claimed. A claimed archive has
+//! passed the probe, so later pushes pay nothing for it.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -11,6 +15,7 @@ use crate::compression::{Algorithm, Compression};
 use crate::envelope::{self, EnvelopeError};
 use crate::layout::Archive;
 use crate::storage::StorageError;
+use crate::storage::probe::{self, ProbeError};
 
 /// The contents of `cluster.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +51,8 @@ pub enum IdentityError {
     Storage { key: String, error: StorageError },
     #[error("the archive's owner record {key} is unreadable: {reason}; restore it from another copy or remove it")]
     Corrupt { key: String, reason: String },
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
 }
 
 /// Reads the archive's owner, `None` when no cluster has claimed it yet.
@@ -79,6 +86,8 @@ pub async fn claim_or_verify(archive: &Archive, claimant: &ClusterIdentity) -> R
 /// Writes `claimant` with a conditional create; when another writer won the race, reads theirs.
 async fn create_or_read(archive: &Archive, claimant: &ClusterIdentity) -> Result<ClusterIdentity, IdentityError> {
     let key = archive.layout.cluster_identity().map_err(|source| storage_error("cluster.json", source))?;
+    let probe_key = archive.layout.probe(&probe::probe_name()).map_err(|source| storage_error("probes/", source))?;
+    probe::conditional_creates(&*archive.storage, &probe_key).await?;
     let json = serde_json::to_vec_pretty(claimant).map_err(|error| corrupt(key.as_str(), &error))?;
     let none = Compression { algorithm: Algorithm::None, level: 0 };
     let (stored, _) = envelope::seal(&json, none).map_err(|error| corrupt(key.as_str(), &error))?;
@@ -125,6 +134,7 @@ mod tests {
     use super::*;
     use crate::layout::ArchiveLayout;
     use crate::storage::memory::MemoryStorage;
+    use crate::storage::{ObjectKey, ObjectMeta, PutMode, Storage};
 
     fn archive() -> Archive {
         Archive::new(Arc::new(MemoryStorage::new()), ArchiveLayout::under("default/db").expect("layout"))
@@ -159,6 +169,58 @@ mod tests {
             let winner = if result_a.is_ok() { &a } else { &b };
             assert_eq!(&owner, winner);
         }
+    }
+
+    /// A store that ignores conditional creates: every create overwrites.
+    #[derive(Debug, Default)]
+    struct Overwriting(MemoryStorage);
+
+    #[async_trait::async_trait]
+    impl Storage for Overwriting {
+        async fn put(&self, key: &ObjectKey, body: bytes::Bytes, _mode: PutMode) -> Result<(), StorageError> {
+            self.0.put(key, body, PutMode::Overwrite).await
+        }
+        async fn get(&self, key: &ObjectKey) -> Result<bytes::Bytes, StorageError> {
+            self.0.get(key).await
+        }
+        async fn head(&self, key: &ObjectKey) -> Result<Option<ObjectMeta>, StorageError> {
+            self.0.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+            self.0.list(prefix).await
+        }
+        async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+            self.0.delete(key).await
+        }
+        fn describe(&self) -> String {
+            "s3://careless-store/archive".to_string()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_overwrites_on_create_is_refused_and_nothing_is_claimed() {
+        let store = Arc::new(Overwriting::default());
+        let archive = Archive::new(store.clone(), ArchiveLayout::under("default/db").expect("layout"));
+        let claimant = ClusterIdentity::new(7_000_000_000_000_000_001, Some(15), None);
+
+        let error = claim_or_verify(&archive, &claimant).await.expect_err("an overwriting store");
+
+        let message = error.to_string();
+        assert!(matches!(error, IdentityError::Probe(ProbeError::Overwrites { .. })), "{message}");
+        assert!(message.starts_with("the store s3://careless-store/archive overwrote default/db/probes/"), "{message}");
+        assert!(message.contains("If-None-Match") && message.contains("refuses"), "{message}");
+        assert_eq!(read_owner(&archive).await.expect("read"), None, "nothing claimed");
+    }
+
+    #[tokio::test]
+    async fn claiming_probes_the_store_once_with_a_key_of_its_own() {
+        let store = Arc::new(MemoryStorage::new());
+        let archive = Archive::new(store.clone(), ArchiveLayout::under("default/db").expect("layout"));
+        let claimant = ClusterIdentity::new(7_000_000_000_000_000_001, Some(15), None);
+        claim_or_verify(&archive, &claimant).await.expect("claim");
+        claim_or_verify(&archive, &claimant).await.expect("verify");
+        let probes = store.list("default/db/probes/").await.expect("list");
+        assert_eq!(probes.len(), 1, "one probe, at the claim only: {probes:?}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! <archive>/cluster.json                           identity of the one cluster archiving here
+//! <archive>/probes/<name>                          conditional-create probes, one per claim
 //! <archive>/wal/<file name>                        WAL segments, .history, .partial, .backup files
 //! <archive>/backups/<name>/manifest.json           the backup's file list (written after the parts)
 //! <archive>/backups/<name>/parts/<index:06>        size-bounded bundles of file contents
@@ -86,6 +87,11 @@ impl ArchiveLayout {
     /// `cluster.json`: system identifier and version of the cluster that owns this archive.
     pub fn cluster_identity(&self) -> Result<ObjectKey, StorageError> {
         self.key("cluster.json")
+    }
+
+    /// A conditional-create probe object ([`crate::storage::probe`]).
+    pub fn probe(&self, name: &str) -> Result<ObjectKey, StorageError> {
+        self.key(&format!("probes/{name}"))
     }
 
     /// A WAL file (segment, history, partial or backup history) by its `pg_wal` name.

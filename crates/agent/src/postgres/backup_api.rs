@@ -109,8 +109,11 @@ impl<'c> BackupSession<'c> {
         if version_num < 130_000 {
             return Err(PostgresError::UnsupportedVersion { version: version_num });
         }
-        // The server's statement_timeout must not cancel a stop that waits for archiving.
-        timed("disable statement_timeout", QUERY_TIMEOUT, client.batch_execute("SET statement_timeout = 0")).await?;
+        // The server's time-outs must not end this session: a stop waits for archiving
+        // (statement_timeout), and the session idles while the files are copied
+        // (idle_session_timeout, PostgreSQL 14 and later; idle_in_transaction_session_timeout).
+        timed("disable the session's time-outs", QUERY_TIMEOUT, client.batch_execute(session_settings(version_num)))
+            .await?;
         let row =
             timed("read the server clock", QUERY_TIMEOUT, client.query_one("SELECT clock_timestamp()", &[])).await?;
         let time: DateTime<Utc> = column(&row, 0, "the server clock")?;
@@ -147,6 +150,15 @@ impl<'c> BackupSession<'c> {
         let next_xid = column::<String>(&row, 1, "the next transaction id")?.parse().ok();
         let time = column(&row, 0, "the server clock")?;
         Ok(BackupStop { time, lsn, backup_label, tablespace_map: tablespace_map.unwrap_or_default(), next_xid })
+    }
+}
+
+/// The settings the backup session gives itself: no server time-out may end it.
+fn session_settings(version_num: u32) -> &'static str {
+    if version_num >= 140_000 {
+        "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; SET idle_session_timeout = 0"
+    } else {
+        "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0"
     }
 }
 

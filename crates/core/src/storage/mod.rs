@@ -41,6 +41,7 @@ mod create;
 pub mod fault;
 pub mod local;
 pub mod memory;
+pub mod probe;
 pub mod progress;
 pub mod retry;
 pub mod s3;
