@@ -7,31 +7,23 @@ mod wal_common;
 
 use std::time::Duration;
 
-use pgec2_core::layout::{Archive, ArchiveLayout};
-use pgec2_core::storage::s3::{S3Settings, S3Storage};
-use pgec2_testkit::{FaultProxy, MotoServer, ProxyMode, Scratch};
+use pgec2_core::layout::Archive;
+use pgec2_testkit::{FaultProxy, MotoServer, ProxyMode};
 use wal_common::{Agent, archived_content, archiver_stats, done_files, switch_segment, wait_for, wait_until_archived};
 
 const BUCKET: &str = "wal-archive";
 const PREFIX: &str = "default/db";
 
-/// An agent archiving to `s3://wal-archive/pgec2` through `endpoint`, with short deadlines so
-/// that an outage fails archive_command within seconds.
+/// An agent archiving through `endpoint`, with short deadlines so that an outage fails
+/// archive_command within seconds.
 fn s3_agent(moto: &MotoServer, endpoint: &str) -> Agent {
-    let config = format!(
-        "[storage]\nurl = \"s3://{BUCKET}/pgec2\"\nprefix = \"{PREFIX}\"\nendpoint = \"{endpoint}\"\n\
-         region = \"us-east-1\"\ntimeout_secs = 1\n\n[transfer]\ncommand_timeout_secs = 3\n"
-    );
-    let env =
-        moto.env().into_iter().filter(|(name, _)| name.starts_with("AWS_")).map(|(n, v)| (n.to_string(), v)).collect();
-    Agent::with_config(Scratch::new().expect("scratch"), &config, env)
+    let extra = "timeout_secs = 1\n\n[transfer]\ncommand_timeout_secs = 3\n";
+    wal_common::s3_agent(moto, BUCKET, PREFIX, endpoint, extra)
 }
 
 /// The archive read straight from moto, past the proxy.
 async fn direct_archive(moto: &MotoServer) -> Archive {
-    let settings = S3Settings { endpoint: Some(moto.endpoint()), ..S3Settings::new(BUCKET, "pgec2") };
-    let storage = S3Storage::from_sdk_config(&moto.sdk_config().await, settings).expect("s3 store");
-    Archive::new(std::sync::Arc::new(storage), ArchiveLayout::under(PREFIX).expect("layout"))
+    wal_common::direct_s3_archive(moto, BUCKET, PREFIX).await
 }
 
 #[test]

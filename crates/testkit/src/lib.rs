@@ -13,7 +13,7 @@ mod scratch;
 
 pub use moto::MotoServer;
 pub use postgres::{PgCluster, PgOptions, postgres_bin_dir, psql_at, psql_command};
-pub use proxy::{FaultProxy, ProxyControl, ProxyMode};
+pub use proxy::{Chaos, ChaosCounts, FaultProxy, ProxyControl, ProxyMode};
 pub use scratch::{Scratch, as_postgres, free_port, postgres_user};
 
 /// Failures of the harness itself (not of the code under test).

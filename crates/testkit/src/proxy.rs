@@ -5,6 +5,11 @@
 //! in [`ProxyMode::PassThrough`]. A test switches modes through the shared [`ProxyControl`]
 //! while the code under test runs. Changing the mode also cuts the connections opened under
 //! the previous mode, so pooled keep-alive connections cannot dodge the new fault.
+//! [`ProxyMode::Chaos`] deals faults at random from a fixed seed ([`Chaos`]).
+
+mod chaos;
+
+pub use self::chaos::{Chaos, ChaosCounts};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +37,8 @@ pub enum ProxyMode {
     Stall,
     /// Forward the request, and close the connection after this many bytes of the answer.
     CloseMidResponse { after_bytes: u64 },
+    /// Each connection draws its fate from a seeded generator (see [`Chaos`]).
+    Chaos(Chaos),
 }
 
 /// The shared switch of a [`FaultProxy`]. Cloning gives another handle to the same proxy.
@@ -39,12 +46,23 @@ pub enum ProxyMode {
 pub struct ProxyControl {
     mode: Arc<watch::Sender<ProxyMode>>,
     accepted: Arc<AtomicU64>,
+    /// The generator of the current chaos, reseeded when a chaos mode is set.
+    draws: Arc<std::sync::Mutex<chaos::Draws>>,
+    counts: ChaosCounts,
 }
 
 impl ProxyControl {
     /// Switches the mode for new connections and closes the connections opened under the old one.
     pub fn set(&self, mode: ProxyMode) {
+        if let ProxyMode::Chaos(chaos) = mode {
+            *self.draws.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = chaos::Draws::new(chaos.seed);
+        }
         self.mode.send_replace(mode);
+    }
+
+    /// The faults chaos modes dealt so far.
+    pub fn chaos_counts(&self) -> ChaosCounts {
+        self.counts.clone()
     }
 
     pub fn mode(&self) -> ProxyMode {
@@ -73,6 +91,8 @@ impl FaultProxy {
         let control = ProxyControl {
             mode: Arc::new(watch::Sender::new(ProxyMode::PassThrough)),
             accepted: Arc::new(AtomicU64::new(0)),
+            draws: Arc::new(std::sync::Mutex::new(chaos::Draws::new(0))),
+            counts: ChaosCounts::default(),
         };
         let listener = tokio::spawn(accept_loop(listener, target, control.clone()));
         Ok(Self { port, control, listener })
@@ -116,12 +136,12 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, control: ProxyCo
         };
         control.accepted.fetch_add(1, Ordering::Relaxed);
         let mode = control.mode.subscribe();
-        tokio::spawn(serve(client, target, mode));
+        tokio::spawn(serve(client, target, mode, control.clone()));
     }
 }
 
 /// Serves one connection under the mode current at accept time, until that mode changes.
-async fn serve(client: TcpStream, target: SocketAddr, mut mode: watch::Receiver<ProxyMode>) {
+async fn serve(client: TcpStream, target: SocketAddr, mut mode: watch::Receiver<ProxyMode>, control: ProxyControl) {
     let accepted_under = *mode.borrow_and_update();
     let work = async move {
         match accepted_under {
@@ -131,6 +151,12 @@ async fn serve(client: TcpStream, target: SocketAddr, mut mode: watch::Receiver<
                 let _ = client.set_zero_linger();
             }
             ProxyMode::Stall => drain(client).await,
+            ProxyMode::Chaos(settings) => {
+                let draw = control.draws.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
+                let fate = settings.fate(draw);
+                control.counts.count(fate);
+                chaos::serve(client, target, settings, fate).await;
+            }
         }
     };
     tokio::select! {

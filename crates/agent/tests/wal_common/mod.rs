@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use pgec2_agent::config::AgentConfig;
 use pgec2_core::envelope;
-use pgec2_core::layout::Archive;
-use pgec2_testkit::{PgCluster, PgOptions, Scratch, as_postgres};
+use pgec2_core::layout::{Archive, ArchiveLayout};
+use pgec2_core::storage::s3::{S3Settings, S3Storage};
+use pgec2_testkit::{MotoServer, PgCluster, PgOptions, Scratch, as_postgres};
 
 /// How long one agent invocation may take in a test before it counts as hung.
 pub const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
@@ -90,6 +91,26 @@ impl Agent {
         config.extend(extra.iter().map(|line| line.to_string()));
         PgCluster::init(&self.scratch, name, &PgOptions { data_checksums: true, config }).expect("initdb")
     }
+}
+
+/// An agent storing in `s3://<bucket>/pgec2`, archive `prefix`, through `endpoint` (moto itself
+/// or a proxy in front of it); `extra` is appended to the `[storage]` section (and may open
+/// further sections).
+pub fn s3_agent(moto: &MotoServer, bucket: &str, prefix: &str, endpoint: &str, extra: &str) -> Agent {
+    let config = format!(
+        "[storage]\nurl = \"s3://{bucket}/pgec2\"\nprefix = \"{prefix}\"\nendpoint = \"{endpoint}\"\n\
+         region = \"us-east-1\"\n{extra}"
+    );
+    let env =
+        moto.env().into_iter().filter(|(name, _)| name.starts_with("AWS_")).map(|(n, v)| (n.to_string(), v)).collect();
+    Agent::with_config(Scratch::new().expect("scratch"), &config, env)
+}
+
+/// The archive an [`s3_agent`] writes, read straight from moto (past any proxy).
+pub async fn direct_s3_archive(moto: &MotoServer, bucket: &str, prefix: &str) -> Archive {
+    let settings = S3Settings { endpoint: Some(moto.endpoint()), ..S3Settings::new(bucket, "pgec2") };
+    let storage = S3Storage::from_sdk_config(&moto.sdk_config().await, settings).expect("s3 store");
+    Archive::new(std::sync::Arc::new(storage), ArchiveLayout::under(prefix).expect("layout"))
 }
 
 /// Runs `command`, killing it and failing the test when it outlives `deadline`.
