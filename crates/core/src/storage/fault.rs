@@ -115,8 +115,9 @@ impl Chaos {
         if !rng.random_bool(self.rate.clamp(0.0, 1.0)) {
             return None;
         }
-        // Lost answers are writes' own fault; the other kinds hit every operation.
-        let kinds = if operation == Operation::Put { 5 } else { 4 };
+        // Lost answers are writes' own fault (and the one creates must survive: a third of a
+        // write's faults); the other kinds hit every operation.
+        let kinds = if operation == Operation::Put { 6 } else { 4 };
         Some(match rng.random_range(0..kinds) {
             0 => Fault::Transient,
             1 => Fault::Throttle,
