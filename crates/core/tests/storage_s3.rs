@@ -255,3 +255,40 @@ async fn retries_carry_a_put_through_a_network_outage() {
     pushing.await.expect("task").expect("the put succeeds once the network is back");
     assert_eq!(storage.get(&object).await.expect("get"), Bytes::from_static(b"segment"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_put_on_a_slow_link_is_not_cut_while_it_moves() {
+    let server = moto();
+    let bucket = bucket(&server, "slow-link").await;
+    let proxy = FaultProxy::in_front_of(&server).await.expect("proxy");
+    // A one-second stall limit, and a link that needs about four seconds for the object: a
+    // fixed request deadline of the stall limit plus the size at 1 MiB/s would cut it.
+    let timeouts = Timeouts { operation: Duration::from_secs(1), min_bytes_per_second: 256 * 1024 };
+    let settings = S3Settings { endpoint: Some(proxy.endpoint()), timeouts, ..settings(&server, &bucket, "archive") };
+    let policy = RetryPolicy { max_attempts: 1, ..RetryPolicy::default() };
+    let storage = Retrying::new(store(&server, settings).await, timeouts, policy);
+    proxy.set(ProxyMode::Throttle { bytes_per_second: 768 * 1024 });
+    let object = key("backups/b1/parts/000001");
+    let content = Bytes::from(vec![5_u8; 3 * 1024 * 1024]);
+
+    let started = Instant::now();
+    storage.put(&object, content.clone(), PutMode::CreateNew).await.expect("a slow link that moves is not cut");
+
+    assert!(started.elapsed() > Duration::from_secs(3), "the link was slow: {:?}", started.elapsed());
+    proxy.set(ProxyMode::PassThrough);
+    assert!(storage.get(&object).await.expect("get") == content);
+}
+
+#[tokio::test]
+async fn an_answer_that_never_comes_is_cut_by_the_stall_limit_not_a_request_deadline() {
+    let (_server, proxy, storage) = behind_proxy("hung-answer").await;
+    let timeouts = Timeouts { operation: Duration::from_millis(500), min_bytes_per_second: 1024 * 1024 };
+    let policy = RetryPolicy { max_attempts: 1, ..RetryPolicy::default() };
+    let storage = Retrying::new(storage, timeouts, policy);
+    proxy.set(ProxyMode::Stall);
+    let started = Instant::now();
+    let error = storage.put(&key("wal/000000010000000000000009"), Bytes::from_static(b"wal"), PutMode::CreateNew).await;
+    let error = error.expect_err("never answered");
+    assert!(matches!(error, StorageError::Stalled { .. }), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "cut after the stall limit: {:?}", started.elapsed());
+}

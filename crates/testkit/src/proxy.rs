@@ -39,6 +39,8 @@ pub enum ProxyMode {
     CloseMidResponse { after_bytes: u64 },
     /// Each connection draws its fate from a seeded generator (see [`Chaos`]).
     Chaos(Chaos),
+    /// Forward both ways, passing the client's bytes on at most this fast (a slow uplink).
+    Throttle { bytes_per_second: u64 },
 }
 
 /// The shared switch of a [`FaultProxy`]. Cloning gives another handle to the same proxy.
@@ -151,6 +153,7 @@ async fn serve(client: TcpStream, target: SocketAddr, mut mode: watch::Receiver<
                 let _ = client.set_zero_linger();
             }
             ProxyMode::Stall => drain(client).await,
+            ProxyMode::Throttle { bytes_per_second } => throttled(client, target, bytes_per_second).await,
             ProxyMode::Chaos(settings) => {
                 let draw = control.draws.lock().unwrap_or_else(std::sync::PoisonError::into_inner).next();
                 let fate = settings.fate(draw);
@@ -186,6 +189,30 @@ async fn forward(mut client: TcpStream, target: SocketAddr, limit: Option<u64>) 
     tokio::select! {
         _ = requests => {}
         () = answers => {}
+    }
+}
+
+/// Forwards both ways, the client's bytes at most `bytes_per_second`.
+async fn throttled(mut client: TcpStream, target: SocketAddr, bytes_per_second: u64) {
+    let Ok(Ok(mut upstream)) = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await else {
+        let _ = client.set_zero_linger();
+        return;
+    };
+    let (mut client_read, mut client_write) = client.split();
+    let (mut upstream_read, mut upstream_write) = upstream.split();
+    let requests = async {
+        let mut buffer = vec![0_u8; 16 * 1024];
+        while let Ok(read) = client_read.read(&mut buffer).await {
+            if read == 0 || upstream_write.write_all(&buffer[..read]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs_f64(read as f64 / bytes_per_second.max(1) as f64)).await;
+        }
+    };
+    let answers = tokio::io::copy(&mut upstream_read, &mut client_write);
+    tokio::select! {
+        () = requests => {}
+        _ = answers => {}
     }
 }
 

@@ -38,8 +38,14 @@ impl Progress {
 
     /// Records progress now.
     pub fn note(&self) {
-        let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.fetch_max(elapsed, Ordering::Relaxed);
+        self.note_ahead(Duration::ZERO);
+    }
+
+    /// Records progress as if it happened `ahead` from now: for work known to go on unseen
+    /// (bytes handed to the kernel's send buffer still leaving on a slow link).
+    pub fn note_ahead(&self, ahead: Duration) {
+        let at = self.started.elapsed() + ahead;
+        self.last.fetch_max(u64::try_from(at.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// When progress was last recorded.

@@ -65,6 +65,10 @@ use super::{ObjectKey, ObjectMeta, PutMode, Storage, StorageError, Timeouts};
 
 pub use self::multipart::MultipartSettings;
 
+/// Bytes of a request body that may still sit in the kernel's send buffer once the HTTP client
+/// has taken the last of it (Linux grows a TCP send buffer up to 4 MiB).
+const SEND_BUFFER_ALLOWANCE: u64 = 4 * 1024 * 1024;
+
 /// Region used with a custom endpoint when none is configured (S3-compatible stores ignore it).
 const ENDPOINT_DEFAULT_REGION: &str = "us-east-1";
 
@@ -250,20 +254,23 @@ impl S3Storage {
         Ok(output)
     }
 
-    /// An interceptor noting progress as a request body is sent (for the attempt this task runs).
-    fn body_progress(&self) -> BodyProgress {
-        BodyProgress(progress::current().unwrap_or_default())
+    /// An interceptor noting progress as a request body of `size` bytes is sent (for the attempt
+    /// this task runs).
+    fn body_progress(&self, size: u64) -> BodyProgress {
+        let drain = self.settings.timeouts.transfer_time(size.min(SEND_BUFFER_ALLOWANCE));
+        BodyProgress { progress: progress::current().unwrap_or_default(), drain }
     }
 
     async fn put_object(&self, key: &ObjectKey, body: Bytes, mode: PutMode) -> Result<(), StorageError> {
         let store = self.describe();
+        let size = body.len() as u64;
         let put = self.client.put_object().bucket(&self.settings.bucket).key(self.object_key(key.as_str()));
         let mut put = with_write_options!(put, self).body(ByteStream::from(body));
         if mode == PutMode::CreateNew {
             put = put.if_none_match("*");
         }
         let request = self.request(&store, "put", key.as_str());
-        self.watched(request, async { put.customize().interceptor(self.body_progress()).send().await })
+        self.watched(request, async { put.customize().interceptor(self.body_progress(size)).send().await })
             .await?
             .map(|_| ())
             .map_err(|error| storage_error(request, error))

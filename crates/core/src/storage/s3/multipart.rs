@@ -187,10 +187,11 @@ async fn upload_part(
         .key(object)
         .upload_id(upload_id)
         .part_number(number)
-        .checksum_algorithm(ChecksumAlgorithm::Crc32)
-        .body(ByteStream::from(chunk));
+        .checksum_algorithm(ChecksumAlgorithm::Crc32);
+    let size = chunk.len() as u64;
+    let call = call.body(ByteStream::from(chunk));
     let uploaded =
-        store.send(request, async { call.customize().interceptor(store.body_progress()).send().await }).await?;
+        store.send(request, async { call.customize().interceptor(store.body_progress(size)).send().await }).await?;
     let Some(e_tag) = uploaded.e_tag() else {
         return Err(request.transient(format!("UploadPart {number} answered without an ETag")));
     };

@@ -2,10 +2,14 @@
 //! client in small frames and notes progress for each, added to a request by [`BodyProgress`].
 //!
 //! The HTTP client asks for the next frame only once it has room to send it, so the notes follow
-//! the bytes really leaving: a slow link keeps noting progress, a stuck connection stops.
+//! the bytes really leaving: a slow link keeps noting progress, a stuck connection stops. The
+//! last frame still sits in the kernel's send buffer (megabytes on Linux) when it is taken, so
+//! taking it counts as progress ahead by the time that buffer may take to drain at the slowest
+//! link supported.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut;
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
@@ -20,9 +24,13 @@ const FRAME: usize = 64 * 1024;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// An interceptor that wraps the request body so that sending it notes `progress`.
+/// An interceptor that wraps the request body so that sending it notes `progress`; taking the
+/// last frame notes progress `drain` ahead.
 #[derive(Debug)]
-pub(super) struct BodyProgress(pub Progress);
+pub(super) struct BodyProgress {
+    pub progress: Progress,
+    pub drain: Duration,
+}
 
 impl Intercept for BodyProgress {
     fn name(&self) -> &'static str {
@@ -35,7 +43,7 @@ impl Intercept for BodyProgress {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let progress = self.0.clone();
+        let (progress, drain) = (self.progress.clone(), self.drain);
         let body = std::mem::replace(context.request_mut().body_mut(), SdkBody::taken());
         // The contents stay the same (checksums and signature were computed on them already).
         *context.request_mut().body_mut() = body.map_preserve_contents(move |inner| {
@@ -43,6 +51,7 @@ impl Intercept for BodyProgress {
                 inner: Box::pin(inner),
                 pending: Bytes::new(),
                 progress: progress.clone(),
+                drain,
             })
         });
         Ok(())
@@ -55,13 +64,19 @@ struct ProgressBody {
     /// The rest of the inner frame being handed out.
     pending: Bytes,
     progress: Progress,
+    drain: Duration,
 }
 
 impl ProgressBody {
     fn next_piece(&mut self) -> Bytes {
         let take = self.pending.len().min(FRAME);
-        self.progress.note();
-        self.pending.split_to(take)
+        let piece = self.pending.split_to(take);
+        if self.pending.is_empty() && self.inner.is_end_stream() {
+            self.progress.note_ahead(self.drain);
+        } else {
+            self.progress.note();
+        }
+        piece
     }
 }
 
