@@ -155,7 +155,9 @@ pub struct BackupFetchArgs {
 #[derive(Debug, Args, Default)]
 #[group(multiple = false)]
 pub struct RecoveryTargetArgs {
-    /// Recover up to this time (RFC 3339, e.g. 2026-01-31T12:00:00Z).
+    /// Recover up to this time, as recovery_target_time takes it: psql's output
+    /// (2026-12-04 15:25:03.429792+00), RFC 3339 (2026-12-04T15:25:03Z), T or a space,
+    /// offsets such as +00, +05:30, -0800, or UTC. A time zone is required.
     #[arg(long)]
     pub target_time: Option<String>,
     /// Recover up to this LSN (e.g. 0/3000060).

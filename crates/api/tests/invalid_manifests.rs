@@ -96,10 +96,28 @@ fn immediate_false_is_refused() {
 }
 
 #[test]
-fn a_recovery_time_that_is_not_rfc3339_is_refused() {
-    let mut manifest = restored_host();
-    set(&mut manifest, "spec.bootstrap.recovery.target", json!({"time": "yesterday at noon"}));
-    assert_refused_by_schema(&judge(&manifest, None));
+fn a_recovery_time_that_postgres_would_not_read_or_has_no_zone_is_refused() {
+    for time in ["yesterday at noon", "2026-12-04 15:25:03", "2026-12-04T15:25:03+5"] {
+        let mut manifest = restored_host();
+        set(&mut manifest, "spec.bootstrap.recovery.target", json!({ "time": time }));
+        assert_refused_by_schema(&judge(&manifest, None));
+    }
+}
+
+#[test]
+fn recovery_times_as_psql_prints_them_or_in_rfc_3339_are_accepted() {
+    for time in [
+        "2026-12-04T15:25:03Z",
+        "2026-12-04 15:25:03.429792+00",
+        "2026-12-04 15:25:03 UTC",
+        "2026-12-04t15:25:03.5+05:30",
+        "2026-12-04 07:25-0800",
+    ] {
+        let mut manifest = restored_host();
+        set(&mut manifest, "spec.bootstrap.recovery.target", json!({ "time": time }));
+        let verdict = judge(&manifest, None);
+        assert!(verdict.all_accept(), "{time}: {verdict:#?}");
+    }
 }
 
 #[test]

@@ -17,4 +17,5 @@ pub mod manifest;
 pub mod recovery_window;
 pub mod retention;
 pub mod storage;
+pub mod target_time;
 pub mod wal;

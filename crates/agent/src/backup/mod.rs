@@ -96,9 +96,9 @@ pub fn recovery_target(args: &RecoveryTargetArgs) -> Result<RecoveryTarget, Back
         BackupError::Refused(format!("invalid {what} {value:?}: expected {expected}"))
     };
     if let Some(time) = &args.target_time {
-        let parsed = chrono::DateTime::parse_from_rfc3339(time)
-            .map_err(|_| invalid("--target-time", time, "an RFC 3339 time such as 2026-01-31T12:00:00Z"))?;
-        return Ok(RecoveryTarget::Time(parsed.with_timezone(&chrono::Utc)));
+        let parsed = pgec2_core::target_time::parse_target_time(time)
+            .map_err(|error| BackupError::Refused(format!("invalid --target-time: {error}")))?;
+        return Ok(RecoveryTarget::Time(parsed));
     }
     if let Some(lsn) = &args.target_lsn {
         return lsn

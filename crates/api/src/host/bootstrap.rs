@@ -134,9 +134,17 @@ pub struct RecoverySource {
 #[x_kube(validation = rules::ONE_RECOVERY_TARGET)]
 #[serde(rename_all = "camelCase")]
 pub struct RecoveryTarget {
-    /// Stop after the last transaction that committed at or before this RFC 3339 time.
+    /// Stop after the last transaction that committed at or before this time, written as
+    /// PostgreSQL's `recovery_target_time` takes it: RFC 3339 (`2026-12-04T15:25:03Z`) or what
+    /// psql prints (`2026-12-04 15:25:03.429792+00`); `T` or a space, optional fractional
+    /// seconds, and a zone: `Z`, `UTC`, `GMT` or an offset such as `+00`, `+05:30`, `-0800`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"), length(max = 64))]
+    #[schemars(
+        length(max = 64),
+        regex(
+            pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,9})?)? ?([Zz]|[Uu][Tt][Cc]|[Gg][Mm][Tt]|[+-][0-9]{2}(:?[0-9]{2})?)$"
+        )
+    )]
     pub time: Option<String>,
 
     /// Stop at this WAL location, written as PostgreSQL prints it, e.g. `0/3000060`.

@@ -57,7 +57,7 @@ impl PostgresHost {
 /// The one recovery target a [`RecoveryTarget`] selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecoveryPoint<'a> {
-    /// `recovery_target_time`, RFC 3339.
+    /// `recovery_target_time`, with a zone (RFC 3339 or psql's form).
     Time(&'a str),
     /// `recovery_target_lsn`.
     Lsn(&'a str),

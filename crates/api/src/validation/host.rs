@@ -1,7 +1,7 @@
 //! Checks of a `PostgresHost` spec, mirroring its schema and CEL rules.
 
 use super::text::{
-    is_lsn, is_object_name, is_option_name, is_parameter_name, is_rfc3339, is_single_word, is_token, is_xid,
+    is_lsn, is_object_name, is_option_name, is_parameter_name, is_single_word, is_target_time, is_token, is_xid,
 };
 use super::{Checker, InvalidSpec};
 use crate::host::bootstrap::{Bootstrap, RecoveryTarget};
@@ -149,8 +149,11 @@ fn check_target(check: &mut Checker, target: &RecoveryTarget) {
     ];
     check.rule(field, chosen.iter().filter(|set| **set).count() == 1, rules::ONE_RECOVERY_TARGET);
     check.rule(&format!("{field}.immediate"), target.immediate != Some(false), rules::IMMEDIATE_IS_TRUE);
-    if target.time.as_deref().is_some_and(|time| !is_rfc3339(time)) {
-        check.fail(format!("{field}.time"), "must be an RFC 3339 time with an offset, e.g. 2025-03-01T12:00:00Z");
+    if target.time.as_deref().is_some_and(|time| !is_target_time(time)) {
+        check.fail(
+            format!("{field}.time"),
+            "must be a time with a zone, e.g. 2026-12-04T15:25:03Z or 2026-12-04 15:25:03.429792+00",
+        );
     }
     if target.lsn.as_deref().is_some_and(|lsn| !is_lsn(lsn)) {
         check.fail(format!("{field}.lsn"), "must be a WAL location such as 0/3000060");

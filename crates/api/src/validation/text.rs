@@ -62,9 +62,21 @@ pub(crate) fn is_lsn(text: &str) -> bool {
     text.split_once('/').is_some_and(|(high, low)| hex(high) && hex(low))
 }
 
-/// An RFC 3339 timestamp with an offset, e.g. `2025-03-01T12:00:00Z`.
-pub(crate) fn is_rfc3339(text: &str) -> bool {
-    text.parse::<k8s_openapi::jiff::Timestamp>().is_ok()
+/// A recovery target time as PostgreSQL takes it, with a zone: RFC 3339 or psql's form
+/// (`2026-12-04 15:25:03.429792+00`), `UTC`/`GMT` or an offset, a space allowed before the zone.
+/// The agent parses it with `pgec2_core::target_time`, which accepts the same forms.
+pub(crate) fn is_target_time(text: &str) -> bool {
+    let upper = text.to_ascii_uppercase();
+    let zoned = match upper.strip_suffix("UTC").or_else(|| upper.strip_suffix("GMT")) {
+        Some(civil) => format!("{}Z", civil.trim_end()),
+        None => match upper.rsplit_once(' ') {
+            Some((civil, offset)) if civil.contains(':') && offset.starts_with(['+', '-']) => {
+                format!("{civil}{offset}")
+            }
+            _ => upper,
+        },
+    };
+    zoned.parse::<k8s_openapi::jiff::Timestamp>().is_ok()
 }
 
 /// Non-empty, at most `max` characters, every one ASCII alphanumeric or in `extra`: the shape
@@ -135,9 +147,13 @@ mod tests {
 
     #[test]
     fn timestamps_need_an_offset() {
-        assert!(is_rfc3339("2025-03-01T12:00:00Z"));
-        assert!(is_rfc3339("2025-03-01T12:00:00.5+02:00"));
-        assert!(!is_rfc3339("2025-03-01 12:00"));
-        assert!(!is_rfc3339("yesterday"));
+        assert!(is_target_time("2025-03-01T12:00:00Z"));
+        assert!(is_target_time("2025-03-01T12:00:00.5+02:00"));
+        assert!(is_target_time("2026-12-04 15:25:03.429792+00"));
+        assert!(is_target_time("2026-12-04 15:25:03 UTC"));
+        assert!(is_target_time("2026-12-04 07:25:03 -0800"));
+        assert!(!is_target_time("2025-03-01 12:00"), "no zone");
+        assert!(!is_target_time("yesterday"));
+        assert!(!is_target_time("UTC"));
     }
 }

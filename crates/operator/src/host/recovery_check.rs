@@ -3,11 +3,11 @@
 //! `backup-fetch` runs on the host ([`pgec2_core::catalog::plan_restore`]). A target outside the
 //! source's recovery window becomes a condition on the host, and no instance is launched.
 
-use chrono::{DateTime, Utc};
 use pgec2_api::host::RecoveryPoint;
 use pgec2_api::{BackupPolicy, PostgresHost};
 use pgec2_core::catalog::{self, RecoveryTarget, TargetError};
 use pgec2_core::recovery_window::TimelineRequest;
+use pgec2_core::target_time::parse_target_time;
 
 use crate::policy::archive::{self, ArchiveError};
 
@@ -87,11 +87,9 @@ fn unreachable(source: &str, policy: &str, error: &TargetError) -> Unreachable {
 fn catalog_target(point: RecoveryPoint<'_>) -> Result<RecoveryTarget, String> {
     let field = "spec.bootstrap.recovery.target";
     Ok(match point {
-        RecoveryPoint::Time(text) => RecoveryTarget::Time(
-            DateTime::parse_from_rfc3339(text)
-                .map_err(|_| format!("{field}.time {text:?} is not an RFC 3339 time such as 2026-01-31T12:00:00Z"))?
-                .with_timezone(&Utc),
-        ),
+        RecoveryPoint::Time(text) => {
+            RecoveryTarget::Time(parse_target_time(text).map_err(|error| format!("{field}.time: {error}"))?)
+        }
         RecoveryPoint::Lsn(text) => RecoveryTarget::Lsn(
             text.parse().map_err(|_| format!("{field}.lsn {text:?} is not an LSN such as 0/3000060"))?,
         ),
@@ -113,7 +111,11 @@ mod tests {
         assert_eq!(time, RecoveryTarget::Time("2026-01-31T11:00:00Z".parse().expect("utc")));
         assert_eq!(catalog_target(RecoveryPoint::Xid("7415")), Ok(RecoveryTarget::Xid(7415)));
         assert!(matches!(catalog_target(RecoveryPoint::Lsn("0/3000060")), Ok(RecoveryTarget::Lsn(_))));
+        let psql = catalog_target(RecoveryPoint::Time("2026-01-31 12:00:00.25+01")).expect("psql's form");
+        assert_eq!(psql, RecoveryTarget::Time("2026-01-31T11:00:00.25Z".parse().expect("utc")));
         assert!(catalog_target(RecoveryPoint::Time("yesterday")).is_err());
+        let no_zone = catalog_target(RecoveryPoint::Time("2026-01-31 12:00:00")).expect_err("no zone");
+        assert!(no_zone.starts_with("spec.bootstrap.recovery.target.time: ") && no_zone.contains("no time zone"));
         assert!(catalog_target(RecoveryPoint::Lsn("0/zz")).is_err());
     }
 
