@@ -13,9 +13,11 @@
 //! Limits: a key cannot be both an object and a prefix of other objects' directories (`a` and
 //! `a/b`), since a path is either a file or a directory; such a put fails permanently. Temporary
 //! files start with [`TEMP_PREFIX`], are never listed, and keys whose last segment starts with it
-//! are refused. Every filesystem call runs on tokio's blocking pool under a deadline from
-//! [`Timeouts`]; a call that overruns its deadline keeps running in the background, so an
-//! overwriting put that times out may still land later (with the same bytes).
+//! are refused. Every filesystem call runs on tokio's blocking pool under a backstop deadline
+//! from [`Timeouts`] (the stall limit plus the transfer time of its size) and notes progress for
+//! the stall detector every MiB written or read; a call that overruns its deadline keeps running
+//! in the background, so an overwriting put that times out may still land later (with the same
+//! bytes), and a create that times out may be found taken by its own object on retry.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
