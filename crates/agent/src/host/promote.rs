@@ -20,7 +20,7 @@ use pgec2_core::host_spec::{HostSpec, TargetAction};
 
 use super::postgres::Server;
 use super::{Done, StepError};
-use crate::wal::{RecoveryState, recovery_state};
+use crate::wal::{RecoveryState, failure_note, recovery_state};
 
 /// How long `pg_ctl promote` may wait for the server to leave recovery.
 const PROMOTE_WAIT: Duration = Duration::from_secs(600);
@@ -124,18 +124,25 @@ async fn wait_for_promotion(server: &Server) -> Result<bool, StepError> {
         match server.psql("SELECT pg_is_in_recovery()").await {
             Ok(answer) if answer.trim() == "f" => return Ok(true),
             Ok(_) => {}
-            Err(_) if !server_running(server).await => {
-                return Err(StepError::Postgres(format!(
-                    "PostgreSQL stopped during archive recovery of {} (a target that was never reached, or WAL \
-                     missing from the source's archive); its log says why",
-                    server.data_directory.display()
-                )));
-            }
+            Err(_) if !server_running(server).await => return Err(recovery_stopped(server)),
             Err(_) => {}
         }
         tokio::time::sleep(RECOVERY_POLL).await;
     }
     Ok(false)
+}
+
+/// The error for a server that stopped in archive recovery: what `wal-fetch` recorded when it
+/// stopped recovery (a hole in the archive, naming the segment), else a pointer to the log.
+pub fn recovery_stopped(server: &Server) -> StepError {
+    let data_directory = server.data_directory.display();
+    StepError::Postgres(match failure_note::read(&server.data_directory) {
+        Some(message) => format!("PostgreSQL stopped archive recovery of {data_directory}: {message}"),
+        None => format!(
+            "PostgreSQL stopped during archive recovery of {data_directory} (a target that was never reached, or WAL \
+             missing from the source's archive); its log says why"
+        ),
+    })
 }
 
 /// True while the data directory's postmaster runs (`pg_ctl status`).

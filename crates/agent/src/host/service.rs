@@ -148,10 +148,7 @@ impl Manager {
                     Err(error) if self.running(server).await? => {
                         Ok(Done::changed(format!("started, still starting up (recovery in progress?): {error}")))
                     }
-                    Err(error) => Err(StepError::Postgres(format!(
-                        "postgresql did not start: {error}\n{}",
-                        self.log_tail().await
-                    ))),
+                    Err(error) => Err(did_not_start(server, &format!(": {error}"), &self.log_tail().await)),
                 }
             }
         }
@@ -198,7 +195,7 @@ impl Manager {
             match state.stdout.trim() {
                 "active" => return Ok(Done::changed(what)),
                 "failed" | "inactive" => {
-                    return Err(StepError::Postgres(format!("postgresql did not start\n{}", self.log_tail().await)));
+                    return Err(did_not_start(server, "", &self.log_tail().await));
                 }
                 _ if Instant::now() >= deadline => {
                     let accepting = server.accepting().await;
@@ -221,6 +218,15 @@ impl Manager {
             Manager::PgCtl { log_file } => tail(&std::fs::read_to_string(log_file).unwrap_or_default()),
         }
     }
+}
+
+/// A failed start; when `wal-fetch` stopped archive recovery (a hole in the archive), its
+/// message comes first: the log's end may not reach back to it.
+fn did_not_start(server: &Server, detail: &str, log_tail: &str) -> StepError {
+    let stopped = crate::wal::failure_note::read(&server.data_directory)
+        .map(|message| format!(": archive recovery stopped: {message}"))
+        .unwrap_or_default();
+    StepError::Postgres(format!("postgresql did not start{stopped}{detail}\n{log_tail}"))
 }
 
 #[cfg(test)]

@@ -47,6 +47,11 @@ pub enum WalError {
          (raise transfer.command_timeout_secs if transfers are just slow)"
     )]
     Timeout { action: &'static str, file: String, after: Duration },
+    #[error(
+        "cannot tell whether the missing segment is the end of the archive or a hole: {reason}; recovery stops \
+         rather than risk ending early: fix the cause and start the server again"
+    )]
+    HoleCheck { reason: String },
     #[error("failed to run a blocking task: {0}")]
     Task(String),
 }

@@ -9,6 +9,7 @@
 //!   pg_wal/.pgec2-prefetch/<f>.<hash> verified → rename, else get → decompress into a temp file
 //!   while verifying → fsync → rename
 //!   then start `wal-prefetch` for the next segments
+//!   missing during archive recovery: end of the archive (exit 1) or a hole (exit 255, see hole.rs)
 //! ```
 
 use std::future::Future;
@@ -23,7 +24,9 @@ use crate::config::AgentConfig;
 
 pub mod durable;
 mod error;
+pub mod failure_note;
 pub mod fetch;
+pub mod hole;
 mod owner;
 pub mod prefetch;
 pub mod push;
@@ -60,26 +63,31 @@ pub async fn push_command(config_path: Option<&Path>, args: WalPushArgs) -> Resu
     Ok(ExitCode::SUCCESS)
 }
 
-/// `wal-fetch NAME DEST`: restores one WAL file; exit 1 quietly when the archive does not have it.
+/// `wal-fetch NAME DEST`: restores one WAL file; exit 1 quietly when the archive does not have
+/// it and it is the end of the archive. During archive recovery a missing segment that is not
+/// the end (see [`hole`]) and any error stop recovery (exit [`EXIT_ABORT_RECOVERY`]).
 pub async fn fetch_command(config_path: Option<&Path>, args: WalFetchArgs) -> Result<ExitCode, WalError> {
     let started = Instant::now();
     let dest = std::path::absolute(&args.dest).map_err(|error| WalError::Write { path: args.dest.clone(), error })?;
-    let in_archive_recovery = data_dir_of(&dest).is_some_and(|dir| recovery_state(&dir) == RecoveryState::Archive);
-    match fetch_file(config_path, &args.name, &dest).await {
+    let recovering = data_dir_of(&dest).filter(|dir| recovery_state(dir) == RecoveryState::Archive);
+    let judged = match fetch_file(config_path, &args.name, &dest).await {
         Ok(true) => {
+            recovering.as_deref().inspect(|dir| failure_note::clear(dir));
             tracing::debug!(file = args.name, elapsed_ms = started.elapsed().as_millis(), "wal-fetch finished");
-            Ok(ExitCode::SUCCESS)
+            return Ok(ExitCode::SUCCESS);
         }
-        Ok(false) => Ok(ExitCode::from(EXIT_NOT_IN_ARCHIVE)),
-        Err(error) if in_archive_recovery => {
-            eprintln!("error: {error}");
-            eprintln!(
-                "  exiting with status {EXIT_ABORT_RECOVERY} so that PostgreSQL stops recovery instead of ending it \
-                 early: fix the cause and start the server again"
-            );
-            Ok(ExitCode::from(EXIT_ABORT_RECOVERY))
-        }
+        Ok(false) => match &recovering {
+            Some(data_dir) => hole::check_miss(config_path, &args.name, data_dir).await,
+            None => Ok(None),
+        },
         Err(error) => Err(error),
+    };
+    match (judged, recovering) {
+        (Ok(None), _) => Ok(ExitCode::from(EXIT_NOT_IN_ARCHIVE)),
+        (Ok(Some(hole)), Some(data_dir)) => Ok(failure_note::stop_recovery(&data_dir, &hole)),
+        (Err(error), Some(data_dir)) => Ok(failure_note::stop_recovery(&data_dir, &error.to_string())),
+        (Ok(Some(_)), None) => Ok(ExitCode::from(EXIT_NOT_IN_ARCHIVE)),
+        (Err(error), None) => Err(error),
     }
 }
 

@@ -30,7 +30,7 @@ mod wal_archive;
 pub use backup_info::{BACKUP_INFO_FORMAT, BackupInfo, BackupName};
 pub use restore_plan::{RecoveryTarget, RestorePlan, TargetError, plan_restore};
 pub use timeline::{TimelineError, TimelineHistory, TimelineSpan};
-pub use wal_archive::{ArchivedSegment, WalArchive};
+pub use wal_archive::{ArchivedSegment, LaterWal, WalArchive};
 
 /// How many catalog objects are read or deleted at once.
 const CATALOG_CONCURRENCY: usize = 8;

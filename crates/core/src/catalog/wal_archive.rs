@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::timeline::TimelineHistory;
 use crate::storage::ObjectMeta;
-use crate::wal::{SegmentSize, TimelineId, WalFileName};
+use crate::wal::{Lsn, SegmentSize, TimelineId, WalFileName};
 
 /// One listing of the archive's WAL, parsed.
 #[derive(Clone, Debug, Default)]
@@ -32,6 +32,28 @@ pub struct ArchivedSegment {
     pub segment: u64,
     pub name: String,
     pub last_modified: Option<DateTime<Utc>>,
+}
+
+/// WAL the archive holds beyond a missing segment: proof that the segment is a hole, not the
+/// end of the archive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LaterWal {
+    /// A segment, `.partial` or `.backup` file of the same timeline further on.
+    File(String),
+    /// A later timeline branched off this one after the segment began, so this timeline's WAL
+    /// went on through the segment (its history file says where).
+    Branch { history: String, switch_point: Lsn },
+}
+
+impl std::fmt::Display for LaterWal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LaterWal::File(name) => write!(f, "the archive holds {name}, which comes after it"),
+            LaterWal::Branch { history, switch_point } => {
+                write!(f, "{history} says the timeline went on to {switch_point}, past it")
+            }
+        }
+    }
 }
 
 impl WalArchive {
@@ -129,6 +151,33 @@ impl WalArchive {
         names.into_iter().map(|(_, name)| name).collect()
     }
 
+    /// What the archive holds beyond segment `segment` of `timeline` (which it lacks): a later
+    /// file of that timeline, or a history (loaded with [`WalArchive::set_history`]) in which a
+    /// later timeline branched off it after the segment began. `None`: the segment is the end
+    /// of that timeline's archived WAL.
+    pub fn wal_after(&self, timeline: TimelineId, segment: u64) -> Option<LaterWal> {
+        let later_segment = self
+            .segments
+            .get(&timeline)
+            .and_then(|by_number| by_number.range(segment + 1..).next())
+            .map(|(&number, _)| self.segment_size.segment_name(timeline, number));
+        let later_other = || {
+            self.other_files
+                .iter()
+                .filter(|(name, number, _)| *number > segment && name.starts_with(&format!("{timeline:08X}")))
+                .map(|(name, _, _)| name.clone())
+                .min()
+        };
+        if let Some(name) = later_segment.or_else(later_other) {
+            return Some(LaterWal::File(name));
+        }
+        let segment_start = self.segment_size.start_of(segment);
+        self.histories.values().filter(|history| history.timeline > timeline).find_map(|history| {
+            let switch_point = history.switch_point(timeline).filter(|&end| end > segment_start)?;
+            Some(LaterWal::Branch { history: format!("{:08X}.history", history.timeline), switch_point })
+        })
+    }
+
     /// Every WAL file name in the archive (for deleting everything).
     pub fn all_file_names(&self) -> Vec<String> {
         let mut names = self.files_before(u64::MAX);
@@ -176,6 +225,40 @@ mod tests {
             vec!["000000010000000000000001", "000000010000000000000002", "000000010000000000000002.00000028.backup"]
         );
         assert_eq!(archive.all_file_names().len(), 6);
+    }
+
+    #[test]
+    fn a_later_segment_partial_or_backup_file_of_the_same_timeline_proves_a_hole() {
+        let size = SegmentSize::default();
+        let archive = |names: &[&str]| WalArchive::from_listing(listing(names), "db/wal/", size);
+        let with_later = archive(&["000000010000000000000004", "000000010000000000000006"]);
+        assert_eq!(with_later.wal_after(1, 5), Some(LaterWal::File("000000010000000000000006".into())));
+        assert_eq!(with_later.wal_after(1, 7), None, "the end of the archive");
+        assert_eq!(with_later.wal_after(2, 5), None, "another timeline's segments say nothing");
+        let partial = archive(&["000000010000000000000004", "000000010000000000000007.partial"]);
+        assert_eq!(partial.wal_after(1, 5), Some(LaterWal::File("000000010000000000000007.partial".into())));
+        assert_eq!(partial.wal_after(1, 7), None, "a partial copy of the missing segment itself is its end");
+        // Segment numbers compare across the 8-digit boundary of the name.
+        let far = archive(&["000000010000000100000000"]);
+        assert_eq!(far.wal_after(1, 0xFF), Some(LaterWal::File("000000010000000100000000".into())));
+    }
+
+    #[test]
+    fn a_timeline_that_branched_after_the_segment_began_proves_a_hole() {
+        let size = SegmentSize::default();
+        let mut archive = WalArchive::from_listing(listing(&["00000002.history"]), "db/wal/", size);
+        archive.set_history(TimelineHistory::parse(2, "1\t0/9000100\tx\n").expect("history"));
+        let branched = archive.wal_after(1, 9);
+        assert_eq!(
+            branched,
+            Some(LaterWal::Branch { history: "00000002.history".into(), switch_point: Lsn(0x9000100) })
+        );
+        assert!(archive.wal_after(1, 8).is_some());
+        assert_eq!(archive.wal_after(1, 10), None, "timeline 1 ended inside segment 9");
+        assert_eq!(archive.wal_after(2, 10), None, "a timeline's own history says nothing about its end");
+        let mut at_boundary = WalArchive::from_listing(listing(&["00000002.history"]), "db/wal/", size);
+        at_boundary.set_history(TimelineHistory::parse(2, "1\t0/9000000\tx\n").expect("history"));
+        assert_eq!(at_boundary.wal_after(1, 9), None, "timeline 1 ended exactly where segment 9 begins");
     }
 
     #[test]

@@ -1,0 +1,229 @@
+//! A segment the archive lacks during archive recovery: the end of the archive, or a hole?
+//!
+//! PostgreSQL takes any `restore_command` failure with a status of 125 or less for the end of
+//! the archive: it ends recovery there and promotes. That is right at the end, and silently
+//! wrong at a hole (a segment deleted, lost or not yet copied while later WAL exists): the
+//! server would come up writable without everything after the hole. So a miss during archive
+//! recovery (`recovery.signal`) is judged, only then, never on the normal path:
+//!
+//! 1. a recovery target is set (`recovery_target_time`, `_lsn`, `_xid` or `_name`): PostgreSQL
+//!    asks for more WAL only while the target is not reached, so the target lies beyond: hole;
+//! 2. otherwise one listing of the archive's `wal/` (plus the history files of later timelines)
+//!    says whether later WAL of the segment's timeline exists, or a later timeline branched off
+//!    it after the segment began ([`WalArchive::wal_after`]): hole;
+//! 3. else: the end of the archive (exit 1, quiet, as before).
+//!
+//! History, `.partial` and `.backup` files are never judged: PostgreSQL probes for histories of
+//! timelines that do not exist. A standby (`standby.signal`) waits for more WAL instead.
+
+use std::path::Path;
+
+use futures::{StreamExt, TryStreamExt};
+use pgec2_core::catalog::{self, TimelineHistory, WalArchive};
+use pgec2_core::layout::Archive;
+use pgec2_core::wal::{SegmentSize, TimelineId, WalFileName};
+
+use super::error::WalError;
+use crate::config::AgentConfig;
+
+/// Histories read at once while judging a miss.
+const HISTORY_CONCURRENCY: usize = 8;
+
+/// What a missing segment is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Miss {
+    /// Nothing later exists and no target lies beyond: recovery ends here.
+    EndOfArchive,
+    /// Recovery must stop: `why` says what proves the segment is not the end.
+    Hole { why: String },
+}
+
+/// Judges a file `wal-fetch` did not find while `data_dir` is in archive recovery: `Some` with
+/// the message when it is a hole, `None` when it is the end of the archive (or not a segment).
+pub async fn check_miss(config_path: Option<&Path>, name: &str, data_dir: &Path) -> Result<Option<String>, WalError> {
+    let Ok(WalFileName::Segment { timeline, name }) = name.parse::<WalFileName>() else { return Ok(None) };
+    let config = AgentConfig::load(config_path)?;
+    let (miss, archive) = super::with_deadline("hole check", &name, config.transfer.command_timeout, async {
+        let archive = config.storage().await?;
+        Ok((judge(&archive, &name, timeline, data_dir).await?, archive.describe()))
+    })
+    .await?;
+    Ok(match miss {
+        Miss::EndOfArchive => None,
+        Miss::Hole { why } => Some(hole_message(&name, &archive, &why)),
+    })
+}
+
+/// Judges the missing segment `file` (of `timeline`) for the cluster in `data_dir`.
+pub async fn judge(archive: &Archive, file: &str, timeline: TimelineId, data_dir: &Path) -> Result<Miss, WalError> {
+    if let Some((name, value)) = recovery_target(data_dir) {
+        return Ok(Miss::Hole { why: format!("the recovery target {name} = '{value}' lies beyond it") });
+    }
+    let size = segment_size(archive, data_dir).await;
+    let (_, segment) = size.parse_segment(file).map_err(|_| WalError::InvalidName { name: file.to_string() })?;
+    let wal = later_wal_index(archive, timeline, size).await?;
+    Ok(match wal.wal_after(timeline, segment) {
+        Some(later) => Miss::Hole { why: later.to_string() },
+        None => Miss::EndOfArchive,
+    })
+}
+
+/// Lists `wal/` and loads the histories of timelines after `timeline` (a descendant's history
+/// may prove that `timeline` went on). An unreadable history is an error: without it the
+/// answer could be wrong, and a wrong "end of the archive" loses data.
+async fn later_wal_index(archive: &Archive, timeline: TimelineId, size: SegmentSize) -> Result<WalArchive, WalError> {
+    let listing_failed = |error: catalog::CatalogError| WalError::HoleCheck { reason: error.to_string() };
+    let mut wal = catalog::list_wal_archive(archive, size).await.map_err(listing_failed)?;
+    let later: Vec<_> =
+        wal.history_files.iter().filter(|(id, _)| **id > timeline).map(|(&id, meta)| (id, meta.key.clone())).collect();
+    let histories: Vec<TimelineHistory> = futures::stream::iter(later)
+        .map(|(id, key)| async move {
+            let content = catalog::get_content(archive, &key).await.map_err(listing_failed)?;
+            TimelineHistory::parse(id, &String::from_utf8_lossy(&content))
+                .map_err(|error| WalError::HoleCheck { reason: format!("{key}: {error}") })
+        })
+        .buffer_unordered(HISTORY_CONCURRENCY)
+        .try_collect()
+        .await?;
+    for history in histories {
+        wal.set_history(history);
+    }
+    Ok(wal)
+}
+
+/// The cluster's segment size: the length of a segment PostgreSQL kept in `pg_wal` (it keeps
+/// what it restored), else what the archive's owner record says, else the default.
+async fn segment_size(archive: &Archive, data_dir: &Path) -> SegmentSize {
+    let local = std::fs::read_dir(data_dir.join("pg_wal")).ok().and_then(|entries| {
+        entries.flatten().find_map(|entry| {
+            let name = entry.file_name();
+            let is_segment = name.len() == 24 && name.to_string_lossy().bytes().all(|b| b.is_ascii_hexdigit());
+            let length = entry.metadata().ok().filter(|meta| meta.is_file())?.len();
+            if is_segment { SegmentSize::new(length).ok() } else { None }
+        })
+    });
+    if let Some(size) = local {
+        return size;
+    }
+    let owner = pgec2_core::identity::read_owner(archive).await.ok().flatten();
+    owner.and_then(|owner| SegmentSize::new(owner.wal_segment_size?).ok()).unwrap_or_default()
+}
+
+/// The recovery target the data directory's configuration sets, as `(parameter, value)`:
+/// `postgresql.auto.conf` (where `backup-fetch` writes it) overrides `postgresql.conf`, and the
+/// last setting of a file wins, as in PostgreSQL. `recovery_target = 'immediate'` is not a
+/// target beyond anything: recovery asks for no WAL after consistency.
+pub fn recovery_target(data_dir: &Path) -> Option<(String, String)> {
+    let mut settings = std::collections::BTreeMap::new();
+    for file in ["postgresql.conf", "postgresql.auto.conf"] {
+        let Ok(text) = std::fs::read_to_string(data_dir.join(file)) else { continue };
+        settings.extend(text.lines().filter_map(parameter).filter(|(name, _)| TARGETS.contains(&name.as_str())));
+    }
+    settings.into_iter().find(|(_, value)| !value.is_empty())
+}
+
+const TARGETS: [&str; 4] =
+    ["recovery_target_time", "recovery_target_lsn", "recovery_target_xid", "recovery_target_name"];
+
+/// `name = 'value'` (or `name value`, or unquoted) from one configuration line; the name
+/// lowercased, the value unquoted.
+fn parameter(line: &str) -> Option<(String, String)> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let end = line.find(|c: char| c == '=' || c.is_whitespace())?;
+    let name = line[..end].to_ascii_lowercase();
+    let rest = line[end..].trim_start().strip_prefix('=').unwrap_or(&line[end..]).trim_start();
+    let value = match rest.strip_prefix('\'') {
+        Some(quoted) => unquote(quoted)?,
+        None => rest.split(['#', ' ', '\t']).next().unwrap_or_default().to_string(),
+    };
+    Some((name, value))
+}
+
+/// The rest of a single-quoted value (after the opening quote), `''` read as one quote.
+fn unquote(quoted: &str) -> Option<String> {
+    let mut value = String::new();
+    let mut chars = quoted.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' if chars.peek() == Some(&'\'') => {
+                chars.next();
+                value.push('\'');
+            }
+            '\'' => return Some(value),
+            c => value.push(c),
+        }
+    }
+    None
+}
+
+/// The message for a hole: what is missing, why it is not the end, what to do.
+pub fn hole_message(file: &str, archive: &str, why: &str) -> String {
+    format!(
+        "WAL segment {file} is missing from the archive {archive} but is not its end: {why}. Recovery stops here \
+         instead of promoting a server that lacks the rest of the archive's history. Put {file} back into the \
+         archive (from the source's pg_wal or another copy of the archive) and start the server again; or, to \
+         give up what comes after it, restore again with a recovery target before it (run wal-verify to see what \
+         is missing)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_lines_give_their_parameter_and_unquoted_value() {
+        assert_eq!(
+            parameter("recovery_target_time = '2026-01-01 00:00:00+00'"),
+            Some(("recovery_target_time".into(), "2026-01-01 00:00:00+00".into()))
+        );
+        assert_eq!(
+            parameter("Recovery_Target_Name='it''s'  # note"),
+            Some(("recovery_target_name".into(), "it's".into()))
+        );
+        assert_eq!(parameter("recovery_target_xid 7415"), Some(("recovery_target_xid".into(), "7415".into())));
+        assert_eq!(parameter("# recovery_target_xid = 1"), None);
+        assert_eq!(parameter("recovery_target_name = 'unterminated"), None);
+    }
+
+    #[test]
+    fn the_target_of_the_auto_conf_wins_and_immediate_is_no_target_beyond() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(recovery_target(dir.path()), None);
+        std::fs::write(dir.path().join("postgresql.conf"), "recovery_target_xid = '12'\n").expect("write");
+        std::fs::write(
+            dir.path().join("postgresql.auto.conf"),
+            "recovery_target_time = '2020-01-01'\nrecovery_target_lsn = '0/5000000'\nrecovery_target = 'immediate'\n",
+        )
+        .expect("write");
+        assert_eq!(recovery_target(dir.path()).map(|(name, _)| name), Some("recovery_target_lsn".into()));
+        std::fs::write(dir.path().join("postgresql.auto.conf"), "recovery_target_xid = ''\n").expect("write");
+        assert_eq!(recovery_target(dir.path()), None, "the auto.conf's empty value unsets the xid");
+        std::fs::write(dir.path().join("postgresql.auto.conf"), "recovery_target = 'immediate'\n").expect("write");
+        assert_eq!(recovery_target(dir.path()), Some(("recovery_target_xid".into(), "12".into())));
+        std::fs::remove_file(dir.path().join("postgresql.conf")).expect("remove");
+        assert_eq!(recovery_target(dir.path()), None);
+    }
+
+    #[test]
+    fn an_emptied_target_is_no_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = "recovery_target_time = '2020-01-01'\nrecovery_target_time = ''\nrecovery_target_lsn = ''\n";
+        std::fs::write(dir.path().join("postgresql.auto.conf"), text).expect("write");
+        assert_eq!(recovery_target(dir.path()), None);
+        let text = "recovery_target_time = '2020-01-01'\nrecovery_target_lsn = ''\n";
+        std::fs::write(dir.path().join("postgresql.auto.conf"), text).expect("write");
+        assert_eq!(recovery_target(dir.path()), Some(("recovery_target_time".into(), "2020-01-01".into())));
+    }
+
+    #[test]
+    fn the_hole_message_names_the_segment_and_what_to_do() {
+        let message =
+            hole_message("000000010000000000000005", "file:///a", "the archive holds 000000010000000000000006");
+        assert!(message.starts_with("WAL segment 000000010000000000000005 is missing from the archive file:///a"));
+        assert!(message.contains("start the server again") && message.contains("recovery target before it"));
+    }
+}
