@@ -40,8 +40,8 @@ pub enum Command {
     BackupPush(BackupPushArgs),
     /// Restore a base backup into an empty directory, ready for `pg_ctl start`.
     BackupFetch(BackupFetchArgs),
-    /// List committed backups, oldest first.
-    BackupList(JsonArgs),
+    /// List committed backups, oldest first; damaged entries are named on stderr.
+    BackupList(BackupListArgs),
     /// Pin a backup so retention keeps it (or unpin it with --undo).
     BackupMark(BackupMarkArgs),
     /// Delete old backups and the WAL only they need (dry run unless --confirm).
@@ -65,6 +65,17 @@ pub struct JsonArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupListArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// List the damaged entries instead (a backup whose commit record cannot be read), with the
+    /// object at fault and why.
+    #[arg(long)]
+    pub damaged: bool,
 }
 
 #[derive(Debug, Args)]
@@ -194,9 +205,13 @@ pub struct DeleteArgs {
     #[arg(long, global = true)]
     pub json: bool,
     /// How long an uncommitted backup must have been idle before `garbage` removes it
-    /// (e.g. 90s, 30m, 6h; default 6h, so a running backup is never removed).
+    /// (e.g. 30m, 6h, 2d; default 6h, at least 5m, so a running backup is never removed).
     #[arg(long, global = true, value_name = "DURATION")]
     pub grace_period: Option<String>,
+    /// `everything` even while a restore or standby holds a live lease on the archive (that
+    /// restore or standby then fails).
+    #[arg(long, global = true)]
+    pub ignore_leases: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,8 +226,11 @@ pub enum DeleteTarget {
         /// Backup name or RFC 3339 time.
         boundary: String,
     },
-    /// Delete uncommitted backups and WAL older than the oldest kept backup.
-    Garbage,
+    /// Delete uncommitted backups, expired leases and WAL older than the oldest kept backup.
+    Garbage {
+        /// Damaged backups to delete too, each named exactly as backup-list names it.
+        damaged: Vec<String>,
+    },
     /// Delete every backup and all WAL (pinned backups too).
     Everything,
 }

@@ -4,6 +4,8 @@
 //! - [`backup`]: base backups, restores with point-in-time recovery, listing, pinning,
 //!   retention, verification;
 //! - [`host`]: `host apply`, converging a machine to a `HostSpec`;
+//! - [`lease`]: the lease a restore holds on its archive, taken by `backup-fetch` and renewed
+//!   by `wal-fetch`;
 //! - [`archive_status`]: the health of continuous archiving, read by the operator;
 //! - [`config`]: the TOML file and environment overrides.
 
@@ -12,6 +14,7 @@ pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod host;
+pub mod lease;
 pub mod logging;
 pub mod postgres;
 pub mod wal;

@@ -2,6 +2,8 @@
 //! intact and refuses before it writes anything.
 
 mod backup_support;
+#[path = "../../core/tests/catalog_support/mod.rs"]
+mod catalog_support;
 mod wal_common;
 
 use std::process::Stdio;
@@ -81,7 +83,12 @@ fn a_killed_backup_is_never_listed_and_garbage_removes_it() {
         1,
         "a recent backup is kept"
     );
-    let removed = primary.agent(&["delete", "garbage", "--grace-period", "0", "--confirm"]);
+    let too_short = primary.agent(&["delete", "garbage", "--grace-period", "0", "--confirm"]);
+    assert!(!too_short.status.success(), "a grace period of 0 was accepted");
+    assert!(stderr(&too_short).contains("below the minimum of 5m"), "{}", stderr(&too_short));
+    let backups_dir = primary.agent.scratch.path().join("archive/backups");
+    catalog_support::age_files(&backups_dir, Duration::from_secs(7 * 3600));
+    let removed = primary.agent(&["delete", "garbage", "--confirm"]);
     assert_success("delete garbage", &removed);
     let objects = rt.block_on(archive.storage.list(&archive.layout.backups_prefix())).expect("list");
     assert!(objects.is_empty(), "left behind: {objects:?}");

@@ -11,6 +11,7 @@
 //! <archive>/backups/<name>/tablespace_map          exactly as pg_backup_stop returned it
 //! <archive>/backups/<name>/complete.json           commit marker, written last
 //! <archive>/backups/<name>/permanent               present while the backup is pinned
+//! <archive>/leases/<id>.json                       what a running restore or standby still reads
 //! ```
 //! `<archive>` is the storage URL's root plus an optional sub-prefix (the operator gives each
 //! host `<namespace>/<name>` inside a policy's bucket). Every object is wrapped in an
@@ -150,6 +151,26 @@ impl ArchiveLayout {
         self.backup_object(backup, "permanent")
     }
 
+    /// A lease held by a restore or standby (see [`crate::leases`]).
+    pub fn lease(&self, id: &str) -> Result<ObjectKey, StorageError> {
+        let valid =
+            !id.is_empty() && id.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
+        if !valid {
+            return Err(StorageError::InvalidKey { key: id.to_string() });
+        }
+        self.key(&format!("leases/{id}.json"))
+    }
+
+    /// The listing prefix of all leases.
+    pub fn leases_prefix(&self) -> String {
+        self.list_prefix("leases/")
+    }
+
+    /// The lease id of a listed key under [`ArchiveLayout::leases_prefix`].
+    pub fn parse_lease_key<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(&self.leases_prefix())?.strip_suffix(".json").filter(|id| !id.contains('/'))
+    }
+
     /// Splits a listed key of this archive into (backup name, object name) when it is a backup object.
     pub fn parse_backup_key<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
         let rest = key.strip_prefix(&self.backups_prefix())?;
@@ -177,6 +198,9 @@ mod tests {
             Some(("base_1", "complete.json"))
         );
         assert_eq!(ArchiveLayout::root().cluster_identity().expect("key").as_str(), "cluster.json");
+        let lease = layout.lease("restore-1f2e").expect("key");
+        assert_eq!(lease.as_str(), "default/orders/leases/restore-1f2e.json");
+        assert_eq!(layout.parse_lease_key(lease.as_str()), Some("restore-1f2e"));
     }
 
     #[test]
@@ -184,6 +208,8 @@ mod tests {
         let layout = ArchiveLayout::root();
         assert!(layout.wal_file("../x").is_err());
         assert!(layout.backup_manifest("a/b").is_err());
+        assert!(layout.lease("../x").is_err());
+        assert!(layout.lease("").is_err());
         assert!(ArchiveLayout::under("a/../b").is_err());
     }
 }

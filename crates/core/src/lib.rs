@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod host_spec;
 pub mod identity;
 pub mod layout;
+pub mod leases;
 pub mod manifest;
 pub mod recovery_window;
 pub mod retention;

@@ -199,6 +199,8 @@ pub struct ContinuityReport {
     pub timelines: Vec<TimelineReport>,
     /// Timelines with segments in the archive but no `.history` file (timeline > 1).
     pub missing_history_files: Vec<String>,
+    /// History files that cannot be read or parsed, with their keys and why.
+    pub damaged_history_files: Vec<crate::catalog::Damaged>,
     /// Timelines in the archive that no kept backup can recover along (not an error).
     pub unreachable_timelines: Vec<TimelineId>,
 }
@@ -225,6 +227,10 @@ pub fn verify_continuity(backups: &[BackupInfo], archive: &WalArchive) -> Contin
         if timeline > 1 && !archive.history_files.contains_key(&timeline) {
             report.missing_history_files.push(format!("{timeline:08X}.history"));
         }
+        if let Some(damaged) = archive.damaged_histories.get(&timeline) {
+            report.damaged_history_files.push(damaged.clone());
+            continue;
+        }
         let history = archive.history(timeline);
         let oldest = backups
             .iter()
@@ -245,6 +251,7 @@ pub fn verify_continuity(backups: &[BackupInfo], archive: &WalArchive) -> Contin
         });
     }
     report.ok = report.missing_history_files.is_empty()
+        && report.damaged_history_files.is_empty()
         && report.timelines.iter().all(|timeline| timeline.missing_segments.is_empty());
     report
 }

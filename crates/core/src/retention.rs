@@ -5,14 +5,21 @@
 //! Rules:
 //! - pinned backups are always kept (except by [`Policy::Everything`]);
 //! - WAL is removed only below the *WAL boundary*: the start segment of the oldest kept backup
-//!   (committed, or uncommitted but younger than the grace period, whose start position is in
-//!   its name). Every kept backup can therefore recover to its end and to any later point.
-//!   The boundary compares segment numbers on every timeline, so WAL a kept backup could need on
-//!   any timeline stays; `.history` files are never removed. With no kept backup, no WAL is
-//!   removed.
+//!   (committed, uncommitted but younger than the grace period, or damaged, whose start position
+//!   is in its name), or the oldest segment a live lease needs, whichever is older. Every kept
+//!   backup can therefore recover to its end and to any later point. The boundary compares
+//!   segment numbers on every timeline, so WAL a kept backup could need on any timeline stays;
+//!   `.history` files are never removed. With no kept backup, no WAL is removed.
 //! - a plan that would delete every committed backup is refused, except for `everything`;
+//! - live leases ([`crate::leases`]) keep the backup a restore is copying and the WAL from the
+//!   segment it still needs; `everything` is refused while one is live unless told to ignore
+//!   them; expired leases are removed by `garbage`;
 //! - uncommitted backups are removed only by `garbage`, and only once none of their objects was
-//!   written for the grace period, so a running backup is not broken;
+//!   written for the grace period (at least [`MIN_GARBAGE_GRACE`]); just before deleting one,
+//!   its objects are listed again and its commit marker is read again, and it is kept if it was
+//!   committed or written to meanwhile, so a running backup is never broken;
+//! - damaged backups (a commit marker that cannot be read) are listed and kept; `garbage`
+//!   deletes one only when it is named;
 //! - a backup is deleted commit marker first, so an interrupted deletion leaves an uncommitted
 //!   backup that `garbage` finishes.
 
@@ -21,13 +28,20 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::catalog::{self, BackupInfo, BackupName, BackupSet, CatalogError, WalArchive};
-use crate::layout::Archive;
-use crate::storage::ObjectKey;
+use crate::catalog::{BackupInfo, BackupName, BackupSet, CatalogError, Damaged, WalArchive};
+use crate::leases::{Lease, LeaseSet};
+
+mod apply;
+
+pub use apply::{Applied, KeptAtDeletion, apply};
 
 /// Default time an uncommitted backup must have been idle before `garbage` removes it: longer
 /// than any pause inside a running backup (the agent waits at most one hour for WAL archiving).
 pub const DEFAULT_GARBAGE_GRACE: Duration = Duration::from_secs(6 * 3600);
+
+/// The shortest grace period accepted: below it, a backup between two writes (a slow part, a
+/// wait for WAL archiving) could be taken for abandoned.
+pub const MIN_GARBAGE_GRACE: Duration = Duration::from_secs(5 * 60);
 
 /// What to delete.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,9 +50,9 @@ pub enum Policy {
     Retain(usize),
     /// Delete unpinned committed backups older than a backup or a time.
     Before(Boundary),
-    /// Delete uncommitted backups idle for the grace period, and WAL below the boundary.
+    /// Delete uncommitted backups idle for the grace period, expired leases, and WAL below the boundary.
     Garbage,
-    /// Delete every backup (pinned too), all WAL and the archive's owner record.
+    /// Delete every backup (pinned too), all WAL, every lease and the archive's owner record.
     Everything,
 }
 
@@ -61,6 +75,27 @@ impl Boundary {
     }
 }
 
+/// Everything besides the policy that a plan depends on.
+#[derive(Clone, Debug)]
+pub struct PlanOptions<'a> {
+    pub now: DateTime<Utc>,
+    /// How long an uncommitted backup must have been idle to be garbage.
+    pub grace: Duration,
+    /// The archive's leases, as read just before planning.
+    pub leases: &'a LeaseSet,
+    /// Damaged backups `garbage` deletes too, each named exactly.
+    pub damaged: &'a [String],
+    /// `everything` even while leases are live.
+    pub ignore_leases: bool,
+}
+
+impl<'a> PlanOptions<'a> {
+    /// The defaults at `now`: the default grace period, no damaged backup named, leases honoured.
+    pub fn new(now: DateTime<Utc>, leases: &'a LeaseSet) -> Self {
+        Self { now, grace: DEFAULT_GARBAGE_GRACE, leases, damaged: &[], ignore_leases: false }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RetentionError {
     #[error("retain 0 would delete every backup: use `delete everything` to empty the archive")]
@@ -69,6 +104,18 @@ pub enum RetentionError {
     WouldDeleteEverything { count: usize },
     #[error("backup {0} is not a committed backup: run backup-list to see the backups")]
     NoSuchBackup(String),
+    #[error(
+        "grace period {given:?} is below the minimum of {minimum:?}: a backup still being written could be deleted; \
+         use at least 5m (the default is 6h)"
+    )]
+    GraceTooShort { given: Duration, minimum: Duration },
+    #[error("{0} is not a damaged backup: backup-list names the damaged ones, and only those can be named to delete")]
+    NotDamaged(String),
+    #[error(
+        "refusing to delete everything: {lease} still needs the archive ({count} live lease(s)); wait until it expires, \
+         or pass --ignore-leases to break the restore or standby that holds it"
+    )]
+    LeaseHeld { lease: String, count: usize },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 }
@@ -78,67 +125,142 @@ pub enum RetentionError {
 pub struct DeletionPlan {
     /// Committed backups to delete, oldest first.
     pub backups: Vec<String>,
-    /// Uncommitted backups to delete.
+    /// Uncommitted backups to delete (checked again just before deleting).
     pub uncommitted: Vec<String>,
+    /// Damaged backups to delete (only when named, or by `everything`).
+    pub damaged: Vec<String>,
     /// WAL file names to delete, oldest first.
     pub wal: Vec<String>,
     /// Committed backups kept.
     pub kept: Vec<String>,
+    /// Damaged backups kept (never deleted unless named).
+    pub kept_damaged: Vec<Damaged>,
+    /// Live leases that kept backups or WAL, described.
+    pub held_by: Vec<String>,
+    /// Leases to remove: expired ones (or all of them for `everything`).
+    pub leases: Vec<String>,
     /// WAL below this segment file name (on any timeline) goes; `None` keeps all WAL.
     pub wal_boundary: Option<String>,
+    /// Uncommitted backups whose objects are all older than this are garbage.
+    pub garbage_cutoff: Option<DateTime<Utc>>,
     /// True for `everything`: the archive's owner record goes too.
     pub cluster_identity: bool,
+    /// The time the plan was made for; [`apply`] judges leases at this time too.
+    pub planned_at: DateTime<Utc>,
+    /// `everything` planned with leases ignored.
+    #[serde(skip)]
+    pub ignore_leases: bool,
 }
 
 impl DeletionPlan {
     pub fn is_empty(&self) -> bool {
-        self.backups.is_empty() && self.uncommitted.is_empty() && self.wal.is_empty() && !self.cluster_identity
+        self.backups.is_empty()
+            && self.uncommitted.is_empty()
+            && self.damaged.is_empty()
+            && self.wal.is_empty()
+            && self.leases.is_empty()
+            && !self.cluster_identity
     }
 }
 
-/// Computes what `policy` removes from `backups` and `wal` at time `now`.
+/// Descriptions of what `leases` keep at `now`: live leases, and unreadable ones that may be.
+fn lease_holds(leases: &LeaseSet, now: DateTime<Utc>) -> Vec<String> {
+    let live = leases.live(now).map(Lease::describe);
+    let unreadable = leases.holding_everything(now).map(|lease| {
+        format!("unreadable lease {} ({}), taken to need everything", lease.damage.key, lease.damage.reason)
+    });
+    live.chain(unreadable).collect()
+}
+
+/// Computes what `policy` removes from `backups` and `wal`.
 pub fn plan(
     policy: &Policy,
     backups: &BackupSet,
     wal: &WalArchive,
-    now: DateTime<Utc>,
-    grace: Duration,
+    options: &PlanOptions<'_>,
 ) -> Result<DeletionPlan, RetentionError> {
-    if *policy == Policy::Everything {
-        return Ok(DeletionPlan {
-            backups: backups.committed.iter().map(|backup| backup.name.clone()).collect(),
-            uncommitted: backups.uncommitted.iter().map(|backup| backup.name.clone()).collect(),
-            wal: wal.all_file_names(),
-            cluster_identity: true,
-            ..DeletionPlan::default()
-        });
+    if options.grace < MIN_GARBAGE_GRACE {
+        return Err(RetentionError::GraceTooShort { given: options.grace, minimum: MIN_GARBAGE_GRACE });
     }
-    let doomed = doomed_backups(policy, &backups.committed)?;
+    let now = options.now;
+    let held_by = lease_holds(options.leases, now);
+    if *policy == Policy::Everything {
+        return plan_everything(backups, wal, options, held_by);
+    }
+    if let Some(name) = options.damaged.iter().find(|name| !backups.damaged.iter().any(|entry| &entry.name == *name)) {
+        return Err(RetentionError::NotDamaged(name.clone()));
+    }
+    let mut doomed = doomed_backups(policy, &backups.committed)?;
     if !doomed.is_empty() && doomed.len() == backups.committed.len() {
         return Err(RetentionError::WouldDeleteEverything { count: doomed.len() });
     }
+    let hold_everything = options.leases.holding_everything(now).next().is_some();
+    let live: Vec<&Lease> = options.leases.live(now).collect();
+    doomed.retain(|name| !hold_everything && !live.iter().any(|lease| lease.backup_needed && lease.backup == *name));
     let (kept, deleted): (Vec<&BackupInfo>, Vec<&BackupInfo>) =
         backups.committed.iter().partition(|backup| !doomed.contains(&backup.name));
-    let idle_since = now - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+    let cutoff = now - chrono::Duration::from_std(options.grace).unwrap_or(chrono::Duration::MAX);
     let (garbage, running): (Vec<_>, Vec<_>) =
-        backups.uncommitted.iter().partition(|backup| backup.last_modified.is_some_and(|at| at < idle_since));
-    let uncommitted: Vec<String> = if *policy == Policy::Garbage {
-        garbage.iter().map(|backup| backup.name.clone()).collect()
-    } else {
-        Vec::new()
-    };
+        backups.uncommitted.iter().partition(|backup| backup.last_modified.is_some_and(|at| at < cutoff));
+    let garbage_policy = *policy == Policy::Garbage;
+    let named = |entry: &&Damaged| garbage_policy && options.damaged.contains(&entry.name);
+    let (deleted_damaged, kept_damaged): (Vec<&Damaged>, Vec<&Damaged>) = backups.damaged.iter().partition(named);
     let size = wal.segment_size;
-    let running_starts =
-        running.iter().filter_map(|backup| BackupName::parse(&backup.name)).map(|name| size.segment_of(name.start_lsn));
-    let boundary =
-        kept.iter().map(|backup| backup.start_segment()).chain(running_starts).min().filter(|_| !kept.is_empty());
+    let start_of_name = |name: &str| BackupName::parse(name).map(|name| size.segment_of(name.start_lsn));
+    let lease_starts = live.iter().map(|lease| lease.wal_from_segment().unwrap_or(0));
+    let boundary = kept
+        .iter()
+        .map(|backup| backup.start_segment())
+        .chain(running.iter().filter_map(|backup| start_of_name(&backup.name)))
+        .chain(kept_damaged.iter().filter_map(|entry| start_of_name(&entry.name)))
+        .chain(lease_starts)
+        .chain(hold_everything.then_some(0))
+        .min()
+        .filter(|_| !kept.is_empty());
     Ok(DeletionPlan {
         backups: deleted.iter().map(|backup| backup.name.clone()).collect(),
-        uncommitted,
+        uncommitted: if garbage_policy {
+            garbage.iter().map(|backup| backup.name.clone()).collect()
+        } else {
+            Vec::new()
+        },
+        damaged: deleted_damaged.iter().map(|entry| entry.name.clone()).collect(),
         wal: boundary.map(|segment| wal.files_before(segment)).unwrap_or_default(),
         kept: kept.iter().map(|backup| backup.name.clone()).collect(),
+        kept_damaged: kept_damaged.into_iter().cloned().collect(),
+        held_by,
+        leases: if garbage_policy { options.leases.expired(now) } else { Vec::new() },
         wal_boundary: boundary.map(|segment| size.segment_name(timeline_of_boundary(&kept, segment), segment)),
+        garbage_cutoff: garbage_policy.then_some(cutoff),
         cluster_identity: false,
+        planned_at: now,
+        ignore_leases: false,
+    })
+}
+
+/// `everything`: refused while a lease holds the archive, unless leases are ignored.
+fn plan_everything(
+    backups: &BackupSet,
+    wal: &WalArchive,
+    options: &PlanOptions<'_>,
+    held_by: Vec<String>,
+) -> Result<DeletionPlan, RetentionError> {
+    if !options.ignore_leases
+        && let Some(first) = held_by.first()
+    {
+        return Err(RetentionError::LeaseHeld { lease: first.clone(), count: held_by.len() });
+    }
+    Ok(DeletionPlan {
+        backups: backups.committed.iter().map(|backup| backup.name.clone()).collect(),
+        uncommitted: backups.uncommitted.iter().map(|backup| backup.name.clone()).collect(),
+        damaged: backups.damaged.iter().map(|entry| entry.name.clone()).collect(),
+        wal: wal.all_file_names(),
+        held_by,
+        leases: options.leases.ids(),
+        cluster_identity: true,
+        planned_at: options.now,
+        ignore_leases: options.ignore_leases,
+        ..DeletionPlan::default()
     })
 }
 
@@ -174,178 +296,5 @@ fn doomed_backups(policy: &Policy, committed: &[BackupInfo]) -> Result<Vec<Strin
     Ok(names)
 }
 
-/// Executes a plan: each backup's commit marker first, then its other objects; uncommitted
-/// backups; WAL oldest first; the owner record last.
-pub async fn apply(archive: &Archive, backups: &BackupSet, plan: &DeletionPlan) -> Result<(), RetentionError> {
-    let layout = &archive.layout;
-    for name in &plan.backups {
-        let marker = layout.backup_complete(name).map_err(|source| key_error(name, source))?;
-        catalog::delete_objects(archive, vec![marker.clone()]).await?;
-        let rest = backup_objects(backups, name).into_iter().filter(|key| *key != marker).collect();
-        catalog::delete_objects(archive, rest).await?;
-    }
-    for name in &plan.uncommitted {
-        catalog::delete_objects(archive, backup_objects(backups, name)).await?;
-    }
-    let wal = plan.wal.iter().map(|name| layout.wal_file(name).map_err(|source| key_error(name, source)));
-    catalog::delete_objects(archive, wal.collect::<Result<_, _>>()?).await?;
-    if plan.cluster_identity {
-        let identity = layout.cluster_identity().map_err(|source| key_error("cluster.json", source))?;
-        catalog::delete_objects(archive, vec![identity]).await?;
-    }
-    Ok(())
-}
-
-fn backup_objects(backups: &BackupSet, name: &str) -> Vec<ObjectKey> {
-    backups.objects.get(name).map(|metas| metas.iter().map(|meta| meta.key.clone()).collect()).unwrap_or_default()
-}
-
-fn key_error(name: &str, source: crate::storage::StorageError) -> RetentionError {
-    RetentionError::Catalog(CatalogError::Storage { action: "name", key: name.to_string(), source: Box::new(source) })
-}
-
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use chrono::TimeZone;
-
-    use super::*;
-    use crate::catalog::{UncommittedBackup, load_wal_archive, put_json, scan_backups};
-    use crate::layout::ArchiveLayout;
-    use crate::storage::memory::MemoryStorage;
-    use crate::storage::{ObjectMeta, PutMode};
-    use crate::wal::{Lsn, SegmentSize};
-
-    const SEGMENT: u64 = 16 * 1024 * 1024;
-
-    fn at(seconds: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_769_860_800 + seconds, 0).single().expect("time")
-    }
-
-    fn backup(start_segment: u64, permanent: bool) -> BackupInfo {
-        let start_lsn = Lsn(start_segment * SEGMENT + 0x28);
-        BackupInfo {
-            name: BackupName::new(at(start_segment as i64 * 100), 1, start_lsn).to_string(),
-            start_time: at(start_segment as i64 * 100),
-            finish_time: at(start_segment as i64 * 100 + 50),
-            start_lsn,
-            finish_lsn: Lsn(start_segment * SEGMENT + 0x1000),
-            timeline: 1,
-            pg_version: 150000,
-            system_identifier: 42,
-            data_bytes: 1,
-            stored_bytes: 1,
-            permanent,
-            wal_segment_size: SEGMENT,
-            next_xid: None,
-            annotations: Default::default(),
-            format: 1,
-        }
-    }
-
-    fn wal(segments: std::ops::Range<u64>) -> WalArchive {
-        let size = SegmentSize::default();
-        let mut names: Vec<String> = segments.map(|segment| size.segment_name(1, segment)).collect();
-        names.push("00000002.history".into());
-        let listing = names
-            .iter()
-            .map(|name| ObjectMeta {
-                key: ObjectKey::new(format!("wal/{name}")).expect("key"),
-                size: 1,
-                last_modified: None,
-            })
-            .collect();
-        WalArchive::from_listing(listing, "wal/", size)
-    }
-
-    fn set(committed: Vec<BackupInfo>, uncommitted: Vec<UncommittedBackup>) -> BackupSet {
-        BackupSet { committed, uncommitted, objects: Default::default() }
-    }
-
-    const GRACE: Duration = DEFAULT_GARBAGE_GRACE;
-
-    #[test]
-    fn retain_keeps_the_newest_and_the_pinned_and_the_wal_they_need() {
-        let backups = set(vec![backup(2, true), backup(4, false), backup(6, false), backup(8, false)], vec![]);
-        let plan = plan(&Policy::Retain(2), &backups, &wal(1..10), at(10_000), GRACE).expect("plan");
-        assert_eq!(plan.backups, vec![backups.committed[1].name.clone()]);
-        assert_eq!(plan.kept.len(), 3);
-        assert_eq!(plan.wal, vec!["000000010000000000000001"], "the pinned backup's WAL stays");
-        assert_eq!(plan.wal_boundary.as_deref(), Some("000000010000000000000002"));
-    }
-
-    #[test]
-    fn wal_below_the_oldest_kept_backup_goes_but_history_files_stay() {
-        let backups = set(vec![backup(2, false), backup(4, false), backup(6, false)], vec![]);
-        let plan = plan(&Policy::Retain(2), &backups, &wal(1..10), at(10_000), GRACE).expect("plan");
-        assert_eq!(plan.wal, vec!["000000010000000000000001", "000000010000000000000002", "000000010000000000000003"]);
-        assert!(plan.wal.iter().all(|name| !name.ends_with(".history")));
-    }
-
-    #[test]
-    fn a_running_backup_keeps_the_wal_it_needs_and_survives_garbage() {
-        let running_name = BackupName::new(at(0), 1, Lsn(3 * SEGMENT)).to_string();
-        let running = UncommittedBackup { name: running_name, last_modified: Some(at(9_000)), objects: 3, bytes: 10 };
-        let abandoned = UncommittedBackup { name: "base_x".into(), last_modified: Some(at(0)), objects: 3, bytes: 10 };
-        let backups = set(vec![backup(6, false)], vec![running, abandoned]);
-        let plan = plan(&Policy::Garbage, &backups, &wal(1..10), at(9_000 + 21_540), GRACE).expect("plan");
-        assert_eq!(plan.uncommitted, vec!["base_x"]);
-        assert_eq!(plan.wal, vec!["000000010000000000000001", "000000010000000000000002"]);
-    }
-
-    #[test]
-    fn deleting_every_backup_is_refused_unless_it_is_everything() {
-        let backups = set(vec![backup(2, false), backup(4, false)], vec![]);
-        let before_all = Policy::Before(Boundary::parse("2100-01-01T00:00:00Z"));
-        assert!(matches!(
-            plan(&before_all, &backups, &wal(1..5), at(0), GRACE),
-            Err(RetentionError::WouldDeleteEverything { .. })
-        ));
-        assert!(matches!(
-            plan(&Policy::Retain(0), &backups, &wal(1..5), at(0), GRACE),
-            Err(RetentionError::RetainNone)
-        ));
-        let everything = plan(&Policy::Everything, &backups, &wal(1..5), at(0), GRACE).expect("plan");
-        assert_eq!((everything.backups.len(), everything.wal.len()), (2, 5));
-        assert!(everything.cluster_identity);
-    }
-
-    #[test]
-    fn before_a_backup_name_deletes_only_older_unpinned_backups() {
-        let backups = set(vec![backup(2, false), backup(4, true), backup(6, false), backup(8, false)], vec![]);
-        let name = backups.committed[2].name.clone();
-        let plan = plan(&Policy::Before(Boundary::parse(&name)), &backups, &wal(1..10), at(0), GRACE).expect("plan");
-        assert_eq!(plan.backups, vec![backups.committed[0].name.clone()]);
-        assert_eq!(plan.wal_boundary.as_deref(), Some("000000010000000000000004"));
-        assert!(matches!(
-            super::plan(&Policy::Before(Boundary::parse("base_nope")), &backups, &wal(1..10), at(0), GRACE),
-            Err(RetentionError::NoSuchBackup(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn applying_a_plan_removes_exactly_the_planned_objects() {
-        let archive = Archive::new(Arc::new(MemoryStorage::new()), ArchiveLayout::under("db").expect("layout"));
-        let layout = &archive.layout;
-        for info in [backup(2, false), backup(4, false)] {
-            let part = layout.backup_part(&info.name, 0).expect("key");
-            archive.storage.put(&part, bytes::Bytes::from_static(b"x"), PutMode::CreateNew).await.expect("part");
-            let complete = layout.backup_complete(&info.name).expect("key");
-            put_json(&archive, &complete, &info, PutMode::CreateNew).await.expect("complete");
-        }
-        for segment in 1..6 {
-            let key = layout.wal_file(&SegmentSize::default().segment_name(1, segment)).expect("key");
-            archive.storage.put(&key, bytes::Bytes::from_static(b"w"), PutMode::CreateNew).await.expect("wal");
-        }
-        let backups = scan_backups(&archive).await.expect("scan");
-        let wal = load_wal_archive(&archive, backups.segment_size()).await.expect("wal");
-        let plan = plan(&Policy::Retain(1), &backups, &wal, Utc::now(), GRACE).expect("plan");
-        apply(&archive, &backups, &plan).await.expect("apply");
-        let after = scan_backups(&archive).await.expect("scan");
-        assert_eq!(after.committed.iter().map(|b| b.name.clone()).collect::<Vec<_>>(), plan.kept);
-        assert!(after.uncommitted.is_empty(), "no leftovers: {:?}", after.uncommitted);
-        let wal_after = load_wal_archive(&archive, backups.segment_size()).await.expect("wal");
-        assert_eq!(wal_after.segments[&1].keys().copied().collect::<Vec<_>>(), vec![4, 5]);
-    }
-}
+mod tests;

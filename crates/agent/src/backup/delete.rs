@@ -1,12 +1,16 @@
 //! `delete`: retention and garbage collection through [`pgec2_core::retention`] — a plan is
-//! printed (the dry run) and applied only with `--confirm`.
+//! printed (the dry run) and applied only with `--confirm`. Leases of running restores and
+//! standbys are honoured, damaged backups are kept unless named.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use pgec2_core::catalog;
 use pgec2_core::layout::Archive;
-use pgec2_core::retention::{self, Boundary, DEFAULT_GARBAGE_GRACE, DeletionPlan, Policy};
+use pgec2_core::leases;
+use pgec2_core::retention::{
+    self, Applied, Boundary, DEFAULT_GARBAGE_GRACE, DeletionPlan, MIN_GARBAGE_GRACE, PlanOptions, Policy,
+};
 
 use super::BackupError;
 use crate::cli::DeleteTarget;
@@ -16,17 +20,26 @@ pub fn policy_of(target: &DeleteTarget) -> Policy {
     match target {
         DeleteTarget::Retain { count } => Policy::Retain(*count),
         DeleteTarget::Before { boundary } => Policy::Before(Boundary::parse(boundary)),
-        DeleteTarget::Garbage => Policy::Garbage,
+        DeleteTarget::Garbage { .. } => Policy::Garbage,
         DeleteTarget::Everything => Policy::Everything,
     }
 }
 
-/// Parses a grace period: `0`, or a number followed by `s`, `m`, `h` or `d`.
+/// The damaged backups a `delete garbage NAME…` names.
+pub fn damaged_of(target: &DeleteTarget) -> &[String] {
+    match target {
+        DeleteTarget::Garbage { damaged } => damaged,
+        _ => &[],
+    }
+}
+
+/// Parses a grace period, a number followed by `s`, `m`, `h` or `d`, of at least
+/// [`MIN_GARBAGE_GRACE`].
 pub fn parse_grace(text: Option<&str>) -> Result<Duration, BackupError> {
     let Some(text) = text else { return Ok(DEFAULT_GARBAGE_GRACE) };
-    let invalid = || BackupError::Refused(format!("invalid --grace-period {text:?}: use e.g. 0, 90s, 30m, 6h or 2d"));
-    if text == "0" {
-        return Ok(Duration::ZERO);
+    let invalid = || BackupError::Refused(format!("invalid --grace-period {text:?}: use e.g. 30m, 6h or 2d"));
+    if !text.is_empty() && text.bytes().all(|byte| byte == b'0') {
+        return Err(below_minimum(text));
     }
     let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
     let (number, unit) = text.split_at(split);
@@ -38,34 +51,66 @@ pub fn parse_grace(text: Option<&str>) -> Result<Duration, BackupError> {
         "d" => 86_400,
         _ => return Err(invalid()),
     };
-    Ok(Duration::from_secs(number.saturating_mul(seconds)))
+    let grace = Duration::from_secs(number.saturating_mul(seconds));
+    if grace < MIN_GARBAGE_GRACE {
+        return Err(below_minimum(text));
+    }
+    Ok(grace)
 }
 
-/// Plans `policy` against the archive and applies it when `confirm`.
+fn below_minimum(text: &str) -> BackupError {
+    BackupError::Refused(format!(
+        "--grace-period {text} is below the minimum of 5m: a backup still being written could be deleted; \
+         use at least 5m (the default is 6h)"
+    ))
+}
+
+/// What `delete` asks for besides the policy.
+#[derive(Clone, Debug)]
+pub struct DeleteOptions {
+    pub grace: Duration,
+    pub confirm: bool,
+    /// Damaged backups to delete (garbage only).
+    pub damaged: Vec<String>,
+    pub ignore_leases: bool,
+}
+
+/// Plans `policy` against the archive and applies it when `options.confirm`.
 pub async fn delete(
     archive: &Archive,
     policy: &Policy,
-    grace: Duration,
-    confirm: bool,
-) -> Result<DeletionPlan, BackupError> {
+    options: &DeleteOptions,
+) -> Result<(DeletionPlan, Applied), BackupError> {
     let backups = catalog::scan_backups(archive).await?;
     let wal = catalog::list_wal_archive(archive, backups.segment_size()).await?;
-    let plan = retention::plan(policy, &backups, &wal, Utc::now(), grace)?;
-    if confirm {
-        retention::apply(archive, &backups, &plan).await?;
-    }
-    Ok(plan)
+    let leases = leases::load(archive).await?;
+    let plan_options = PlanOptions {
+        grace: options.grace,
+        damaged: &options.damaged,
+        ignore_leases: options.ignore_leases,
+        ..PlanOptions::new(Utc::now(), &leases)
+    };
+    let plan = retention::plan(policy, &backups, &wal, &plan_options)?;
+    let applied = if options.confirm { retention::apply(archive, &backups, &plan).await? } else { Applied::default() };
+    Ok((plan, applied))
 }
 
 /// The plan as text: what goes (or went) and what stays.
-pub fn render(plan: &DeletionPlan, confirm: bool) -> String {
+pub fn render(plan: &DeletionPlan, applied: &Applied, confirm: bool) -> String {
     let verb = if confirm { "deleted" } else { "would delete" };
     let mut out = String::new();
-    for backup in &plan.backups {
+    let kept_at_deletion = |name: &str| applied.kept.iter().any(|kept| kept.name == name);
+    for backup in plan.backups.iter().filter(|name| !kept_at_deletion(name)) {
         out.push_str(&format!("{verb} backup {backup}\n"));
     }
-    for backup in &plan.uncommitted {
+    for backup in plan.uncommitted.iter().filter(|name| !kept_at_deletion(name)) {
         out.push_str(&format!("{verb} uncommitted backup {backup}\n"));
+    }
+    for backup in plan.damaged.iter().filter(|name| !kept_at_deletion(name)) {
+        out.push_str(&format!("{verb} damaged backup {backup}\n"));
+    }
+    for lease in &plan.leases {
+        out.push_str(&format!("{verb} lease {lease}\n"));
     }
     if let (Some(first), Some(last)) = (plan.wal.first(), plan.wal.last()) {
         out.push_str(&format!("{verb} {} WAL files ({first} to {last})\n", plan.wal.len()));
@@ -75,6 +120,18 @@ pub fn render(plan: &DeletionPlan, confirm: bool) -> String {
     }
     for backup in &plan.kept {
         out.push_str(&format!("keep backup {backup}\n"));
+    }
+    for damaged in &plan.kept_damaged {
+        out.push_str(&format!(
+            "keep damaged backup {} ({}: {}); delete it with: delete garbage {} --confirm\n",
+            damaged.name, damaged.key, damaged.reason, damaged.name
+        ));
+    }
+    for kept in &applied.kept {
+        out.push_str(&format!("kept {}: {}\n", kept.name, kept.reason));
+    }
+    for lease in &plan.held_by {
+        out.push_str(&format!("held by {lease}\n"));
     }
     if let Some(boundary) = &plan.wal_boundary {
         out.push_str(&format!("keep WAL from {boundary} on, and every timeline history file\n"));
@@ -94,11 +151,14 @@ mod tests {
     #[test]
     fn grace_periods_read_like_durations() {
         assert_eq!(parse_grace(None).expect("default"), DEFAULT_GARBAGE_GRACE);
-        assert_eq!(parse_grace(Some("0")).expect("zero"), Duration::ZERO);
-        assert_eq!(parse_grace(Some("90s")).expect("seconds"), Duration::from_secs(90));
+        assert_eq!(parse_grace(Some("300s")).expect("seconds"), MIN_GARBAGE_GRACE);
         assert_eq!(parse_grace(Some("2h")).expect("hours"), Duration::from_secs(7200));
         for bad in ["", "h", "10", "5w", "-1h"] {
             assert!(parse_grace(Some(bad)).is_err(), "{bad}");
+        }
+        for short in ["0", "0s", "90s", "4m"] {
+            let refused = parse_grace(Some(short)).expect_err(short).to_string();
+            assert!(refused.contains("below the minimum of 5m"), "{refused}");
         }
     }
 }

@@ -111,7 +111,8 @@ async fn restore_into(
     destination: Arc<Destination>,
     request: &FetchRequest,
 ) -> Result<u64, BackupError> {
-    // 4. Directories, files, links.
+    // 4. Directories, files, links, under a lease that keeps the backup and its WAL from retention.
+    let _lease = crate::lease::hold_for_restore(archive, plan, &destination, request.standby).await?;
     let downloaded =
         extract(archive, manifest.clone(), destination.clone(), config.transfer.download_concurrency).await?;
 

@@ -16,7 +16,8 @@ use pgec2_core::layout::Archive;
 use pgec2_core::recovery_window::{self, TimelineRequest};
 
 use crate::cli::{
-    BackupFetchArgs, BackupMarkArgs, BackupPushArgs, BackupVerifyArgs, DeleteArgs, JsonArgs, RecoveryTargetArgs,
+    BackupFetchArgs, BackupListArgs, BackupMarkArgs, BackupPushArgs, BackupVerifyArgs, DeleteArgs, JsonArgs,
+    RecoveryTargetArgs,
 };
 use crate::config::AgentConfig;
 
@@ -115,10 +116,28 @@ pub fn recovery_target(args: &RecoveryTargetArgs) -> Result<RecoveryTarget, Back
     Ok(if args.target_immediate { RecoveryTarget::Immediate } else { RecoveryTarget::EndOfArchive })
 }
 
-/// `backup-list`: committed backups, oldest first.
-pub async fn list_command(config_path: Option<&Path>, args: JsonArgs) -> Result<ExitCode, BackupError> {
+/// `backup-list`: committed backups, oldest first (the JSON array the command line documents);
+/// damaged entries are named on stderr, or listed alone with `--damaged`. Exit 0 either way:
+/// one damaged entry does not hide the others.
+pub async fn list_command(config_path: Option<&Path>, args: BackupListArgs) -> Result<ExitCode, BackupError> {
     let (_, archive) = open(config_path).await?;
     let backups = catalog::scan_backups(&archive).await?;
+    if args.damaged {
+        if args.json {
+            println!("{}", to_json(&backups.damaged)?);
+        }
+        for damaged in backups.damaged.iter().filter(|_| !args.json) {
+            println!("{}\t{}\t{}", damaged.name, damaged.key, damaged.reason);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    for damaged in &backups.damaged {
+        eprintln!(
+            "warning: backup {damaged}; it is left out of this list, kept by retention, and deleted only by \
+             `delete garbage {} --confirm`",
+            damaged.name
+        );
+    }
     if args.json {
         println!("{}", to_json(&backups.committed)?);
         return Ok(ExitCode::SUCCESS);
@@ -163,13 +182,21 @@ pub async fn verify_command(config_path: Option<&Path>, args: BackupVerifyArgs) 
 
 /// `delete`: prints the plan, applies it with `--confirm`.
 pub async fn delete_command(config_path: Option<&Path>, args: DeleteArgs) -> Result<ExitCode, BackupError> {
-    let grace = delete::parse_grace(args.grace_period.as_deref())?;
+    let options = delete::DeleteOptions {
+        grace: delete::parse_grace(args.grace_period.as_deref())?,
+        confirm: args.confirm,
+        damaged: delete::damaged_of(&args.what).to_vec(),
+        ignore_leases: args.ignore_leases,
+    };
     let (_, archive) = open(config_path).await?;
-    let plan = delete::delete(&archive, &delete::policy_of(&args.what), grace, args.confirm).await?;
+    let (plan, applied) = delete::delete(&archive, &delete::policy_of(&args.what), &options).await?;
     if args.json {
-        println!("{}", to_json(&plan)?);
+        let mut report = serde_json::to_value(&plan)
+            .map_err(|error| BackupError::Task(format!("failed to render JSON: {error}")))?;
+        report["kept_at_deletion"] = serde_json::to_value(&applied.kept).unwrap_or_default();
+        println!("{}", to_json(&report)?);
     } else {
-        print!("{}", delete::render(&plan, args.confirm));
+        print!("{}", delete::render(&plan, &applied, args.confirm));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -203,6 +230,9 @@ pub async fn wal_verify_command(config_path: Option<&Path>, args: JsonArgs) -> R
         for history in &report.missing_history_files {
             println!("missing timeline history file {history}");
         }
+        for damaged in &report.damaged_history_files {
+            println!("damaged timeline history file {damaged}");
+        }
     }
     if report.ok {
         return Ok(ExitCode::SUCCESS);
@@ -218,6 +248,20 @@ pub async fn wal_verify_command(config_path: Option<&Path>, args: JsonArgs) -> R
         })
         .or_else(|| report.missing_history_files.first().map(|history| format!("timeline history file {history}")))
         .unwrap_or_default();
+    if first.is_empty()
+        && let Some(damaged) = report.damaged_history_files.first()
+    {
+        eprintln!(
+            "error: timeline history file {} in {} is damaged ({}: {}): restores along timeline {} and later ones \
+             fail until it is restored from a copy",
+            damaged.name,
+            archive.describe(),
+            damaged.key,
+            damaged.reason,
+            damaged.name.get(..8).and_then(|hex| u32::from_str_radix(hex, 16).ok()).unwrap_or_default()
+        );
+        return Ok(ExitCode::from(1));
+    }
     eprintln!(
         "error: {first} is missing from the archive {}: point-in-time recovery past it is impossible; take a new backup",
         archive.describe()

@@ -34,6 +34,7 @@ const EXCLUDED_FILES: &[&str] = &[
     "backup_manifest",
     "postgresql.auto.conf.tmp",
     "current_logfiles.tmp",
+    crate::lease::LEASE_FILE,
 ];
 
 /// The control file, copied last.

@@ -94,6 +94,7 @@ pub async fn fetch_command(config_path: Option<&Path>, args: WalFetchArgs) -> Re
 /// Restores `name` to `dest`; `false` when the archive does not have it.
 async fn fetch_file(config_path: Option<&Path>, name: &str, dest: &Path) -> Result<bool, WalError> {
     let config = AgentConfig::load(config_path)?;
+    crate::lease::renew_if_due(&config, dest).await;
     let name: WalFileName = name.parse().map_err(|_| WalError::InvalidName { name: name.to_string() })?;
     let file = name.file_name();
     let prefetch_dir = (name.is_segment() && config.transfer.prefetch > 0)

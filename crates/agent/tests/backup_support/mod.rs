@@ -64,6 +64,13 @@ impl Primary {
         wait_until_archived(&self.cluster, &switch_segment(&self.cluster));
     }
 
+    /// Commits batch `batch` and waits until the segment holding it is archived.
+    pub fn commit_and_archive(&self, batch: i32) -> Mark {
+        let mark = commit_batch(&self.cluster, batch);
+        self.archive_current_wal();
+        mark
+    }
+
     /// `backup-fetch` into `<scratch>/<name>/data` as the postgres user.
     pub fn restore(&self, name: &str, backup: &str, target: &[&str]) -> (PathBuf, Output) {
         let dest = self.agent.scratch.subdir(name).expect("restore parent").join("data");

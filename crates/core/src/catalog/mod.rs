@@ -5,6 +5,12 @@
 //! A backup is *committed* once `backups/<name>/complete.json` exists; everything else under
 //! `backups/<name>/` without that object is an uncommitted backup: running, or abandoned.
 //!
+//! One damaged object damages one entry: a commit marker that cannot be read or parsed (or a
+//! committed backup without its manifest), or a timeline history file that cannot be read or
+//! parsed, is listed as [`Damaged`] with its key and the reason, and the other entries are read
+//! as usual. Only failures that may go away (time-outs, throttling, a store that is down) fail a
+//! whole scan.
+//!
 //! [`Storage`]: crate::storage::Storage
 
 use std::collections::BTreeMap;
@@ -57,6 +63,33 @@ fn corrupt(key: &str, reason: impl std::fmt::Display) -> CatalogError {
     CatalogError::Corrupt { key: key.to_string(), reason: reason.to_string() }
 }
 
+/// An entry that could not be read: listed with the object at fault and why, never taken for
+/// garbage (retention deletes it only when it is named, see [`crate::retention`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Damaged {
+    /// The backup name, or the WAL file name of a history file.
+    pub name: String,
+    /// The object that could not be used.
+    pub key: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is damaged: {}: {}", self.name, self.key, self.reason)
+    }
+}
+
+/// The entry an error damages, or the error back when it may go away on a later attempt.
+pub(crate) fn damage_of(name: &str, key: &str, error: CatalogError) -> Result<Damaged, CatalogError> {
+    let reason = match error {
+        CatalogError::Corrupt { reason, .. } => reason,
+        CatalogError::Storage { source, .. } if source.is_permanent() => source.to_string(),
+        other => return Err(other),
+    };
+    Ok(Damaged { name: name.to_string(), key: key.to_string(), reason })
+}
+
 /// A backup prefix without a commit marker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct UncommittedBackup {
@@ -73,6 +106,8 @@ pub struct BackupSet {
     /// Committed backups, oldest first, `permanent` reflecting the pin marker.
     pub committed: Vec<BackupInfo>,
     pub uncommitted: Vec<UncommittedBackup>,
+    /// Backups with a commit marker that cannot be used, by name.
+    pub damaged: Vec<Damaged>,
     /// Every object under each backup's prefix, by backup name.
     pub objects: BTreeMap<String, Vec<ObjectMeta>>,
 }
@@ -95,7 +130,8 @@ impl BackupSet {
     }
 }
 
-/// Lists every backup of the archive and reads the commit record of the committed ones.
+/// Lists every backup of the archive and reads the commit record of the committed ones; a
+/// commit record that cannot be used makes that backup [`Damaged`], not the scan fail.
 pub async fn scan_backups(archive: &Archive) -> Result<BackupSet, CatalogError> {
     let prefix = archive.layout.backups_prefix();
     let listing = archive.storage.list(&prefix).await.map_err(storage("list", &prefix))?;
@@ -106,21 +142,25 @@ pub async fn scan_backups(archive: &Archive) -> Result<BackupSet, CatalogError> 
         }
     }
     let has = |metas: &[ObjectMeta], object: &str| metas.iter().any(|meta| meta.key.file_name() == object);
-    let committed_names: Vec<(String, bool)> = objects
+    let committed_names: Vec<(String, bool, bool)> = objects
         .iter()
         .filter(|(_, metas)| has(metas, "complete.json"))
-        .map(|(name, metas)| (name.clone(), has(metas, "permanent")))
+        .map(|(name, metas)| (name.clone(), has(metas, "permanent"), has(metas, "manifest.json")))
         .collect();
-    let mut committed: Vec<BackupInfo> = futures::stream::iter(committed_names)
-        .map(|(name, pinned)| async move {
-            let mut info = read_info(archive, &name).await?;
-            info.permanent = pinned;
-            Ok::<_, CatalogError>(info)
-        })
+    let read: Vec<Result<BackupInfo, Damaged>> = futures::stream::iter(committed_names)
+        .map(|(name, pinned, has_manifest)| async move { read_listed_info(archive, &name, pinned, has_manifest).await })
         .buffer_unordered(CATALOG_CONCURRENCY)
         .try_collect()
         .await?;
+    let (mut committed, mut damaged): (Vec<BackupInfo>, Vec<Damaged>) = (Vec::new(), Vec::new());
+    for entry in read {
+        match entry {
+            Ok(info) => committed.push(info),
+            Err(entry) => damaged.push(entry),
+        }
+    }
     committed.sort_by(|left, right| (left.start_time, &left.name).cmp(&(right.start_time, &right.name)));
+    damaged.sort_by(|left, right| left.name.cmp(&right.name));
     let uncommitted = objects
         .iter()
         .filter(|(_, metas)| !has(metas, "complete.json"))
@@ -131,7 +171,29 @@ pub async fn scan_backups(archive: &Archive) -> Result<BackupSet, CatalogError> 
             bytes: metas.iter().map(|meta| meta.size).sum(),
         })
         .collect();
-    Ok(BackupSet { committed, uncommitted, objects })
+    Ok(BackupSet { committed, uncommitted, damaged, objects })
+}
+
+/// The commit record of a listed committed backup, or why that backup is damaged.
+async fn read_listed_info(
+    archive: &Archive,
+    name: &str,
+    pinned: bool,
+    has_manifest: bool,
+) -> Result<Result<BackupInfo, Damaged>, CatalogError> {
+    let key = archive.layout.backup_complete(name).map_err(storage("name", name))?;
+    if !has_manifest {
+        let manifest = archive.layout.backup_manifest(name).map_err(storage("name", name))?;
+        let reason = "the backup is committed but its manifest is missing".to_string();
+        return Ok(Err(Damaged { name: name.to_string(), key: manifest.to_string(), reason }));
+    }
+    match read_info(archive, name).await {
+        Ok(mut info) => {
+            info.permanent = pinned;
+            Ok(Ok(info))
+        }
+        Err(error) => damage_of(name, key.as_str(), error).map(Err),
+    }
 }
 
 /// Reads a backup's `complete.json` (its `permanent` field as recorded at creation).
@@ -183,24 +245,40 @@ pub async fn list_wal_archive(archive: &Archive, segment_size: SegmentSize) -> R
     Ok(WalArchive::from_listing(listing, &prefix, segment_size))
 }
 
-/// Lists `wal/` and loads every timeline history file.
+/// Lists `wal/` and loads every timeline history file; one that cannot be read or parsed is
+/// recorded in [`WalArchive::damaged_histories`] and its timeline treated as a root.
 pub async fn load_wal_archive(archive: &Archive, segment_size: SegmentSize) -> Result<WalArchive, CatalogError> {
     let mut wal = list_wal_archive(archive, segment_size).await?;
     let keys: Vec<(u32, ObjectKey)> =
         wal.history_files.iter().map(|(&timeline, meta)| (timeline, meta.key.clone())).collect();
-    let histories: Vec<TimelineHistory> = futures::stream::iter(keys)
+    let histories: Vec<Result<TimelineHistory, (u32, Damaged)>> = futures::stream::iter(keys)
         .map(|(timeline, key)| async move {
-            let content = get_content(archive, &key).await?;
-            let text = String::from_utf8_lossy(&content);
-            TimelineHistory::parse(timeline, &text).map_err(|error| corrupt(key.as_str(), error))
+            match read_history(archive, timeline, &key).await {
+                Ok(history) => Ok(Ok(history)),
+                Err(error) => {
+                    let name = key.file_name().to_string();
+                    damage_of(&name, key.as_str(), error).map(|damaged| Err((timeline, damaged)))
+                }
+            }
         })
         .buffer_unordered(CATALOG_CONCURRENCY)
         .try_collect()
         .await?;
     for history in histories {
-        wal.set_history(history);
+        match history {
+            Ok(history) => wal.set_history(history),
+            Err((timeline, damaged)) => {
+                wal.damaged_histories.insert(timeline, damaged);
+            }
+        }
     }
     Ok(wal)
+}
+
+async fn read_history(archive: &Archive, timeline: u32, key: &ObjectKey) -> Result<TimelineHistory, CatalogError> {
+    let content = get_content(archive, key).await?;
+    let text = String::from_utf8_lossy(&content);
+    TimelineHistory::parse(timeline, &text).map_err(|error| corrupt(key.as_str(), error))
 }
 
 /// Reads an object and opens its envelope (checksum verified).

@@ -14,6 +14,9 @@
 //!   commit it holds, so a later target cannot be reached from the archive).
 //! - Without a target, a gap in the archive is refused: recovery would stop at the gap and lose
 //!   what was archived after it. The message names the missing segment.
+//! - A timeline history file that cannot be read is refused when the restore would read it:
+//!   the chosen timeline's own, or one PostgreSQL probes at the end of recovery (timelines after
+//!   the chosen one). When PostgreSQL's `latest` would probe one, the timeline is named instead.
 //! - xid and restore-point targets cannot be bounded from the archive listing; PostgreSQL stops
 //!   with "recovery ended before configured recovery target was reached" if one is not found.
 
@@ -88,6 +91,11 @@ pub enum TargetError {
     )]
     TimelineUnreachable { timeline: u32, backup: String, backup_timeline: u32 },
     #[error(
+        "timeline history file {file} is damaged ({key}: {reason}): a restore along timeline {timeline} reads it; \
+         choose another --target-timeline or backup, or restore the file (wal-verify lists damaged files)"
+    )]
+    HistoryDamaged { file: String, key: String, reason: String, timeline: u32 },
+    #[error(
         "WAL segment {segment} is missing from the archive: recovery would stop at {end} and lose what was archived \
          after it; run wal-verify, and to restore up to the gap pass --target-lsn {end}"
     )]
@@ -118,6 +126,7 @@ pub fn plan_restore(
             });
         }
     };
+    let timeline = avoid_damaged_histories(wal, &backup, timeline)?;
     let path = walk(wal, &wal.history(timeline.timeline), backup.start_segment());
     if !path.covers(backup.finish_segment()) {
         let segment = path.missing.first().cloned().unwrap_or_default();
@@ -125,6 +134,34 @@ pub fn plan_restore(
     }
     check_target(&backup, wal, &path, target)?;
     Ok(RestorePlan { backup, timeline, path })
+}
+
+/// Refuses a timeline whose recovery reads a damaged history file: its own, or one PostgreSQL
+/// probes after it (`<n+1>.history`, … up to the first absent); names the timeline explicitly
+/// when `latest` would probe a damaged one from the backup's timeline on.
+fn avoid_damaged_histories(
+    wal: &WalArchive,
+    backup: &BackupInfo,
+    mut choice: TimelineChoice,
+) -> Result<TimelineChoice, TargetError> {
+    let probed_after = |from: u32| (from + 1..).take_while(move |timeline| wal.history_files.contains_key(timeline));
+    let read = std::iter::once(choice.timeline).filter(|&timeline| timeline > 1).chain(probed_after(choice.timeline));
+    for timeline in read {
+        if let Some(damaged) = wal.damaged_histories.get(&timeline) {
+            return Err(TargetError::HistoryDamaged {
+                file: damaged.name.clone(),
+                key: damaged.key.clone(),
+                reason: damaged.reason.clone(),
+                timeline: choice.timeline,
+            });
+        }
+    }
+    if choice.latest_works
+        && probed_after(backup.timeline).any(|timeline| wal.damaged_histories.contains_key(&timeline))
+    {
+        choice.latest_works = false;
+    }
+    Ok(choice)
 }
 
 fn select_backup<'b>(
@@ -200,6 +237,8 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use crate::catalog::TimelineHistory;
+    use crate::recovery_window::TimelineChoice;
     use crate::storage::{ObjectKey, ObjectMeta};
     use crate::wal::SegmentSize;
 
@@ -310,6 +349,47 @@ mod tests {
             plan_restore(&backups(), &wal, "b2", &RecoveryTarget::Lsn(Lsn(5 * SEGMENT)), TimelineRequest::Latest);
         assert!(
             matches!(beyond, Err(TargetError::AfterArchiveEnd { ref gap, .. }) if gap.contains("000000010000000000000004"))
+        );
+    }
+
+    #[test]
+    fn a_damaged_history_file_refuses_only_the_restores_that_read_it() {
+        let size = SegmentSize::default();
+        let mut names: Vec<String> = (2..=8).map(|segment| size.segment_name(1, segment)).collect();
+        names.extend((4..=8).map(|segment| size.segment_name(2, segment)));
+        names.extend((6..=8).map(|segment| size.segment_name(3, segment)));
+        names.extend(["00000002.history".to_string(), "00000003.history".to_string()]);
+        let listing = names
+            .iter()
+            .map(|name| ObjectMeta {
+                key: ObjectKey::new(format!("wal/{name}")).expect("key"),
+                size: 1,
+                last_modified: Some(at(900)),
+            })
+            .collect();
+        let mut wal = WalArchive::from_listing(listing, "wal/", size);
+        wal.set_history(TimelineHistory::parse(3, "1\t0/4000000\tx\n2\t0/6000000\ty\n").expect("history"));
+        let damaged = super::super::Damaged {
+            name: "00000002.history".into(),
+            key: "wal/00000002.history".into(),
+            reason: "checksum mismatch".into(),
+        };
+        wal.damaged_histories.insert(2, damaged);
+        let on_third = BackupInfo { timeline: 3, ..backup("b7", 7, 7) };
+        let plan = plan_restore(&[on_third], &wal, "b7", &RecoveryTarget::EndOfArchive, TimelineRequest::Latest)
+            .expect("a restore along timeline 3 does not read 00000002.history");
+        assert_eq!(plan.timeline, TimelineChoice { timeline: 3, latest_works: true });
+        let around = plan_restore(&backups(), &wal, "b2", &RecoveryTarget::EndOfArchive, TimelineRequest::Latest)
+            .expect("timeline 3's history names every ancestor");
+        assert_eq!(around.timeline, TimelineChoice { timeline: 3, latest_works: false }, "latest would probe 2");
+        let report = crate::recovery_window::verify_continuity(&backups(), &wal);
+        assert!(!report.ok);
+        assert_eq!(report.damaged_history_files[0].key, "wal/00000002.history");
+        let refused = plan_restore(&backups(), &wal, "b2", &RecoveryTarget::EndOfArchive, TimelineRequest::Current)
+            .expect_err("refused");
+        assert!(
+            matches!(&refused, TargetError::HistoryDamaged { key, .. } if key == "wal/00000002.history"),
+            "{refused}"
         );
     }
 

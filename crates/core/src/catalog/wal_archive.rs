@@ -23,6 +23,8 @@ pub struct WalArchive {
     pub other_files: Vec<(String, u64, ObjectMeta)>,
     /// Objects under `wal/` whose names are not WAL file names (reported, never deleted).
     pub foreign: Vec<ObjectMeta>,
+    /// History files that could not be read or parsed (their timelines act as roots).
+    pub damaged_histories: BTreeMap<TimelineId, super::Damaged>,
 }
 
 /// A segment in the archive, as recovery would read it.

@@ -71,7 +71,9 @@ fn unreachable(source: &str, policy: &str, error: &TargetError) -> Unreachable {
     let (reason, may_resolve) = match error {
         TargetError::NoBackups => ("NoBackupToRestore", true),
         TargetError::AfterArchiveEnd { .. } | TargetError::GapInArchive { .. } => ("RecoveryTargetUnreachable", true),
-        TargetError::BackupWalMissing { .. } => ("RecoveryTargetUnreachable", true),
+        TargetError::BackupWalMissing { .. } | TargetError::HistoryDamaged { .. } => {
+            ("RecoveryTargetUnreachable", true)
+        }
         TargetError::NoSuchBackup(_)
         | TargetError::NoBackupBeforeTarget { .. }
         | TargetError::BeforeBackupEnd { .. }

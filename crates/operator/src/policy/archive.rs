@@ -1,6 +1,7 @@
 //! A host's archive as the operator sees it: opened from the policy's storage with the host's
 //! prefix `<namespace>/<name>`, read through the pgec2-core catalog (no host needed), and pruned
-//! by retention and garbage cleanup — the same code as `pgec2-agent delete`.
+//! by retention and garbage cleanup — the same code as `pgec2-agent delete`, honouring the
+//! leases of running restores and standbys and leaving damaged entries alone.
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -8,8 +9,9 @@ use k8s_openapi::jiff::Timestamp;
 use pgec2_api::{BackupPolicy, HostBackupSummary, PostgresHost};
 use pgec2_core::catalog::{self, CatalogError};
 use pgec2_core::layout::{Archive, ArchiveLayout};
+use pgec2_core::leases;
 use pgec2_core::recovery_window;
-use pgec2_core::retention::{self, DEFAULT_GARBAGE_GRACE, Policy, RetentionError};
+use pgec2_core::retention::{self, PlanOptions, Policy, RetentionError};
 use pgec2_core::storage::StorageError;
 use pgec2_core::storage::url::{StorageConfig, open_storage};
 
@@ -43,24 +45,36 @@ pub async fn open_named(policy: &BackupPolicy, name: &str) -> Result<Archive, Ar
 }
 
 /// Keeps the policy's `retention.fullBackups` newest unpinned backups (and the WAL they need),
-/// then removes garbage: abandoned uncommitted backups and WAL older than the oldest kept one.
+/// then removes garbage: abandoned uncommitted backups, expired leases and WAL older than the
+/// oldest kept backup. Live leases keep what their restores and standbys read; damaged
+/// backups are kept and logged.
 pub async fn apply_retention(policy: &BackupPolicy, host: &PostgresHost) -> Result<(), ArchiveError> {
-    let name = host.qualified_name();
-    let archive = open(policy, host).await?;
-    let keep = usize::try_from(policy.spec.retention.full_backups).unwrap_or(1).max(1);
+    apply_retention_to(&open(policy, host).await?, &host.qualified_name(), policy.spec.retention.full_backups).await
+}
+
+/// [`apply_retention`] on an open archive, keeping `full_backups` backups.
+pub async fn apply_retention_to(archive: &Archive, name: &str, full_backups: i32) -> Result<(), ArchiveError> {
+    let keep = usize::try_from(full_backups).unwrap_or(1).max(1);
+    let catalog_error = |source| ArchiveError::Catalog { host: name.to_string(), source };
+    let retention_error = |source| ArchiveError::Retention { host: name.to_string(), source };
     for rule in [Policy::Retain(keep), Policy::Garbage] {
-        let catalog_error = |source| ArchiveError::Catalog { host: name.clone(), source };
-        let backups = catalog::scan_backups(&archive).await.map_err(catalog_error)?;
+        let backups = catalog::scan_backups(archive).await.map_err(catalog_error)?;
+        for damaged in &backups.damaged {
+            tracing::warn!(host = %name, backup = %damaged.name, key = %damaged.key, reason = %damaged.reason, "damaged backup kept by retention");
+        }
         if backups.committed.is_empty() {
             return Ok(());
         }
-        let wal = catalog::load_wal_archive(&archive, backups.segment_size()).await.map_err(catalog_error)?;
-        let retention_error = |source| ArchiveError::Retention { host: name.clone(), source };
+        let wal = catalog::list_wal_archive(archive, backups.segment_size()).await.map_err(catalog_error)?;
+        let leases = leases::load(archive).await.map_err(catalog_error)?;
         let plan =
-            retention::plan(&rule, &backups, &wal, Utc::now(), DEFAULT_GARBAGE_GRACE).map_err(retention_error)?;
+            retention::plan(&rule, &backups, &wal, &PlanOptions::new(Utc::now(), &leases)).map_err(retention_error)?;
         if !plan.is_empty() {
-            tracing::info!(host = %name, ?rule, backups = ?plan.backups, wal_files = plan.wal.len(), "applying retention");
-            retention::apply(&archive, &backups, &plan).await.map_err(retention_error)?;
+            tracing::info!(host = %name, ?rule, backups = ?plan.backups, wal_files = plan.wal.len(), held_by = ?plan.held_by, "applying retention");
+            let applied = retention::apply(archive, &backups, &plan).await.map_err(retention_error)?;
+            for kept in applied.kept {
+                tracing::info!(host = %name, object = %kept.name, reason = %kept.reason, "kept by retention after a last check");
+            }
         }
     }
     Ok(())
