@@ -42,7 +42,8 @@ impl Drop for RestoreLease {
 }
 
 /// Takes the lease for restoring `plan` into `destination`: stored in the archive and in the
-/// data directory, renewed every quarter lifetime while the restore runs.
+/// data directory, renewed every quarter lifetime while the restore runs. A lease the archive
+/// does not accept is a warning on stderr, not a failed restore.
 pub async fn hold_for_restore(
     archive: &Archive,
     plan: &RestorePlan,
@@ -54,7 +55,15 @@ pub async fn hold_for_restore(
     let wal_from = backup.segment_size().segment_name(backup.timeline, backup.start_segment());
     let data_dir = destination.data_dir.display().to_string();
     let lease = Lease::new(kind, &host_name(), &data_dir, &backup.name, wal_from, backup.wal_segment_size, Utc::now());
-    leases::write(archive, &lease).await?;
+    if let Err(error) = leases::write(archive, &lease).await {
+        // A restore is not refused for want of a lease (a store that lets this host read but
+        // not write the source's prefix); it is told what it risks.
+        eprintln!(
+            "warning: could not take a lease on {} for this restore ({error}); retention may delete WAL it still \
+             needs: allow this host to put leases/* there",
+            archive.describe()
+        );
+    }
     let path = destination.data_dir.join(LEASE_FILE);
     write_local(&path, &lease)?;
     destination.give(&path)?;

@@ -99,6 +99,10 @@ fn a_corrupt_commit_marker_leaves_the_other_backups_listable_and_restorable() {
     assert_eq!(damaged[0]["name"], second.as_str());
     assert_eq!(damaged[0]["key"], key.as_str());
 
+    let verify = primary.agent(&["backup-verify", &second]);
+    assert!(!verify.status.success(), "backup-verify of a damaged backup succeeded");
+    assert!(stderr(&verify).lines().next().unwrap_or_default().contains(&key), "{}", stderr(&verify));
+
     let mut copy = primary.restore_copy("other", "LATEST", &["--target-action", "promote"]);
     assert_eq!(batches_present(&copy), vec![1, 2], "the other backup restores to the archive's end");
     copy.stop().expect("stop");

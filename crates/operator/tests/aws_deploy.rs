@@ -221,10 +221,11 @@ fn the_host_policy_never_allows_deleting_backups_and_stays_in_its_own_prefix() {
         }
     }
     let puts: Vec<&Statement> = statements.iter().filter(|statement| statement.allows("s3:PutObject")).collect();
-    assert_eq!(puts.len(), 1, "one statement may write");
+    assert_eq!(puts.len(), 2, "two statements may write");
     assert!(
-        puts[0].resources.iter().all(|arn| arn.contains("pgec2-archive-prefix")),
-        "hosts write only their own archive"
+        puts.iter().flat_map(|put| &put.resources).all(|arn| arn.contains("pgec2-archive-prefix")
+            || arn.ends_with("${aws:PrincipalTag/pgec2-source-prefix}/leases/*")),
+        "hosts write only their own archive, and their restore's lease in the recovery source's"
     );
     for agent_call in ["ssm:UpdateInstanceInformation", "ssmmessages:CreateControlChannel", "ec2messages:GetMessages"] {
         assert!(statements.iter().any(|statement| statement.allows(agent_call)), "the SSM agent needs {agent_call}");

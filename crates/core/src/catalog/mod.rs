@@ -50,6 +50,11 @@ pub enum CatalogError {
     Corrupt { key: String, reason: String },
     #[error("backup {name} is not a committed backup in {archive}: run backup-list to see the backups")]
     NoSuchBackup { name: String, archive: String },
+    #[error(
+        "backup {name} in {archive} is damaged: {key}: {reason}; restore another backup (backup-list), \
+         or delete this one with `delete garbage {name} --confirm`"
+    )]
+    DamagedBackup { name: String, archive: String, key: String, reason: String },
     #[error("there is no committed backup in {archive}: take one with backup-push")]
     NoBackups { archive: String },
 }
@@ -117,6 +122,14 @@ impl BackupSet {
     pub fn find(&self, name: &str, archive: &Archive) -> Result<&BackupInfo, CatalogError> {
         if name == "LATEST" {
             return self.committed.last().ok_or_else(|| CatalogError::NoBackups { archive: archive.describe() });
+        }
+        if let Some(damaged) = self.damaged.iter().find(|damaged| damaged.name == name) {
+            return Err(CatalogError::DamagedBackup {
+                name: name.to_string(),
+                archive: archive.describe(),
+                key: damaged.key.clone(),
+                reason: damaged.reason.clone(),
+            });
         }
         self.committed
             .iter()
