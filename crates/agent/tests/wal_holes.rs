@@ -160,14 +160,27 @@ fn the_end_of_the_archive_promotes_and_probes_for_future_histories_stay_quiet() 
 }
 
 #[test]
-fn a_miss_before_the_recovery_target_is_a_hole_even_at_the_end_of_the_archive() {
+fn a_miss_before_the_recovery_target_is_a_hole_and_a_read_ahead_past_it_is_quiet() {
     let (primary, segments) = primary_with_segments_after_a_backup();
+    let last = segments.last().expect("segments");
+    let after_the_end = next_segment(last);
+
+    // The target lies at the start of the segment after the archive's end: it is needed.
     let target = primary.cluster.psql("SELECT pg_current_wal_lsn()").expect("lsn");
     let (dest, output) = primary.restore("targeted", "LATEST", &["--target-lsn", &target]);
     assert_success("backup-fetch to an LSN", &output);
-    let after_the_end = next_segment(segments.last().expect("segments"));
     let miss = wal_fetch(&primary, &after_the_end, &dest, "RECOVERYXLOG");
     assert_eq!(miss.status.code(), Some(255), "{}", stderr(&miss));
     let message = stderr(&miss);
     assert!(message.contains(&after_the_end) && message.contains("recovery_target_lsn"), "{message}");
+
+    // Inside the last segment: PostgreSQL may read ahead past it; that miss is not needed.
+    let size = SegmentSize::default();
+    let (_, number) = size.parse_segment(last).expect("segment");
+    let inside = pgec2_core::wal::Lsn(size.start_of(number).0 + 0x100).to_string();
+    let (dest, output) = primary.restore("inside", "LATEST", &["--target-lsn", &inside]);
+    assert_success("backup-fetch to an LSN in the last segment", &output);
+    let read_ahead = wal_fetch(&primary, &after_the_end, &dest, "RECOVERYXLOG");
+    assert_eq!(read_ahead.status.code(), Some(1), "{}", stderr(&read_ahead));
+    assert_eq!(stderr(&read_ahead), "");
 }

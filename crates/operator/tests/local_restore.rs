@@ -73,8 +73,9 @@ async fn ready(env: &TestEnv, name: &str, timeout: Duration) -> PostgresHost {
     .await
 }
 
-/// Switches the WAL segment on `host` and waits until the finished segment is archived.
-async fn switch_and_wait_archived(env: &TestEnv, host: &PostgresHost, wal: &Path) {
+/// Switches the WAL segment on `host` and waits until the finished segment is archived;
+/// returns its name.
+async fn switch_and_wait_archived(env: &TestEnv, host: &PostgresHost, wal: &Path) -> String {
     let segment = env
         .psql(host, "SELECT pg_walfile_name(pg_current_wal_lsn()) FROM pg_switch_wal()")
         .unwrap_or_else(|error| panic!("switch wal: {error}"));
@@ -82,6 +83,7 @@ async fn switch_and_wait_archived(env: &TestEnv, host: &PostgresHost, wal: &Path
         file_names(wal).iter().any(|name| name.starts_with(&segment))
     })
     .await;
+    segment
 }
 
 /// Asks the operator for a backup of `builder`'s host and waits until a new one is committed.
@@ -321,5 +323,39 @@ async fn targets_outside_the_source_window_are_refused_before_any_instance_is_la
     }
     let early_host = env.hosts().get("early").await.expect("read host");
     assert_eq!(early_host.phase(), Some(HostPhase::Failed), "the early target stays refused");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_whose_archive_loses_a_segment_meanwhile_fails_naming_it_and_never_serves() {
+    let env = TestEnv::start().await;
+    let archive = env.archive_dir();
+    let (db, source) = source_with_rows(&env, &archive).await;
+    take_backup(&env, &archive, &db, "before-the-batches").await;
+    let wal = wal_dir(&archive, "db");
+    let mut segments = Vec::new();
+    for batch in 2..=9 {
+        insert(&env, &source, batch, (batch - 1) * 1000 + 1, batch * 1000);
+        segments.push(switch_and_wait_archived(&env, &source, &wal).await);
+    }
+
+    // The operator and backup-fetch see a whole archive; the segment goes once the data
+    // directory is restored, before PostgreSQL replays up to it.
+    env.apply_host(&host("holed").policy("nightly").recovery_from("db", "nightly").build()).await;
+    let data = env.data_dir("holed");
+    eventually("the restore of holed", RESTORE_TIMEOUT, || data.join("PG_VERSION").exists()).await;
+    let victim = segments[4].clone();
+    std::fs::remove_file(wal.join(&victim)).expect("remove the segment from the source's archive");
+
+    let failed = env
+        .wait_for("holed", RESTORE_TIMEOUT, |host| {
+            assert_ne!(host.phase(), Some(HostPhase::Ready), "a restore with a hole became Ready: {:#?}", host.status);
+            host.phase() == Some(HostPhase::Failed)
+        })
+        .await;
+    let message = failed.condition(pgec2_api::condition::READY).expect("ready").message.clone();
+    assert!(message.contains(&format!("WAL segment {victim} is missing")), "{message}");
+    assert!(!env.postgres_running("holed"), "PostgreSQL runs after recovery stopped");
+    assert!(data.join("recovery.signal").exists(), "the copy left recovery");
     env.stop().await;
 }

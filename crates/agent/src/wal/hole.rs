@@ -6,12 +6,14 @@
 //! server would come up writable without everything after the hole. So a miss during archive
 //! recovery (`recovery.signal`) is judged, only then, never on the normal path:
 //!
-//! 1. a recovery target is set (`recovery_target_time`, `_lsn`, `_xid` or `_name`): PostgreSQL
-//!    asks for more WAL only while the target is not reached, so the target lies beyond: hole;
-//! 2. otherwise one listing of the archive's `wal/` (plus the history files of later timelines)
-//!    says whether later WAL of the segment's timeline exists, or a later timeline branched off
-//!    it after the segment began ([`WalArchive::wal_after`]): hole;
-//! 3. else: the end of the archive (exit 1, quiet, as before).
+//! 1. a `recovery_target_lsn` at or beyond the segment's start: hole; before it, the miss is
+//!    PostgreSQL reading ahead of replay past its target: the end (recovery stops before it);
+//! 2. one listing of the archive's `wal/` (plus the history files of later timelines) says
+//!    whether later WAL of the segment's timeline exists, or a later timeline branched off it
+//!    after the segment began ([`WalArchive::wal_after`]): hole;
+//! 3. a `recovery_target_time` later than the newest archived segment of the timeline: hole;
+//! 4. else: the end of the archive (exit 1, quiet, as before). An xid or restore-point target
+//!    that was not reached makes PostgreSQL (14 and later) stop with FATAL by itself.
 //!
 //! History, `.partial` and `.backup` files are never judged: PostgreSQL probes for histories of
 //! timelines that do not exist. A standby (`standby.signal`) waits for more WAL instead.
@@ -21,7 +23,8 @@ use std::path::Path;
 use futures::{StreamExt, TryStreamExt};
 use pgec2_core::catalog::{self, TimelineHistory, WalArchive};
 use pgec2_core::layout::Archive;
-use pgec2_core::wal::{SegmentSize, TimelineId, WalFileName};
+use pgec2_core::target_time::parse_target_time;
+use pgec2_core::wal::{Lsn, SegmentSize, TimelineId, WalFileName};
 
 use super::error::WalError;
 use crate::config::AgentConfig;
@@ -56,16 +59,41 @@ pub async fn check_miss(config_path: Option<&Path>, name: &str, data_dir: &Path)
 
 /// Judges the missing segment `file` (of `timeline`) for the cluster in `data_dir`.
 pub async fn judge(archive: &Archive, file: &str, timeline: TimelineId, data_dir: &Path) -> Result<Miss, WalError> {
-    if let Some((name, value)) = recovery_target(data_dir) {
-        return Ok(Miss::Hole { why: format!("the recovery target {name} = '{value}' lies beyond it") });
-    }
     let size = segment_size(archive, data_dir).await;
     let (_, segment) = size.parse_segment(file).map_err(|_| WalError::InvalidName { name: file.to_string() })?;
+    let target = recovery_target(data_dir);
+    let beyond = |(name, value): &(String, String), place: &str| Miss::Hole {
+        why: format!("the recovery target {name} = '{value}' lies {place}"),
+    };
+    // PostgreSQL reads ahead of replay: a miss just past an LSN target is read-ahead, not need.
+    if let Some(target @ (name, value)) = &target
+        && name == "recovery_target_lsn"
+        && let Ok(lsn) = value.parse::<Lsn>()
+    {
+        let needed = lsn >= size.start_of(segment);
+        return Ok(if needed { beyond(target, "at or beyond it") } else { Miss::EndOfArchive });
+    }
     let wal = later_wal_index(archive, timeline, size).await?;
-    Ok(match wal.wal_after(timeline, segment) {
-        Some(later) => Miss::Hole { why: later.to_string() },
-        None => Miss::EndOfArchive,
-    })
+    if let Some(later) = wal.wal_after(timeline, segment) {
+        return Ok(Miss::Hole { why: later.to_string() });
+    }
+    // A time later than the newest archived segment cannot be reached: every commit in the
+    // archive was archived after it happened (backup-fetch refuses such targets the same way).
+    if let Some(target @ (name, value)) = &target
+        && name == "recovery_target_time"
+        && let Ok(time) = parse_target_time(value)
+        && newest_archive_time(&wal, timeline).is_some_and(|archived| archived < time)
+    {
+        return Ok(beyond(target, "after the newest archived segment"));
+    }
+    // xid and restore-point targets cannot be placed; PostgreSQL (14 and later) stops with
+    // FATAL by itself when recovery ends before it reached them.
+    Ok(Miss::EndOfArchive)
+}
+
+/// When the newest segment of `timeline` was archived, if the store says.
+fn newest_archive_time(wal: &WalArchive, timeline: TimelineId) -> Option<chrono::DateTime<chrono::Utc>> {
+    wal.segments.get(&timeline)?.values().filter_map(|meta| meta.last_modified).max()
 }
 
 /// Lists `wal/` and loads the histories of timelines after `timeline` (a descendant's history

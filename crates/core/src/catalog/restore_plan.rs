@@ -97,7 +97,7 @@ pub enum TargetError {
     HistoryDamaged { file: String, key: String, reason: String, timeline: u32 },
     #[error(
         "WAL segment {segment} is missing from the archive: recovery would stop at {end} and lose what was archived \
-         after it; run wal-verify, and to restore up to the gap pass --target-lsn {end}"
+         after it; run wal-verify, and to restore up to the gap pass a --target-lsn before {end}"
     )]
     GapInArchive { segment: String, end: Lsn },
 }
