@@ -164,24 +164,34 @@ async fn a_grace_period_below_the_floor_is_refused() {
 #[tokio::test]
 async fn retention_during_a_running_restore_keeps_its_backup_and_wal_until_the_lease_expires() {
     let (_dir, archive) = file_archive();
-    let infos = write_committed(&archive, &[2, 4, 6]).await;
-    write_wal(&archive, 1..9).await;
-    let now = Utc::now();
-    let lease = take_lease(&archive, &infos[0], 2, now).await;
+    retention_honours_a_lease_until_it_expires(&archive).await;
+}
 
-    let (plan, _) = run(&archive, Policy::Retain(1), now).await;
+#[tokio::test]
+async fn retention_during_a_running_restore_keeps_its_backup_and_wal_until_the_lease_expires_on_s3() {
+    let (_server, archive) = s3_archive().await;
+    retention_honours_a_lease_until_it_expires(&archive).await;
+}
+
+async fn retention_honours_a_lease_until_it_expires(archive: &Archive) {
+    let infos = write_committed(archive, &[2, 4, 6]).await;
+    write_wal(archive, 1..9).await;
+    let now = Utc::now();
+    let lease = take_lease(archive, &infos[0], 2, now).await;
+
+    let (plan, _) = run(archive, Policy::Retain(1), now).await;
     assert_eq!(plan.held_by.len(), 1, "{plan:?}");
-    assert_eq!(committed_names(&archive).await, vec![infos[0].name.clone(), infos[2].name.clone()]);
-    assert_eq!(wal_segments(&archive).await, (2..9).collect::<Vec<_>>(), "the restore's WAL stays");
+    assert_eq!(committed_names(archive).await, vec![infos[0].name.clone(), infos[2].name.clone()]);
+    assert_eq!(wal_segments(archive).await, (2..9).collect::<Vec<_>>(), "the restore's WAL stays");
 
     let after_expiry = now + chrono::Duration::hours(25);
-    let (plan, _) = run(&archive, Policy::Retain(1), after_expiry).await;
+    let (plan, _) = run(archive, Policy::Retain(1), after_expiry).await;
     assert!(plan.held_by.is_empty());
-    assert_eq!(committed_names(&archive).await, vec![infos[2].name.clone()]);
-    assert_eq!(wal_segments(&archive).await, (6..9).collect::<Vec<_>>());
+    assert_eq!(committed_names(archive).await, vec![infos[2].name.clone()]);
+    assert_eq!(wal_segments(archive).await, (6..9).collect::<Vec<_>>());
     let lease_key = archive.layout.lease(&lease.id).expect("key");
     assert!(archive.storage.head(&lease_key).await.expect("head").is_some(), "retain leaves leases alone");
-    let (plan, _) = run(&archive, Policy::Garbage, after_expiry).await;
+    let (plan, _) = run(archive, Policy::Garbage, after_expiry).await;
     assert_eq!(plan.leases, vec![lease.id.clone()]);
     assert!(archive.storage.head(&lease_key).await.expect("head").is_none(), "garbage removes the expired lease");
 }

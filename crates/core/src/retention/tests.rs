@@ -243,3 +243,19 @@ fn a_damaged_backup_is_kept_with_its_wal_until_it_is_named() {
     let refused = plan(&Policy::Garbage, &backups, &wal(1..10), &naming);
     assert!(matches!(refused, Err(RetentionError::NotDamaged(_))), "{refused:?}");
 }
+
+#[test]
+fn an_unreadable_lease_holds_everything_until_it_is_a_lifetime_old() {
+    let backups = set(vec![backup(2, false), backup(4, false), backup(6, false)], vec![]);
+    let now = at(100_000);
+    let damage = Damaged { name: "restore-x".into(), key: "leases/restore-x.json".into(), reason: "bad json".into() };
+    let damaged = crate::leases::DamagedLease { id: "restore-x".into(), damage, last_modified: Some(now) };
+    let leases = LeaseSet { leases: Vec::new(), damaged: vec![damaged] };
+    let held = plan(&Policy::Retain(1), &backups, &wal(1..10), &options(now, &leases)).expect("plan");
+    assert!(held.backups.is_empty() && held.wal.is_empty(), "{held:?}");
+    assert!(held.held_by[0].contains("leases/restore-x.json"));
+    let day_later = now + chrono::Duration::hours(25);
+    let released = plan(&Policy::Garbage, &backups, &wal(1..10), &options(day_later, &leases)).expect("plan");
+    assert_eq!(released.leases, vec!["restore-x"], "garbage removes it once stale");
+    assert_eq!(released.wal.len(), 1);
+}
