@@ -33,6 +33,6 @@ mod watch;
 pub use error::{ApiError, Error};
 pub use faults::Fault;
 pub use persistence::STATE_FILE;
-pub use registry::{ResourceType, builtin_types};
+pub use registry::{ListMap, ResourceType, builtin_types};
 pub use server::{MemoryApiServer, ResponseBody};
 pub use state::Validator;

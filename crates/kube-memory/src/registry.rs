@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 use kube::Resource;
 
@@ -25,6 +26,18 @@ pub struct ResourceType {
     /// Whether a replace (PUT) without `metadata.resourceVersion` overwrites unconditionally.
     /// False for custom resources, as in the API server (422 Invalid); true for Events and Leases.
     pub unconditional_update: bool,
+    /// Lists merged by key under server-side apply (`x-kubernetes-list-type: map`); every other
+    /// list is atomic.
+    pub list_maps: Vec<ListMap>,
+}
+
+/// A list whose elements server-side apply merges by key, like `status.conditions` by `type`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListMap {
+    /// The list's field path from the object's root (`["status", "conditions"]`).
+    pub path: Vec<String>,
+    /// `x-kubernetes-list-map-keys`: the fields that identify an element.
+    pub keys: Vec<String>,
 }
 
 impl ResourceType {
@@ -38,6 +51,7 @@ impl ResourceType {
             namespaced,
             status_subresource: false,
             unconditional_update: false,
+            list_maps: Vec::new(),
         }
     }
 
@@ -69,6 +83,31 @@ impl ResourceType {
         self
     }
 
+    /// Merges the list at `path` by `keys` under server-side apply.
+    pub fn with_list_map(mut self, path: &[&str], keys: &[&str]) -> Self {
+        let path = path.iter().map(|key| (*key).to_owned()).collect();
+        self.list_maps.push(ListMap { path, keys: keys.iter().map(|key| (*key).to_owned()).collect() });
+        self
+    }
+
+    /// Takes the lists merged by key (`x-kubernetes-list-type: map`) from the served version's
+    /// schema in a CustomResourceDefinition, as the API server does.
+    pub fn with_crd_schema(mut self, crd: &CustomResourceDefinition) -> Self {
+        let served = crd.spec.versions.iter().find(|version| version.name == self.version);
+        let schema = served.and_then(|version| version.schema.as_ref()?.open_api_v3_schema.as_ref());
+        if let Some(schema) = schema.and_then(|schema| serde_json::to_value(schema).ok()) {
+            collect_list_maps(&schema, &mut Vec::new(), &mut self.list_maps);
+        }
+        self
+    }
+
+    /// The keys of the list at `path` (element segments `k:{…}` left out) when it is merged by key.
+    pub(crate) fn list_map_keys(&self, path: &[String]) -> Option<&[String]> {
+        let plain: Vec<&String> = path.iter().filter(|segment| !segment.starts_with("k:")).collect();
+        let found = self.list_maps.iter().find(|list| list.path.iter().eq(plain.iter().copied()));
+        found.map(|list| list.keys.as_slice())
+    }
+
     /// `group/version`, or just `version` for the core group.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
@@ -82,6 +121,27 @@ impl ResourceType {
     /// The key objects of this type are stored under.
     pub(crate) fn key(&self) -> TypeKey {
         TypeKey { group: self.group.clone(), plural: self.plural.clone() }
+    }
+}
+
+/// Walks an OpenAPI v3 schema for lists with `x-kubernetes-list-type: map`.
+fn collect_list_maps(schema: &serde_json::Value, path: &mut Vec<String>, out: &mut Vec<ListMap>) {
+    if schema.get("x-kubernetes-list-type").and_then(serde_json::Value::as_str) == Some("map") {
+        let keys = schema.get("x-kubernetes-list-map-keys").and_then(serde_json::Value::as_array);
+        let keys: Vec<String> = keys.into_iter().flatten().filter_map(|key| key.as_str().map(str::to_owned)).collect();
+        if !keys.is_empty() {
+            out.push(ListMap { path: path.clone(), keys });
+        }
+    }
+    if let Some(properties) = schema.get("properties").and_then(serde_json::Value::as_object) {
+        for (name, child) in properties {
+            path.push(name.clone());
+            collect_list_maps(child, path, out);
+            path.pop();
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        collect_list_maps(items, path, out);
     }
 }
 
