@@ -10,9 +10,10 @@ use crate::cli::{CloudKind, RunArgs, default_agent_binary};
 use crate::cloud::aws::{AwsCloud, AwsOptions};
 use crate::cloud::local::{LocalCloud, LocalCloudConfig, LocalError};
 use crate::cloud::{AgentDownload, Cloud};
-use crate::context::{Config, Operator};
+use crate::context::Config;
 use crate::leader::{LeaderElector, LeaseConfig, LeaseError};
 use crate::metrics::Metrics;
+use crate::operator::Operator;
 use crate::server::{self, Health};
 
 /// Why `run` stopped.

@@ -81,7 +81,7 @@ async fn requested_backups_run_on_the_host_and_retention_keeps_the_newest_two_pl
         if request == "first" {
             // Pinned (what `pgec2-agent backup-mark` does): retention never deletes it.
             let policy = env.policies().get("nightly").await.expect("policy");
-            let archive = pgec2_operator::policy::archive::open(&policy, &host).await.expect("open archive");
+            let archive = pgec2_operator::archive::open(&policy, &host).await.expect("open archive");
             pgec2_core::catalog::set_permanent(&archive, &taken[0], true).await.expect("pin the first backup");
         }
     }

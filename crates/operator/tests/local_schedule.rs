@@ -13,7 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use pgec2_api::fixtures::{host, policy};
 use pgec2_api::{BACKUP_REQUEST_ANNOTATION, BackupPolicy, HostPhase, PostgresHost};
 use pgec2_core::catalog::{self, BackupInfo};
-use pgec2_operator::policy::archive;
+use pgec2_operator::archive;
 use pgec2_operator::policy::backups::SCHEDULE_TICK_ANNOTATION;
 
 /// Every 10 seconds: long enough for a small backup to finish between ticks.

@@ -19,7 +19,7 @@ async fn archive_with_three_backups() -> (tempfile::TempDir, BackupPolicy, Postg
     let dir = tempfile::tempdir().expect("temp dir");
     let policy = policy("nightly").local(dir.path().to_str().expect("utf-8")).keep(1).build();
     let host = host("orders").policy("nightly").build();
-    let store = archive::open(&policy, &host).await.expect("open the host's archive");
+    let store = pgec2_operator::archive::open(&policy, &host).await.expect("open the host's archive");
     let infos = write_committed(&store, &[2, 4, 6]).await;
     write_wal(&store, 1..9).await;
     (dir, policy, host, store, infos)

@@ -6,13 +6,13 @@ use std::time::Duration;
 use kube::runtime::controller::Action;
 use pgec2_api::{CommandPurpose, PostgresHost, VolumeType};
 
+use super::HostContext;
 use super::error::Error;
-use super::events;
 use super::observe::{Observation, host_ref};
 use super::plan::Step;
 use super::status::{CommandOutcome, Draft};
 use crate::cloud::{self, CloudError, HostInstance, InstanceSettings, LaunchRequest, VolumeSettings, tags};
-use crate::context::Context;
+use crate::kube_layer::events;
 
 /// How often a running setup command is polled.
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -25,7 +25,7 @@ const CAPACITY_RETRY: Duration = Duration::from_secs(120);
 
 /// Carries out `step` and returns when to look again.
 pub async fn apply(
-    ctx: &Context,
+    ctx: &HostContext,
     host: &PostgresHost,
     observation: &Observation,
     step: Step,
@@ -45,7 +45,7 @@ pub async fn apply(
 }
 
 async fn launch(
-    ctx: &Context,
+    ctx: &HostContext,
     host: &PostgresHost,
     observation: &Observation,
     draft: &mut Draft,
@@ -55,7 +55,7 @@ async fn launch(
         Ok(instance) => instance,
         Err(CloudError::InvalidSpec(message)) => {
             draft.launch_refused("InvalidHostSettings", &message);
-            events::warning(ctx, host, "LaunchRefused", message).await;
+            events::warning(&ctx.recorder, host, "LaunchRefused", message).await;
             return Ok(Action::await_change());
         }
         Err(CloudError::Capacity(message)) => {
@@ -74,7 +74,7 @@ async fn launch(
     draft.instance(Some(&instance), layout.as_ref());
     let volume = instance.volume_id.as_deref().unwrap_or("none");
     events::normal(
-        ctx,
+        &ctx.recorder,
         host,
         "Launched",
         format!("launched instance {} with data volume {volume}", instance.instance_id),
@@ -84,7 +84,7 @@ async fn launch(
 }
 
 async fn send_setup(
-    ctx: &Context,
+    ctx: &HostContext,
     host: &PostgresHost,
     observation: &Observation,
     instance: &HostInstance,
@@ -99,12 +99,18 @@ async fn send_setup(
         .await
         .map_err(|source| Error::Cloud { host: host.qualified_name(), source })?;
     draft.setup_sent(&id, &setup.digest);
-    events::normal(ctx, host, "SetupStarted", format!("sent the setup command {id} to {}", instance.instance_id)).await;
+    events::normal(
+        &ctx.recorder,
+        host,
+        "SetupStarted",
+        format!("sent the setup command {id} to {}", instance.instance_id),
+    )
+    .await;
     Ok(Action::requeue(POLL_INTERVAL))
 }
 
 async fn poll_setup(
-    ctx: &Context,
+    ctx: &HostContext,
     host: &PostgresHost,
     observation: &Observation,
     instance: &HostInstance,
@@ -127,20 +133,26 @@ async fn poll_setup(
             let spec = observation.setup.as_ref().filter(|setup| setup.digest == digest).map(|setup| &setup.spec);
             draft.setup_succeeded(report.as_ref(), spec);
             ctx.record_setup(uid, &digest, true);
-            events::normal(ctx, host, "SetupSucceeded", format!("command {id} applied the host configuration")).await;
+            events::normal(
+                &ctx.recorder,
+                host,
+                "SetupSucceeded",
+                format!("command {id} applied the host configuration"),
+            )
+            .await;
             let first_start = host.status.as_ref().is_none_or(|status| status.postgres.is_none());
             if host.recovery().is_some() && first_start {
                 let timeline =
                     draft.status.postgres.as_ref().and_then(|postgres| postgres.timeline).unwrap_or_default();
                 let note = format!("{} finished; PostgreSQL runs on timeline {timeline}", super::restore_note(host));
-                events::normal(ctx, host, "RestoreFinished", note).await;
+                events::normal(&ctx.recorder, host, "RestoreFinished", note).await;
             }
             Ok(Action::requeue(POLL_INTERVAL))
         }
         Some(CommandOutcome::Failed { message }) => {
             draft.setup_failed(&message);
             ctx.record_setup(uid, &digest, false);
-            events::warning(ctx, host, "SetupFailed", format!("command {id}: {message}")).await;
+            events::warning(&ctx.recorder, host, "SetupFailed", format!("command {id}: {message}")).await;
             Ok(Action::requeue(POLL_INTERVAL))
         }
     }

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use pgec2_core::archiver::{self, ArchiverStatus};
 
-use super::agent_command::agent_script;
+use super::HostContext;
 use super::status::Draft;
+use crate::agent_command::agent_script;
 use crate::cloud::{CommandStatus, HostCommand, HostInstance, HostLayout};
-use crate::context::Context;
 
 /// How often a running check is polled.
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -58,7 +58,7 @@ impl ArchiveChecks {
 
 /// Advances the check of a converged, archiving host; returns when to look again.
 pub async fn check(
-    ctx: &Context,
+    ctx: &HostContext,
     uid: &str,
     host_name: &str,
     instance: &HostInstance,
@@ -103,7 +103,7 @@ pub async fn check(
 }
 
 async fn start(
-    ctx: &Context,
+    ctx: &HostContext,
     uid: &str,
     host_name: &str,
     instance: &HostInstance,

@@ -6,16 +6,16 @@ use kube::Api;
 use kube::runtime::controller::Action;
 use pgec2_api::{DeletionPolicy, HostPhase, PostgresHost};
 
+use super::HostContext;
 use super::error::Error;
-use super::events;
 use super::observe::host_ref;
 use super::status::Draft;
-use super::write::write_status;
+use super::write_status;
 use crate::cloud::{TerminationProgress, VolumeDisposal};
-use crate::context::Context;
+use crate::kube_layer::events;
 
 /// Terminates the host; `Err(TerminationInProgress)` while the cloud is still at it.
-pub async fn cleanup(ctx: &Context, api: &Api<PostgresHost>, host: &PostgresHost) -> Result<Action, Error> {
+pub async fn cleanup(ctx: &HostContext, api: &Api<PostgresHost>, host: &PostgresHost) -> Result<Action, Error> {
     let reference = host_ref(host)?;
     ctx.archive_checks.forget(&reference.uid);
     let (disposal, fate) = match host.spec.storage.deletion_policy {
@@ -28,7 +28,7 @@ pub async fn cleanup(ctx: &Context, api: &Api<PostgresHost>, host: &PostgresHost
         let mut draft = Draft::new(host.status.as_ref(), host.metadata.generation, Timestamp::now());
         draft.deleting(&detail);
         write_status(api, host, &draft.finish()).await?;
-        events::normal(ctx, host, "Deleting", detail).await;
+        events::normal(&ctx.recorder, host, "Deleting", detail).await;
     }
     let progress = ctx
         .cloud
@@ -41,7 +41,7 @@ pub async fn cleanup(ctx: &Context, api: &Api<PostgresHost>, host: &PostgresHost
         }
         TerminationProgress::Done => {
             let note = format!("PostgreSQL stopped and the host terminated; the data volume was {fate}");
-            events::normal(ctx, host, "Deleted", note).await;
+            events::normal(&ctx.recorder, host, "Deleted", note).await;
             Ok(Action::await_change())
         }
     }

@@ -15,8 +15,6 @@ pub enum Error {
     Cloud { host: String, source: CloudError },
     #[error("failed to render the setup of PostgresHost {host}: {source}")]
     Render { host: String, source: RenderError },
-    #[error("failed to write the status of PostgresHost {host}: the object kept changing (conflict {attempts} times)")]
-    StatusConflict { host: String, attempts: u32 },
     #[error("PostgresHost {host} is still being deleted: {detail}")]
     TerminationInProgress { host: String, detail: String },
     #[error("PostgresHost {host}: {source}; nothing is launched until it can be read")]
@@ -34,7 +32,6 @@ impl Error {
             Error::Cloud { source, .. } if source.is_transient() => "cloud_transient",
             Error::Cloud { .. } => "cloud_permanent",
             Error::Render { .. } => "render",
-            Error::StatusConflict { .. } => "status_conflict",
             Error::TerminationInProgress { .. } => "terminating",
             Error::RecoveryCheck { .. } => "recovery_check",
             Error::MissingMetadata(_) => "metadata",

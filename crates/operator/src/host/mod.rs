@@ -10,21 +10,18 @@
 //! finished command) and writes the status once. A bad spec parks the host with a condition
 //! and no requeue; cloud and API faults go to the error policy's per-object backoff.
 
-pub mod agent_command;
 mod apply;
 pub mod archive_check;
 mod cleanup;
-pub mod conditions;
+pub mod context;
 mod dereference;
 pub mod error;
-mod events;
 mod observe;
 pub mod plan;
 pub mod recovery_check;
 pub mod render;
 pub mod status;
 pub mod validate;
-pub mod write;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,10 +36,13 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use pgec2_api::{BackupPolicy, HOST_FINALIZER, HostPhase, PostgresHost};
 
+pub use self::context::HostContext;
 use self::error::{Error, FinalizerError};
 use self::plan::Observed;
 use self::status::Draft;
 use crate::context::Context;
+use crate::kube_layer::events;
+use crate::kube_layer::status::{HostStatusPart, apply_host_status};
 
 /// Kind label in metrics and logs.
 pub const KIND: &str = "PostgresHost";
@@ -75,7 +75,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shared<BoxFuture<'static, ()>>) {
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, Arc::new(HostContext::new(ctx)))
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "PostgresHost reconcile did not finish");
@@ -90,7 +90,7 @@ fn refers_to(host: &PostgresHost, policy: &str) -> bool {
 }
 
 /// Dispatches Apply and Cleanup through the finalizer helper; counts the outcome.
-pub async fn reconcile(host: Arc<PostgresHost>, ctx: Arc<Context>) -> Result<Action, FinalizerError> {
+pub async fn reconcile(host: Arc<PostgresHost>, ctx: Arc<HostContext>) -> Result<Action, FinalizerError> {
     let started = Instant::now();
     let namespace = host.namespace().unwrap_or_default();
     let api: Api<PostgresHost> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -110,7 +110,7 @@ pub async fn reconcile(host: Arc<PostgresHost>, ctx: Arc<Context>) -> Result<Act
 }
 
 /// Requeues a failed reconcile with exponential backoff per object.
-pub fn error_policy(host: Arc<PostgresHost>, error: &FinalizerError, ctx: Arc<Context>) -> Action {
+pub fn error_policy(host: Arc<PostgresHost>, error: &FinalizerError, ctx: Arc<HostContext>) -> Action {
     if error::inner(error).is_some_and(Error::is_waiting) {
         tracing::info!(host = %host.qualified_name(), %error, "waiting");
         return Action::requeue(Duration::from_secs(5));
@@ -122,7 +122,15 @@ pub fn error_policy(host: Arc<PostgresHost>, error: &FinalizerError, ctx: Arc<Co
 }
 
 /// The pipeline of a live host: dereference → validate → observe → plan → apply → status.
-async fn apply_host(ctx: &Context, api: &Api<PostgresHost>, host: &PostgresHost) -> Result<Action, Error> {
+///
+/// It starts from the stored object, not the watch cache's copy: the cache may lag behind this
+/// controller's last status write (a setup just sent), and the status is applied whole.
+async fn apply_host(ctx: &HostContext, api: &Api<PostgresHost>, cached: &PostgresHost) -> Result<Action, Error> {
+    let host = &match api.get_status(&cached.name_any()).await {
+        Ok(stored) => stored,
+        Err(kube::Error::Api(response)) if response.code == 404 => return Ok(Action::await_change()),
+        Err(source) => return Err(Error::Kube { action: "re-read", host: cached.qualified_name(), source }),
+    };
     let policies = dereference::policies(&ctx.client, host).await?;
     let now = Timestamp::now();
     let mut draft = Draft::new(host.status.as_ref(), host.metadata.generation, now)
@@ -132,7 +140,7 @@ async fn apply_host(ctx: &Context, api: &Api<PostgresHost>, host: &PostgresHost)
     }
     if host.spec.paused {
         draft.paused();
-        write::write_status(api, host, &draft.finish()).await?;
+        write_status(api, host, &draft.finish()).await?;
         return Ok(Action::await_change());
     }
     let observation = match observe::observe(ctx, host, &policies).await? {
@@ -163,16 +171,11 @@ async fn apply_host(ctx: &Context, api: &Api<PostgresHost>, host: &PostgresHost)
             return hold_restore(ctx, api, host, draft, &unreachable).await;
         }
     }
-    if step == plan::Step::SendSetup && setup_sent_meanwhile(api, host).await? {
-        // The watch cache lags behind our own last status write: the setup it does not show yet
-        // is running. Sending another would race it on the host; look again shortly.
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
     let converged = step == plan::Step::Converged;
     let restore_starts = step == plan::Step::SendSetup && restoring(host);
     let mut action = apply::apply(ctx, host, &observation, step, &mut draft).await?;
     if restore_starts && draft.status.last_command.as_ref().is_some_and(|command| !command.status.is_finished()) {
-        events::normal(ctx, host, "RestoreStarted", restore_note(host)).await;
+        events::normal(&ctx.recorder, host, "RestoreStarted", restore_note(host)).await;
     }
     match (&observation.instance, converged && policies.archive.is_some()) {
         (Some(instance), true) => {
@@ -183,10 +186,10 @@ async fn apply_host(ctx: &Context, api: &Api<PostgresHost>, host: &PostgresHost)
         _ => ctx.archive_checks.forget(&uid),
     }
     let status = draft.finish();
-    write::write_status(api, host, &status).await?;
+    write_status(api, host, &status).await?;
     if status.phase == Some(HostPhase::Ready) && host.phase() != Some(HostPhase::Ready) {
         let message = status.message.clone().unwrap_or_default();
-        events::normal(ctx, host, "Ready", message).await;
+        events::normal(&ctx.recorder, host, "Ready", message).await;
     }
     Ok(action)
 }
@@ -215,24 +218,23 @@ fn restore_note(host: &PostgresHost) -> String {
     )
 }
 
-/// True when the stored object records a setup command the (cached) `host` does not know of.
-async fn setup_sent_meanwhile(api: &Api<PostgresHost>, host: &PostgresHost) -> Result<bool, Error> {
-    let name = host.name_any();
-    let stored = api.get_status(&name).await.map_err(|source| Error::Kube {
-        action: "re-read",
+/// Applies the host controller's part of `host`'s status.
+pub(crate) async fn write_status(
+    api: &Api<PostgresHost>,
+    host: &PostgresHost,
+    status: &pgec2_api::PostgresHostStatus,
+) -> Result<(), Error> {
+    apply_host_status(api, host, HostStatusPart::Host, status).await.map(drop).map_err(|source| Error::Kube {
+        action: "write the status of",
         host: host.qualified_name(),
         source,
-    })?;
-    let command_id = |object: &PostgresHost| {
-        object.status.as_ref().and_then(|status| status.last_command.as_ref()).map(|command| command.id.clone())
-    };
-    Ok(command_id(&stored) != command_id(host))
+    })
 }
 
 /// Holds a restore host whose recovery target the source's archive cannot reach: condition,
 /// no instance. Looked at again in a while when more backups or WAL may make it reachable.
 async fn hold_restore(
-    ctx: &Context,
+    ctx: &HostContext,
     api: &Api<PostgresHost>,
     host: &PostgresHost,
     mut draft: Draft,
@@ -245,7 +247,7 @@ async fn hold_restore(
 
 /// Parks a host whose spec cannot be acted on: condition, phase Failed, no requeue.
 async fn park(
-    ctx: &Context,
+    ctx: &HostContext,
     api: &Api<PostgresHost>,
     host: &PostgresHost,
     mut draft: Draft,
@@ -259,7 +261,7 @@ async fn park(
 /// Writes the status of a host held back with `reason` and `message` in Ready, and a Warning
 /// event the first time that message shows.
 async fn write_held(
-    ctx: &Context,
+    ctx: &HostContext,
     api: &Api<PostgresHost>,
     host: &PostgresHost,
     draft: Draft,
@@ -267,9 +269,9 @@ async fn write_held(
     message: &str,
 ) -> Result<(), Error> {
     let already = host.condition(pgec2_api::condition::READY).is_some_and(|ready| ready.message == message);
-    write::write_status(api, host, &draft.finish()).await?;
+    write_status(api, host, &draft.finish()).await?;
     if !already {
-        events::warning(ctx, host, reason, message.to_string()).await;
+        events::warning(&ctx.recorder, host, reason, message.to_string()).await;
     }
     Ok(())
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use pgec2_api::{CommandPurpose, PostgresHostStatus, condition};
 
-use super::conditions;
 use crate::cloud::{HostInstance, InstanceState};
+use crate::kube_layer::conditions;
 
 /// Delay before the first retry of a failed setup; doubled per further failure.
 pub const SETUP_RETRY_BASE: Duration = Duration::from_secs(15);

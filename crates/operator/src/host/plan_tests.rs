@@ -4,7 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use pgec2_api::{CommandState, CommandStatus};
 
 use super::*;
-use crate::host::conditions::{ConditionUpdate, Truth};
+use crate::kube_layer::conditions::{ConditionUpdate, Truth};
 
 fn at(seconds: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + seconds).expect("timestamp")

@@ -9,7 +9,7 @@ use pgec2_core::catalog::{self, RecoveryTarget, TargetError};
 use pgec2_core::recovery_window::TimelineRequest;
 use pgec2_core::target_time::parse_target_time;
 
-use crate::policy::archive::{self, ArchiveError};
+use crate::archive::{self, ArchiveError};
 
 /// Why a restore cannot start now.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,15 +3,16 @@
 
 use std::time::Duration;
 
-use pgec2_api::{BackupPolicy, BackupStorage, Bootstrap, PostgresHost, RecoveryBootstrap, TargetAction};
+use pgec2_api::{BackupPolicy, Bootstrap, PostgresHost, RecoveryBootstrap, TargetAction};
 use pgec2_core::bootstrap::{self, BootstrapParams};
 use pgec2_core::compression::Algorithm;
 use pgec2_core::host_spec::{
-    ArchiveSpec, BootstrapSpec, DataVolume, HostSpec, InitdbSpec, Profile, RecoverySpec, RecoveryTarget, StorageSpec,
+    ArchiveSpec, BootstrapSpec, DataVolume, HostSpec, InitdbSpec, Profile, RecoverySpec, RecoveryTarget,
     TargetAction as CoreTargetAction,
 };
 use sha2::Digest;
 
+use crate::archive::storage_spec;
 use crate::cloud::{AgentDownload, HostCommand, HostInstance, HostLayout};
 
 /// How long a setup command may run (package installation on a fresh EC2 host included).
@@ -120,38 +121,6 @@ fn archive_spec(policy: &BackupPolicy, prefix: &str) -> Result<ArchiveSpec, Rend
         compression_level: 3,
         archive_timeout_seconds: seconds,
     })
-}
-
-/// The storage location of one host's archive: the policy's storage with the host's `prefix`.
-pub fn storage_spec(storage: &BackupStorage, prefix: &str) -> StorageSpec {
-    let mut spec = StorageSpec {
-        url: String::new(),
-        prefix: Some(prefix.to_string()),
-        region: None,
-        endpoint: None,
-        storage_class: None,
-        server_side_encryption: None,
-        kms_key_id: None,
-    };
-    if let Some(s3) = &storage.s3 {
-        spec.url = match s3.prefix.as_deref() {
-            Some(bucket_prefix) => format!("s3://{}/{bucket_prefix}", s3.bucket),
-            None => format!("s3://{}", s3.bucket),
-        };
-        spec.region = s3.region.clone();
-        spec.endpoint = s3.endpoint.clone();
-        spec.storage_class = s3.storage_class.and_then(|class| enum_text(&class));
-        spec.server_side_encryption = s3.server_side_encryption.and_then(|encryption| enum_text(&encryption));
-        spec.kms_key_id = s3.kms_key_id.clone();
-    } else if let Some(local) = &storage.local {
-        spec.url = format!("file://{}", local.path.trim_end_matches('/'));
-    }
-    spec
-}
-
-/// The serde name of a unit enum variant (`STANDARD_IA`, `aws:kms`).
-fn enum_text<T: serde::Serialize>(value: &T) -> Option<String> {
-    serde_json::to_value(value).ok()?.as_str().map(str::to_string)
 }
 
 fn bootstrap_spec(bootstrap: &Bootstrap, source_policy: Option<&BackupPolicy>, host: &PostgresHost) -> BootstrapSpec {

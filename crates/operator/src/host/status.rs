@@ -11,9 +11,9 @@ use pgec2_api::{
 use pgec2_core::archiver::{ArchiveHealth, ArchiverStatus};
 use pgec2_core::host_spec::{HostReport, HostSpec};
 
-use super::conditions::{self, ConditionUpdate, Truth};
 use super::validate::Invalid;
 use crate::cloud::{self, HostInstance, HostLayout, InstanceState};
+use crate::kube_layer::conditions::{self, ConditionUpdate, Truth};
 
 /// Longest command message kept in status.
 const MESSAGE_LIMIT: usize = 2048;
@@ -201,9 +201,9 @@ impl Draft {
     pub fn archive_health(&mut self, archiver: &ArchiverStatus, health: &ArchiveHealth) {
         self.status.archiving = Some(ArchivingStatus {
             last_archived_wal: archiver.last_archived_wal.clone(),
-            last_archived_time: archiver.last_archived_time.and_then(crate::policy::archive::time),
+            last_archived_time: archiver.last_archived_time.and_then(crate::archive::time),
             last_failed_wal: archiver.last_failed_wal.clone(),
-            last_failed_time: archiver.last_failed_time.and_then(crate::policy::archive::time),
+            last_failed_time: archiver.last_failed_time.and_then(crate::archive::time),
             waiting_files: i64::try_from(archiver.waiting).ok(),
             oldest_waiting_seconds: archiver.oldest_waiting_seconds.and_then(|seconds| i64::try_from(seconds).ok()),
         });

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::str::FromStr;
 
+use kube::CustomResourceExt;
 use pgec2_api::{API_GROUP_VERSION, BackupPolicy, PostgresHost};
 use pgec2_kube_memory::{MemoryApiServer, ResourceType};
 use serde_json::Value;
@@ -51,8 +52,12 @@ impl Kind {
     /// The in-memory API's resource type of this kind.
     pub fn resource_type(self) -> ResourceType {
         match self {
-            Kind::PostgresHost => ResourceType::namespaced::<PostgresHost>().with_status_subresource(),
-            Kind::BackupPolicy => ResourceType::namespaced::<BackupPolicy>().with_status_subresource(),
+            Kind::PostgresHost => ResourceType::namespaced::<PostgresHost>()
+                .with_status_subresource()
+                .with_crd_schema(&PostgresHost::crd()),
+            Kind::BackupPolicy => ResourceType::namespaced::<BackupPolicy>()
+                .with_status_subresource()
+                .with_crd_schema(&BackupPolicy::crd()),
         }
     }
 }

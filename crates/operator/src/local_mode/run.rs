@@ -18,8 +18,9 @@ use super::sources::Sources;
 use super::{LocalModeError, StateDir, get};
 use crate::cli::{LocalRunArgs, default_agent_binary};
 use crate::cloud::local::{LocalCloud, LocalCloudConfig};
-use crate::context::{Config, Operator};
+use crate::context::Config;
 use crate::metrics::Metrics;
+use crate::operator::Operator;
 
 /// How often the manifest files and the hosts' readiness are looked at.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);

@@ -1,48 +1,17 @@
-//! A host's archive as the operator sees it: opened from the policy's storage with the host's
-//! prefix `<namespace>/<name>`, read through the pgec2-core catalog (no host needed), and pruned
-//! by retention and garbage cleanup — the same code as `pgec2-agent delete`, honouring the
-//! leases of running restores and standbys and leaving damaged entries alone.
+//! What the policy controller does with a host's archive ([`crate::archive`] opens it): read
+//! through the pgec2-core catalog into the policy's summary, and pruned by retention and
+//! garbage cleanup — the same code as `pgec2-agent delete`, honouring the leases of running
+//! restores and standbys and leaving damaged entries alone.
 
-use chrono::{DateTime, Utc};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
+use chrono::Utc;
 use pgec2_api::{BackupPolicy, HostBackupSummary, PostgresHost};
-use pgec2_core::catalog::{self, CatalogError};
-use pgec2_core::layout::{Archive, ArchiveLayout};
+use pgec2_core::catalog;
+use pgec2_core::layout::Archive;
 use pgec2_core::leases;
 use pgec2_core::recovery_window;
-use pgec2_core::retention::{self, PlanOptions, Policy, RetentionError};
-use pgec2_core::storage::StorageError;
-use pgec2_core::storage::url::{StorageConfig, open_storage};
+use pgec2_core::retention::{self, PlanOptions, Policy};
 
-use crate::host::render::storage_spec;
-
-/// Failures reading or pruning a host's archive.
-#[derive(Debug, thiserror::Error)]
-pub enum ArchiveError {
-    #[error("failed to open the archive of {host}: {source}")]
-    Open { host: String, source: StorageError },
-    #[error("failed to read the backup catalog of {host}: {source}")]
-    Catalog { host: String, source: CatalogError },
-    #[error("failed to apply retention to the archive of {host}: {source}")]
-    Retention { host: String, source: RetentionError },
-}
-
-/// Opens the archive of `host` under `policy`'s storage.
-pub async fn open(policy: &BackupPolicy, host: &PostgresHost) -> Result<Archive, ArchiveError> {
-    open_named(policy, &host.qualified_name()).await
-}
-
-/// Opens the archive of the host called `name` (`namespace/name`, which may no longer exist)
-/// under `policy`'s storage.
-pub async fn open_named(policy: &BackupPolicy, name: &str) -> Result<Archive, ArchiveError> {
-    let name = name.to_string();
-    let spec = storage_spec(&policy.spec.storage, &name);
-    let open_error = |source| ArchiveError::Open { host: name.clone(), source };
-    let layout = ArchiveLayout::under(spec.prefix.as_deref().unwrap_or_default()).map_err(open_error)?;
-    let storage = open_storage(&StorageConfig::from(&spec)).await.map_err(open_error)?;
-    Ok(Archive::new(storage, layout))
-}
+use crate::archive::{ArchiveError, open, time};
 
 /// Keeps the policy's `retention.fullBackups` newest unpinned backups (and the WAL they need),
 /// then removes garbage: abandoned uncommitted backups, expired leases and WAL older than the
@@ -129,9 +98,4 @@ pub fn backup_info(backup: &catalog::BackupInfo) -> pgec2_api::BackupInfo {
         stored_bytes: i64::try_from(backup.stored_bytes).ok(),
         permanent: backup.permanent,
     }
-}
-
-/// A chrono time as a Kubernetes `Time`.
-pub fn time(at: DateTime<Utc>) -> Option<Time> {
-    Timestamp::from_microsecond(at.timestamp_micros()).ok().map(Time)
 }

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
-use kube::{Api, Resource, ResourceExt};
-use pgec2_api::{ActiveBackup, BACKUP_REQUEST_ANNOTATION, BackupPolicy, FIELD_MANAGER, PostgresHost};
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+use pgec2_api::{ActiveBackup, BACKUP_REQUEST_ANNOTATION, BackupPolicy, PostgresHost};
 
 use super::status::Draft;
 use crate::cloud::{CommandStatus, HostCommand, HostLayout, HostRef};
 use crate::context::Context;
+use crate::kube_layer::events;
 
 /// The purpose of backup commands (their SSM comment is `pgec2 backup`).
 const BACKUP_PURPOSE: &str = "backup";
@@ -56,7 +56,7 @@ pub fn backup_script(layout: &HostLayout, trigger: &Trigger) -> Option<String> {
     for annotation in &annotations {
         arguments.extend(["--annotation", annotation.as_str()]);
     }
-    crate::host::agent_command::agent_script(layout, &arguments)
+    crate::agent_command::agent_script(layout, &arguments)
 }
 
 fn host_ref(host: &PostgresHost) -> HostRef {
@@ -129,7 +129,7 @@ pub async fn start(
             publish(ctx, policy, EventType::Normal, "BackupStarted", format!("base backup started on {key} {why}"))
                 .await;
             if let Some(value) = &trigger.request {
-                mark_request_handled(ctx, host, value).await;
+                super::host_status::mark_request_handled(&ctx.client, host, value).await;
             }
             true
         }
@@ -220,7 +220,7 @@ pub async fn finish_running(ctx: &Context, policy: &BackupPolicy, hosts: &[Postg
         if let Some(value) = &run.request
             && host.status.as_ref().and_then(|status| status.handled_backup_request.as_deref()) != Some(value)
         {
-            mark_request_handled(ctx, host, value).await;
+            super::host_status::mark_request_handled(&ctx.client, host, value).await;
         }
     }
 }
@@ -237,22 +237,10 @@ pub fn backup_name(stdout: &str) -> Option<String> {
     })
 }
 
-/// Records in the host's status that the on-demand request `value` was handled.
-async fn mark_request_handled(ctx: &Context, host: &PostgresHost, value: &str) {
-    let api: Api<PostgresHost> = Api::namespaced(ctx.client.clone(), &host.namespace().unwrap_or_default());
-    let patch = serde_json::json!({ "status": { "handledBackupRequest": value } });
-    if let Err(error) =
-        api.patch_status(&host.name_any(), &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch)).await
-    {
-        tracing::warn!(host = %host.qualified_name(), %error, "failed to record the handled backup request");
-    }
-}
-
 async fn publish(ctx: &Context, policy: &BackupPolicy, type_: EventType, reason: &str, note: String) {
-    let event =
-        Event { type_, reason: reason.to_string(), note: Some(note), action: reason.to_string(), secondary: None };
-    if let Err(error) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
-        tracing::warn!(policy = %policy.name_any(), reason, %error, "failed to publish an event");
+    match type_ {
+        EventType::Normal => events::normal(&ctx.recorder, policy, reason, note).await,
+        EventType::Warning => events::warning(&ctx.recorder, policy, reason, note).await,
     }
 }
 

@@ -1,14 +1,15 @@
 //! What the BackupPolicy controller tells each PostgresHost about its backups: `lastBackup` and
 //! `recoveryWindow` from the catalog, and the `LastBackupSucceeded` condition when a backup of
-//! the host finished. Written with the host controller's conflict-safe status write, so fields
-//! the host controller owns are never overwritten.
+//! the host finished. Applied as the policy controller's part of the host's status
+//! ([`HostStatusPart::Backups`]), so fields the host controller owns are never overwritten.
 
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, ResourceExt};
 use pgec2_api::{HostBackupSummary, PostgresHost, PostgresHostStatus, condition};
 
 use super::status::Outcome;
-use crate::host::conditions::{self, ConditionUpdate, Truth};
+use crate::kube_layer::conditions::{self, ConditionUpdate, Truth};
+use crate::kube_layer::status::{HostStatusPart, apply_host_status};
 
 /// The host status with `summary` and `outcome` applied (pure).
 pub fn with_backups(
@@ -38,8 +39,9 @@ pub fn with_backups(
     status
 }
 
-/// Writes the backup fields of `host`'s status; failures are logged (the next reconcile of the
-/// policy writes them again).
+/// Writes the backup fields of `host`'s status, computed from a fresh read of it (a request
+/// marked handled earlier in this reconcile stays marked); failures are logged (the next
+/// reconcile of the policy writes them again).
 pub async fn publish(
     client: &kube::Client,
     host: &PostgresHost,
@@ -47,10 +49,26 @@ pub async fn publish(
     outcome: Option<&Outcome>,
     now: Timestamp,
 ) {
-    let wanted = with_backups(host, summary, outcome, now);
     let api: Api<PostgresHost> = Api::namespaced(client.clone(), &host.namespace().unwrap_or_default());
-    if let Err(error) = crate::host::write::write_status(&api, host, &wanted).await {
+    let written = match api.get_status(&host.name_any()).await {
+        Ok(stored) => {
+            let wanted = with_backups(&stored, summary, outcome, now);
+            apply_host_status(&api, &stored, HostStatusPart::Backups, &wanted).await
+        }
+        Err(error) => Err(error),
+    };
+    if let Err(error) = written {
         tracing::warn!(host = %host.qualified_name(), %error, "failed to write the host's backup status");
+    }
+}
+
+/// Records in `host`'s status that the on-demand backup request `value` was handled.
+pub async fn mark_request_handled(client: &kube::Client, host: &PostgresHost, value: &str) {
+    let api: Api<PostgresHost> = Api::namespaced(client.clone(), &host.namespace().unwrap_or_default());
+    let mut wanted = host.status.clone().unwrap_or_default();
+    wanted.handled_backup_request = Some(value.to_string());
+    if let Err(error) = apply_host_status(&api, host, HostStatusPart::Backups, &wanted).await {
+        tracing::warn!(host = %host.qualified_name(), %error, "failed to record the handled backup request");
     }
 }
 

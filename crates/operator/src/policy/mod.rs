@@ -49,8 +49,6 @@ pub enum Error {
     ListHosts { policy: String, source: kube::Error },
     #[error("failed to write the status of BackupPolicy {policy}: {source}")]
     WriteStatus { policy: String, source: kube::Error },
-    #[error("the status of BackupPolicy {policy} kept changing under {attempts} writes")]
-    StatusConflict { policy: String, attempts: u32 },
 }
 
 impl Error {
@@ -60,7 +58,6 @@ impl Error {
             Error::ReadPolicy { .. } => "read_policy",
             Error::ListHosts { .. } => "list_hosts",
             Error::WriteStatus { .. } => "write_status",
-            Error::StatusConflict { .. } => "status_conflict",
         }
     }
 }

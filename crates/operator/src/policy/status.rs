@@ -1,24 +1,19 @@
-//! The BackupPolicy status: a draft built during a reconcile, written on the status
-//! subresource with the resourceVersion it was computed from.
+//! The BackupPolicy status: a draft built during a reconcile, applied on the status
+//! subresource as the policy controller's field manager.
 //!
 //! The policy controller is the only writer of this status, and every reconcile starts from a
 //! fresh read of it, so `activeBackups` and `lastScheduleTime` are authoritative: a restarted
 //! operator, or a reconcile that runs before the watch cache has caught up, sees what the last
 //! reconcile started and handled.
 
-use std::time::Duration;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 use pgec2_api::{ActiveBackup, BackupPolicy, BackupPolicyStatus, BackupRun, HostBackupSummary, condition};
 
 use super::Error;
-use crate::host::conditions::{self, ConditionUpdate, Truth};
-
-/// Attempts before a status write gives up (the reconcile is then retried).
-const WRITE_ATTEMPTS: u32 = 5;
+use crate::kube_layer::conditions::{self, ConditionUpdate, Truth};
+use crate::kube_layer::status::apply_policy_status;
 
 /// The status being built.
 pub struct Draft {
@@ -202,35 +197,17 @@ fn last_backup_condition(status: &BackupPolicyStatus) -> ConditionUpdate {
     }
 }
 
-/// Writes `status` on `policy` (the object it was computed from; its resourceVersion guards the
-/// write) unless nothing changed. Returns the policy as stored afterwards. On a conflict (the
-/// spec changed meanwhile) the status is written over the fresh object: only this controller
-/// writes it.
+/// Applies `status` on `policy` (the object it was computed from) unless nothing changed.
+/// Returns the policy as stored afterwards.
 pub async fn write(
     client: &kube::Client,
     policy: &BackupPolicy,
     status: BackupPolicyStatus,
 ) -> Result<BackupPolicy, Error> {
-    if policy.status.as_ref() == Some(&status) {
-        return Ok(policy.clone());
-    }
-    let name = policy.name_any();
     let api: Api<BackupPolicy> = Api::namespaced(client.clone(), &policy.namespace().unwrap_or_default());
-    let mut object = policy.clone();
-    object.status = Some(status.clone());
-    for attempt in 1..=WRITE_ATTEMPTS {
-        match api.replace_status(&name, &PostParams::default(), &object).await {
-            Ok(stored) => return Ok(stored),
-            Err(kube::Error::Api(response)) if response.code == 409 => {
-                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
-                object =
-                    api.get_status(&name).await.map_err(|source| Error::ReadPolicy { policy: name.clone(), source })?;
-                object.status = Some(status.clone());
-            }
-            Err(source) => return Err(Error::WriteStatus { policy: name, source }),
-        }
-    }
-    Err(Error::StatusConflict { policy: name, attempts: WRITE_ATTEMPTS })
+    apply_policy_status(&api, policy, &status)
+        .await
+        .map_err(|source| Error::WriteStatus { policy: policy.name_any(), source })
 }
 
 #[cfg(test)]

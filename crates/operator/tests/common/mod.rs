@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use pgec2_api::{BackupPolicy, FIELD_MANAGER, PostgresHost};
-use pgec2_kube_memory::{MemoryApiServer, ResourceType};
+use pgec2_kube_memory::MemoryApiServer;
 use pgec2_operator::cloud::local::{LocalCloud, LocalCloudConfig};
 use pgec2_operator::metrics::Metrics;
 use pgec2_operator::{Config, Operator};
@@ -88,8 +88,8 @@ impl TestEnv {
         let scratch = Scratch::new().expect("scratch directory");
         let state_dir = scratch.subdir("state").expect("state directory");
         let server = MemoryApiServer::new()
-            .with_resource(ResourceType::namespaced::<PostgresHost>().with_status_subresource())
-            .with_resource(ResourceType::namespaced::<BackupPolicy>().with_status_subresource());
+            .with_resource(pgec2_operator::local_mode::kinds::Kind::PostgresHost.resource_type())
+            .with_resource(pgec2_operator::local_mode::kinds::Kind::BackupPolicy.resource_type());
         let client = server.client();
         let mut env = Self {
             scratch,
