@@ -311,10 +311,10 @@ mod tests {
         let host = tempfile::tempdir().expect("tempdir");
         let id = start(host.path(), &command("true", Duration::from_secs(30)), &[]).await.expect("start");
         wait_finished(host.path(), &id).await;
-        // What an operator restart finds when the process died without recording its exit.
+        // What an operator restart finds when the process died without recording its exit. The
+        // wrapper may still be exiting right after it wrote the exit status: wait until it is gone.
         std::fs::remove_file(command_dir(host.path(), &id).join(EXIT)).expect("remove exit status");
-        let CommandStatus::Failed { exit_code: None, stderr_tail, .. } = status(host.path(), &id).expect("status")
-        else {
+        let CommandStatus::Failed { exit_code: None, stderr_tail, .. } = wait_finished(host.path(), &id).await else {
             panic!("expected a failure");
         };
         assert!(stderr_tail.contains("without recording an exit status"), "{stderr_tail}");
