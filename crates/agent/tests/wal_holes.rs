@@ -184,3 +184,37 @@ fn a_miss_before_the_recovery_target_is_a_hole_and_a_read_ahead_past_it_is_quiet
     assert_eq!(read_ahead.status.code(), Some(1), "{}", stderr(&read_ahead));
     assert_eq!(stderr(&read_ahead), "");
 }
+
+#[test]
+fn a_later_timeline_that_branched_after_a_missing_segment_proves_it_a_hole() {
+    let (primary, segments) = primary_with_segments_after_a_backup();
+    let (dest, output) = primary.restore("branched", "LATEST", &[]);
+    assert_success("backup-fetch", &output);
+
+    // Meanwhile timeline 2 branched off timeline 1 inside segments[8] (its history file is
+    // archived), and timeline 1's segments from segments[5] on are lost: nothing later of
+    // timeline 1 is left, only the history says that timeline 1 went on past segments[5].
+    let size = SegmentSize::default();
+    let (_, branch_segment) = size.parse_segment(&segments[8]).expect("segment");
+    let switch_point = pgec2_core::wal::Lsn(size.start_of(branch_segment).0 + 0x100);
+    let history = format!("1\t{switch_point}\tno recovery target specified\n");
+    let none = pgec2_core::compression::Compression { algorithm: pgec2_core::compression::Algorithm::None, level: 0 };
+    let (sealed, _) = pgec2_core::envelope::seal(history.as_bytes(), none).expect("seal");
+    let rt = runtime();
+    let archive = rt.block_on(primary.agent.archive());
+    let key = archive.layout.wal_file("00000002.history").expect("key");
+    rt.block_on(archive.storage.put(&key, sealed.into(), pgec2_core::storage::PutMode::CreateNew)).expect("history");
+    for lost in &segments[5..] {
+        take_from_archive(&primary, lost);
+    }
+
+    let mut copy = PgCluster::existing(&primary.agent.scratch, "branched-run", &dest).expect("restored cluster");
+    copy.append_config("\narchive_mode = off\n").expect("switch archiving off");
+    let started = copy.start();
+    wait_for("recovery to stop at the hole", Duration::from_secs(120), || !postmaster_running(&dest));
+    let log = std::fs::read_to_string(&copy.log_file).unwrap_or_default();
+    let victim = &segments[5];
+    assert!(log.contains(&format!("WAL segment {victim} is missing from the archive")), "{started:?}\n{log}");
+    assert!(log.contains("00000002.history says the timeline went on to"), "{log}");
+    assert!(!log.contains("selected new timeline ID"), "the copy promoted:\n{log}");
+}
