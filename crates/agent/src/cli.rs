@@ -31,7 +31,8 @@ pub enum Command {
     /// Archive one WAL file: archive_command = 'pgec2-agent wal-push %p'.
     WalPush(WalPushArgs),
     /// Restore one WAL file: restore_command = 'pgec2-agent wal-fetch %f %p'.
-    /// Exit 0 fetched, 1 not in the archive, other = error.
+    /// Exit 0 fetched, 1 not in the archive (its end), 255 during archive recovery for a missing
+    /// segment that is not the end (a hole) or an error, so PostgreSQL stops; other = error.
     WalFetch(WalFetchArgs),
     /// Download the WAL segments after AFTER into a prefetch directory (started by wal-fetch).
     #[command(hide = true)]
