@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use pgec2_core::compression::{Algorithm, Compression};
+use pgec2_core::envelope;
 use pgec2_core::storage::fault::{Chaos, FaultInjecting};
 use pgec2_core::storage::local::LocalStorage;
 use pgec2_core::storage::memory::MemoryStorage;
@@ -166,6 +168,35 @@ mod cases {
         let error = storage.put_new_or_identical(&object, body("other")).await.expect_err("different content");
         assert!(error.is_already_exists(), "got {error:?}");
         assert_eq!(storage.get(&object).await.expect("get"), body("content"));
+    }
+
+    pub async fn put_new_or_identical_compares_envelopes_by_content_not_encoding(storage: &dyn Storage) {
+        let object = key("backups/b1/parts/000007");
+        let content = patterned(200_000);
+        let zstd = Compression { algorithm: Algorithm::Zstd, level: 3 };
+        let plain = Compression { algorithm: Algorithm::None, level: 0 };
+        let (compressed, _) = envelope::seal(&content, zstd).expect("seal");
+        let (uncompressed, _) = envelope::seal(&content, plain).expect("seal");
+        let created = storage.put_new_or_identical(&object, compressed.clone().into()).await.expect("create");
+        assert_eq!(created, PutOutcome::Created);
+        let again = storage.put_new_or_identical(&object, uncompressed.into()).await.expect("same content");
+        assert_eq!(again, PutOutcome::AlreadyIdentical);
+        let (other, _) = envelope::seal(&content[1..], plain).expect("seal");
+        let error = storage.put_new_or_identical(&object, other.into()).await.expect_err("other content");
+        assert!(matches!(error, StorageError::DifferentContent { .. }), "got {error:?}");
+        assert_eq!(storage.get(&object).await.expect("get"), Bytes::from(compressed), "the object is untouched");
+    }
+
+    pub async fn get_start_reads_the_first_bytes_of_an_object(storage: &dyn Storage) {
+        let object = key("backups/b1/backup_label");
+        storage.put(&object, body("START WAL LOCATION"), PutMode::CreateNew).await.expect("put");
+        assert_eq!(storage.get_start(&object, 5).await.expect("start"), body("START"));
+        assert_eq!(storage.get_start(&object, 1000).await.expect("all"), body("START WAL LOCATION"));
+        let empty = key("backups/b1/empty");
+        storage.put(&empty, Bytes::new(), PutMode::CreateNew).await.expect("put empty");
+        assert_eq!(storage.get_start(&empty, 52).await.expect("empty"), Bytes::new());
+        let missing = storage.get_start(&key("backups/b1/missing"), 52).await.expect_err("missing");
+        assert!(missing.is_not_found(), "got {missing:?}");
     }
 
     pub async fn a_missing_object_is_not_found(storage: &dyn Storage) {
@@ -327,6 +358,18 @@ macro_rules! conformance {
             async fn put_new_or_identical_accepts_the_same_bytes_and_refuses_others() {
                 let fixture = $fixture.await;
                 cases::put_new_or_identical_accepts_the_same_bytes_and_refuses_others(&*fixture.storage).await;
+            }
+
+            #[tokio::test]
+            async fn put_new_or_identical_compares_envelopes_by_content_not_encoding() {
+                let fixture = $fixture.await;
+                cases::put_new_or_identical_compares_envelopes_by_content_not_encoding(&*fixture.storage).await;
+            }
+
+            #[tokio::test]
+            async fn get_start_reads_the_first_bytes_of_an_object() {
+                let fixture = $fixture.await;
+                cases::get_start_reads_the_first_bytes_of_an_object(&*fixture.storage).await;
             }
 
             #[tokio::test]
