@@ -40,7 +40,7 @@ pub enum Command {
     /// Take a base backup of the running cluster.
     BackupPush(BackupPushArgs),
     /// Restore a base backup into an empty directory, ready for `pg_ctl start`.
-    BackupFetch(BackupFetchArgs),
+    BackupFetch(Box<BackupFetchArgs>),
     /// List committed backups, oldest first; damaged entries are named on stderr.
     BackupList(BackupListArgs),
     /// Pin a backup so retention keeps it (or unpin it with --undo).
@@ -161,6 +161,15 @@ pub struct BackupFetchArgs {
     /// Restore the tablespace that was in OLDDIR into NEWDIR instead (repeatable).
     #[arg(long, value_name = "OLDDIR=NEWDIR")]
     pub tablespace_mapping: Vec<String>,
+    /// Where the restored cluster archives its WAL: off (default: archive_mode = off, the copy
+    /// never writes into its source's archive), preserve (keep the restored archive settings:
+    /// only for the original cluster recovering after a disaster), or a new, empty archive: a
+    /// storage URL (s3://bucket/prefix, file:///dir) or a prefix inside the source's storage URL.
+    #[arg(long, value_name = "off|preserve|URL|PREFIX", conflicts_with = "archive_config")]
+    pub archive_mode: Option<String>,
+    /// Archive with this agent configuration file (the cluster's own archive), as host apply does.
+    #[arg(long, value_name = "FILE")]
+    pub archive_config: Option<PathBuf>,
 }
 
 /// At most one recovery target; none recovers to the end of the archive.

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backup_support::{start_restored, table_digests};
+use pgec2_agent::backup::cluster_config::ArchiveMode;
 use pgec2_agent::backup::fetch::{FetchRequest, fetch_backup};
 use pgec2_agent::backup::push::{PushOptions, push_backup};
 use pgec2_agent::config::AgentConfig;
@@ -169,6 +170,7 @@ fn a_backup_under_ten_percent_store_faults_commits_and_restores_every_row() {
         standby: false,
         tablespace_mapping: Default::default(),
         timeline: TimelineRequest::Latest,
+        archive: ArchiveMode::Off,
     };
     rt.block_on(fetch_backup(&config, &archive, &request)).expect("the restore succeeds under faults");
     use_agent_binary(&agent, &dest);

@@ -5,23 +5,14 @@ mod backup_support;
 mod wal_common;
 
 use backup_support::{Primary, assert_success, table_digests};
-use pgec2_testkit::{MotoServer, Scratch};
-use wal_common::{Agent, runtime};
-
-fn agent_on_s3(moto: &MotoServer) -> Agent {
-    runtime().block_on(moto.create_bucket("pgec2-backups")).expect("create bucket");
-    let toml = format!(
-        "[storage]\nurl = \"s3://pgec2-backups/archives\"\nprefix = \"default/orders\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n",
-        moto.endpoint()
-    );
-    let env = moto.env().into_iter().map(|(name, value)| (name.to_string(), value)).collect();
-    Agent::with_config(Scratch::new().expect("scratch"), &toml, env)
-}
+use pgec2_testkit::MotoServer;
+use wal_common::{runtime, s3_agent};
 
 #[test]
 fn a_backup_in_s3_restores_every_committed_row() {
     let moto = MotoServer::start().expect("moto server");
-    let primary = Primary::start_with(agent_on_s3(&moto));
+    runtime().block_on(moto.create_bucket("pgec2-backups")).expect("create bucket");
+    let primary = Primary::start_with(s3_agent(&moto, "pgec2-backups", "default/orders", &moto.endpoint(), ""));
     primary.cluster.run_tool("pgbench", &["-n", "-c", "2", "-t", "300"]).expect("pgbench");
     let backup = primary.backup();
     primary.cluster.run_tool("pgbench", &["-n", "-c", "2", "-t", "300"]).expect("pgbench after the backup");

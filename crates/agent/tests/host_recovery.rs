@@ -48,8 +48,17 @@ async fn a_host_restored_from_another_archive_promotes_and_then_archives_to_its_
 
     restored.psql("INSERT INTO orders VALUES (102)");
     restored.switch_and_wait_archived().await;
-    let own_wal = restored.scratch.path().join("archive/default/db2");
-    assert!(own_wal.exists(), "the restored host archives to its own prefix");
+    let own_wal = restored.scratch.path().join("archive/default/db2/wal");
+    assert!(own_wal.join("00000002.history").exists(), "the restored host archives its timeline to its own prefix");
+    let source_wal = source.scratch.path().join("archive/default/db1/wal");
+    let source_files: Vec<String> = std::fs::read_dir(&source_wal)
+        .expect("source wal")
+        .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        source_files.iter().all(|name| name.starts_with("00000001")),
+        "the restored host wrote into its source's archive: {source_files:?}"
+    );
     assert!(restored.apply().await.succeeded().changed_nothing());
 }
 

@@ -46,8 +46,10 @@ fn each_kind_of_recovery_target_brings_back_exactly_the_rows_committed_up_to_it(
 #[test]
 fn a_restore_starts_a_new_timeline_and_a_later_restore_follows_it() {
     let (primary, marks) = primary_with_batches();
-    // The branch replaces the primary from batch 2 on: it archives its new timeline.
-    let branch_target = ["--target-time", marks[1].time.as_str(), "--target-action", "promote"];
+    // The branch replaces the primary from batch 2 on: it archives its new timeline into the
+    // same archive (--archive-mode preserve, as the original cluster's recovery would).
+    let branch_target =
+        ["--target-time", marks[1].time.as_str(), "--target-action", "promote", "--archive-mode", "preserve"];
     let branch = primary.restore_and_start("branch", "LATEST", &branch_target);
     assert_eq!(branch.psql("SELECT timeline_id FROM pg_control_checkpoint()").expect("timeline"), "2");
     let on_branch = commit_batch(&branch, 10);

@@ -44,6 +44,8 @@ pub struct PgCluster {
     pub log_file: PathBuf,
     pub port: u16,
     pub bin_dir: PathBuf,
+    /// Environment the server (and the commands it runs) gets besides the test's own.
+    pub server_env: Vec<(String, String)>,
     running: bool,
 }
 
@@ -66,6 +68,7 @@ impl PgCluster {
             socket_dir,
             port: free_port()?,
             bin_dir,
+            server_env: Vec::new(),
             running: false,
         };
         let mut conf = format!(
@@ -90,6 +93,7 @@ impl PgCluster {
             socket_dir,
             port: free_port()?,
             bin_dir: postgres_bin_dir()?,
+            server_env: Vec::new(),
             running: false,
         })
     }
@@ -117,7 +121,8 @@ impl PgCluster {
             .arg(&self.data_dir)
             .arg("-l")
             .arg(&self.log_file)
-            .args(["-o", &options]);
+            .args(["-o", &options])
+            .envs(self.server_env.iter().map(|(name, value)| (name, value)));
         run(command)
             .map_err(|error| HarnessError::Setup(format!("{error}\n--- server log ---\n{}", self.log_tail())))?;
         self.running = true;

@@ -1,23 +1,97 @@
 //! Where a restore writes: the checks made before anything is written (an empty or absent data
 //! directory, empty or absent tablespace directories), who will own the files, how manifest
-//! paths map to disk, and the cleanup of a restore that failed half-way.
+//! paths map to disk, the cleanup of a restore that failed half-way, and the order that makes a
+//! finished restore durable.
+//!
+//! Interrupted restores: the first file a restore writes is [`RESTORE_MARKER`], locked while the
+//! restore runs and listing the directories it created or emptied; the last step removes it.
+//! A restore killed half-way (no cleanup ran) leaves the marker and no `global/pg_control`; the
+//! next backup-fetch into that directory removes what the killed one wrote, as its own cleanup
+//! would have, and starts again. A marker another backup-fetch still holds is refused.
+//!
+//! Completion order, as pg_basebackup does (everything synced, then the one step that makes
+//! the directory startable): every file is fsynced as it completes and every directory once its
+//! entries are written; the data directory is fsynced after `backup_label`, the recovery
+//! settings and the signal file are in it; only then is `global/pg_control` renamed into place
+//! (PostgreSQL cannot start a data directory without it, and with it but without
+//! `backup_label` it would run crash recovery from the wrong checkpoint), and `global/` fsynced.
 //!
 //! Ownership: when the agent runs as root, every restored file and directory is given to the
 //! owner of the destination directory (or of its parent when it does not exist yet), which is
 //! the user PostgreSQL will run as. Otherwise files belong to the user running the agent.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use nix::unistd::{Gid, Uid};
 use pgec2_core::manifest::BackupManifest;
+use serde::{Deserialize, Serialize};
 
 use super::BackupError;
 use super::walk::CONTROL_FILE;
 
 /// The name `global/pg_control` is written under until everything else is durable.
 pub const CONTROL_FILE_PENDING: &str = "global/pg_control.pgec2-restoring";
+
+/// Present in the data directory while a restore runs (see the module's documentation).
+pub const RESTORE_MARKER: &str = "pgec2-restore-incomplete";
+
+/// What makes a restore durable, in order (recorded in tests, see [`Journal`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// A file's data and metadata were fsynced.
+    SyncFile(PathBuf),
+    /// A directory was fsynced (its entries are durable).
+    SyncDirectory(PathBuf),
+    /// A file was renamed.
+    Rename { from: PathBuf, to: PathBuf },
+}
+
+/// Records [`Durability`] events when enabled (tests); does nothing otherwise.
+#[derive(Clone, Debug, Default)]
+pub struct Journal(Option<Arc<Mutex<Vec<Durability>>>>);
+
+impl Journal {
+    /// A journal that records.
+    pub fn recording() -> Self {
+        Self(Some(Arc::new(Mutex::new(Vec::new()))))
+    }
+
+    pub fn record(&self, event: impl FnOnce() -> Durability) {
+        if let Some(events) = &self.0 {
+            events.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(event());
+        }
+    }
+
+    /// What was recorded, in order.
+    pub fn events(&self) -> Vec<Durability> {
+        self.0
+            .as_ref()
+            .map(|events| events.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The content of [`RESTORE_MARKER`]: what the restore's cleanup would remove.
+#[derive(Debug, Serialize, Deserialize)]
+struct MarkerContent {
+    backup: String,
+    started_at: chrono::DateTime<chrono::Utc>,
+    created: Vec<PathBuf>,
+    emptied: Vec<PathBuf>,
+}
+
+/// The lock on [`RESTORE_MARKER`], held while the restore runs.
+pub struct RestoreMarker {
+    _lock: Flock<File>,
+    path: PathBuf,
+}
 
 /// A checked restore destination.
 #[derive(Clone, Debug)]
@@ -31,6 +105,8 @@ pub struct Destination {
     /// were empty and are emptied again.
     created: Vec<PathBuf>,
     emptied: Vec<PathBuf>,
+    /// Durability events, recorded in tests.
+    pub journal: Journal,
 }
 
 impl Destination {
@@ -48,6 +124,7 @@ impl Destination {
             owner: None,
             created: Vec::new(),
             emptied: Vec::new(),
+            journal: Journal::default(),
         };
         destination.check_empty(&data_dir, "the restore directory", "choose an empty or new directory")?;
         for tablespace in &manifest.tablespaces {
@@ -152,11 +229,135 @@ impl Destination {
         }
     }
 
+    /// Creates `path` with `content` (mode 0600), fsyncs it, and gives it to the owner. The
+    /// directory holding it is fsynced later ([`Destination::complete`]).
+    pub fn write_new(&self, path: &Path, content: &[u8]) -> Result<(), BackupError> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(BackupError::io("create", path))?;
+        file.write_all(content).and_then(|()| file.sync_all()).map_err(BackupError::io("write", path))?;
+        self.journal.record(|| Durability::SyncFile(path.to_path_buf()));
+        self.give(path)
+    }
+
+    /// fsyncs a directory, making the entries in it durable.
+    pub fn sync_directory(&self, path: &Path) -> Result<(), BackupError> {
+        File::open(path).and_then(|dir| dir.sync_all()).map_err(BackupError::io("fsync", path))?;
+        self.journal.record(|| Durability::SyncDirectory(path.to_path_buf()));
+        Ok(())
+    }
+
+    /// Renames within the restore (the caller fsyncs the directories).
+    pub fn rename(&self, from: &Path, to: &Path) -> Result<(), BackupError> {
+        std::fs::rename(from, to).map_err(BackupError::io("move into place", to))?;
+        self.journal.record(|| Durability::Rename { from: from.to_path_buf(), to: to.to_path_buf() });
+        Ok(())
+    }
+
+    /// Writes [`RESTORE_MARKER`] (the first file of the restore) and locks it until the restore
+    /// ends. The roots exist.
+    pub fn mark_in_progress(&self, backup: &str) -> Result<RestoreMarker, BackupError> {
+        let path = self.data_dir.join(RESTORE_MARKER);
+        let content = MarkerContent {
+            backup: backup.to_string(),
+            started_at: chrono::Utc::now(),
+            created: self.created.clone(),
+            emptied: self.emptied.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&content).map_err(|error| BackupError::Task(error.to_string()))?;
+        self.write_new(&path, &json).map_err(|error| match error {
+            BackupError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                another_restore(&self.data_dir)
+            }
+            error => error,
+        })?;
+        let file = File::open(&path).map_err(BackupError::io("open", &path))?;
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| match errno {
+            Errno::EWOULDBLOCK => another_restore(&self.data_dir),
+            errno => BackupError::Io { action: "lock", path: path.clone(), source: errno.into() },
+        })?;
+        self.sync_directory(&self.data_dir)?;
+        Ok(RestoreMarker { _lock: lock, path })
+    }
+
+    /// The last steps of a restore whose files are all written and fsynced: makes the data
+    /// directory's entries durable, moves `global/pg_control` into place, makes that durable,
+    /// and removes the marker.
+    pub fn complete(&self, marker: RestoreMarker) -> Result<(), BackupError> {
+        self.sync_directory(&self.data_dir)?;
+        let pending = self.data_dir.join(CONTROL_FILE_PENDING);
+        let control = self.data_dir.join(CONTROL_FILE);
+        self.rename(&pending, &control)?;
+        self.sync_directory(&self.data_dir.join("global"))?;
+        std::fs::remove_file(&marker.path).map_err(BackupError::io("remove", &marker.path))?;
+        self.sync_directory(&self.data_dir)
+    }
+
     /// Directories whose entries must be made durable: the roots and their parents.
     pub fn roots_and_parents(&self) -> Vec<PathBuf> {
         let roots = std::iter::once(&self.data_dir).chain(self.tablespaces.values());
         roots.flat_map(|root| [root.clone(), root.parent().unwrap_or(Path::new("/")).to_path_buf()]).collect()
     }
+}
+
+fn another_restore(data_dir: &Path) -> BackupError {
+    BackupError::Refused(format!(
+        "another backup-fetch is restoring into {}: wait for it to finish",
+        data_dir.display()
+    ))
+}
+
+/// When `data_dir` holds what a killed restore left ([`RESTORE_MARKER`] and no
+/// `global/pg_control`), removes it as that restore's cleanup would have and says what it
+/// removed. `None` when there is no interrupted restore.
+pub fn clear_interrupted(data_dir: &Path) -> Result<Option<String>, BackupError> {
+    let data_dir = absolute(data_dir)?;
+    let path = data_dir.join(RESTORE_MARKER);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(BackupError::Io { action: "open", path, source }),
+    };
+    if data_dir.join(CONTROL_FILE).exists() {
+        // It completed; only the marker's removal was lost. Not ours to remove.
+        return Ok(None);
+    }
+    let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| match errno {
+        Errno::EWOULDBLOCK => another_restore(&data_dir),
+        errno => BackupError::Io { action: "lock", path: path.clone(), source: errno.into() },
+    })?;
+    let text = std::fs::read(&path).map_err(BackupError::io("read", &path))?;
+    let content: MarkerContent = serde_json::from_slice(&text).map_err(|error| {
+        BackupError::Refused(format!(
+            "{} holds an interrupted restore whose {RESTORE_MARKER} cannot be read ({error}): remove the directory's contents and retry",
+            data_dir.display()
+        ))
+    })?;
+    let interrupted = Destination {
+        data_dir: data_dir.clone(),
+        tablespaces: BTreeMap::new(),
+        owner: None,
+        created: content.created,
+        emptied: content.emptied,
+        journal: Journal::default(),
+    };
+    interrupted.clean_up();
+    drop(lock);
+    let touched = interrupted.created.iter().chain(&interrupted.emptied);
+    for dir in touched.flat_map(|dir| [dir.clone(), dir.parent().unwrap_or(Path::new("/")).to_path_buf()]) {
+        if dir.is_dir() {
+            interrupted.sync_directory(&dir)?;
+        }
+    }
+    Ok(Some(format!(
+        "removed an interrupted restore of backup {} (started {}) from {}",
+        content.backup,
+        content.started_at.to_rfc3339(),
+        data_dir.display()
+    )))
 }
 
 /// The owner restored files get: `None` unless running as root.

@@ -25,7 +25,7 @@ use pgec2_core::layout::Archive;
 use pgec2_core::manifest::{BackupManifest, FileEntry};
 
 use super::BackupError;
-use super::destination::Destination;
+use super::destination::{Destination, Durability, Journal};
 use super::parts::{Assembler, FEED_PIECE, FileSink, StoredPart, download_part, feed_stored};
 
 /// Threads fsyncing completed files.
@@ -172,14 +172,9 @@ fn finish_directories(
             .map_err(BackupError::io("chmod", path))?;
     }
     for path in created.iter().rev().chain(destination.roots_and_parents().iter()) {
-        sync_directory(path)?;
+        destination.sync_directory(path)?;
     }
     Ok(())
-}
-
-/// fsyncs a directory, making the entries in it durable.
-pub fn sync_directory(path: &std::path::Path) -> Result<(), BackupError> {
-    File::open(path).and_then(|dir| dir.sync_all()).map_err(BackupError::io("fsync", path))
 }
 
 /// Writes files as the [`Assembler`] hands them over.
@@ -194,7 +189,8 @@ struct RestoreSink<'a> {
 
 impl<'a> RestoreSink<'a> {
     fn new(manifest: &'a BackupManifest, destination: &'a Destination) -> Self {
-        Self { manifest, destination, current: None, unsynced: 0, fsync: FsyncPool::start(FSYNC_THREADS) }
+        let fsync = FsyncPool::start(FSYNC_THREADS, destination.journal.clone());
+        Self { manifest, destination, current: None, unsynced: 0, fsync }
     }
 
     /// Waits for every pending fsync; the first failure is the result.
@@ -262,15 +258,14 @@ struct FsyncPool {
 }
 
 impl FsyncPool {
-    fn start(threads: usize) -> Self {
+    fn start(threads: usize, journal: Journal) -> Self {
         let (sender, receiver) = sync_channel::<SyncRequest>(64);
         let receiver = Arc::new(Mutex::new(receiver));
         let failure = Arc::new(Mutex::new(None));
         let threads = (0..threads)
             .map(|_| {
-                let receiver = receiver.clone();
-                let failure = failure.clone();
-                std::thread::spawn(move || fsync_loop(&receiver, &failure))
+                let (receiver, failure, journal) = (receiver.clone(), failure.clone(), journal.clone());
+                std::thread::spawn(move || fsync_loop(&receiver, &failure, &journal))
             })
             .collect();
         Self { sender: Some(sender), threads, failure }
@@ -300,7 +295,7 @@ impl FsyncPool {
     }
 }
 
-fn fsync_loop(receiver: &Mutex<Receiver<SyncRequest>>, failure: &Mutex<Option<BackupError>>) {
+fn fsync_loop(receiver: &Mutex<Receiver<SyncRequest>>, failure: &Mutex<Option<BackupError>>, journal: &Journal) {
     loop {
         let next = receiver.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv();
         let Ok((sync, file, path)) = next else { return };
@@ -308,6 +303,9 @@ fn fsync_loop(receiver: &Mutex<Receiver<SyncRequest>>, failure: &Mutex<Option<Ba
             Sync::Writeback => file.sync_data(),
             Sync::Complete => file.sync_all(),
         };
+        if synced.is_ok() && sync == Sync::Complete {
+            journal.record(|| Durability::SyncFile(path.clone()));
+        }
         if let Err(source) = synced {
             let mut slot = failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             slot.get_or_insert(BackupError::Io { action: "fsync", path, source });

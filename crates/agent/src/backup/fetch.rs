@@ -1,20 +1,21 @@
 //! `backup-fetch`: restore a backup into an empty directory, ready for `pg_ctl start`.
 //!
-//! 1. refuse a non-empty destination, before any other work;
+//! 1. remove what a killed restore left in the destination, refuse a non-empty one, decide the
+//!    restored cluster's agent configuration and archive (`--archive-mode`), before any other
+//!    work;
 //! 2. read the catalog, pick the backup and timeline, refuse a target that cannot be reached
 //!    (see [`pgec2_core::catalog::plan_restore`]);
 //! 3. read the manifest, check the tablespace directories;
-//! 4. restore directories, files (checksums verified, fsynced) and links;
-//! 5. write `backup_label` and `tablespace_map`, the recovery settings and the signal file;
-//! 6. move `global/pg_control` into place last: until then the directory cannot be started by
-//!    mistake as a crashed cluster.
+//! 4. mark the restore in progress; restore directories, files (checksums verified, fsynced)
+//!    and links;
+//! 5. write `backup_label` and `tablespace_map`, the recovery and archive settings, the agent
+//!    configuration files and the signal file, each fsynced;
+//! 6. fsync the data directory, then move `global/pg_control` into place last: until then the
+//!    directory cannot be started by mistake as a crashed cluster (see [`Destination::complete`]).
 //!
 //! A failure after step 3 removes what was written, leaving the destination as it was.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,10 +26,10 @@ use pgec2_core::manifest::BackupManifest;
 use pgec2_core::recovery_window::{TimelineRequest, diverged_ancestors};
 
 use super::BackupError;
-use super::destination::{CONTROL_FILE_PENDING, Destination};
-use super::extract::{extract, sync_directory};
+use super::cluster_config::{ArchiveMode, ClusterConfig};
+use super::destination::{Destination, RestoreMarker, clear_interrupted};
+use super::extract::extract;
 use super::recovery_conf::{RecoverySettings, read_auto_conf};
-use super::walk::CONTROL_FILE;
 use crate::config::AgentConfig;
 
 /// What to restore and how to recover.
@@ -43,6 +44,8 @@ pub struct FetchRequest {
     /// Old tablespace directory → new one.
     pub tablespace_mapping: BTreeMap<String, PathBuf>,
     pub timeline: TimelineRequest,
+    /// Where the restored cluster archives.
+    pub archive: ArchiveMode,
 }
 
 /// What a restore did.
@@ -63,8 +66,13 @@ pub async fn fetch_backup(
     archive: &Archive,
     request: &FetchRequest,
 ) -> Result<FetchSummary, BackupError> {
-    // 1. Refuse a non-empty destination first.
+    // 1. Clear a killed restore's leftovers, refuse a non-empty destination, plan the configuration.
+    if let Some(removed) = clear_interrupted(&request.dest)? {
+        eprintln!("note: {removed}");
+    }
     Destination::check(&request.dest, &BackupManifest::new(""), &BTreeMap::new())?;
+    let cluster_config = ClusterConfig::plan(config, &request.archive)?;
+    cluster_config.check_new_archive().await?;
 
     // 2. Pick the backup and timeline; refuse unreachable targets.
     let backups = catalog::scan_backups(archive).await?;
@@ -84,9 +92,12 @@ pub async fn fetch_backup(
     let manifest = Arc::new(catalog::read_manifest(archive, &name).await?);
     let destination = Arc::new(Destination::check(&request.dest, &manifest, &request.tablespace_mapping)?);
 
-    // 4–6. Restore; on failure, remove what was written.
+    // 4–6. Restore; on failure, remove what was written (once the marker is ours: a second
+    // backup-fetch racing into the same directory fails there and removes nothing).
     destination.create_roots()?;
-    match restore_into(config, archive, &plan, manifest.clone(), destination.clone(), request).await {
+    let marker = destination.mark_in_progress(&name)?;
+    let restore = Restore { archive, plan: &plan, cluster_config: &cluster_config, request };
+    match restore.run(marker, manifest.clone(), destination.clone(), config.transfer.download_concurrency).await {
         Ok(downloaded_bytes) => Ok(FetchSummary {
             backup: name,
             dest: destination.data_dir.clone(),
@@ -103,68 +114,68 @@ pub async fn fetch_backup(
     }
 }
 
-async fn restore_into(
-    config: &AgentConfig,
-    archive: &Archive,
-    plan: &RestorePlan,
-    manifest: Arc<BackupManifest>,
-    destination: Arc<Destination>,
-    request: &FetchRequest,
-) -> Result<u64, BackupError> {
-    // 4. Directories, files, links, under a lease that keeps the backup and its WAL from retention.
-    let _lease = crate::lease::hold_for_restore(archive, plan, &destination, request.standby).await?;
-    let downloaded =
-        extract(archive, manifest.clone(), destination.clone(), config.transfer.download_concurrency).await?;
-
-    // 5. backup_label, tablespace_map, recovery settings, signal file.
-    let name = &plan.backup.name;
-    let label_key = archive.layout.backup_label(name).map_err(BackupError::storage("name", name))?;
-    let label = catalog::get_content(archive, &label_key).await?;
-    write_durably(&destination, &destination.data_dir.join("backup_label"), &label)?;
-    if !manifest.tablespaces.is_empty() {
-        let map_key = archive.layout.tablespace_map(name).map_err(BackupError::storage("name", name))?;
-        let map = String::from_utf8_lossy(&catalog::get_content(archive, &map_key).await?).into_owned();
-        let map = remap_tablespaces(&map, &manifest, &destination);
-        write_durably(&destination, &destination.data_dir.join("tablespace_map"), map.as_bytes())?;
-    }
-    let settings = recovery_settings(config, plan, request)?;
-    let existing = read_auto_conf(&destination.data_dir)
-        .map_err(BackupError::io("read", destination.data_dir.join("postgresql.auto.conf")))?;
-    replace_durably(&destination, "postgresql.auto.conf", settings.render_auto_conf(&existing).as_bytes())?;
-    write_durably(&destination, &destination.data_dir.join(settings.signal_file()), b"")?;
-
-    // 6. pg_control last.
-    let pending = destination.data_dir.join(CONTROL_FILE_PENDING);
-    let control = destination.data_dir.join(CONTROL_FILE);
-    std::fs::rename(&pending, &control).map_err(BackupError::io("move into place", &control))?;
-    sync_directory(&destination.data_dir.join("global"))?;
-    sync_directory(&destination.data_dir)?;
-    Ok(downloaded)
+/// One restore's inputs, decided before anything is written.
+struct Restore<'a> {
+    archive: &'a Archive,
+    plan: &'a RestorePlan,
+    cluster_config: &'a ClusterConfig,
+    request: &'a FetchRequest,
 }
 
-fn recovery_settings(
-    config: &AgentConfig,
-    plan: &RestorePlan,
-    request: &FetchRequest,
-) -> Result<RecoverySettings, BackupError> {
-    let agent = std::env::current_exe().map_err(BackupError::io("find the agent's own path", "/proc/self/exe"))?;
-    let config_file = match &config.file {
-        Some(file) => {
-            Some(std::fs::canonicalize(file).map_err(BackupError::io("resolve", file))?.display().to_string())
+impl Restore<'_> {
+    async fn run(
+        &self,
+        marker: RestoreMarker,
+        manifest: Arc<BackupManifest>,
+        destination: Arc<Destination>,
+        concurrency: usize,
+    ) -> Result<u64, BackupError> {
+        // 4. Directories, files, links (each fsynced), under a lease that keeps the backup and
+        // its WAL from retention.
+        let _lease =
+            crate::lease::hold_for_restore(self.archive, self.plan, &destination, self.request.standby).await?;
+        let downloaded = extract(self.archive, manifest.clone(), destination.clone(), concurrency).await?;
+
+        // 5. backup_label, tablespace_map, settings, agent configuration, signal file.
+        let (archive, name) = (self.archive, &self.plan.backup.name);
+        let label_key = archive.layout.backup_label(name).map_err(BackupError::storage("name", name))?;
+        let label = catalog::get_content(archive, &label_key).await?;
+        destination.write_new(&destination.data_dir.join("backup_label"), &label)?;
+        if !manifest.tablespaces.is_empty() {
+            let map_key = archive.layout.tablespace_map(name).map_err(BackupError::storage("name", name))?;
+            let map = String::from_utf8_lossy(&catalog::get_content(archive, &map_key).await?).into_owned();
+            let map = remap_tablespaces(&map, &manifest, &destination);
+            destination.write_new(&destination.data_dir.join("tablespace_map"), map.as_bytes())?;
         }
-        None => None,
-    };
-    Ok(RecoverySettings {
-        backup: plan.backup.name.clone(),
-        agent: agent.display().to_string(),
-        config_file,
-        environment: RecoverySettings::inherited_environment(),
-        target: request.target.clone(),
-        action: request.action.clone(),
-        timeline: plan.timeline.clone(),
-        standby: request.standby,
-        written_at: Utc::now(),
-    })
+        let settings = self.settings()?;
+        let existing = read_auto_conf(&destination.data_dir)
+            .map_err(BackupError::io("read", destination.data_dir.join("postgresql.auto.conf")))?;
+        replace_durably(&destination, "postgresql.auto.conf", settings.render_auto_conf(&existing).as_bytes())?;
+        for (file, text) in self.cluster_config.files_to_write() {
+            destination.write_new(&destination.data_dir.join(file), text.as_bytes())?;
+        }
+        destination.write_new(&destination.data_dir.join(settings.signal_file()), b"")?;
+
+        // 6. The data directory's entries durable, then pg_control last.
+        destination.complete(marker)?;
+        Ok(downloaded)
+    }
+
+    fn settings(&self) -> Result<RecoverySettings, BackupError> {
+        let agent = std::env::current_exe().map_err(BackupError::io("find the agent's own path", "/proc/self/exe"))?;
+        Ok(RecoverySettings {
+            backup: self.plan.backup.name.clone(),
+            agent: agent.display().to_string(),
+            restore_config: self.cluster_config.restore.command_path(),
+            archive: self.cluster_config.archive.clone(),
+            pg_version: Some(self.plan.backup.pg_version / 10_000),
+            target: self.request.target.clone(),
+            action: self.request.action.clone(),
+            timeline: self.plan.timeline.clone(),
+            standby: self.request.standby,
+            written_at: Utc::now(),
+        })
+    }
 }
 
 /// `tablespace_map` with the locations of remapped tablespaces replaced (lines are `oid path`).
@@ -184,22 +195,11 @@ fn remap_tablespaces(map: &str, manifest: &BackupManifest, destination: &Destina
         .collect()
 }
 
-/// Creates `path` with `content` (mode 0600), fsyncs it, and gives it to the owner.
-fn write_durably(destination: &Destination, path: &Path, content: &[u8]) -> Result<(), BackupError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(BackupError::io("create", path))?;
-    file.write_all(content).and_then(|()| file.sync_all()).map_err(BackupError::io("write", path))?;
-    destination.give(path)
-}
-
-/// Replaces `<data dir>/<name>` atomically (temp file, fsync, rename).
+/// Replaces `<data dir>/<name>` atomically (temp file, fsync, rename); the data directory is
+/// fsynced by [`Destination::complete`].
 fn replace_durably(destination: &Destination, name: &str, content: &[u8]) -> Result<(), BackupError> {
     let target = destination.data_dir.join(name);
     let temporary = destination.data_dir.join(format!("{name}.pgec2-tmp"));
-    write_durably(destination, &temporary, content)?;
-    std::fs::rename(&temporary, &target).map_err(BackupError::io("replace", &target))
+    destination.write_new(&temporary, content)?;
+    destination.rename(&temporary, &target)
 }

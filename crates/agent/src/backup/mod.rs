@@ -21,6 +21,7 @@ use crate::cli::{
 };
 use crate::config::AgentConfig;
 
+pub mod cluster_config;
 pub mod delete;
 pub mod destination;
 mod error;
@@ -30,6 +31,8 @@ pub mod pack;
 pub mod parts;
 pub mod push;
 pub mod recovery_conf;
+#[cfg(test)]
+mod restore_order_tests;
 pub mod upload;
 pub mod verify;
 pub mod walk;
@@ -75,6 +78,7 @@ pub async fn fetch_command(config_path: Option<&Path>, args: BackupFetchArgs) ->
             }
             None => TimelineRequest::Latest,
         },
+        archive: cluster_config::ArchiveMode::from_args(args.archive_mode.as_deref(), args.archive_config.as_deref()),
     };
     let (config, archive) = open(config_path).await?;
     let summary = fetch::fetch_backup(&config, &archive, &request).await?;

@@ -7,6 +7,8 @@
 //! - `postmaster.pid`, `postmaster.opts`, `backup_label`, `tablespace_map`, `backup_manifest`,
 //!   `postgresql.auto.conf.tmp`, `current_logfiles.tmp`, `pg_internal.init*`, anything named
 //!   `pgsql_tmp*` (temporary files and directories), at any depth;
+//! - what a restore leaves for itself: `pgec2-restore-incomplete` and `pgec2-agent-source.toml`
+//!   (a restore of this backup writes its own);
 //! - temporary relations (`t<backend>_<relfilenode>…`) and the main, FSM and VM forks of unlogged
 //!   relations (their `_init` fork is kept; recovery rebuilds them from it).
 //!
@@ -35,6 +37,8 @@ const EXCLUDED_FILES: &[&str] = &[
     "postgresql.auto.conf.tmp",
     "current_logfiles.tmp",
     crate::lease::LEASE_FILE,
+    super::destination::RESTORE_MARKER,
+    super::cluster_config::SOURCE_CONFIG_FILE,
 ];
 
 /// The control file, copied last.

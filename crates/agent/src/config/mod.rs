@@ -170,12 +170,34 @@ impl AgentConfig {
         parse::to_values(self)
     }
 
+    /// Parses `text` as the configuration file `path` (named in messages), without the
+    /// environment.
+    pub fn from_file_text(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let layers = settings::Layers::collect(Some((path, text)), &|_| None)?;
+        let mut config = parse::from_layers(&layers)?;
+        config.file = Some(path.to_path_buf());
+        Ok(config)
+    }
+
     /// The configuration as a TOML file (secrets in clear): what `host apply` writes.
     pub fn to_toml(&self) -> String {
+        self.toml_of(|_| true)
+    }
+
+    /// The storage, compression and transfer settings as a TOML file: no secrets and nothing
+    /// about the connection to PostgreSQL. What `backup-fetch` writes for a restored cluster's
+    /// `restore_command` and `archive_command`.
+    pub fn to_archive_toml(&self) -> String {
+        self.toml_of(|key| {
+            !key.starts_with("postgres.") && settings::setting_for(key).is_some_and(|setting| !setting.secret)
+        })
+    }
+
+    fn toml_of(&self, keep: impl Fn(&str) -> bool) -> String {
         let mut out = String::new();
         let mut section = "";
         for (key, value) in self.values() {
-            let Some(value) = value else { continue };
+            let Some(value) = value.filter(|_| keep(key)) else { continue };
             let (this_section, name) = key.split_once('.').unwrap_or(("", key));
             if this_section != section {
                 if !out.is_empty() {

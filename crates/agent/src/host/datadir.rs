@@ -63,10 +63,29 @@ pub fn initdb_args(initdb: &InitdbSpec, user: &str, target: &Path) -> Vec<OsStri
     args
 }
 
+/// Which agent configurations a restore uses.
+#[derive(Clone, Copy, Debug)]
+pub struct RestoreConfigs<'a> {
+    /// The recovery source's archive (read only).
+    pub source: &'a Path,
+    /// The host's own archive, when it archives: the restored cluster's archive_command uses
+    /// it (`--archive-config`), never the source's; without one, archiving is off.
+    pub own: Option<&'a Path>,
+}
+
 /// The agent arguments for `backup-fetch` into `target`.
-pub fn restore_args(recovery: &RecoverySpec, standby: bool, source_config: &Path, target: &Path) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec!["--config".into(), source_config.into(), "backup-fetch".into()];
+pub fn restore_args(
+    recovery: &RecoverySpec,
+    standby: bool,
+    configs: RestoreConfigs<'_>,
+    target: &Path,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["--config".into(), configs.source.into(), "backup-fetch".into()];
     args.extend([target.as_os_str().to_os_string(), recovery.backup.clone().into()]);
+    match configs.own {
+        Some(own) => args.extend(["--archive-config".into(), own.into()]),
+        None => args.extend(["--archive-mode".into(), "off".into()]),
+    }
     match &recovery.target {
         None => {}
         Some(RecoveryTarget::Time(time)) => args.extend(["--target-time".into(), time.into()]),
@@ -130,7 +149,9 @@ pub async fn converge(spec: &HostSpec, user: &OsUser) -> Result<Done, StepError>
             format!("initdb created a PostgreSQL {} cluster{checksums}", spec.postgres_version)
         }
         BootstrapSpec::Recovery(recovery) => {
-            let args = restore_args(recovery, spec.standby, &spec.source_config_path(), &staging);
+            let source = spec.source_config_path();
+            let own = spec.archive.as_ref().map(|_| spec.agent_config_path.as_path());
+            let args = restore_args(recovery, spec.standby, RestoreConfigs { source: &source, own }, &staging);
             Cmd::new(&spec.agent_binary).args(args).run_as(user).timeout(RESTORE_TIMEOUT).run().await?;
             let mode = if spec.standby { "as a standby" } else { "for recovery" };
             format!("restored backup {} from {} {mode}", recovery.backup, recovery.source.url)
@@ -202,10 +223,14 @@ mod tests {
 
     #[test]
     fn a_point_in_time_restore_passes_its_target_and_action() {
+        let configs = RestoreConfigs {
+            source: Path::new("/etc/pgec2/agent-source.toml"),
+            own: Some(Path::new("/etc/pgec2/agent.toml")),
+        };
         let args = strings(restore_args(
             &recovery(Some(RecoveryTarget::Time("2026-01-31T12:00:00Z".into()))),
             false,
-            Path::new("/etc/pgec2/agent-source.toml"),
+            configs,
             Path::new("/d"),
         ));
         assert_eq!(
@@ -216,6 +241,8 @@ mod tests {
                 "backup-fetch",
                 "/d",
                 "LATEST",
+                "--archive-config",
+                "/etc/pgec2/agent.toml",
                 "--target-time",
                 "2026-01-31T12:00:00Z",
                 "--target-action",
@@ -226,10 +253,10 @@ mod tests {
 
     #[test]
     fn a_standby_restore_follows_the_archive_without_a_target_action() {
-        let args = strings(restore_args(&recovery(None), true, Path::new("/c"), Path::new("/d")));
-        assert_eq!(args, ["--config", "/c", "backup-fetch", "/d", "LATEST", "--standby"]);
-        let args =
-            strings(restore_args(&recovery(Some(RecoveryTarget::Immediate)), false, Path::new("/c"), Path::new("/d")));
+        let configs = RestoreConfigs { source: Path::new("/c"), own: None };
+        let args = strings(restore_args(&recovery(None), true, configs, Path::new("/d")));
+        assert_eq!(args, ["--config", "/c", "backup-fetch", "/d", "LATEST", "--archive-mode", "off", "--standby"]);
+        let args = strings(restore_args(&recovery(Some(RecoveryTarget::Immediate)), false, configs, Path::new("/d")));
         assert!(args.ends_with(&[
             "--target-immediate".to_string(),
             "--target-action".to_string(),

@@ -10,9 +10,10 @@
 //!
 //! A restore that ends by promoting itself (no target, or `targetAction: promote`) is waited for,
 //! so the host is reported as the primary it is about to be. Once a restored server is a primary,
-//! the recovery settings `backup-fetch` wrote into `postgresql.auto.conf` (the source's
-//! `restore_command`, the target) are reset with `ALTER SYSTEM RESET`: from then on only
-//! pgec2's `conf.d` file configures archiving, pointing at the host's own archive.
+//! the recovery and archive settings `backup-fetch` wrote into `postgresql.auto.conf` (the
+//! source's `restore_command`, the target, the archive settings `--archive-config` gave it) are
+//! reset with `ALTER SYSTEM RESET`: from then on only pgec2's `conf.d` file configures
+//! archiving, pointing at the host's own archive.
 
 use std::time::Duration;
 

@@ -43,6 +43,30 @@ pub fn temp_path(dest: &Path) -> io::Result<PathBuf> {
     Ok(dest.with_file_name(temp_name))
 }
 
+/// Removes the temp files ([`temp_path`]) in `dir` that processes no longer running left (an
+/// agent killed mid-write); returns how many. Best effort: a file that cannot be removed stays.
+pub fn remove_stale_temp_files(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = temp_file_pid(&name.to_string_lossy()) else { continue };
+        let probe = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None);
+        let running = probe.is_ok() || probe == Err(nix::errno::Errno::EPERM);
+        if !running && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// The process id in a temp file name `.<name>.pgec2-<pid>.tmp`.
+fn temp_file_pid(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (_, pid) = rest.rsplit_once(".pgec2-")?;
+    pid.parse().ok().filter(|pid| *pid > 0)
+}
+
 fn write_synced(path: &Path, write: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
     let mut file = File::create(path)?;
     write(&mut file)?;
@@ -83,6 +107,20 @@ mod tests {
         });
         assert!(failed.is_err());
         assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 0);
+    }
+
+    #[test]
+    fn temp_files_of_processes_that_are_gone_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let own = temp_path(&dir.path().join("RECOVERYXLOG")).expect("temp path");
+        fs::write(&own, b"being written").expect("own temp");
+        // No process has pid 2^22 + 1 (above Linux's pid_max ceiling).
+        let gone = dir.path().join(".000000010000000000000003.pgec2-4194305.tmp");
+        fs::write(&gone, b"left by a killed agent").expect("stale temp");
+        fs::write(dir.path().join("000000010000000000000003"), b"segment").expect("segment");
+        assert_eq!(remove_stale_temp_files(dir.path()), 1);
+        assert!(own.exists() && !gone.exists());
+        assert!(dir.path().join("000000010000000000000003").exists());
     }
 
     #[test]

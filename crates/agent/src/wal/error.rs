@@ -31,6 +31,11 @@ pub enum WalError {
     )]
     DifferentContent { file: String, key: String, stored: String, local: String },
     #[error(
+        "refusing to archive {file} into {archive}: {reason}; a restored copy archives into an archive of its own \
+         (backup-fetch --archive-mode)"
+    )]
+    TimelineConflict { file: String, archive: String, reason: String },
+    #[error(
         "failed to archive {file}: the archived copy {key} is corrupt ({error}); it is never overwritten automatically: inspect and remove it by hand"
     )]
     StoredCopyCorrupt { file: String, key: String, error: EnvelopeError },

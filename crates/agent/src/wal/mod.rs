@@ -30,11 +30,13 @@ pub mod hole;
 mod owner;
 pub mod prefetch;
 pub mod push;
+mod timeline_guard;
 
 pub use error::WalError;
 pub use owner::OWNER_CACHE_FILE;
 pub use prefetch::PrefetchDir;
 pub use push::{PushOutcome, push};
+pub use timeline_guard::TIMELINE_CACHE_FILE;
 
 /// wal-fetch's exit status when the archive does not have the file (PostgreSQL probes for files
 /// that do not exist, so this is quiet).
@@ -70,6 +72,7 @@ pub async fn fetch_command(config_path: Option<&Path>, args: WalFetchArgs) -> Re
     let started = Instant::now();
     let dest = std::path::absolute(&args.dest).map_err(|error| WalError::Write { path: args.dest.clone(), error })?;
     let recovering = data_dir_of(&dest).filter(|dir| recovery_state(dir) == RecoveryState::Archive);
+    dest.parent().map(durable::remove_stale_temp_files);
     let judged = match fetch_file(config_path, &args.name, &dest).await {
         Ok(true) => {
             recovering.as_deref().inspect(|dir| failure_note::clear(dir));

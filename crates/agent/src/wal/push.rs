@@ -12,7 +12,7 @@ use pgec2_core::storage::{ObjectKey, PutMode, StorageError};
 use pgec2_core::wal::{SegmentHeader, WalFileName, control_file_system_identifier};
 
 use super::error::{WalError, blocking};
-use super::owner;
+use super::{owner, timeline_guard};
 
 /// What `push` did with the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +42,7 @@ pub async fn push(
         move || seal_file(&path, &file, compression)
     });
     owner::ensure(archive, &claimant, data_dir, &file).await?;
+    timeline_guard::ensure(archive, &name, path, data_dir).await?;
     let sealed = sealing.await.map_err(|error| WalError::Task(error.to_string()))??;
     store(archive, &file, sealed).await
 }

@@ -31,6 +31,7 @@ impl Primary {
 
     pub fn start_with(agent: Agent) -> Self {
         let mut cluster = agent.archiving_cluster("primary", &["checkpoint_timeout = 30min", "max_wal_size = 1GB"]);
+        cluster.server_env = agent.env.clone();
         cluster.start().expect("start primary");
         cluster.run_tool("pgbench", &["-i", "-q", "-s", "1"]).expect("pgbench -i");
         Self { agent, cluster }
@@ -87,14 +88,10 @@ impl Primary {
         start_restored(&self.agent, name, &dest)
     }
 
-    /// Like [`Primary::restore_and_start`] for a copy that only looks at the data: its archiving
-    /// is switched off, so it does not add its new timeline to the primary's archive.
+    /// Like [`Primary::restore_and_start`] for a copy that only looks at the data (backup-fetch's
+    /// default `--archive-mode off`: it adds nothing to the primary's archive).
     pub fn restore_copy(&self, name: &str, backup: &str, target: &[&str]) -> PgCluster {
-        let (dest, output) = self.restore(name, backup, target);
-        assert_success("backup-fetch", &output);
-        let copy = PgCluster::existing(&self.agent.scratch, &format!("{name}-run"), &dest).expect("restored cluster");
-        copy.append_config("\narchive_mode = off\n").expect("switch archiving off");
-        start_restored(&self.agent, name, &dest)
+        self.restore_and_start(name, backup, target)
     }
 
     /// The archive's committed backups.
@@ -140,9 +137,12 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// Starts a restored data directory and waits until recovery ended (promotion).
+/// Starts a restored data directory and waits until recovery ended (promotion). The server
+/// gets the agent's environment (credentials for the store), as when started from the shell
+/// that ran backup-fetch: restore_command names no credentials.
 pub fn start_restored(agent: &Agent, name: &str, dest: &Path) -> PgCluster {
     let mut cluster = PgCluster::existing(&agent.scratch, &format!("{name}-run"), dest).expect("restored cluster");
+    cluster.server_env = agent.env.clone();
     cluster.start().expect("start the restored cluster");
     wait_for(&format!("{name} to finish recovery"), Duration::from_secs(120), || {
         cluster.psql("SELECT pg_is_in_recovery()").map(|answer| answer == "f").unwrap_or(false)

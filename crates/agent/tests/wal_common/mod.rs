@@ -25,6 +25,8 @@ pub struct Agent {
     pub config: PathBuf,
     /// Environment the agent needs besides the file (e.g. AWS credentials for moto).
     pub env: Vec<(String, String)>,
+    /// Whether archive_command and restore_command repeat `env` (else the server must have it).
+    pub env_in_commands: bool,
 }
 
 impl Agent {
@@ -45,12 +47,13 @@ impl Agent {
         let config = scratch.path().join("agent.toml");
         std::fs::write(&config, toml).expect("write config");
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).expect("chmod config");
-        Self { scratch, binary, config, env }
+        Self { scratch, binary, config, env, env_in_commands: true }
     }
 
     /// The agent's command line as PostgreSQL runs it, `env` assignments first.
     fn command_line(&self, args: &str) -> String {
-        let env: String = self.env.iter().map(|(name, value)| format!("{name}={value} ")).collect();
+        let repeated = if self.env_in_commands { self.env.as_slice() } else { &[] };
+        let env: String = repeated.iter().map(|(name, value)| format!("{name}={value} ")).collect();
         let prefix = if env.is_empty() { String::new() } else { format!("env {env}") };
         format!("{prefix}{} --config {} {args}", self.binary.display(), self.config.display())
     }
@@ -111,6 +114,13 @@ pub async fn direct_s3_archive(moto: &MotoServer, bucket: &str, prefix: &str) ->
     let settings = S3Settings { endpoint: Some(moto.endpoint()), ..S3Settings::new(bucket, "pgec2") };
     let storage = S3Storage::from_sdk_config(&moto.sdk_config().await, settings).expect("s3 store");
     Archive::new(std::sync::Arc::new(storage), ArchiveLayout::under(prefix).expect("layout"))
+}
+
+/// The archive at a storage URL (no prefix), opened in-process.
+pub async fn archive_at(url: &str) -> Archive {
+    let text = format!("[storage]\nurl = \"{url}\"\n");
+    let config = AgentConfig::from_file_text(Path::new("archive.toml"), &text).expect("storage url");
+    config.storage().await.expect("open archive")
 }
 
 /// Runs `command`, killing it and failing the test when it outlives `deadline`.

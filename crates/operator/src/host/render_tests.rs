@@ -97,6 +97,21 @@ fn a_recovery_reads_the_source_hosts_prefix_with_its_target() {
 }
 
 #[test]
+fn a_restored_host_archives_into_its_own_prefix_and_reads_its_source_s() {
+    let nightly = policy("nightly").local("/backups").build();
+    let policies = Policies { archive: Some(nightly.clone()), recovery_source: Some(nightly) };
+    let restored = host("copy").policy("nightly").recovery_from("db", "nightly").build();
+    let spec = host_spec(&restored, &policies, &instance(), &local_layout()).expect("spec");
+    let own = spec.archive.as_ref().expect("own archive").storage.clone();
+    let BootstrapSpec::Recovery(recovery) = &spec.bootstrap else { panic!("expected a recovery bootstrap") };
+    assert_eq!((own.url.as_str(), own.prefix.as_deref()), ("file:///backups", Some("default/copy")));
+    assert_eq!(
+        (recovery.source.url.as_str(), recovery.source.prefix.as_deref()),
+        ("file:///backups", Some("default/db"))
+    );
+}
+
+#[test]
 fn the_setup_digest_changes_with_the_spec_and_not_otherwise() {
     let layout = local_layout();
     let render = |db: &PostgresHost| setup(db, &Policies::default(), &instance(), &layout, None).expect("setup");
