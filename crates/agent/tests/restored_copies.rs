@@ -71,7 +71,10 @@ fn primary_with_a_backup() -> (Primary, BackupInfo, Archive, Vec<String>) {
 fn a_promoted_copy_restored_by_hand_adds_nothing_to_its_source_s_archive() {
     let (primary, backup, source, before) = primary_with_a_backup();
 
-    let copy = primary.restore_copy("by-hand", "LATEST", &[]);
+    let (dest, output) = primary.restore("by-hand", "LATEST", &[]);
+    assert_success("backup-fetch", &output);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("archiving off"), "the summary says archiving is off");
+    let copy = start_restored(&primary.agent, "by-hand", &dest);
     assert_eq!(copy.psql("SHOW archive_mode").expect("archive_mode"), "off");
     assert_eq!(copy.psql("SELECT timeline_id FROM pg_control_checkpoint()").expect("timeline"), "2");
     write_on(&copy);
@@ -88,7 +91,11 @@ fn a_copy_with_a_new_archive_archives_there_and_its_source_s_stays_as_it_was() {
     let new_archive = primary.agent.scratch.subdir("copy-archive").expect("new archive");
     let url = format!("file://{}", new_archive.display());
 
-    let copy = primary.restore_copy("new-archive", "LATEST", &["--archive-mode", &url]);
+    let (dest, output) = primary.restore("new-archive", "LATEST", &["--archive-mode", &url]);
+    assert_success("backup-fetch", &output);
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(summary.contains(&format!("archiving into the new archive {url}")), "{summary}");
+    let copy = start_restored(&primary.agent, "new-archive", &dest);
     assert_eq!(copy.psql("SHOW archive_mode").expect("archive_mode"), "on");
     let segment = write_on(&copy);
     wait_until_archived(&copy, &segment);

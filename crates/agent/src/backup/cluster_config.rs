@@ -133,6 +133,16 @@ impl ClusterConfig {
         Ok(())
     }
 
+    /// Where the restored cluster archives, for the summary line.
+    pub fn describe_archiving(&self) -> String {
+        match (&self.archive, &self.new_archive) {
+            (ArchiveSetting::Off, _) => "off (archive_mode = off)".to_string(),
+            (ArchiveSetting::Preserve, _) => "as restored (--archive-mode preserve)".to_string(),
+            (ArchiveSetting::Archive(_), Some(new)) => format!("into the new archive {}", archive_location(new)),
+            (ArchiveSetting::Archive(file), None) => format!("with {}", file.command_path()),
+        }
+    }
+
     /// The files to write into the data directory: (name, content).
     pub fn files_to_write(&self) -> Vec<(&'static str, &str)> {
         let archive = match &self.archive {
@@ -260,6 +270,7 @@ mod tests {
         let plan = ClusterConfig::plan(&config, &ArchiveMode::New("default/copy".into())).expect("prefix");
         let ArchiveSetting::Archive(ConfigFile::Written { text, .. }) = &plan.archive else { panic!("archive") };
         assert!(text.contains("prefix = \"default/copy\"") && text.contains("url = \"s3://bucket/base\""), "{text}");
+        assert_eq!(plan.describe_archiving(), "into the new archive s3://bucket/base/default/copy");
         let plan = ClusterConfig::plan(&config, &ArchiveMode::New("file:///srv/copy".into())).expect("url");
         let ArchiveSetting::Archive(ConfigFile::Written { text, .. }) = &plan.archive else { panic!("archive") };
         assert!(text.contains("url = \"file:///srv/copy\"") && !text.contains("prefix"), "{text}");

@@ -58,6 +58,8 @@ pub struct FetchSummary {
     pub downloaded_bytes: u64,
     pub timeline: u32,
     pub target: String,
+    /// Where the restored cluster archives (see [`ClusterConfig::describe_archiving`]).
+    pub archiving: String,
 }
 
 /// Restores `request.name` into `request.dest`.
@@ -106,6 +108,7 @@ pub async fn fetch_backup(
             downloaded_bytes,
             timeline: plan.timeline.timeline,
             target: request.target.to_string(),
+            archiving: cluster_config.describe_archiving(),
         }),
         Err(error) => {
             destination.clean_up();

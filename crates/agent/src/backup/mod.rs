@@ -83,13 +83,15 @@ pub async fn fetch_command(config_path: Option<&Path>, args: BackupFetchArgs) ->
     let (config, archive) = open(config_path).await?;
     let summary = fetch::fetch_backup(&config, &archive, &request).await?;
     println!(
-        "restored backup {} into {} ({} files, {} bytes); recovery to {} on timeline {}; start it with: pg_ctl start -D {}",
+        "restored backup {} into {} ({} files, {} bytes); recovery to {} on timeline {}; archiving {}; start it with: \
+         pg_ctl start -D {}",
         summary.backup,
         summary.dest.display(),
         summary.files,
         summary.data_bytes,
         summary.target,
         summary.timeline,
+        summary.archiving,
         summary.dest.display()
     );
     Ok(ExitCode::SUCCESS)
