@@ -10,6 +10,7 @@ use super::HostContext;
 use super::error::Error;
 use super::observe::{Observation, host_ref};
 use super::plan::Step;
+use super::render::SETUP_PURPOSE;
 use super::status::{CommandOutcome, Draft};
 use crate::cloud::{self, CloudError, HostInstance, InstanceSettings, LaunchRequest, VolumeSettings, tags};
 use crate::kube_layer::events;
@@ -93,6 +94,15 @@ async fn send_setup(
     let Some(setup) = observation.setup.as_ref() else {
         return Ok(Action::requeue(INSTANCE_POLL_INTERVAL));
     };
+    if let Some(id) = running_setup(ctx, host, instance).await? {
+        // Sent just before a restart whose status write was lost: follow it to its end rather
+        // than race it with a second setup. Its configuration is not known, so the wanted one
+        // is sent after it unless the status already records it.
+        draft.setup_followed(&id);
+        let note = format!("setup command {id} already runs on {}; following it", instance.instance_id);
+        events::normal(&ctx.recorder, host, "SetupFollowed", note).await;
+        return Ok(Action::requeue(POLL_INTERVAL));
+    }
     let id = ctx
         .cloud
         .send_command(instance, &setup.command)
@@ -107,6 +117,24 @@ async fn send_setup(
     )
     .await;
     Ok(Action::requeue(POLL_INTERVAL))
+}
+
+/// The oldest setup command still running on the instance, if any. A transient failure to list
+/// them retries the reconcile (never a second setup meanwhile); a lasting one is logged and
+/// the setup is sent.
+async fn running_setup(
+    ctx: &HostContext,
+    host: &PostgresHost,
+    instance: &HostInstance,
+) -> Result<Option<String>, Error> {
+    match ctx.cloud.running_commands(instance, SETUP_PURPOSE).await {
+        Ok(running) => Ok(running.into_iter().next()),
+        Err(source) if source.is_transient() => Err(Error::Cloud { host: host.qualified_name(), source }),
+        Err(error) => {
+            tracing::warn!(host = %host.qualified_name(), %error, "cannot list running commands; sending the setup");
+            Ok(None)
+        }
+    }
 }
 
 async fn poll_setup(

@@ -15,6 +15,9 @@ use sha2::Digest;
 use crate::archive::storage_spec;
 use crate::cloud::{AgentDownload, HostCommand, HostInstance, HostLayout};
 
+/// The purpose of setup commands, as the cloud records it.
+pub const SETUP_PURPOSE: &str = "setup";
+
 /// How long a setup command may run (package installation on a fresh EC2 host included).
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
@@ -66,7 +69,7 @@ pub fn setup(
         install_dir: layout.install_dir.clone(),
     })?;
     let digest = hex(&sha2::Sha256::digest(script.as_bytes()));
-    let command = HostCommand { purpose: "setup".to_string(), script, timeout: SETUP_TIMEOUT };
+    let command = HostCommand { purpose: SETUP_PURPOSE.to_string(), script, timeout: SETUP_TIMEOUT };
     Ok(Setup { spec, command, digest })
 }
 

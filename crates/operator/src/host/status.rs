@@ -121,6 +121,13 @@ impl Draft {
 
     /// A setup command was sent.
     pub fn setup_sent(&mut self, id: &str, digest: &str) {
+        self.setup_followed(id);
+        self.status.setup_digest = Some(digest.to_string());
+    }
+
+    /// A setup command runs on the host (sent by us, or found running there after a restart
+    /// whose status write was lost): `lastCommand` follows it.
+    pub fn setup_followed(&mut self, id: &str) {
         self.status.last_command = Some(CommandStatus {
             id: id.to_string(),
             purpose: CommandPurpose::Setup,
@@ -130,7 +137,6 @@ impl Draft {
             exit_code: None,
             message: None,
         });
-        self.status.setup_digest = Some(digest.to_string());
         if !conditions::is_true(&self.status.conditions, condition::POSTGRES_READY) {
             self.set(
                 condition::POSTGRES_READY,

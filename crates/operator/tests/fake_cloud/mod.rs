@@ -69,8 +69,9 @@ pub struct Faults {
     pub volume_creating_finds: u32,
     /// The next this-many commands sent are lost.
     pub lose_commands: u32,
-    /// `command_status` calls a command answers InProgress before it finishes.
-    pub command_polls: u32,
+    /// A command runs on its host for this many further cloud calls (of any kind, the fake's
+    /// clock), then succeeds, whether or not anyone asks about it.
+    pub command_calls: u32,
     /// The operator dies at this call (1-based over all calls) at this moment.
     pub kill: Option<(usize, Moment)>,
 }
@@ -115,7 +116,14 @@ struct Command {
     instance_id: String,
     purpose: String,
     lost: bool,
-    polls_left: u32,
+    /// The fake's clock (calls made) when it finishes.
+    finishes_at: usize,
+}
+
+impl Command {
+    fn runs(&self, now: usize) -> bool {
+        !self.lost && now < self.finishes_at
+    }
 }
 
 #[derive(Default)]
@@ -128,6 +136,8 @@ struct State {
     snapshots: Vec<String>,
     tokens: BTreeMap<String, String>,
     commands: BTreeMap<String, Command>,
+    /// Commands sent while another one of the same purpose still ran on the same instance.
+    overlapping_sends: usize,
 }
 
 impl State {
@@ -175,6 +185,12 @@ impl FakeCloud {
     /// Resolves when the operator was killed at a call.
     pub async fn killed(&self) {
         self.killed.notified().await;
+    }
+
+    /// Commands sent while another of the same purpose still ran on the same instance (two
+    /// setups racing on one host).
+    pub fn overlapping_sends(&self) -> usize {
+        self.lock().overlapping_sends
     }
 
     /// Every call so far.
@@ -375,24 +391,29 @@ impl FakeCloud {
             let message = format!("instance {} is not running", host.instance_id);
             return Err(CloudError::Transient { action: "SendCommand", message });
         }
+        let now = state.calls.len();
+        let overlapping = state.commands.values().any(|running| {
+            running.instance_id == host.instance_id && running.purpose == command.purpose && running.runs(now)
+        });
+        state.overlapping_sends += usize::from(overlapping);
         let id = state.id("cmd");
         let lost = state.faults.lose_commands > 0;
         state.faults.lose_commands = state.faults.lose_commands.saturating_sub(1);
-        let polls_left = state.faults.command_polls;
-        let command =
-            Command { instance_id: host.instance_id.clone(), purpose: command.purpose.clone(), lost, polls_left };
+        let finishes_at = now + usize::try_from(state.faults.command_calls).unwrap_or(usize::MAX);
+        let instance_id = host.instance_id.clone();
+        let command = Command { instance_id, purpose: command.purpose.clone(), lost, finishes_at };
         state.commands.insert(id.clone(), command);
         Ok(id)
     }
 
     fn status_now(&self, command_id: &str) -> Result<CommandStatus, CloudError> {
-        let mut state = self.lock();
-        let Some(command) = state.commands.get_mut(command_id).filter(|command| !command.lost) else {
+        let state = self.lock();
+        let now = state.calls.len();
+        let Some(command) = state.commands.get(command_id).filter(|command| !command.lost) else {
             let message = format!("InvocationDoesNotExist: command {command_id} is not known");
             return Err(CloudError::Permanent { action: "GetCommandInvocation", message });
         };
-        if command.polls_left > 0 {
-            command.polls_left -= 1;
+        if command.runs(now) {
             return Ok(CommandStatus::InProgress);
         }
         Ok(CommandStatus::Succeeded { stdout: String::new() })
@@ -448,11 +469,9 @@ impl Cloud for FakeCloud {
         let number = self.enter(Operation::Running, &host.instance_id).await?;
         let running = {
             let state = self.lock();
+            let now = state.calls.len();
             let matching = state.commands.iter().filter(|(_, command)| {
-                command.instance_id == host.instance_id
-                    && command.purpose == purpose
-                    && !command.lost
-                    && command.polls_left > 0
+                command.instance_id == host.instance_id && command.purpose == purpose && command.runs(now)
             });
             matching.map(|(id, _)| id.clone()).collect()
         };
