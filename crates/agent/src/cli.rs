@@ -271,7 +271,19 @@ pub enum ConfigCommand {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_annotation;
+    use clap::Parser;
+
+    use super::{Cli, Command, parse_annotation};
+
+    #[test]
+    fn backup_fetch_takes_an_archive_mode_or_an_archive_config_but_not_both() {
+        let parsed = Cli::try_parse_from(["pgec2-agent", "backup-fetch", "/d", "LATEST", "--archive-mode", "preserve"])
+            .expect("archive mode");
+        let Command::BackupFetch(args) = parsed.command else { panic!("backup-fetch") };
+        assert_eq!(args.archive_mode.as_deref(), Some("preserve"));
+        let both = ["pgec2-agent", "backup-fetch", "/d", "LATEST", "--archive-mode", "off", "--archive-config", "/c"];
+        assert!(Cli::try_parse_from(both).is_err());
+    }
 
     #[test]
     fn annotations_are_key_value_pairs_with_safe_keys() {
