@@ -69,7 +69,8 @@ async fn delete_and_check_nothing_leaked(scenario: &mut Scenario, host: &Postgre
         DeletionPolicy::Delete => assert!(volumes.is_empty(), "volumes left behind: {volumes:#?}"),
         DeletionPolicy::Snapshot => {
             assert!(volumes.is_empty(), "volumes left behind: {volumes:#?}");
-            assert_eq!(scenario.cloud.snapshots(&key).len(), 1, "one final snapshot");
+            let snapshots = scenario.cloud.snapshots(&key);
+            assert_eq!(snapshots.len(), 1, "one final snapshot: {snapshots:?} {:?}", scenario.cloud.calls());
         }
         DeletionPolicy::Retain => {
             assert_eq!(volumes.len(), 1, "the volume is kept: {volumes:#?}");
@@ -109,22 +110,21 @@ async fn an_operator_restarted_after_every_step_converges_to_one_instance_and_on
 async fn an_operator_killed_before_or_after_any_cloud_call_converges_and_leaks_nothing() {
     // Commands run for a few calls, so that an operator killed after sending one finds it running.
     let running = || Faults { command_calls: 5, ..Faults::default() };
-    let mut clean = Scenario::new(FakeCloud::new(running()));
-    lifecycle(&mut clean, "db", DeletionPolicy::Delete).await;
-    let calls = clean.cloud.calls().len();
-    assert!(calls >= 6, "a lifecycle takes a few calls: {:?}", clean.cloud.calls());
-    eprintln!("a clean lifecycle makes {calls} cloud calls; killing the operator at each, before and after");
-    for call in 1..=calls {
-        for moment in [Moment::Before, Moment::After] {
-            let faults = Faults { kill: Some((call, moment)), ..running() };
-            let mut scenario = Scenario::new(FakeCloud::new(faults));
-            lifecycle(&mut scenario, "db", DeletionPolicy::Delete).await;
-            assert_eq!(scenario.kills, 1, "killed {moment:?} call {call} of {calls}");
-            assert_eq!(
-                scenario.cloud.overlapping_sends(),
-                0,
-                "a second setup raced the first ({moment:?} call {call})"
-            );
+    for policy in [DeletionPolicy::Delete, DeletionPolicy::Snapshot, DeletionPolicy::Retain] {
+        let mut clean = Scenario::new(FakeCloud::new(running()));
+        lifecycle(&mut clean, "db", policy).await;
+        let calls = clean.cloud.calls().len();
+        assert!(calls >= 6, "a lifecycle takes a few calls: {:?}", clean.cloud.calls());
+        eprintln!("{policy:?}: a clean lifecycle makes {calls} cloud calls; killing the operator at each");
+        for call in 1..=calls {
+            for moment in [Moment::Before, Moment::After] {
+                let faults = Faults { kill: Some((call, moment)), ..running() };
+                let mut scenario = Scenario::new(FakeCloud::new(faults));
+                lifecycle(&mut scenario, "db", policy).await;
+                let at = format!("{policy:?}, killed {moment:?} call {call} of {calls}");
+                assert_eq!(scenario.kills, 1, "{at}");
+                assert_eq!(scenario.cloud.overlapping_sends(), 0, "a second setup raced the first ({at})");
+            }
         }
     }
 }

@@ -356,8 +356,10 @@ impl FakeCloud {
         }
         let key = host.key();
         let mut snapshots = Vec::new();
-        for volume in state.volumes.values_mut().filter(|volume| volume.host_uid.as_deref() == Some(host.uid.as_str()))
-        {
+        let of_host = |volume: &&mut Volume| {
+            volume.host_uid.as_deref() == Some(host.uid.as_str()) && volume.state != VolumeState::Deleted
+        };
+        for volume in state.volumes.values_mut().filter(of_host) {
             match (&volume.state, disposal) {
                 (VolumeState::Creating { .. }, _) => waiting.push(format!("volume {} is still creating", volume.id)),
                 (_, VolumeDisposal::Retain) => {
