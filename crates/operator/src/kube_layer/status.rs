@@ -146,8 +146,11 @@ mod tests {
         use kube::api::PostParams;
         use pgec2_api::fixtures::host;
 
-        let server = pgec2_kube_memory::MemoryApiServer::new()
-            .with_resource(crate::local_mode::kinds::Kind::PostgresHost.resource_type());
+        use kube::CustomResourceExt;
+        use pgec2_kube_memory::{MemoryApiServer, ResourceType};
+
+        let hosts = ResourceType::namespaced::<PostgresHost>().with_status_subresource();
+        let server = MemoryApiServer::new().with_resource(hosts.with_crd_schema(&PostgresHost::crd()));
         let api: Api<PostgresHost> = Api::namespaced(server.client(), "default");
         let created = api.create(&PostParams::default(), &host("db").build()).await.expect("create");
         let configuring = PostgresHostStatus {
