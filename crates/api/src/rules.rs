@@ -112,42 +112,21 @@ pub const PARAMETER_NAMES: CelRule = CelRule {
     message: "postgres.parameters names are lowercase PostgreSQL parameter names such as work_mem",
 };
 
-/// Parameters pgec2 sets itself; a spec cannot override them.
-pub const MANAGED_PARAMETERS: [&str; 22] = [
-    "archive_command",
-    "archive_library",
-    "archive_mode",
-    "archive_timeout",
-    "config_file",
-    "data_directory",
-    "hba_file",
-    "hot_standby",
-    "ident_file",
-    "include",
-    "include_dir",
-    "include_if_exists",
-    "listen_addresses",
-    "port",
-    "recovery_target",
-    "recovery_target_action",
-    "recovery_target_inclusive",
-    "recovery_target_lsn",
-    "recovery_target_name",
-    "recovery_target_time",
-    "recovery_target_xid",
-    "restore_command",
-];
+/// The CEL rule `self.all(k, !(k in ['a', 'b', …]))` over the given names, as one literal.
+macro_rules! none_of_names {
+    ($first:literal $(, $rest:literal)*) => {
+        concat!("self.all(k, !(k in ['", $first, "'", $(", '", $rest, "'",)* "]))")
+    };
+}
 
-/// `spec.postgres.parameters`: none of [`MANAGED_PARAMETERS`]. The list in the rule is checked
-/// against the constant by a test.
+/// `spec.postgres.parameters`: none of the parameters pgec2 manages
+/// ([`pgec2_contract::parameters::MANAGED_PARAMETERS`]). The rule's list is built from that one
+/// list at compile time.
 pub const PARAMETERS_NOT_MANAGED: CelRule = CelRule {
-    rule: "self.all(k, !(k in ['archive_command', 'archive_library', 'archive_mode', 'archive_timeout', \
-           'config_file', 'data_directory', 'hba_file', 'hot_standby', 'ident_file', 'include', 'include_dir', \
-           'include_if_exists', 'listen_addresses', 'port', 'recovery_target', 'recovery_target_action', \
-           'recovery_target_inclusive', 'recovery_target_lsn', 'recovery_target_name', 'recovery_target_time', \
-           'recovery_target_xid', 'restore_command']))",
+    rule: pgec2_contract::with_managed_parameters!(none_of_names),
     message: "postgres.parameters cannot set parameters pgec2 manages (archiving, recovery, file paths, port, \
-              listen_addresses, hot_standby); use the BackupPolicy and bootstrap fields instead",
+              listen_addresses, unix_socket_directories, hot_standby, ssl, password_encryption); use the \
+              BackupPolicy and bootstrap fields instead",
 };
 
 /// `spec.postgres.parameters`: values stay on one line of postgresql.conf.
@@ -245,7 +224,8 @@ mod tests {
 
     #[test]
     fn the_managed_parameters_rule_lists_exactly_the_managed_parameters() {
-        let quoted: Vec<String> = MANAGED_PARAMETERS.iter().map(|name| format!("'{name}'")).collect();
+        let quoted: Vec<String> =
+            pgec2_contract::parameters::MANAGED_PARAMETERS.iter().map(|name| format!("'{name}'")).collect();
         let expected = format!("self.all(k, !(k in [{}]))", quoted.join(", "));
         assert_eq!(PARAMETERS_NOT_MANAGED.rule, expected);
     }

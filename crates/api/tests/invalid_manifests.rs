@@ -232,6 +232,16 @@ fn parameters_pgec2_manages_or_that_break_the_config_file_are_refused() {
 }
 
 #[test]
+fn every_parameter_the_agent_manages_is_refused_by_the_crd_and_the_rust_validation() {
+    let path = "spec.postgres.parameters";
+    for name in pgec2_contract::parameters::MANAGED_PARAMETERS {
+        let mut manifest = host();
+        set(&mut manifest, path, json!({ *name: "on" }));
+        assert_refused_by_rule(&judge(&manifest, None), "PostgresHost", path, rules::PARAMETERS_NOT_MANAGED);
+    }
+}
+
+#[test]
 fn pg_hba_entries_need_an_address_exactly_for_tcp_and_single_word_options() {
     let cases = [
         (json!({"type": "local", "address": "10.0.0.0/8", "method": "peer"}), "spec.postgres.pgHba[]"),

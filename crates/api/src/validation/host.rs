@@ -87,7 +87,7 @@ fn check_postgres(check: &mut Checker, postgres: &PostgresSpec) {
     let field = "spec.postgres.parameters";
     let parameters = &postgres.parameters;
     check.rule(field, parameters.keys().all(|name| is_parameter_name(name)), rules::PARAMETER_NAMES);
-    let managed = parameters.keys().any(|name| rules::MANAGED_PARAMETERS.contains(&name.as_str()));
+    let managed = parameters.keys().any(|name| pgec2_contract::parameters::is_managed(name));
     check.rule(field, !managed, rules::PARAMETERS_NOT_MANAGED);
     let single_line = parameters.values().all(|value| !value.contains(['\n', '\r']));
     check.rule(field, single_line, rules::PARAMETER_VALUES_SINGLE_LINE);

@@ -5,38 +5,9 @@ use std::path::Path;
 use super::{BootstrapSpec, HostSpec, Profile, StorageSpec};
 use crate::compression::Compression;
 
-/// Parameters pgec2 sets itself: archiving, recovery, connections, TLS and file locations. A
-/// spec's `parameters` may not set them, except `wal_level` = `replica` or `logical`.
-pub const MANAGED_PARAMETERS: &[&str] = &[
-    "archive_command",
-    "archive_library",
-    "archive_mode",
-    "archive_timeout",
-    "config_file",
-    "data_directory",
-    "hba_file",
-    "hot_standby",
-    "ident_file",
-    "include",
-    "include_dir",
-    "include_if_exists",
-    "listen_addresses",
-    "password_encryption",
-    "port",
-    "recovery_target",
-    "recovery_target_action",
-    "recovery_target_inclusive",
-    "recovery_target_lsn",
-    "recovery_target_name",
-    "recovery_target_time",
-    "recovery_target_xid",
-    "restore_command",
-    "ssl",
-    "ssl_cert_file",
-    "ssl_key_file",
-    "unix_socket_directories",
-    "wal_level",
-];
+/// The parameters pgec2 sets itself (the one list, shared with the CRD's rule); a spec's
+/// `parameters` may not set them. `wal_level` is allowed, as `replica` or `logical`.
+pub use pgec2_contract::parameters::MANAGED_PARAMETERS;
 
 /// The longest Unix socket path the kernel accepts (`sun_path` minus the terminating NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -176,7 +147,7 @@ impl HostSpec {
                 if !matches!(value.to_ascii_lowercase().as_str(), "replica" | "logical") {
                     return Err(SpecError::WalLevel(value.clone()));
                 }
-            } else if MANAGED_PARAMETERS.contains(&name.as_str()) {
+            } else if pgec2_contract::parameters::is_managed(name) {
                 return Err(SpecError::ManagedParameter { name: name.clone() });
             }
         }
