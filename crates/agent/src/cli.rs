@@ -53,6 +53,9 @@ pub enum Command {
     WalVerify(JsonArgs),
     /// Report the state of continuous archiving: pg_stat_archiver and the WAL files waiting.
     ArchiveStatus(JsonArgs),
+    /// Report what a wal-g archive would let pgec2 restore: backups, WAL continuity, gaps.
+    /// Exit 0 when the newest wal-g backup and all WAL after it are there, 2 otherwise.
+    ImportCheck(ImportCheckArgs),
     /// Converge this host to a HostSpec (idempotent); prints a JSON report.
     #[command(subcommand)]
     Host(HostCommand),
@@ -63,6 +66,19 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct JsonArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportCheckArgs {
+    /// The wal-g archive (s3://bucket/path or file:///dir); default: storage.walg_prefix.
+    #[arg(long, value_name = "URL")]
+    pub prefix: Option<String>,
+    /// The cluster's WAL segment size in bytes.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub segment_size: u64,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

@@ -7,7 +7,8 @@
 //! - [`lease`]: the lease a restore holds on its archive, taken by `backup-fetch` and renewed
 //!   by `wal-fetch`;
 //! - [`archive_status`]: the health of continuous archiving, read by the operator;
-//! - [`config`]: the TOML file and environment overrides.
+//! - [`config`]: the TOML file and environment overrides;
+//! - [`walg`]: reading a wal-g archive beside pgec2's (`storage.walg_prefix`), and `import-check`.
 
 pub mod archive_status;
 pub mod backup;
@@ -18,6 +19,7 @@ pub mod lease;
 pub mod logging;
 pub mod postgres;
 pub mod wal;
+pub mod walg;
 
 /// Raised by commands whose implementation has not landed yet.
 #[derive(Debug, thiserror::Error)]

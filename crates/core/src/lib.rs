@@ -20,3 +20,4 @@ pub mod retention;
 pub mod storage;
 pub mod target_time;
 pub mod wal;
+pub mod walg;

@@ -44,6 +44,8 @@ pub enum BackupError {
     /// Stored data does not match its checksum or its manifest.
     #[error("backup {backup} is damaged: {detail}; restore from another backup")]
     Damaged { backup: String, detail: String },
+    #[error(transparent)]
+    Walg(#[from] pgec2_core::walg::WalgError),
     #[error("an internal task failed: {0}")]
     Task(String),
 }

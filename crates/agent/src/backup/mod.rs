@@ -81,7 +81,10 @@ pub async fn fetch_command(config_path: Option<&Path>, args: BackupFetchArgs) ->
         archive: cluster_config::ArchiveMode::from_args(args.archive_mode.as_deref(), args.archive_config.as_deref()),
     };
     let (config, archive) = open(config_path).await?;
-    let summary = fetch::fetch_backup(&config, &archive, &request).await?;
+    let summary = match crate::walg::restore::choose(&config, &archive, &request).await? {
+        Some((walg, backup)) => crate::walg::restore::fetch_walg_backup(&config, &walg, &backup, &request).await?,
+        None => fetch::fetch_backup(&config, &archive, &request).await?,
+    };
     println!(
         "restored backup {} into {} ({} files, {} bytes); recovery to {} on timeline {}; archiving {}; start it with: \
          pg_ctl start -D {}",
@@ -126,7 +129,7 @@ pub fn recovery_target(args: &RecoveryTargetArgs) -> Result<RecoveryTarget, Back
 /// damaged entries are named on stderr, or listed alone with `--damaged`. Exit 0 either way:
 /// one damaged entry does not hide the others.
 pub async fn list_command(config_path: Option<&Path>, args: BackupListArgs) -> Result<ExitCode, BackupError> {
-    let (_, archive) = open(config_path).await?;
+    let (config, archive) = open(config_path).await?;
     let backups = catalog::scan_backups(&archive).await?;
     if args.damaged {
         if args.json {
@@ -144,8 +147,12 @@ pub async fn list_command(config_path: Option<&Path>, args: BackupListArgs) -> R
             damaged.name
         );
     }
+    let walg = match crate::walg::open(&config).await? {
+        Some(walg) => Some(crate::walg::list::backups(&walg).await?),
+        None => None,
+    };
     if args.json {
-        println!("{}", to_json(&backups.committed)?);
+        println!("{}", list_json(&backups.committed, walg.as_deref())?);
         return Ok(ExitCode::SUCCESS);
     }
     println!("{:<48} {:<25} {:>3} {:>14} {:>14} pinned", "name", "finished", "tli", "data bytes", "stored bytes");
@@ -160,7 +167,40 @@ pub async fn list_command(config_path: Option<&Path>, args: BackupListArgs) -> R
             if backup.permanent { "yes" } else { "no" }
         );
     }
+    for backup in walg.iter().flatten() {
+        let finished = backup.finish_time.map(|time| time.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default();
+        println!(
+            "{:<48} {:<25} {:>3} {:>14} {:>14} {} wal-g",
+            backup.name,
+            finished,
+            backup.timeline,
+            backup.data_bytes,
+            backup.stored_bytes,
+            if backup.permanent { "yes" } else { "no" }
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `backup-list --json`: pgec2's backups as before; with a wal-g archive configured, each entry
+/// also says its `format` (`pgec2` or `wal-g`) and wal-g's backups follow.
+fn list_json(
+    committed: &[pgec2_core::catalog::BackupInfo],
+    walg: Option<&[crate::walg::list::ListedWalgBackup]>,
+) -> Result<String, BackupError> {
+    let Some(walg) = walg else { return to_json(&committed) };
+    let mut entries = Vec::new();
+    for backup in committed {
+        let mut value = serde_json::to_value(backup).map_err(|error| BackupError::Task(error.to_string()))?;
+        if let Some(object) = value.as_object_mut() {
+            object.insert("format".to_string(), serde_json::Value::from("pgec2"));
+        }
+        entries.push(value);
+    }
+    for backup in walg {
+        entries.push(serde_json::to_value(backup).map_err(|error| BackupError::Task(error.to_string()))?);
+    }
+    to_json(&entries)
 }
 
 /// `backup-mark`: pins or unpins a backup.

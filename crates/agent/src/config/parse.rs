@@ -26,6 +26,7 @@ pub(super) fn from_layers(layers: &Layers) -> Result<AgentConfig, ConfigError> {
         sse: reader.optional("storage.sse", |text| text.parse())?,
         kms_key_id: reader.optional("storage.kms_key_id", |text| Ok(text.to_string()))?,
         storage_class: reader.optional("storage.storage_class", validate_storage_class)?,
+        walg_prefix: reader.optional("storage.walg_prefix", validate_url)?,
         timeout: reader.or("storage.timeout_secs", defaults.storage.timeout, parse_seconds)?,
         min_throughput: reader
             .or("storage.min_throughput", defaults.storage.min_throughput, |text| parse_number(text, 1, u64::MAX))?,
@@ -90,6 +91,7 @@ pub(super) fn to_values(config: &AgentConfig) -> Vec<(&'static str, Option<Strin
         ("storage.storage_class", storage.storage_class.clone()),
         ("storage.timeout_secs", text(&storage.timeout.as_secs())),
         ("storage.min_throughput", text(&storage.min_throughput)),
+        ("storage.walg_prefix", storage.walg_prefix.clone()),
         ("compression.algorithm", text(&config.compression.algorithm)),
         ("compression.level", text(&config.compression.level)),
         ("transfer.upload_concurrency", text(&transfer.upload_concurrency)),

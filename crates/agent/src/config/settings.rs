@@ -47,6 +47,11 @@ pub const SETTINGS: &[Setting] = &[
         &["PGEC2_STORAGE_MIN_THROUGHPUT"],
         "slowest link supported: a call's time budget grows by size / this",
     ),
+    setting(
+        "storage.walg_prefix",
+        &["PGEC2_WALG_PREFIX"],
+        "a wal-g archive read beside this one (s3://bucket/path or file:///dir), never written",
+    ),
     setting("compression.algorithm", &["PGEC2_COMPRESSION"], "zstd, lz4 or none"),
     setting("compression.level", &["PGEC2_COMPRESSION_LEVEL"], "zstd level, 1 to 19"),
     setting("transfer.upload_concurrency", &["PGEC2_UPLOAD_CONCURRENCY"], "parallel uploads"),

@@ -28,6 +28,9 @@ pub struct StorageSettings {
     pub timeout: Duration,
     /// The slowest link supported: a call's time budget grows by its size divided by this.
     pub min_throughput: u64,
+    /// A wal-g archive (`s3://bucket/path` or `file:///dir`, wal-g's `WALG_*_PREFIX`) read
+    /// beside this one: its backups are listed and restorable and its WAL is served. Never written.
+    pub walg_prefix: Option<String>,
 }
 
 impl Default for StorageSettings {
@@ -43,6 +46,7 @@ impl Default for StorageSettings {
             storage_class: None,
             timeout: timeouts.operation,
             min_throughput: timeouts.min_bytes_per_second,
+            walg_prefix: None,
         }
     }
 }
@@ -72,6 +76,14 @@ impl StorageSettings {
         open_storage(&self.storage_config())
             .await
             .map_err(|error| ConfigError::OpenStorage { url: self.url.clone(), error })
+    }
+
+    /// Opens the wal-g archive at `walg_prefix` with this store's endpoint, region and timeouts;
+    /// `None` when no wal-g archive is configured.
+    pub async fn open_walg(&self) -> Result<Option<Arc<dyn Storage>>, ConfigError> {
+        let Some(url) = &self.walg_prefix else { return Ok(None) };
+        let config = StorageConfig { url: url.clone(), ..self.storage_config() };
+        open_storage(&config).await.map(Some).map_err(|error| ConfigError::OpenStorage { url: url.clone(), error })
     }
 }
 

@@ -57,6 +57,8 @@ pub enum WalError {
          rather than risk ending early: fix the cause and start the server again"
     )]
     HoleCheck { reason: String },
+    #[error("failed to fetch {file} from the wal-g archive (storage.walg_prefix): {reason}")]
+    Walg { file: String, reason: String },
     #[error("failed to run a blocking task: {0}")]
     Task(String),
 }

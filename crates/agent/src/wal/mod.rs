@@ -110,13 +110,19 @@ async fn fetch_file(config_path: Option<&Path>, name: &str, dest: &Path) -> Resu
         content = dir.take(&file, dest)?;
     }
     if content.is_none() {
-        let dest = dest.to_path_buf();
+        let target = dest.to_path_buf();
         let downloaded = with_deadline("fetch", &file, config.transfer.command_timeout, async {
             let archive = config.storage().await?;
-            fetch::download_to(&archive, &name, move |_| dest).await
+            fetch::download_to(&archive, &name, move |_| target).await
         })
         .await?;
-        let Some(start) = downloaded else { return Ok(false) };
+        let start = match downloaded {
+            Some(start) => start,
+            None => match fetch_from_walg(&config, &file, dest).await? {
+                Some(start) => start,
+                None => return Ok(false),
+            },
+        };
         content = Some(start);
     }
     if let (Some(dir), Some(content)) = (&prefetch_dir, &content)
@@ -125,6 +131,18 @@ async fn fetch_file(config_path: Option<&Path>, name: &str, dest: &Path) -> Resu
         prefetch::spawn_prefetcher(config_path, dir, &file, header.segment_size);
     }
     Ok(true)
+}
+
+/// wal-g's copy of `file` (WAL pushed by wal-g before the switch), when `storage.walg_prefix`
+/// is set; `None` otherwise or when wal-g did not archive it either.
+async fn fetch_from_walg(config: &AgentConfig, file: &str, dest: &Path) -> Result<Option<Vec<u8>>, WalError> {
+    with_deadline("fetch", file, config.transfer.command_timeout, async {
+        match crate::walg::open(config).await? {
+            Some(walg) => crate::walg::wal::fetch(&walg, file, dest).await,
+            None => Ok(None),
+        }
+    })
+    .await
 }
 
 /// Hidden `wal-prefetch AFTER --dir DIR --segment-size BYTES`: run by `wal-fetch` in the background.

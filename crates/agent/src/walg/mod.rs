@@ -1,0 +1,23 @@
+//! Reading a wal-g archive beside pgec2's own (`storage.walg_prefix`), so a cluster that wal-g
+//! archived until now switches to pgec2 without losing its recovery window:
+//!
+//! - [`restore`]: `backup-fetch` of a wal-g backup;
+//! - [`wal`]: `wal-fetch` serving wal-g's WAL when pgec2's archive lacks a file;
+//! - [`list`]: wal-g's backups in `backup-list`;
+//! - [`check`]: `import-check`, what a wal-g prefix would let pgec2 restore.
+//!
+//! Read-only: nothing here writes or deletes under the wal-g prefix.
+
+pub mod check;
+pub mod list;
+pub mod restore;
+pub mod wal;
+
+use pgec2_core::walg::WalgArchive;
+
+use crate::config::{AgentConfig, ConfigError};
+
+/// The wal-g archive the configuration points at, if any.
+pub async fn open(config: &AgentConfig) -> Result<Option<WalgArchive>, ConfigError> {
+    Ok(config.storage.open_walg().await?.map(WalgArchive::new))
+}
