@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what pgec2's build, demo and tests need on Debian 12, skipping what is present.
 #   PostgreSQL 15 server + contrib (pg_amcheck, pgbench), shellcheck, pgBackRest and GNU time (benchmarks),
-#   moto server (S3/EC2/SSM API for tests), and a Rust toolchain check.
+#   moto server (S3/EC2/SSM API for tests), a Rust toolchain check, and walross (wal-g's layout, for the
+#   wal-g switch tests).
 set -euo pipefail
 
 need_apt=()
@@ -30,4 +31,11 @@ if ! command -v moto_server >/dev/null 2>&1; then
 fi
 
 command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
+
+# walross (`walrus`, writes wal-g's layout): the wal-g switch tests and the benchmarks run it.
+# Installed into ~/.cargo/bin (override with WALRUS_ROOT), where the tests look for it.
+walrus_root=${WALRUS_ROOT:-$HOME/.cargo}
+if ! command -v walrus >/dev/null 2>&1 && [ ! -x "$walrus_root/bin/walrus" ]; then
+    cargo install --locked wal-rus --version 0.4.1 --root "$walrus_root"
+fi
 echo "dependencies ready: $(/usr/lib/postgresql/15/bin/postgres --version), $(moto_server --help >/dev/null 2>&1 && echo moto), $(cargo --version)"

@@ -1,0 +1,187 @@
+//! Switching from wal-g with a real PostgreSQL 15 and a real wal-g-compatible tool (walross,
+//! `walrus`, which writes wal-g's layout): a wal-g backup taken under pgbench load, WAL archived
+//! by wal-g, then `archive_command` switched to pgec2 and more rows written. pgec2, pointed at
+//! the wal-g prefix (`storage.walg_prefix`), restores to a time after the switch with exactly
+//! the committed rows, for each compression wal-g writes. `import-check` reports the backups
+//! and a gap when a segment is removed.
+//!
+//! walross is found through `$PGEC2_WALG_BINARY`, else `walrus` on PATH, else
+//! `~/.cargo/bin/walrus`; scripts/install-deps.sh installs it.
+
+mod backup_support;
+mod wal_common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use backup_support::{Primary, assert_success, batches_present, commit_batch, run_agent};
+use pgec2_testkit::{PgCluster, Scratch, as_postgres};
+use wal_common::{Agent, run_with_deadline, switch_segment, wait_until_archived};
+
+/// The wal-g-compatible tool, or a panic saying how to install it.
+fn walrus_binary() -> PathBuf {
+    let from_env = std::env::var_os("PGEC2_WALG_BINARY").map(PathBuf::from);
+    let on_path = std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("walrus")).find(|file| file.is_file()));
+    let in_cargo = std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo/bin/walrus"));
+    from_env.or(on_path).or(in_cargo.filter(|file| file.is_file())).unwrap_or_else(|| {
+        panic!(
+            "walross (walrus) is not installed: run scripts/install-deps.sh or \
+             `cargo install --locked wal-rus --version 0.4.1`, or set PGEC2_WALG_BINARY to its path"
+        )
+    })
+}
+
+/// A cluster archiving with walross into `walg_dir`, and a pgec2 agent whose archive is empty
+/// and whose `storage.walg_prefix` is that wal-g archive.
+struct Switch {
+    primary: Primary,
+    walrus: PathBuf,
+    walg_dir: PathBuf,
+    compression: &'static str,
+}
+
+impl Switch {
+    fn start(compression: &'static str) -> Self {
+        let scratch = Scratch::new().expect("scratch");
+        let walrus = scratch.install_binary(&walrus_binary()).expect("install walrus");
+        let archive = scratch.subdir("archive").expect("archive dir");
+        let walg_dir = scratch.subdir("walg").expect("wal-g dir");
+        let toml = format!(
+            "[storage]\nurl = \"file://{}\"\nwalg_prefix = \"file://{}\"\n",
+            archive.display(),
+            walg_dir.display()
+        );
+        let agent = Agent::with_config(scratch, &toml, Vec::new());
+        let walg_archive = format!(
+            "archive_command = 'env WALG_FILE_PREFIX={} WALG_COMPRESSION_METHOD={compression} {} wal-push %p'",
+            walg_dir.display(),
+            walrus.display()
+        );
+        let extra = ["checkpoint_timeout = 30min", "max_wal_size = 1GB", walg_archive.as_str()];
+        let mut cluster = agent.archiving_cluster("primary", &extra);
+        cluster.start().expect("start primary");
+        cluster.run_tool("pgbench", &["-i", "-q", "-s", "1"]).expect("pgbench -i");
+        cluster.psql("CREATE TABLE batches (id serial PRIMARY KEY, batch int NOT NULL)").expect("create table");
+        Self { primary: Primary { agent, cluster }, walrus, walg_dir, compression }
+    }
+
+    fn walrus(&self, args: &[&str]) -> Output {
+        let cluster = &self.primary.cluster;
+        let mut command: Command = as_postgres(&self.walrus);
+        command
+            .env("WALG_FILE_PREFIX", &self.walg_dir)
+            .env("WALG_COMPRESSION_METHOD", self.compression)
+            .env("PGHOST", &cluster.socket_dir)
+            .env("PGPORT", cluster.port.to_string())
+            .env("PGUSER", "postgres")
+            .env("PGDATABASE", "postgres")
+            .env("PGDATA", &cluster.data_dir)
+            .args(args)
+            .current_dir(self.primary.agent.scratch.path());
+        run_with_deadline(command, Duration::from_secs(120))
+    }
+
+    /// A wal-g base backup taken while pgbench writes.
+    fn walg_backup_under_load(&self) {
+        let cluster = &self.primary.cluster;
+        let mut load = as_postgres(cluster.bin_dir.join("pgbench"));
+        load.env("PGHOST", &cluster.socket_dir)
+            .env("PGPORT", cluster.port.to_string())
+            .env("PGUSER", "postgres")
+            .env("PGDATABASE", "postgres")
+            .args(["-n", "-c", "2", "-T", "4"]);
+        let mut load = load.spawn().expect("start pgbench");
+        std::thread::sleep(Duration::from_millis(500));
+        let data_dir = cluster.data_dir.display().to_string();
+        let output = self.walrus(&["backup-push", &data_dir]);
+        assert_success("walrus backup-push", &output);
+        assert!(load.wait().expect("pgbench").success(), "pgbench ran through the backup");
+    }
+
+    /// Points archive_command at pgec2-agent wal-push.
+    fn switch_to_pgec2(&self) {
+        let cluster = &self.primary.cluster;
+        cluster.append_config(&self.primary.agent.archive_command()).expect("archive_command");
+        cluster.psql("SELECT pg_reload_conf()").expect("reload");
+        std::thread::sleep(Duration::from_millis(300));
+        let active = cluster.psql("SHOW archive_command").expect("show archive_command");
+        assert!(active.contains("pgec2-agent"), "archive_command switched: {active}");
+    }
+
+    fn agent(&self, args: &[&str]) -> Output {
+        run_agent(&self.primary.agent, args, &self.primary.connection_env(), true)
+    }
+}
+
+/// The story every compression variant runs: rows before the switch reach wal-g's archive,
+/// rows after it pgec2's; a restore to a time after the switch brings back exactly the rows
+/// committed up to it.
+fn restores_across_the_switch(compression: &'static str) {
+    let switch = Switch::start(compression);
+    switch.walg_backup_under_load();
+    commit_batch(&switch.primary.cluster, 1);
+    switch.primary.archive_current_wal();
+    switch.switch_to_pgec2();
+    let second = commit_batch(&switch.primary.cluster, 2);
+    switch.primary.archive_current_wal();
+    commit_batch(&switch.primary.cluster, 3);
+    switch.primary.archive_current_wal();
+
+    let listed = switch.agent(&["backup-list", "--json"]);
+    assert_success("backup-list", &listed);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("backup-list --json");
+    let formats: Vec<&str> =
+        listed.as_array().expect("list").iter().filter_map(|entry| entry["format"].as_str()).collect();
+    assert_eq!(formats, vec!["wal-g"], "the wal-g backup is listed, marked as wal-g's");
+
+    let target = ["--target-time", second.time.as_str(), "--target-action", "promote"];
+    let mut restored: PgCluster = switch.primary.restore_copy("after-switch", "LATEST", &target);
+    assert_eq!(batches_present(&restored), vec![1, 2], "exactly the rows committed up to the target ({compression})");
+    let history = restored.psql("SELECT count(*) > 0 FROM pgbench_history").expect("pgbench_history");
+    assert_eq!(history, "t", "the pgbench load before the backup's end is there");
+    restored.stop().expect("stop");
+}
+
+#[test]
+fn a_wal_g_history_restores_past_the_switch_to_pgec2_with_zstd() {
+    restores_across_the_switch("zstd");
+}
+
+#[test]
+fn a_wal_g_history_restores_past_the_switch_to_pgec2_with_lz4() {
+    restores_across_the_switch("lz4");
+}
+
+#[test]
+fn a_wal_g_history_restores_past_the_switch_to_pgec2_with_brotli() {
+    restores_across_the_switch("brotli");
+}
+
+#[test]
+fn import_check_reports_the_wal_g_backups_and_a_gap_when_a_segment_is_missing() {
+    let switch = Switch::start("zstd");
+    switch.walg_backup_under_load();
+    let mut archived = Vec::new();
+    for batch in 1..=3 {
+        commit_batch(&switch.primary.cluster, batch);
+        let segment = switch_segment(&switch.primary.cluster);
+        wait_until_archived(&switch.primary.cluster, &segment);
+        archived.push(segment);
+    }
+    let report = switch.agent(&["import-check", "--json"]);
+    assert_success("import-check", &report);
+    let json: serde_json::Value = serde_json::from_slice(&report.stdout).expect("import-check --json");
+    assert_eq!(json["backups"].as_array().map(Vec::len), Some(1), "{json}");
+    assert_eq!(json["backups"][0]["restorable"], true);
+    assert_eq!(json["gaps"].as_array().map(Vec::len), Some(0));
+
+    let removed = switch.walg_dir.join("wal_005").join(format!("{}.zst", archived[1]));
+    std::fs::remove_file(&removed).expect("remove a wal-g segment");
+    let report = switch.agent(&["import-check", "--json"]);
+    assert_eq!(report.status.code(), Some(2), "a gap fails the check");
+    let json: serde_json::Value = serde_json::from_slice(&report.stdout).expect("import-check --json");
+    assert_eq!(json["gaps"][0]["first"], archived[1].as_str(), "{json}");
+    assert_eq!(json["restorable_to_newest"], false);
+}
