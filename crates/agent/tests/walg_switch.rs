@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use backup_support::{Primary, assert_success, batches_present, commit_batch, run_agent};
+use backup_support::{Mark, Primary, assert_success, batches_present, commit_batch, run_agent};
 use pgec2_testkit::{PgCluster, Scratch, as_postgres};
 use wal_common::{Agent, run_with_deadline, switch_segment, wait_until_archived};
 
@@ -110,6 +110,19 @@ impl Switch {
         assert!(active.contains("pgec2-agent"), "archive_command switched: {active}");
     }
 
+    /// A wal-g backup under load, batch 1 archived by wal-g, the switch, batch 2 archived by
+    /// pgec2; returns where batch 2 ended.
+    fn through_the_switch(compression: &'static str) -> (Self, Mark) {
+        let switch = Self::start(compression);
+        switch.walg_backup_under_load();
+        commit_batch(&switch.primary.cluster, 1);
+        switch.primary.archive_current_wal();
+        switch.switch_to_pgec2();
+        let second = commit_batch(&switch.primary.cluster, 2);
+        switch.primary.archive_current_wal();
+        (switch, second)
+    }
+
     fn agent(&self, args: &[&str]) -> Output {
         run_agent(&self.primary.agent, args, &self.primary.connection_env(), true)
     }
@@ -119,13 +132,7 @@ impl Switch {
 /// rows after it pgec2's; a restore to a time after the switch brings back exactly the rows
 /// committed up to it.
 fn restores_across_the_switch(compression: &'static str) {
-    let switch = Switch::start(compression);
-    switch.walg_backup_under_load();
-    commit_batch(&switch.primary.cluster, 1);
-    switch.primary.archive_current_wal();
-    switch.switch_to_pgec2();
-    let second = commit_batch(&switch.primary.cluster, 2);
-    switch.primary.archive_current_wal();
+    let (switch, second) = Switch::through_the_switch(compression);
     commit_batch(&switch.primary.cluster, 3);
     switch.primary.archive_current_wal();
 
@@ -184,4 +191,46 @@ fn import_check_reports_the_wal_g_backups_and_a_gap_when_a_segment_is_missing() 
     let json: serde_json::Value = serde_json::from_slice(&report.stdout).expect("import-check --json");
     assert_eq!(json["gaps"][0]["first"], archived[1].as_str(), "{json}");
     assert_eq!(json["restorable_to_newest"], false);
+}
+
+/// Every file under `dir`, relative, sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut files: Vec<String> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_file())
+        .map(|entry| entry.path().strip_prefix(dir).expect("under dir").display().to_string())
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn retention_keeps_the_wal_a_wal_g_backup_replays_and_never_touches_wal_g_objects() {
+    let (switch, second) = Switch::through_the_switch("zstd");
+    switch.primary.backup();
+    commit_batch(&switch.primary.cluster, 3);
+    switch.primary.backup();
+    switch.primary.archive_current_wal();
+    let walg_before = files_under(&switch.walg_dir);
+
+    let deleted = switch.agent(&["delete", "retain", "1", "--confirm", "--json"]);
+    assert_success("delete retain 1", &deleted);
+    let plan: serde_json::Value = serde_json::from_slice(&deleted.stdout).expect("delete --json");
+    assert_eq!(plan["backups"].as_array().map(Vec::len), Some(1), "the older pgec2 backup goes: {plan}");
+    assert_eq!(plan["wal"].as_array().map(Vec::len), Some(0), "pgec2's WAL after the wal-g backup stays: {plan}");
+    assert_eq!(files_under(&switch.walg_dir), walg_before, "no wal-g object is deleted");
+
+    let listed = switch.agent(&["backup-list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("backup-list --json");
+    let walg_name = listed
+        .as_array()
+        .and_then(|entries| entries.iter().find(|entry| entry["format"] == "wal-g"))
+        .and_then(|entry| entry["name"].as_str())
+        .expect("the wal-g backup is listed")
+        .to_string();
+    let target = ["--target-time", second.time.as_str(), "--target-action", "promote"];
+    let mut restored = switch.primary.restore_copy("walg-after-retention", &walg_name, &target);
+    assert_eq!(batches_present(&restored), vec![1, 2], "the wal-g backup still recovers past the switch");
+    restored.stop().expect("stop");
 }

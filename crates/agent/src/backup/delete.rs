@@ -73,6 +73,9 @@ pub struct DeleteOptions {
     /// Damaged backups to delete (garbage only).
     pub damaged: Vec<String>,
     pub ignore_leases: bool,
+    /// WAL from this position on is kept whatever the policy: the start of the oldest wal-g
+    /// backup when `storage.walg_prefix` is set, whose recovery may replay pgec2's WAL.
+    pub keep_wal_from: Option<pgec2_core::wal::Lsn>,
 }
 
 /// Plans `policy` against the archive and applies it when `options.confirm`.
@@ -90,7 +93,12 @@ pub async fn delete(
         ignore_leases: options.ignore_leases,
         ..PlanOptions::new(Utc::now(), &leases)
     };
-    let plan = retention::plan(policy, &backups, &wal, &plan_options)?;
+    let mut plan = retention::plan(policy, &backups, &wal, &plan_options)?;
+    if let Some(floor) = options.keep_wal_from {
+        let below: std::collections::HashSet<String> =
+            wal.files_before(wal.segment_size.segment_of(floor)).into_iter().collect();
+        plan.wal.retain(|name| below.contains(name));
+    }
     let applied = if options.confirm { retention::apply(archive, &backups, &plan).await? } else { Applied::default() };
     Ok((plan, applied))
 }

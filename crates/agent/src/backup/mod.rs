@@ -182,8 +182,8 @@ pub async fn list_command(config_path: Option<&Path>, args: BackupListArgs) -> R
     Ok(ExitCode::SUCCESS)
 }
 
-/// `backup-list --json`: pgec2's backups as before; with a wal-g archive configured, each entry
-/// also says its `format` (`pgec2` or `wal-g`) and wal-g's backups follow.
+/// `backup-list --json`: pgec2's backups as before (`format` is their commit record's format
+/// number); with a wal-g archive configured, wal-g's backups follow, with `"format": "wal-g"`.
 fn list_json(
     committed: &[pgec2_core::catalog::BackupInfo],
     walg: Option<&[crate::walg::list::ListedWalgBackup]>,
@@ -191,11 +191,7 @@ fn list_json(
     let Some(walg) = walg else { return to_json(&committed) };
     let mut entries = Vec::new();
     for backup in committed {
-        let mut value = serde_json::to_value(backup).map_err(|error| BackupError::Task(error.to_string()))?;
-        if let Some(object) = value.as_object_mut() {
-            object.insert("format".to_string(), serde_json::Value::from("pgec2"));
-        }
-        entries.push(value);
+        entries.push(serde_json::to_value(backup).map_err(|error| BackupError::Task(error.to_string()))?);
     }
     for backup in walg {
         entries.push(serde_json::to_value(backup).map_err(|error| BackupError::Task(error.to_string()))?);
@@ -233,8 +229,10 @@ pub async fn delete_command(config_path: Option<&Path>, args: DeleteArgs) -> Res
         confirm: args.confirm,
         damaged: delete::damaged_of(&args.what).to_vec(),
         ignore_leases: args.ignore_leases,
+        keep_wal_from: None,
     };
-    let (_, archive) = open(config_path).await?;
+    let (config, archive) = open(config_path).await?;
+    let options = delete::DeleteOptions { keep_wal_from: crate::walg::list::wal_floor(&config).await?, ..options };
     let (plan, applied) = delete::delete(&archive, &delete::policy_of(&args.what), &options).await?;
     if args.json {
         let mut report = serde_json::to_value(&plan)
