@@ -16,8 +16,10 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use backup_support::{Mark, Primary, assert_success, batches_present, commit_batch, run_agent};
-use pgec2_testkit::{PgCluster, Scratch, as_postgres};
-use wal_common::{Agent, run_with_deadline, switch_segment, wait_until_archived};
+use pgec2_testkit::{MotoServer, PgCluster, Scratch, as_postgres};
+use wal_common::{Agent, run_with_deadline, runtime, switch_segment, wait_until_archived};
+
+const BUCKET: &str = "walg-switch";
 
 /// The wal-g-compatible tool, or a panic saying how to install it.
 fn walrus_binary() -> PathBuf {
@@ -33,19 +35,22 @@ fn walrus_binary() -> PathBuf {
     })
 }
 
-/// A cluster archiving with walross into `walg_dir`, and a pgec2 agent whose archive is empty
-/// and whose `storage.walg_prefix` is that wal-g archive.
+/// A cluster archiving with walross, and a pgec2 agent whose archive is empty and whose
+/// `storage.walg_prefix` is walross's archive: a directory, or a bucket in moto.
 struct Switch {
     primary: Primary,
     walrus: PathBuf,
+    /// The wal-g archive's directory (file store only).
     walg_dir: PathBuf,
-    compression: &'static str,
+    /// What points walross at its archive.
+    walg_env: Vec<(String, String)>,
+    _moto: Option<MotoServer>,
 }
 
 impl Switch {
+    /// Both archives in directories.
     fn start(compression: &'static str) -> Self {
         let scratch = Scratch::new().expect("scratch");
-        let walrus = scratch.install_binary(&walrus_binary()).expect("install walrus");
         let archive = scratch.subdir("archive").expect("archive dir");
         let walg_dir = scratch.subdir("walg").expect("wal-g dir");
         let toml = format!(
@@ -54,25 +59,53 @@ impl Switch {
             walg_dir.display()
         );
         let agent = Agent::with_config(scratch, &toml, Vec::new());
-        let walg_archive = format!(
-            "archive_command = 'env WALG_FILE_PREFIX={} WALG_COMPRESSION_METHOD={compression} {} wal-push %p'",
-            walg_dir.display(),
-            walrus.display()
-        );
+        let walg_env = vec![("WALG_FILE_PREFIX".to_string(), walg_dir.display().to_string())];
+        Self::with_agent(agent, walg_dir, walg_env, compression, None)
+    }
+
+    /// Both archives in one bucket of a moto server, at different prefixes.
+    fn start_on_s3(compression: &'static str) -> Self {
+        let moto = MotoServer::start().expect("moto");
+        runtime().block_on(moto.create_bucket(BUCKET)).expect("bucket");
+        let walg_prefix = format!("walg_prefix = \"s3://{BUCKET}/walg\"\n");
+        let agent = wal_common::s3_agent(&moto, BUCKET, "db", &moto.endpoint(), &walg_prefix);
+        let mut walg_env: Vec<(String, String)> = moto
+            .env()
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("AWS_"))
+            .map(|(n, v)| (n.to_string(), v))
+            .collect();
+        walg_env.push(("WALG_S3_PREFIX".to_string(), format!("s3://{BUCKET}/walg")));
+        walg_env.push(("AWS_ENDPOINT".to_string(), moto.endpoint()));
+        walg_env.push(("AWS_S3_FORCE_PATH_STYLE".to_string(), "true".to_string()));
+        Self::with_agent(agent, PathBuf::new(), walg_env, compression, Some(moto))
+    }
+
+    fn with_agent(
+        agent: Agent,
+        walg_dir: PathBuf,
+        mut walg_env: Vec<(String, String)>,
+        compression: &'static str,
+        moto: Option<MotoServer>,
+    ) -> Self {
+        let walrus = agent.scratch.install_binary(&walrus_binary()).expect("install walrus");
+        walg_env.push(("WALG_COMPRESSION_METHOD".to_string(), compression.to_string()));
+        let assignments: String = walg_env.iter().map(|(name, value)| format!("{name}={value} ")).collect();
+        let walg_archive = format!("archive_command = 'env {assignments}{} wal-push %p'", walrus.display());
         let extra = ["checkpoint_timeout = 30min", "max_wal_size = 1GB", walg_archive.as_str()];
         let mut cluster = agent.archiving_cluster("primary", &extra);
+        cluster.server_env = agent.env.clone();
         cluster.start().expect("start primary");
         cluster.run_tool("pgbench", &["-i", "-q", "-s", "1"]).expect("pgbench -i");
         cluster.psql("CREATE TABLE batches (id serial PRIMARY KEY, batch int NOT NULL)").expect("create table");
-        Self { primary: Primary { agent, cluster }, walrus, walg_dir, compression }
+        Self { primary: Primary { agent, cluster }, walrus, walg_dir, walg_env, _moto: moto }
     }
 
     fn walrus(&self, args: &[&str]) -> Output {
         let cluster = &self.primary.cluster;
         let mut command: Command = as_postgres(&self.walrus);
         command
-            .env("WALG_FILE_PREFIX", &self.walg_dir)
-            .env("WALG_COMPRESSION_METHOD", self.compression)
+            .envs(self.walg_env.iter().map(|(name, value)| (name, value)))
             .env("PGHOST", &cluster.socket_dir)
             .env("PGPORT", cluster.port.to_string())
             .env("PGUSER", "postgres")
@@ -91,7 +124,8 @@ impl Switch {
             .env("PGPORT", cluster.port.to_string())
             .env("PGUSER", "postgres")
             .env("PGDATABASE", "postgres")
-            .args(["-n", "-c", "2", "-T", "4"]);
+            .args(["-n", "-c", "2", "-T", "4"])
+            .stdout(std::process::Stdio::null());
         let mut load = load.spawn().expect("start pgbench");
         std::thread::sleep(Duration::from_millis(500));
         let data_dir = cluster.data_dir.display().to_string();
@@ -112,8 +146,7 @@ impl Switch {
 
     /// A wal-g backup under load, batch 1 archived by wal-g, the switch, batch 2 archived by
     /// pgec2; returns where batch 2 ended.
-    fn through_the_switch(compression: &'static str) -> (Self, Mark) {
-        let switch = Self::start(compression);
+    fn through_the_switch(switch: Self) -> (Self, Mark) {
         switch.walg_backup_under_load();
         commit_batch(&switch.primary.cluster, 1);
         switch.primary.archive_current_wal();
@@ -131,8 +164,8 @@ impl Switch {
 /// The story every compression variant runs: rows before the switch reach wal-g's archive,
 /// rows after it pgec2's; a restore to a time after the switch brings back exactly the rows
 /// committed up to it.
-fn restores_across_the_switch(compression: &'static str) {
-    let (switch, second) = Switch::through_the_switch(compression);
+fn restores_across_the_switch(switch: Switch, compression: &str) {
+    let (switch, second) = Switch::through_the_switch(switch);
     commit_batch(&switch.primary.cluster, 3);
     switch.primary.archive_current_wal();
 
@@ -153,17 +186,22 @@ fn restores_across_the_switch(compression: &'static str) {
 
 #[test]
 fn a_wal_g_history_restores_past_the_switch_to_pgec2_with_zstd() {
-    restores_across_the_switch("zstd");
+    restores_across_the_switch(Switch::start("zstd"), "zstd");
 }
 
 #[test]
 fn a_wal_g_history_restores_past_the_switch_to_pgec2_with_lz4() {
-    restores_across_the_switch("lz4");
+    restores_across_the_switch(Switch::start("lz4"), "lz4");
 }
 
 #[test]
 fn a_wal_g_history_restores_past_the_switch_to_pgec2_with_brotli() {
-    restores_across_the_switch("brotli");
+    restores_across_the_switch(Switch::start("brotli"), "brotli");
+}
+
+#[test]
+fn a_wal_g_history_in_s3_restores_past_the_switch_to_pgec2_in_the_same_bucket() {
+    restores_across_the_switch(Switch::start_on_s3("lz4"), "lz4 on S3");
 }
 
 #[test]
@@ -207,7 +245,7 @@ fn files_under(dir: &Path) -> Vec<String> {
 
 #[test]
 fn retention_keeps_the_wal_a_wal_g_backup_replays_and_never_touches_wal_g_objects() {
-    let (switch, second) = Switch::through_the_switch("zstd");
+    let (switch, second) = Switch::through_the_switch(Switch::start("zstd"));
     switch.primary.backup();
     commit_batch(&switch.primary.cluster, 3);
     switch.primary.backup();
