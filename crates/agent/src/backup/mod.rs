@@ -31,6 +31,7 @@ pub mod pack;
 pub mod parts;
 pub mod push;
 pub mod recovery_conf;
+pub mod stages;
 #[cfg(test)]
 mod restore_order_tests;
 pub mod upload;

@@ -12,8 +12,10 @@
 use std::fs::File;
 use std::io::Read;
 
+use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
 use pgec2_core::manifest::{Chunk, FileEntry};
 
+use super::stages::{Stage, StageTimes};
 use super::walk::SourceFile;
 
 /// A filled part, ready to compress and upload.
@@ -43,14 +45,16 @@ pub struct Packed {
 /// Packs `files` into parts of at most `part_size` content bytes, handing each full part to
 /// `emit` (which returns `false` when the consumer is gone). Parts are filled in buffers taken
 /// from `buffers` (which blocks until one is free and returns `None` when the consumer is gone),
-/// so the caller bounds and reuses the memory parts occupy.
+/// so the caller bounds and reuses the memory parts occupy. Time spent reading and checksumming
+/// is added to `times`.
 pub fn pack_files(
     files: Vec<SourceFile>,
     part_size: usize,
+    times: &StageTimes,
     mut buffers: impl FnMut() -> Option<Vec<u8>>,
     mut emit: impl FnMut(PackedPart) -> bool,
 ) -> Result<Packed, PackError> {
-    let mut packer = Packer { part_size, current: None, index: 0, buffers: &mut buffers, emit: &mut emit };
+    let mut packer = Packer { part_size, current: None, index: 0, times, buffers: &mut buffers, emit: &mut emit };
     let mut entries = Vec::with_capacity(files.len());
     for source in files {
         if let Some(entry) = packer.pack_file(source)? {
@@ -66,6 +70,7 @@ struct Packer<'e, B: FnMut() -> Option<Vec<u8>>, E: FnMut(PackedPart) -> bool> {
     /// The part being filled, taken from `buffers` when the first byte goes into it.
     current: Option<Vec<u8>>,
     index: u32,
+    times: &'e StageTimes,
     buffers: &'e mut B,
     emit: &'e mut E,
 }
@@ -84,20 +89,25 @@ impl<B: FnMut() -> Option<Vec<u8>>, E: FnMut(PackedPart) -> bool> Packer<'_, B, 
             Err(error) => return Err(read_error(error)),
         };
         let expected = file.metadata().map_err(read_error)?.len();
+        // Read ahead the whole file at the kernel's largest window; advice only, so a refusal
+        // (a file system without readahead) changes nothing.
+        let _ = posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL);
         let mut hasher = blake3::Hasher::new();
         let mut chunks = Vec::new();
         let mut copied = 0u64;
         while copied < expected {
             let index = self.index;
             let part_size = self.part_size;
+            let times = self.times;
             let current = self.current_part()?;
             let room = (part_size - current.len()) as u64;
             let start = current.len();
-            let read = (&mut file).take(room.min(expected - copied)).read_to_end(current).map_err(read_error)?;
+            let wanted = room.min(expected - copied);
+            let read = times.time(Stage::Read, || (&mut file).take(wanted).read_to_end(current)).map_err(read_error)?;
             if read == 0 {
                 break;
             }
-            hasher.update(&current[start..]);
+            times.time(Stage::Checksum, || hasher.update(&current[start..]));
             chunks.push(Chunk { part: index, offset: start as u64, length: read as u64 });
             copied += read as u64;
             if current.len() >= part_size {
@@ -167,6 +177,7 @@ mod tests {
         let packed = pack_files(
             files,
             1000,
+            &StageTimes::default(),
             || Some(Vec::new()),
             |part| {
                 parts.push(part);
@@ -203,7 +214,13 @@ mod tests {
     fn packing_stops_when_the_uploads_stop() {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = vec![source(dir.path(), "a", &[1u8; 3000])];
-        assert!(matches!(pack_files(files.clone(), 1000, || Some(Vec::new()), |_| false), Err(PackError::Cancelled)));
-        assert!(matches!(pack_files(files, 1000, || None, |_| true), Err(PackError::Cancelled)));
+        assert!(matches!(
+            pack_files(files.clone(), 1000, &StageTimes::default(), || Some(Vec::new()), |_| false),
+            Err(PackError::Cancelled)
+        ));
+        assert!(matches!(
+            pack_files(files, 1000, &StageTimes::default(), || None, |_| true),
+            Err(PackError::Cancelled)
+        ));
     }
 }

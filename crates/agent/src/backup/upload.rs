@@ -1,24 +1,29 @@
 //! The copy pipeline of backup-push: one blocking reader packs files into parts (see
-//! [`super::pack`]) and hands them over a channel of one slot to `concurrency` workers that
-//! compress, checksum and upload them.
+//! [`super::pack`]) and hands them to `concurrency` compression workers; sealed parts go on to
+//! up to `concurrency` uploads in flight. Compressing and uploading are separate stages, so a
+//! worker compresses the next part while the previous one is being stored (a local store fsyncs
+//! every part, S3 waits for the network): all cores compress while the uploads overlap.
 //!
-//! Memory is a fixed set of buffers, allocated once and reused for every part: per worker, one
-//! content buffer (given back to the reader as soon as the part is compressed, before the
-//! upload), one compression context and one output buffer. Nothing is allocated per part, so the
-//! allocator does not pile up freed multi-megabyte buffers between threads.
+//! Memory is a fixed set of buffers, allocated once and reused for every part: `concurrency + 1`
+//! content buffers (one is given back to the reader as soon as its part is compressed, so the
+//! reader fills the next one meanwhile), `concurrency` compression contexts and at most
+//! `2 × concurrency` output buffers (compressing and uploading). Nothing is allocated per part,
+//! so the allocator does not pile up freed multi-megabyte buffers between threads.
 
 use std::sync::Mutex;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use pgec2_core::compression::Compression;
-use pgec2_core::envelope::Sealer;
+use pgec2_core::envelope::{Header, Sealer};
 use pgec2_core::layout::Archive;
 use pgec2_core::manifest::PartInfo;
 use tokio::sync::mpsc::Sender;
 
 use super::BackupError;
 use super::pack::{Packed, PackedPart, pack_files};
+use super::stages::{Stage, StageTimes};
 use super::walk::SourceFile;
 
 /// Content bytes per part. Large enough that per-object overhead stays small on S3 (about 500
@@ -40,11 +45,10 @@ pub struct PartWriter {
 impl PartWriter {
     /// Copies `files` into the backup's parts; returns the file entries and the parts by index.
     pub async fn copy(&self, files: Vec<SourceFile>) -> Result<(Packed, Vec<PartInfo>), BackupError> {
+        let started = Instant::now();
         let concurrency = self.concurrency.max(1);
-        // One content buffer per worker: a worker gives its buffer back once the part is
-        // compressed, and the reader refills it (a few milliseconds from the page cache) while
-        // the worker uploads, so the next part is ready when the worker is.
-        let buffer_count = concurrency;
+        let times = std::sync::Arc::new(StageTimes::default());
+        let buffer_count = concurrency + 1;
         let (free_sender, mut free_receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(buffer_count);
         for _ in 0..buffer_count {
             // Capacity is address space only: pages are touched (and count) as parts fill them.
@@ -52,15 +56,28 @@ impl PartWriter {
         }
         let (sender, receiver) = tokio::sync::mpsc::channel::<PackedPart>(1);
         let part_size = self.part_size;
+        let reader_times = times.clone();
         let reader = tokio::task::spawn_blocking(move || {
-            pack_files(files, part_size, || free_receiver.blocking_recv(), |part| sender.blocking_send(part).is_ok())
+            let times = &*reader_times;
+            pack_files(
+                files,
+                part_size,
+                times,
+                || times.time(Stage::ReaderWait, || free_receiver.blocking_recv()),
+                |part| times.time(Stage::ReaderWait, || sender.blocking_send(part).is_ok()),
+            )
         });
         let incoming = futures::stream::unfold(receiver, |mut receiver| async move {
             receiver.recv().await.map(|part| (part, receiver))
         });
-        let workers = Workers { free: free_sender, idle: Mutex::new(Vec::with_capacity(concurrency)) };
-        let uploaded: Result<Vec<PartInfo>, BackupError> =
-            incoming.map(|part| self.upload(part, &workers)).buffer_unordered(concurrency).try_collect().await;
+        let workers = Workers { free: free_sender, idle: Mutex::new(Vec::new()), outputs: Mutex::new(Vec::new()) };
+        let uploaded: Result<Vec<PartInfo>, BackupError> = incoming
+            .map(|part| self.compress(part, &workers, &times))
+            .buffer_unordered(concurrency)
+            .map_ok(|sealed| self.upload(sealed, &workers, &times))
+            .try_buffer_unordered(concurrency)
+            .try_collect()
+            .await;
         // No more buffers come back: a reader waiting for one stops with `Cancelled`.
         drop(workers);
         let packed = reader.await.map_err(|error| BackupError::Task(error.to_string()))?;
@@ -70,67 +87,92 @@ impl PartWriter {
             (Err(error), Ok(_)) => Err(BackupError::Pack(error)),
             (Ok(packed), Ok(mut parts)) => {
                 parts.sort_by_key(|part| part.index);
+                let content = parts.iter().map(|part| part.content_bytes).sum();
+                let stored = parts.iter().map(|part| part.stored_bytes).sum();
+                times.log(&self.backup, started.elapsed(), content, stored);
                 Ok((packed, parts))
             }
         }
     }
 
-    /// Compresses and stores one part (never overwriting an object; an identical one is ours).
-    async fn upload(&self, part: PackedPart, workers: &Workers) -> Result<PartInfo, BackupError> {
+    /// Compresses one part on a blocking thread; its content buffer goes back to the reader.
+    async fn compress(
+        &self,
+        part: PackedPart,
+        workers: &Workers,
+        times: &std::sync::Arc<StageTimes>,
+    ) -> Result<SealedPart, BackupError> {
         let index = part.index;
         let content_bytes = part.content.len() as u64;
-        let mut state = workers.take(self.compression, index)?;
-        let (content, state, sealed) = tokio::task::spawn_blocking(move || {
-            let sealed = state.sealer.seal_into(&part.content, &mut state.out);
-            (part.content, state, sealed)
+        let (mut sealer, mut out) = workers.take(self.compression, index)?;
+        let times = times.clone();
+        let (content, sealer, out, sealed) = tokio::task::spawn_blocking(move || {
+            let sealed = times.time(Stage::Compress, || sealer.seal_into(&part.content, &mut out));
+            (part.content, sealer, out, sealed)
         })
         .await
         .map_err(|error| BackupError::Task(error.to_string()))?;
         // The content buffer goes back to the reader now, while this part uploads.
         let _ = workers.free.try_send(content);
+        workers.give_back_sealer(sealer);
         let header = sealed.map_err(|source| BackupError::Seal { object: format!("part {index}"), source })?;
+        Ok(SealedPart { index, content_bytes, header, out })
+    }
+
+    /// Stores one sealed part (never overwriting an object; an identical one is ours).
+    async fn upload(&self, part: SealedPart, workers: &Workers, times: &StageTimes) -> Result<PartInfo, BackupError> {
+        let SealedPart { index, content_bytes, header, out } = part;
         let key =
             self.archive.layout.backup_part(&self.backup, index).map_err(BackupError::storage("name", &self.backup))?;
-        let WorkerState { sealer, out } = state;
         let stored_bytes = out.len() as u64;
         let body = Bytes::from(out);
+        let started = Instant::now();
         // A create that is safe to repeat: a part an earlier attempt stored is recognised as ours.
         self.archive
             .storage
             .put_new_or_identical(&key, body.clone())
             .await
             .map_err(BackupError::storage("upload", key.as_str()))?;
+        times.add(Stage::Upload, started.elapsed());
         // The store has let go of the body: its buffer serves the next part.
-        workers.give_back(WorkerState { sealer, out: body.try_into_mut().map(Vec::from).unwrap_or_default() });
+        workers.give_back_output(body.try_into_mut().map(Vec::from).unwrap_or_default());
         tracing::debug!(part = index, content_bytes, stored_bytes, "uploaded part");
         Ok(PartInfo { index, content_bytes, stored_bytes, checksum: header.content_hash_hex() })
     }
 }
 
-/// What the upload workers share: the way back for content buffers, and idle compression
-/// contexts with their output buffers.
-struct Workers {
-    free: Sender<Vec<u8>>,
-    idle: Mutex<Vec<WorkerState>>,
-}
-
-/// One worker's compression context and output buffer.
-struct WorkerState {
-    sealer: Sealer,
+/// A compressed part on its way to the store.
+struct SealedPart {
+    index: u32,
+    content_bytes: u64,
+    header: Header,
     out: Vec<u8>,
 }
 
+/// What the workers share: the way back for content buffers, idle compression contexts, and
+/// output buffers whose upload finished.
+struct Workers {
+    free: Sender<Vec<u8>>,
+    idle: Mutex<Vec<Sealer>>,
+    outputs: Mutex<Vec<Vec<u8>>>,
+}
+
 impl Workers {
-    fn take(&self, compression: Compression, index: u32) -> Result<WorkerState, BackupError> {
-        if let Some(state) = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop() {
-            return Ok(state);
+    fn take(&self, compression: Compression, index: u32) -> Result<(Sealer, Vec<u8>), BackupError> {
+        let out = self.outputs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop().unwrap_or_default();
+        if let Some(sealer) = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop() {
+            return Ok((sealer, out));
         }
         let sealer =
             Sealer::new(compression).map_err(|source| BackupError::Seal { object: format!("part {index}"), source })?;
-        Ok(WorkerState { sealer, out: Vec::new() })
+        Ok((sealer, out))
     }
 
-    fn give_back(&self, state: WorkerState) {
-        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(state);
+    fn give_back_sealer(&self, sealer: Sealer) {
+        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(sealer);
+    }
+
+    fn give_back_output(&self, out: Vec<u8>) {
+        self.outputs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(out);
     }
 }
