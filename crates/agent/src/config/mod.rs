@@ -61,11 +61,19 @@ pub struct TransferSettings {
     pub prefetch: usize,
     /// Deadline of one `wal-push` or `wal-fetch`, retries included.
     pub command_timeout: Duration,
+    /// `wal-push` also pushes the next ready WAL files and answers later calls from its spool.
+    pub archive_async: bool,
 }
 
 impl Default for TransferSettings {
     fn default() -> Self {
-        Self { upload_concurrency: 4, download_concurrency: 4, prefetch: 8, command_timeout: Duration::from_secs(300) }
+        Self {
+            upload_concurrency: 4,
+            download_concurrency: 4,
+            prefetch: 8,
+            command_timeout: Duration::from_secs(300),
+            archive_async: false,
+        }
     }
 }
 

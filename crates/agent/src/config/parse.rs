@@ -58,6 +58,7 @@ pub(super) fn from_layers(layers: &Layers) -> Result<AgentConfig, ConfigError> {
             defaults.transfer.command_timeout,
             parse_seconds,
         )?,
+        archive_async: reader.or("transfer.archive_async", defaults.transfer.archive_async, parse_bool)?,
     };
     let postgres = PostgresSettings {
         pgdata: reader.optional("postgres.pgdata", parse_absolute_path)?,
@@ -98,6 +99,7 @@ pub(super) fn to_values(config: &AgentConfig) -> Vec<(&'static str, Option<Strin
         ("transfer.download_concurrency", text(&transfer.download_concurrency)),
         ("transfer.prefetch", text(&transfer.prefetch)),
         ("transfer.command_timeout_secs", text(&transfer.command_timeout.as_secs())),
+        ("transfer.archive_async", text(&transfer.archive_async)),
         ("postgres.pgdata", postgres.pgdata.as_ref().map(|path| path.display().to_string())),
         ("postgres.host", text(&postgres.host)),
         ("postgres.port", text(&postgres.port)),
@@ -162,6 +164,14 @@ fn parse_number<T: FromStr + PartialOrd + std::fmt::Display>(text: &str, min: T,
         return Err(format!("must be from {min} to {max}"));
     }
     Ok(number)
+}
+
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim() {
+        "true" | "on" | "1" => Ok(true),
+        "false" | "off" | "0" => Ok(false),
+        _ => Err("expected true or false".to_string()),
+    }
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {

@@ -57,6 +57,11 @@ pub const SETTINGS: &[Setting] = &[
     setting("transfer.upload_concurrency", &["PGEC2_UPLOAD_CONCURRENCY"], "parallel uploads"),
     setting("transfer.download_concurrency", &["PGEC2_DOWNLOAD_CONCURRENCY"], "parallel downloads"),
     setting("transfer.prefetch", &["PGEC2_PREFETCH"], "WAL segments wal-fetch prefetches, 0 disables"),
+    setting(
+        "transfer.archive_async",
+        &["PGEC2_ARCHIVE_ASYNC"],
+        "wal-push also pushes the next ready WAL files, answers later calls from pg_wal/.pgec2-archived",
+    ),
     setting("transfer.command_timeout_secs", &["PGEC2_COMMAND_TIMEOUT"], "deadline of one wal-push or wal-fetch"),
     setting("postgres.pgdata", &["PGDATA"], "data directory"),
     setting("postgres.host", &["PGHOST"], "host name or socket directory"),

@@ -5,6 +5,8 @@
 //! archive_command = 'pgec2-agent wal-push %p'      %p = pg_wal/<file>, cwd = PGDATA
 //!   read → identity guard (cluster.json) → seal (compress + BLAKE3) → put CreateNew
 //!   AlreadyExists: identical content → 0, different → error (never overwritten)
+//!   archive_async: answered from pg_wal/.pgec2-archived when stored ahead (spool.rs), else the
+//!   file and the next ready ones in parallel (ahead.rs)
 //! restore_command = 'pgec2-agent wal-fetch %f %p'  %p = pg_wal/RECOVERYXLOG
 //!   pg_wal/.pgec2-prefetch/<f>.<hash> verified → rename, else get → decompress into a temp file
 //!   while verifying → fsync → rename
@@ -22,6 +24,7 @@ use pgec2_core::wal::{SegmentHeader, SegmentSize, WalFileName};
 use crate::cli::{WalFetchArgs, WalPrefetchArgs, WalPushArgs};
 use crate::config::AgentConfig;
 
+mod ahead;
 pub mod durable;
 mod error;
 pub mod failure_note;
@@ -30,12 +33,14 @@ pub mod hole;
 mod owner;
 pub mod prefetch;
 pub mod push;
+pub mod spool;
 mod timeline_guard;
 
 pub use error::WalError;
 pub use owner::OWNER_CACHE_FILE;
 pub use prefetch::PrefetchDir;
 pub use push::{PushOutcome, push};
+pub use spool::SPOOL_DIR;
 pub use timeline_guard::TIMELINE_CACHE_FILE;
 
 /// wal-fetch's exit status when the archive does not have the file (PostgreSQL probes for files
@@ -55,7 +60,13 @@ pub async fn push_command(config_path: Option<&Path>, args: WalPushArgs) -> Resu
     let file = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     let outcome = with_deadline("archive", &file, config.transfer.command_timeout, async {
         let archive = config.storage().await?;
-        push(&archive, config.compression, &path, data_dir.as_deref()).await
+        match &data_dir {
+            Some(data_dir) if config.transfer.archive_async => {
+                let concurrency = config.transfer.upload_concurrency;
+                ahead::push_ahead(&archive, config.compression, concurrency, &path, Some(data_dir.as_path())).await
+            }
+            _ => push(&archive, config.compression, &path, data_dir.as_deref()).await,
+        }
     })
     .await?;
     if let Some(data_dir) = &data_dir {

@@ -2,6 +2,7 @@
 //! and treat an existing object as success only when its content is identical.
 
 use std::path::Path;
+use std::time::Instant;
 
 use bytes::Bytes;
 use pgec2_core::compression::Compression;
@@ -32,19 +33,50 @@ pub async fn push(
     path: &Path,
     data_dir: Option<&Path>,
 ) -> Result<PushOutcome, WalError> {
+    push_file(archive, compression, path, data_dir).await.map(|(outcome, _)| outcome)
+}
+
+/// Like [`push`], also returning the header (length and hash) of the content archived. Each
+/// stage's duration is logged at `debug`.
+pub async fn push_file(
+    archive: &Archive,
+    compression: Compression,
+    path: &Path,
+    data_dir: Option<&Path>,
+) -> Result<(PushOutcome, Header), WalError> {
+    let started = Instant::now();
     let name = wal_name_of(path)?;
     let file = name.file_name();
     let first_page = read_first_page(path).await?;
+    let read_ms = started.elapsed().as_secs_f64() * 1e3;
     let claimant = claimant_for(&name, path, &first_page, data_dir).await?;
+    let identify_ms = started.elapsed().as_secs_f64() * 1e3 - read_ms;
     // Compress while the archive's owner is checked (a store round trip when not cached).
     let sealing = tokio::task::spawn_blocking({
         let (path, file) = (path.to_path_buf(), file.clone());
-        move || seal_file(&path, &file, compression)
+        move || {
+            let sealing_started = Instant::now();
+            seal_file(&path, &file, compression).map(|sealed| (sealed, sealing_started.elapsed()))
+        }
     });
+    let owner_started = Instant::now();
     owner::ensure(archive, &claimant, data_dir, &file).await?;
     timeline_guard::ensure(archive, &name, path, data_dir).await?;
-    let sealed = sealing.await.map_err(|error| WalError::Task(error.to_string()))??;
-    store(archive, &file, sealed).await
+    let guards_ms = owner_started.elapsed().as_secs_f64() * 1e3;
+    let (sealed, seal_time) = sealing.await.map_err(|error| WalError::Task(error.to_string()))??;
+    let header = sealed.1;
+    let store_started = Instant::now();
+    let outcome = store(archive, &file, sealed).await?;
+    tracing::debug!(
+        file,
+        read_ms = %format!("{read_ms:.1}"),
+        identify_ms = %format!("{identify_ms:.1}"),
+        seal_ms = %format!("{:.1}", seal_time.as_secs_f64() * 1e3),
+        guards_ms = %format!("{guards_ms:.1}"),
+        store_ms = %format!("{:.1}", store_started.elapsed().as_secs_f64() * 1e3),
+        "wal-push stages"
+    );
+    Ok((outcome, header))
 }
 
 /// The start of the file: enough for the segment header (a WAL page). One small read from the
