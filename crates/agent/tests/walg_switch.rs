@@ -2,8 +2,9 @@
 //! `walrus`, which writes wal-g's layout): a wal-g backup taken under pgbench load, WAL archived
 //! by wal-g, then `archive_command` switched to pgec2 and more rows written. pgec2, pointed at
 //! the wal-g prefix (`storage.walg_prefix`), restores to a time after the switch with exactly
-//! the committed rows, for each compression wal-g writes. `import-check` reports the backups
-//! and a gap when a segment is removed.
+//! the committed rows, for each compression wal-g writes (lz4, zstd, brotli, lzma).
+//! `import-check` reports the backups and a gap when a segment is removed; retention keeps what
+//! a wal-g backup replays and never deletes wal-g's objects.
 //!
 //! walross is found through `$PGEC2_WALG_BINARY`, else `walrus` on PATH, else
 //! `~/.cargo/bin/walrus`; scripts/install-deps.sh installs it.
@@ -197,6 +198,11 @@ fn a_wal_g_history_restores_past_the_switch_to_pgec2_with_lz4() {
 #[test]
 fn a_wal_g_history_restores_past_the_switch_to_pgec2_with_brotli() {
     restores_across_the_switch(Switch::start("brotli"), "brotli");
+}
+
+#[test]
+fn a_wal_g_history_restores_past_the_switch_to_pgec2_with_lzma() {
+    restores_across_the_switch(Switch::start("lzma"), "lzma");
 }
 
 #[test]

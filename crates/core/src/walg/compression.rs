@@ -3,13 +3,16 @@
 use std::fmt;
 use std::io::Read;
 
+/// The most memory the lzma decoder may use (wal-g's dictionaries are far smaller).
+const LZMA_MEMORY_LIMIT: u64 = 256 * 1024 * 1024;
+
 /// How a wal-g object is compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
     Lz4,
     Zstd,
     Brotli,
-    /// Recognised, not read yet.
+    /// The "lzma alone" format wal-g writes.
     Lzma,
 }
 
@@ -31,7 +34,7 @@ impl Method {
         Some((name, Self::from_suffix(ext)?))
     }
 
-    /// A reader of `stored`'s decompressed content; `None` for a method not read yet.
+    /// A reader of `stored`'s decompressed content; `None` when the decoder cannot be set up.
     pub fn decoder<'a>(self, stored: impl Read + 'a) -> Option<Box<dyn Read + 'a>> {
         match self {
             Self::Lz4 => Some(Box::new(lz4_flex::frame::FrameDecoder::new(stored))),
@@ -39,7 +42,9 @@ impl Method {
                 zstd::stream::read::Decoder::new(stored).ok().map(|decoder| Box::new(decoder) as Box<dyn Read>)
             }
             Self::Brotli => Some(Box::new(brotli_decompressor::Decompressor::new(stored, 64 * 1024))),
-            Self::Lzma => None,
+            Self::Lzma => liblzma::stream::Stream::new_lzma_decoder(LZMA_MEMORY_LIMIT)
+                .ok()
+                .map(|stream| Box::new(liblzma::read::XzDecoder::new_stream(stored, stream)) as Box<dyn Read>),
         }
     }
 }
@@ -68,5 +73,18 @@ mod tests {
         );
         assert_eq!(Method::split("00000002.history.lz4"), Some(("00000002.history", Method::Lz4)));
         assert_eq!(Method::split("000000010000000000000003"), None);
+    }
+
+    #[test]
+    fn an_lzma_alone_stream_as_wal_g_writes_it_decompresses() {
+        let content: Vec<u8> = (0..100_000u32).flat_map(|n| (n % 251).to_le_bytes()).collect();
+        let options = liblzma::stream::LzmaOptions::new_preset(6).expect("preset");
+        let encoder = liblzma::stream::Stream::new_lzma_encoder(&options).expect("encoder");
+        let mut stored = Vec::new();
+        liblzma::read::XzEncoder::new_stream(&content[..], encoder).read_to_end(&mut stored).expect("compress");
+        assert_eq!(stored[0], 0x5d, "the lzma-alone header");
+        let mut restored = Vec::new();
+        Method::Lzma.decoder(&stored[..]).expect("decoder").read_to_end(&mut restored).expect("decompress");
+        assert_eq!(restored, content);
     }
 }

@@ -8,8 +8,8 @@
 //!   restored last;
 //! - `wal_005/<file>.<ext>`: WAL segments, `.history` and `.backup` files.
 //!
-//! `<ext>` names the compression ([`compression::Method`]). Encrypted archives and delta
-//! backups are not read.
+//! `<ext>` names the compression ([`compression::Method`]: lz4, zstd, brotli, lzma). Encrypted
+//! archives and delta backups are not read.
 
 pub mod compression;
 pub mod continuity;
