@@ -278,3 +278,29 @@ fn retention_keeps_the_wal_a_wal_g_backup_replays_and_never_touches_wal_g_object
     assert_eq!(batches_present(&restored), vec![1, 2], "the wal-g backup still recovers past the switch");
     restored.stop().expect("stop");
 }
+
+#[test]
+fn wal_fetch_of_a_damaged_wal_g_segment_fails_naming_it_and_writes_nothing() {
+    let scratch = Scratch::new().expect("scratch");
+    let archive = scratch.subdir("archive").expect("archive dir");
+    let walg_dir = scratch.subdir("walg").expect("wal-g dir");
+    let wal_dir = walg_dir.join("wal_005");
+    std::fs::create_dir_all(&wal_dir).expect("wal_005");
+    std::fs::write(wal_dir.join("000000010000000000000005.zst"), b"not zstd at all").expect("damaged segment");
+    let toml =
+        format!("[storage]\nurl = \"file://{}\"\nwalg_prefix = \"file://{}\"\n", archive.display(), walg_dir.display());
+    let agent = Agent::with_config(scratch, &toml, Vec::new());
+    let out_dir = agent.scratch.subdir("out").expect("out dir");
+    let dest = out_dir.join("RECOVERYXLOG");
+
+    let fetched = agent.run(&["wal-fetch", "000000010000000000000005", dest.to_str().expect("utf-8")], &out_dir);
+    let stderr = String::from_utf8_lossy(&fetched.stderr);
+    assert!(!fetched.status.success(), "a damaged segment is not served");
+    assert!(stderr.contains("wal_005/000000010000000000000005.zst"), "the object is named: {stderr}");
+    assert!(!dest.exists(), "nothing is written");
+    let leftovers = std::fs::read_dir(&out_dir).expect("read out dir").count();
+    assert_eq!(leftovers, 0, "no temporary file is left");
+
+    let missing = agent.run(&["wal-fetch", "000000010000000000000006", dest.to_str().expect("utf-8")], &out_dir);
+    assert_eq!(missing.status.code(), Some(1), "a segment neither archive has is the end of the archive");
+}

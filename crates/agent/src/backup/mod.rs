@@ -31,9 +31,9 @@ pub mod pack;
 pub mod parts;
 pub mod push;
 pub mod recovery_conf;
-pub mod stages;
 #[cfg(test)]
 mod restore_order_tests;
+pub mod stages;
 pub mod upload;
 pub mod verify;
 pub mod walk;

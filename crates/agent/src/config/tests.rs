@@ -179,3 +179,14 @@ fn integers_in_the_file_are_accepted_for_numeric_settings() {
     let config = fixture.load().expect("load");
     assert_eq!((config.transfer.prefetch, config.postgres.port), (3, 5433));
 }
+
+#[test]
+fn a_wal_g_prefix_is_read_from_the_file_or_the_environment_and_must_be_a_storage_url() {
+    let fixture = Fixture::new().file("[storage]\nurl = \"file:///srv/pgec2\"\nwalg_prefix = \"s3://old/orders\"\n");
+    assert_eq!(fixture.load().expect("config").storage.walg_prefix.as_deref(), Some("s3://old/orders"));
+    let fixture = fixture.env("PGEC2_WALG_PREFIX", "file:///srv/walg");
+    assert_eq!(fixture.load().expect("config").storage.walg_prefix.as_deref(), Some("file:///srv/walg"));
+    let fixture = fixture.env("PGEC2_WALG_PREFIX", "/srv/walg");
+    let error = fixture.load().expect_err("a bare path is refused").to_string();
+    assert!(error.contains("storage.walg_prefix"), "{error}");
+}
