@@ -6,7 +6,7 @@
 //!    timeline and LSN name the backup;
 //! 3. list the data directory and tablespaces, copy the files into parts (parallel compression
 //!    and uploads, bounded memory);
-//! 4. stop the backup: PostgreSQL waits until the last WAL segment the backup needs is archived;
+//! 4. stop the backup (PostgreSQL switches to a new WAL segment);
 //! 5. store `backup_label` and `tablespace_map` exactly as returned;
 //! 6. check that every WAL segment from the start to the end is in the archive;
 //! 7. store the manifest, then (pinned backups) the pin;
@@ -36,8 +36,11 @@ use crate::config::AgentConfig;
 use crate::postgres::backup_api::label_timeline;
 use crate::postgres::{self, BackupSession, BackupStop, ServerFacts};
 
-/// How long to wait for the end WAL segment to appear in the archive after `pg_backup_stop`.
-const WAL_ARRIVAL_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long to wait for the end WAL segment to appear in the archive after `pg_backup_stop`
+/// (as long as PostgreSQL's own wait was given before the agent took it over).
+const WAL_ARRIVAL_TIMEOUT: Duration = crate::postgres::backup_api::STOP_TIMEOUT;
+/// The first and the longest pause between two looks for a segment not yet archived.
+const WAL_POLL: (Duration, Duration) = (Duration::from_millis(10), Duration::from_millis(500));
 
 /// What the caller asks of a new backup.
 #[derive(Clone, Debug, Default)]
@@ -82,7 +85,7 @@ pub async fn push_backup(
     let (packed, parts) = writer.copy(tree.files).await?;
     tracing::info!(backup = %name, files = packed.files.len(), parts = parts.len(), "files copied");
 
-    // 4. Stop the backup; PostgreSQL waits for the end segment to be archived.
+    // 4. Stop the backup; step 6 waits for its WAL in the archive.
     let stop = session.stop().await?;
     drop(client);
     let timeline = label_timeline(&stop.backup_label).unwrap_or(start.timeline);
@@ -209,6 +212,7 @@ async fn put_raw(archive: &Archive, key: &ObjectKey, content: &[u8]) -> Result<u
 async fn wait_for_wal(archive: &Archive, info: &BackupInfo, timeline: TimelineId) -> Result<(), BackupError> {
     let size = info.segment_size();
     let deadline = tokio::time::Instant::now() + WAL_ARRIVAL_TIMEOUT;
+    let mut pause = WAL_POLL.0;
     for segment in info.start_segment()..=info.finish_segment() {
         let name = size.segment_name(timeline, segment);
         let key = archive.layout.wal_file(&name).map_err(BackupError::storage("name", &name))?;
@@ -220,7 +224,8 @@ async fn wait_for_wal(archive: &Archive, info: &BackupInfo, timeline: TimelineId
                     archive.describe()
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(WAL_POLL.1);
         }
     }
     Ok(())
