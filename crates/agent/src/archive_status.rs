@@ -28,7 +28,7 @@ pub async fn command(config_path: Option<&Path>, args: JsonArgs) -> Result<ExitC
     let client = postgres::connect(&config.postgres).await?;
     let status = postgres::archiver::status(&client).await?;
     if args.json {
-        println!("{}", serde_json::to_string(&status)?);
+        println!("{}", crate::output::json(&status)?);
     } else {
         println!("{}", render_text(&status));
     }

@@ -8,7 +8,8 @@
 //!   by `wal-fetch`;
 //! - [`archive_status`]: the health of continuous archiving, read by the operator;
 //! - [`config`]: the TOML file and environment overrides;
-//! - [`walg`]: reading a wal-g archive beside pgec2's (`storage.walg_prefix`), and `import-check`.
+//! - [`walg`]: reading a wal-g archive beside pgec2's (`storage.walg_prefix`), and `import-check`;
+//! - [`output`]: the one JSON document a `--json` command prints on stdout.
 
 pub mod archive_status;
 pub mod backup;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod host;
 pub mod lease;
 pub mod logging;
+pub mod output;
 pub mod postgres;
 pub mod wal;
 pub mod walg;

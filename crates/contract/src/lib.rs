@@ -4,6 +4,13 @@
 //!
 //! - [`parameters`]: the PostgreSQL parameters pgec2 sets itself, refused in a spec's
 //!   `parameters` by the CRD's CEL rule, the API's Rust validation and the agent's HostSpec
-//!   validation, all from the one list.
+//!   validation, all from the one list;
+//! - [`command`]: the agent commands the operator sends, as values that render their argv, with
+//!   [`annotation`] (the notes `backup-push` records) and [`shell`] (quoting them for the host);
+//! - [`output`]: how a `--json` answer is read: the whole stdout is one JSON document.
 
+pub mod annotation;
+pub mod command;
+pub mod output;
 pub mod parameters;
+pub mod shell;

@@ -72,4 +72,5 @@ write_spec() {
 mkdir -p "$INSTALL_DIR" || die "failed to create $INSTALL_DIR"
 install_agent
 write_spec
-exec "$AGENT" host apply "$SPEC"
+# The agent command as pgec2-contract renders it: host apply "$SPEC".
+exec "$AGENT" @HOST_APPLY@

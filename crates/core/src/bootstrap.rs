@@ -11,6 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
+use pgec2_contract::command::{AgentCommand, HostApply};
+use pgec2_contract::shell;
+
 use crate::host_spec::{HostSpec, SpecError};
 
 /// The script template; `@NAME@` placeholders are replaced by shell-quoted values.
@@ -50,6 +53,8 @@ pub enum BootstrapError {
     Spec(#[from] SpecError),
     #[error("the host spec's agentBinary is {actual:?} but the bootstrap installs the agent at {expected:?}")]
     AgentBinary { actual: PathBuf, expected: PathBuf },
+    #[error("bootstrap value {0:?} contains a NUL byte, which a shell script cannot carry")]
+    Nul(String),
 }
 
 /// Where the bootstrap installs the agent: the value for the spec's `agentBinary`.
@@ -76,11 +81,15 @@ pub fn render(params: &BootstrapParams) -> Result<String, BootstrapError> {
     if spec.agent_binary != expected {
         return Err(BootstrapError::AgentBinary { actual: spec.agent_binary, expected });
     }
+    let spec_path = params.install_dir.join(SPEC_FILE_NAME).to_string_lossy().into_owned();
+    let host_apply = AgentCommand::from(HostApply { spec: spec_path }).argv();
+    let host_apply = shell::words(&host_apply).ok_or_else(|| BootstrapError::Nul(host_apply.join(" ")))?;
     Ok(TEMPLATE
-        .replace("@AGENT_URL@", &shell_quote(&params.agent_url))
-        .replace("@AGENT_SHA256@", &shell_quote(&sha256))
-        .replace("@INSTALL_DIR@", &shell_quote(install_dir))
-        .replace("@SPEC_BASE64@", &shell_quote(&aws_smithy_types::base64::encode(params.spec_json.as_bytes()))))
+        .replace("@AGENT_URL@", &shell_quote(&params.agent_url)?)
+        .replace("@AGENT_SHA256@", &shell_quote(&sha256)?)
+        .replace("@INSTALL_DIR@", &shell_quote(install_dir)?)
+        .replace("@SPEC_BASE64@", &shell_quote(&aws_smithy_types::base64::encode(params.spec_json.as_bytes()))?)
+        .replace("@HOST_APPLY@", &host_apply))
 }
 
 fn valid_agent_url(url: &str) -> bool {
@@ -94,9 +103,9 @@ fn one_line(text: &str) -> bool {
     !text.contains(['\n', '\r', '\0'])
 }
 
-/// Quotes a value for POSIX sh: inside single quotes nothing is special but the quote itself.
-fn shell_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', r"'\''"))
+/// Quotes a value for POSIX sh.
+fn shell_quote(value: &str) -> Result<String, BootstrapError> {
+    shell::quote(value).ok_or_else(|| BootstrapError::Nul(value.to_string()))
 }
 
 #[cfg(test)]
@@ -154,6 +163,7 @@ mod tests {
     fn a_quote_in_a_path_cannot_break_out_of_the_shell_string() {
         let script = render(&params("/opt/it's here")).expect("render");
         assert!(script.contains(r"INSTALL_DIR='/opt/it'\''s here'"));
+        assert!(script.contains(r#"exec "$AGENT" 'host' 'apply' '/opt/it'\''s here/host-spec.json'"#), "{script}");
     }
 
     #[test]

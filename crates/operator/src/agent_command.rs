@@ -1,29 +1,40 @@
 //! Shell scripts that run the agent on a host through the cloud's command runner: the agent
 //! host apply installed, with the configuration it wrote, as the OS user that owns PostgreSQL.
+//! The command is one of the typed [`AgentCommand`]s of `pgec2-contract`, and its answer is read
+//! with [`read_answer`], so neither the command line nor the output format is restated here.
+
+use pgec2_contract::command::AgentCommand;
+use pgec2_contract::output::{self, OutputError};
+use pgec2_contract::shell::{quote, words};
+use serde::de::DeserializeOwned;
 
 use crate::cloud::HostLayout;
 
-/// The script that runs `pgec2-agent --config <config> <arguments>` on the host of `layout`.
+/// The script that runs `pgec2-agent --config <config> <command>` on the host of `layout`.
 /// Every path and argument is quoted for `sh`, so arguments may carry user input (an on-demand
 /// backup request's value). `None` when one cannot be quoted (it contains a NUL byte).
-pub fn agent_script(layout: &HostLayout, arguments: &[&str]) -> Option<String> {
+pub fn agent_script(layout: &HostLayout, command: &AgentCommand) -> Option<String> {
     let agent = pgec2_core::bootstrap::agent_path(&layout.install_dir);
     let agent = quote(&agent.to_string_lossy())?;
     let config = quote(&layout.agent_config_path.to_string_lossy())?;
     let user = quote(&layout.os_user)?;
-    let arguments = arguments.iter().map(|argument| quote(argument)).collect::<Option<Vec<_>>>()?.join(" ");
+    let arguments = words(&command.argv())?;
     Some(format!(
         "set -eu\nif [ \"$(id -u)\" = 0 ]; then\n  exec runuser -u {user} -- {agent} --config {config} {arguments}\nfi\nexec {agent} --config {config} {arguments}\n"
     ))
 }
 
-fn quote(text: &str) -> Option<String> {
-    shlex::try_quote(text).ok().map(|quoted| quoted.into_owned())
+/// The answer of `command` from its stdout: the one JSON document the agent prints.
+pub fn read_answer<T: DeserializeOwned>(command: &AgentCommand, stdout: &str) -> Result<T, OutputError> {
+    output::parse_json(command.name(), stdout)
 }
 
 #[cfg(test)]
 mod tests {
     use std::process::Command;
+
+    use pgec2_contract::annotation::Annotation;
+    use pgec2_contract::command::BackupPush;
 
     use super::*;
 
@@ -54,14 +65,17 @@ mod tests {
             ..HostLayout::ec2(&instance)
         };
         let hostile = "x'; touch /tmp/pwned; echo '$(id) `id` \"q\"";
-        let script = agent_script(&layout, &["backup-push", "--annotation", hostile]).expect("script");
+        let annotations = vec![Annotation::new("request", hostile).expect("printable")];
+        let command = AgentCommand::from(BackupPush { permanent: false, annotations });
+        let script = agent_script(&layout, &command).expect("script");
         let output = Command::new("/bin/sh").arg("-c").arg(&script).output().expect("run script");
         let printed = String::from_utf8_lossy(&output.stdout);
         let config = layout.agent_config_path.display().to_string();
         assert_eq!(
             printed.lines().collect::<Vec<_>>(),
-            vec!["--config", &config, "backup-push", "--annotation", hostile]
+            vec!["--config", &config, "backup-push", "--json", "--annotation", &format!("request={hostile}")]
         );
-        assert!(agent_script(&layout, &["nul\0byte"]).is_none());
+        let unquotable = HostLayout { os_user: "nul\0byte".into(), ..layout };
+        assert!(agent_script(&unquotable, &command).is_none());
     }
 }

@@ -48,7 +48,7 @@ async fn open(config_path: Option<&Path>) -> Result<(AgentConfig, Archive), Back
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, BackupError> {
-    serde_json::to_string_pretty(value).map_err(|error| BackupError::Task(format!("failed to render JSON: {error}")))
+    crate::output::json(value).map_err(|error| BackupError::Task(format!("failed to render JSON: {error}")))
 }
 
 /// `backup-push`: prints the new backup's name (or its commit record with `--json`).

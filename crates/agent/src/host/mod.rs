@@ -26,7 +26,6 @@
 //! The pure parts (tuning, rendering, planning) live in their own modules with their tests.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write as _;
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -109,10 +108,7 @@ pub struct ReportError(#[from] std::io::Error);
 /// one-line error on stderr naming the failed step otherwise.
 pub async fn apply_command(spec_path: &Path) -> Result<ExitCode, ReportError> {
     let report = apply(spec_path).await;
-    let mut stdout = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut stdout, &report).map_err(std::io::Error::from)?;
-    writeln!(stdout)?;
-    stdout.flush()?;
+    crate::output::print_json(&report)?;
     match report.failed_step() {
         None => Ok(ExitCode::SUCCESS),
         Some(failed) => {

@@ -12,11 +12,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use pgec2_contract::command::{AgentCommand, ArchiveStatus};
 use pgec2_core::archiver::{self, ArchiverStatus};
 
 use super::HostContext;
 use super::status::Draft;
-use crate::agent_command::agent_script;
+use crate::agent_command::{agent_script, read_answer};
 use crate::cloud::{CommandStatus, HostCommand, HostInstance, HostLayout};
 
 /// How often a running check is polled.
@@ -77,7 +78,7 @@ pub async fn check(
             match ctx.cloud.command_status(&instance, &command_id).await {
                 Ok(CommandStatus::Pending | CommandStatus::InProgress) => POLL_INTERVAL,
                 Ok(CommandStatus::Succeeded { stdout }) => {
-                    match serde_json::from_str::<ArchiverStatus>(stdout.trim()) {
+                    match read_answer::<ArchiverStatus>(&archive_status_command(), &stdout) {
                         Ok(status) => {
                             let health = archiver::assess(&status, &ctx.config.archive_lag);
                             draft.archive_health(&status, &health);
@@ -102,6 +103,11 @@ pub async fn check(
     }
 }
 
+/// The agent command of the check.
+fn archive_status_command() -> AgentCommand {
+    AgentCommand::from(ArchiveStatus)
+}
+
 async fn start(
     ctx: &HostContext,
     uid: &str,
@@ -109,7 +115,7 @@ async fn start(
     instance: &HostInstance,
     layout: Option<&HostLayout>,
 ) -> Duration {
-    let Some(script) = layout.and_then(|layout| agent_script(layout, &["archive-status", "--json"])) else {
+    let Some(script) = layout.and_then(|layout| agent_script(layout, &archive_status_command())) else {
         tracing::warn!(host = host_name, "no usable host layout for the archive check");
         ctx.archive_checks.set(uid, CheckState::Idle { since: Instant::now() });
         return ctx.config.archive_check_interval;

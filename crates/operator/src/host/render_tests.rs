@@ -120,7 +120,7 @@ fn the_setup_digest_changes_with_the_spec_and_not_otherwise() {
     let changed = render(&host("db").parameter("work_mem", "32MB").build());
     assert_eq!(first.digest, same.digest);
     assert_ne!(first.digest, changed.digest);
-    assert!(first.command.script.contains("host apply"));
+    assert!(first.command.script.contains("'host' 'apply'"));
 }
 
 #[test]

@@ -164,10 +164,10 @@ impl Draft {
                 command.status = CommandState::Succeeded;
                 command.exit_code = Some(0);
                 command.message = None;
-                CommandOutcome::Succeeded { report: serde_json::from_str(stdout).ok() }
+                CommandOutcome::Succeeded { report: host_report(stdout) }
             }
             cloud::CommandStatus::Failed { exit_code, stdout, stderr_tail } => {
-                let report: Option<HostReport> = serde_json::from_str(stdout).ok();
+                let report = host_report(stdout);
                 let message = failure_message(report.as_ref(), stderr_tail);
                 command.status =
                     if stderr_tail.contains("timed out") { CommandState::TimedOut } else { CommandState::Failed };
@@ -312,6 +312,12 @@ impl Draft {
 pub enum CommandOutcome {
     Succeeded { report: Option<HostReport> },
     Failed { message: String },
+}
+
+/// The `host apply` report the bootstrap printed; `None` when stdout is not one (the script
+/// failed before the agent ran, or the answer breaks the contract).
+fn host_report(stdout: &str) -> Option<HostReport> {
+    pgec2_contract::output::parse_json("host apply", stdout).ok()
 }
 
 /// What failed, from the host apply report (the failed step's detail) or the stderr tail.

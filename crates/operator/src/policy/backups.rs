@@ -11,6 +11,10 @@ use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use pgec2_api::{ActiveBackup, BACKUP_REQUEST_ANNOTATION, BackupPolicy, PostgresHost};
 
+use pgec2_contract::annotation::Annotation;
+use pgec2_contract::command::{AgentCommand, BackupPush};
+use pgec2_core::catalog::BackupInfo;
+
 use super::status::Draft;
 use crate::cloud::{CommandStatus, HostCommand, HostLayout, HostRef};
 use crate::context::Context;
@@ -25,9 +29,6 @@ pub const BACKUP_TIMEOUT: Duration = Duration::from_secs(6 * 60 * 60);
 /// Annotation of a backup (in its commit record) naming the schedule tick it was taken for.
 pub const SCHEDULE_TICK_ANNOTATION: &str = "pgec2.io/schedule-tick";
 
-/// Longest annotation value `backup-push` accepts.
-const MAX_ANNOTATION_VALUE: usize = 1024;
-
 /// Why a backup is taken: a schedule tick, an on-demand request, or both at once.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Trigger {
@@ -36,27 +37,24 @@ pub struct Trigger {
 }
 
 impl Trigger {
-    /// The `--annotation` values that record the trigger in the backup's commit record.
-    fn annotations(&self) -> Vec<String> {
-        let tick = self.tick.map(|tick| format!("{SCHEDULE_TICK_ANNOTATION}={tick}"));
-        let request = self.request.as_ref().map(|value| {
-            let printable: String =
-                value.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_ANNOTATION_VALUE).collect();
-            format!("{BACKUP_REQUEST_ANNOTATION}={printable}")
-        });
+    /// The annotations that record the trigger in the backup's commit record (a request's value
+    /// made printable and cut to the length `backup-push` accepts).
+    fn annotations(&self) -> Vec<Annotation> {
+        let tick = self.tick.and_then(|tick| Annotation::new(SCHEDULE_TICK_ANNOTATION, &tick.to_string()).ok());
+        let request = self.request.as_ref().and_then(|value| Annotation::lossy(BACKUP_REQUEST_ANNOTATION, value).ok());
         tick.into_iter().chain(request).collect()
     }
+}
+
+/// The agent command that takes a backup for `trigger`.
+pub fn backup_command(trigger: &Trigger) -> AgentCommand {
+    AgentCommand::from(BackupPush { permanent: false, annotations: trigger.annotations() })
 }
 
 /// The shell command that takes a backup on a host: the agent with the configuration host apply
 /// wrote, run as the OS user that owns PostgreSQL, with the trigger recorded in the backup.
 pub fn backup_script(layout: &HostLayout, trigger: &Trigger) -> Option<String> {
-    let annotations = trigger.annotations();
-    let mut arguments = vec!["backup-push", "--json"];
-    for annotation in &annotations {
-        arguments.extend(["--annotation", annotation.as_str()]);
-    }
-    crate::agent_command::agent_script(layout, &arguments)
+    crate::agent_command::agent_script(layout, &backup_command(trigger))
 }
 
 fn host_ref(host: &PostgresHost) -> HostRef {
@@ -225,16 +223,18 @@ pub async fn finish_running(ctx: &Context, policy: &BackupPolicy, hosts: &[Postg
     }
 }
 
-/// The backup name from `backup-push --json` output (its `name` field). The summary is the last
-/// JSON object printed, pretty or on one line; log lines before it are skipped.
+/// The backup name from `backup-push --json` output: the whole stdout is the new backup's
+/// `BackupInfo`. An answer that breaks the contract loses only the name in the status (the
+/// backup itself committed) and is logged.
 pub fn backup_name(stdout: &str) -> Option<String> {
-    let object_starts = stdout.match_indices('\n').map(|(at, _)| at + 1).chain([0]);
-    let mut starts: Vec<usize> = object_starts.filter(|&at| stdout[at..].starts_with('{')).collect();
-    starts.sort_unstable();
-    starts.into_iter().rev().find_map(|at| {
-        let value: serde_json::Value = serde_json::from_str(stdout[at..].trim()).ok()?;
-        value.get("name")?.as_str().map(str::to_string)
-    })
+    let command = backup_command(&Trigger::default());
+    match crate::agent_command::read_answer::<BackupInfo>(&command, stdout) {
+        Ok(info) => Some(info.name),
+        Err(error) => {
+            tracing::warn!(%error, "unreadable backup-push answer");
+            None
+        }
+    }
 }
 
 async fn publish(ctx: &Context, policy: &BackupPolicy, type_: EventType, reason: &str, note: String) {
@@ -249,25 +249,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_backup_name_is_read_from_the_json_summary() {
-        let stdout = "some log line\n{\"name\":\"base_20260101T030000Z_000000010000000000000002\",\"data_bytes\":1}\n";
-        assert_eq!(backup_name(stdout).as_deref(), Some("base_20260101T030000Z_000000010000000000000002"));
-        assert_eq!(backup_name("not json"), None);
-        let pretty = "log\n{\n  \"name\": \"base_a\",\n  \"data_bytes\": 1\n}\n";
-        assert_eq!(backup_name(pretty).as_deref(), Some("base_a"));
-    }
-
-    #[test]
     fn the_trigger_is_recorded_as_annotations() {
         let tick: Timestamp = "2026-01-01T03:00:00Z".parse().expect("time");
         let both = Trigger { tick: Some(tick), request: Some("x y".to_string()) };
+        let rendered: Vec<String> = both.annotations().iter().map(ToString::to_string).collect();
         assert_eq!(
-            both.annotations(),
+            rendered,
             vec!["pgec2.io/schedule-tick=2026-01-01T03:00:00Z".to_string(), "pgec2.io/backup-request=x y".to_string()]
         );
         assert!(Trigger::default().annotations().is_empty());
         let odd = Trigger { tick: None, request: Some(format!("a\nb{}", "c".repeat(2000))) };
-        let annotation = &odd.annotations()[0];
+        let annotation = odd.annotations()[0].to_string();
         assert!(annotation.starts_with("pgec2.io/backup-request=a bccc"), "{annotation}");
         assert_eq!(annotation.len(), "pgec2.io/backup-request=".len() + 1024);
     }

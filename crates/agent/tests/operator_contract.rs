@@ -1,0 +1,138 @@
+//! The contract between the operator and the agent, checked from the agent's side with its real
+//! parts: every command the operator can send (the `pgec2-contract` command types, with every
+//! option set and user input in the annotations) is parsed by the agent's real clap parser into
+//! the same values, and every answer the agent's real JSON rendering produces is read by the
+//! operator's parser (`pgec2_contract::output`) into the same value. A stdout with a log line
+//! before the document breaks the contract and is refused, as `pgec2_contract::output` documents.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{TimeZone, Utc};
+use clap::Parser;
+use pgec2_agent::cli::{BackupPushArgs, Cli, Command, HostCommand, JsonArgs};
+use pgec2_contract::annotation::Annotation;
+use pgec2_contract::command::{AgentCommand, ArchiveStatus, BackupPush, HostApply};
+use pgec2_contract::output::parse_json;
+use pgec2_core::archiver::ArchiverStatus;
+use pgec2_core::catalog::BackupInfo;
+use pgec2_core::host_spec::{HostReport, PostgresFacts, Profile, StepOutcome, StepReport};
+use pgec2_core::wal::Lsn;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+const CONFIG: &str = "/opt/pgec2/agent.toml";
+
+/// Every shape of command the operator sends.
+fn operator_commands() -> Vec<AgentCommand> {
+    let annotation = |key: &str, value: &str| Annotation::new(key, value).expect("a valid annotation");
+    vec![
+        AgentCommand::from(HostApply { spec: "/opt/pgec2/host-spec.json".into() }),
+        AgentCommand::from(HostApply { spec: "/srv/it's here/host-spec.json".into() }),
+        AgentCommand::from(BackupPush::default()),
+        AgentCommand::from(BackupPush {
+            permanent: true,
+            annotations: vec![
+                annotation("pgec2.io/schedule-tick", "2026-01-01T03:00:00Z"),
+                annotation("pgec2.io/backup-request", "x'; touch /tmp/pwned; echo '$(id) `id` \"q\" --json a=b"),
+            ],
+        }),
+        AgentCommand::from(BackupPush { permanent: false, annotations: vec![annotation("empty", "")] }),
+        AgentCommand::from(ArchiveStatus),
+    ]
+}
+
+/// What the agent's parser made of a command, in the contract's terms (`None`: a command the
+/// operator never sends, or `--json` missing where the operator reads JSON).
+fn as_contract(command: Command) -> Option<AgentCommand> {
+    match command {
+        Command::Host(HostCommand::Apply { spec }) => Some(HostApply { spec: spec.to_string_lossy().into() }.into()),
+        Command::BackupPush(BackupPushArgs { pgdata: None, permanent, annotations, json: true }) => {
+            let annotations: Option<Vec<_>> =
+                annotations.iter().map(|(key, value)| Annotation::new(key, value).ok()).collect();
+            Some(BackupPush { permanent, annotations: annotations? }.into())
+        }
+        Command::ArchiveStatus(JsonArgs { json: true }) => Some(ArchiveStatus.into()),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_command_the_operator_sends_parses_with_the_agents_parser_into_the_same_values() {
+    for command in operator_commands() {
+        let argv = ["pgec2-agent", "--config", CONFIG].into_iter().map(String::from).chain(command.argv());
+        let cli = Cli::try_parse_from(argv).unwrap_or_else(|error| panic!("{command:?} refused: {error}"));
+        assert_eq!(cli.config, Some(PathBuf::from(CONFIG)));
+        assert_eq!(as_contract(cli.command).as_ref(), Some(&command), "{:?}", command.argv());
+    }
+}
+
+/// The agent's rendering of `value`, read back by the operator's parser.
+#[track_caller]
+fn assert_the_operator_reads_back<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(value: &T) {
+    let stdout = format!("{}\n", pgec2_agent::output::json(value).expect("renders"));
+    let read: T = parse_json("test", &stdout).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(&read, value);
+}
+
+fn backup_info() -> BackupInfo {
+    let start_time = Utc.with_ymd_and_hms(2026, 1, 1, 3, 0, 0).single().expect("a time");
+    BackupInfo {
+        name: "base_20260101T030000Z_000000010000000002000028".into(),
+        start_time,
+        finish_time: start_time + chrono::Duration::minutes(5),
+        start_lsn: Lsn(0x2000028),
+        finish_lsn: Lsn(0x3000100),
+        timeline: 1,
+        pg_version: 150012,
+        system_identifier: u64::MAX - 7,
+        data_bytes: 1 << 40,
+        stored_bytes: 1 << 38,
+        permanent: true,
+        wal_segment_size: 16 << 20,
+        next_xid: Some(754),
+        annotations: BTreeMap::from([("pgec2.io/backup-request".into(), "x'\"{ y".into())]),
+        format: pgec2_core::catalog::BACKUP_INFO_FORMAT,
+    }
+}
+
+#[test]
+fn every_answer_the_agent_renders_is_read_by_the_operators_parser() {
+    assert_the_operator_reads_back(&backup_info());
+    assert_the_operator_reads_back(&ArchiverStatus {
+        archived_count: 12,
+        last_archived_wal: Some("00000001000000000000000C".into()),
+        last_archived_time: Some(Utc.with_ymd_and_hms(2026, 1, 1, 3, 0, 0).single().expect("a time")),
+        failed_count: 1,
+        waiting: 3,
+        oldest_waiting: Some("00000001000000000000000D".into()),
+        oldest_waiting_seconds: Some(42),
+        ..ArchiverStatus::default()
+    });
+    assert_the_operator_reads_back(&HostReport {
+        host: "shop/orders-db".into(),
+        profile: Some(Profile::Ec2),
+        succeeded: true,
+        steps: vec![StepReport { step: "mount".into(), outcome: StepOutcome::Changed, detail: "mounted {x}".into() }],
+        postgres: Some(PostgresFacts {
+            version: "15.8".into(),
+            version_num: 150008,
+            system_identifier: "7300000000000000001".into(),
+            timeline: 2,
+            port: 5432,
+            data_directory: "/var/lib/pgec2/data".into(),
+            socket_directory: "/var/run/postgresql".into(),
+            in_recovery: false,
+        }),
+    });
+}
+
+#[test]
+fn an_answer_with_a_log_line_before_the_document_is_refused_not_guessed_around() {
+    let document = pgec2_agent::output::json(&backup_info()).expect("renders");
+    let noisy = format!("NOTICE: something leaked onto stdout\n{document}\n");
+    let error = parse_json::<BackupInfo>("backup-push", &noisy).expect_err("noise before the document");
+    let message = error.to_string();
+    assert!(message.starts_with("the agent's backup-push printed text on stdout"), "{message}");
+    assert!(message.contains("NOTICE: something leaked"), "{message}");
+}

@@ -1,0 +1,113 @@
+//! The agent commands the operator sends, as values. Each renders the argv that follows
+//! `pgec2-agent --config FILE`; [`crate::shell`] quotes it once for the host's `sh`. The agent's
+//! clap definition (`crates/agent/src/cli.rs`) is checked against these types: a test parses
+//! every variant with the agent's real parser and compares the values it gets.
+//!
+//! | command | stdout (one JSON document, see [`crate::output`]) |
+//! |---|---|
+//! | `host apply SPEC` | `HostReport` (`pgec2_core::host_spec`) |
+//! | `backup-push --json [--permanent] [--annotation K=V]…` | `BackupInfo` (`pgec2_core::catalog`) |
+//! | `archive-status --json` | `ArchiverStatus` (`pgec2_core::archiver`) |
+
+use crate::annotation::Annotation;
+
+/// A command the operator runs with the agent on a host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentCommand {
+    HostApply(HostApply),
+    BackupPush(BackupPush),
+    ArchiveStatus(ArchiveStatus),
+}
+
+/// `host apply SPEC`: converge the host to the HostSpec in SPEC; prints a `HostReport`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostApply {
+    /// Path of the HostSpec JSON on the host.
+    pub spec: String,
+}
+
+/// `backup-push --json`: take a base backup; prints the backup's `BackupInfo`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackupPush {
+    /// Pin the backup (retention never deletes it).
+    pub permanent: bool,
+    /// Notes recorded in the backup's commit record, in order.
+    pub annotations: Vec<Annotation>,
+}
+
+/// `archive-status --json`: the state of continuous archiving; prints an `ArchiverStatus`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArchiveStatus;
+
+impl AgentCommand {
+    /// The arguments after `pgec2-agent --config FILE`.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            AgentCommand::HostApply(HostApply { spec }) => vec!["host".into(), "apply".into(), spec.clone()],
+            AgentCommand::BackupPush(BackupPush { permanent, annotations }) => {
+                let mut argv = vec!["backup-push".to_string(), "--json".to_string()];
+                if *permanent {
+                    argv.push("--permanent".into());
+                }
+                for annotation in annotations {
+                    argv.extend(["--annotation".to_string(), annotation.to_string()]);
+                }
+                argv
+            }
+            AgentCommand::ArchiveStatus(ArchiveStatus) => vec!["archive-status".into(), "--json".into()],
+        }
+    }
+
+    /// The command's name as its first words say it, for messages (`backup-push`, `host apply`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            AgentCommand::HostApply(_) => "host apply",
+            AgentCommand::BackupPush(_) => "backup-push",
+            AgentCommand::ArchiveStatus(_) => "archive-status",
+        }
+    }
+}
+
+impl From<HostApply> for AgentCommand {
+    fn from(command: HostApply) -> Self {
+        AgentCommand::HostApply(command)
+    }
+}
+
+impl From<BackupPush> for AgentCommand {
+    fn from(command: BackupPush) -> Self {
+        AgentCommand::BackupPush(command)
+    }
+}
+
+impl From<ArchiveStatus> for AgentCommand {
+    fn from(command: ArchiveStatus) -> Self {
+        AgentCommand::ArchiveStatus(command)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backup_push_asks_for_json_and_repeats_the_annotation_flag() {
+        let annotations = vec![
+            Annotation::new("pgec2.io/schedule-tick", "2026-01-01T03:00:00Z").expect("annotation"),
+            Annotation::new("pgec2.io/backup-request", "a=b c").expect("annotation"),
+        ];
+        let command = AgentCommand::from(BackupPush { permanent: true, annotations });
+        assert_eq!(
+            command.argv(),
+            [
+                "backup-push",
+                "--json",
+                "--permanent",
+                "--annotation",
+                "pgec2.io/schedule-tick=2026-01-01T03:00:00Z",
+                "--annotation",
+                "pgec2.io/backup-request=a=b c"
+            ]
+        );
+    }
+}
