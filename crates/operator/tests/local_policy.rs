@@ -156,7 +156,16 @@ async fn a_backup_command_already_running_on_the_host_is_followed_not_doubled() 
     let instance = cloud.find_host(&reference).await.expect("find").expect("instance");
     let orphan = HostCommand {
         purpose: "backup".into(),
-        script: "sleep 4; echo '{\"name\": \"base_sent_before_the_crash\"}'".into(),
+        // It answers as backup-push --json does: its BackupInfo, the one JSON document on stdout.
+        script: format!(
+            "sleep 4; echo '{}'",
+            serde_json::json!({
+                "name": "base_sent_before_the_crash", "start_time": "2026-01-01T03:00:00Z",
+                "finish_time": "2026-01-01T03:05:00Z", "start_lsn": "0/2000028", "finish_lsn": "0/3000100",
+                "timeline": 1, "pg_version": 150012, "system_identifier": "7300000000000000001", "data_bytes": 1,
+                "stored_bytes": 1, "permanent": false, "wal_segment_size": 16777216
+            })
+        ),
         timeout: Duration::from_secs(60),
     };
     cloud.send_command(&instance, &orphan).await.expect("send the orphan backup");
