@@ -1,12 +1,9 @@
-//! Unpacking wal-g's tar partitions (ustar, GNU and PAX long names) into a directory. Paths
-//! are kept inside the directory: a leading `/` is dropped, `..` is refused.
+//! Unpacking wal-g's tar partitions (ustar, GNU and PAX long names) into a directory, with the
+//! `tar` crate. Paths are kept inside the directory: a leading `/` is dropped, `..` is refused.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
-
-const BLOCK: usize = 512;
 
 /// What can go wrong unpacking a tar stream.
 #[derive(Debug, thiserror::Error)]
@@ -28,120 +25,41 @@ pub struct Unpacked {
     pub bytes: u64,
 }
 
-/// Unpacks the tar stream `input` into `dest`; every file written is fsynced.
-pub fn unpack(mut input: impl Read, dest: &Path) -> Result<Unpacked, TarError> {
+/// Unpacks the tar stream `input` into `dest`; every regular file written is fsynced. Entries
+/// that already exist in `dest` are refused rather than overwritten.
+pub fn unpack(input: impl Read, dest: &Path) -> Result<Unpacked, TarError> {
+    fs::create_dir_all(dest).map_err(write_error(dest))?;
+    let mut archive = ::tar::Archive::new(input);
+    archive.set_preserve_permissions(true);
+    archive.set_overwrite(false);
     let mut unpacked = Unpacked::default();
-    let mut long_name: Option<String> = None;
-    let mut long_link: Option<String> = None;
-    let mut header = [0u8; BLOCK];
-    loop {
-        if !read_block(&mut input, &mut header)? || header.iter().all(|byte| *byte == 0) {
-            return Ok(unpacked);
+    for entry in archive.entries().map_err(TarError::Read)? {
+        let mut entry = entry.map_err(TarError::Read)?;
+        let name = entry.path().map_err(TarError::Read)?.to_string_lossy().into_owned();
+        let path = dest.join(safe_relative(&name)?);
+        let is_file = entry.header().entry_type().is_file();
+        let size = entry.size();
+        let inside = entry.unpack_in(dest).map_err(|error| match error.kind() {
+            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
+                TarError::Damaged(format!("it ends or breaks inside {name}: {error}"))
+            }
+            _ => TarError::Write { path: path.clone(), error },
+        })?;
+        if !inside {
+            return Err(TarError::UnsafePath(name));
         }
-        let size = number(&header[124..136])?;
-        let kind = header[156];
-        match kind {
-            b'L' => long_name = Some(text_of(&read_data(&mut input, size)?)),
-            b'K' => long_link = Some(text_of(&read_data(&mut input, size)?)),
-            b'x' => {
-                let data = read_data(&mut input, size)?;
-                let (path, link) = pax_paths(&data);
-                long_name = path.or(long_name);
-                long_link = link.or(long_link);
-            }
-            b'g' => {
-                read_data(&mut input, size)?;
-            }
-            _ => {
-                let name = long_name.take().unwrap_or_else(|| ustar_name(&header));
-                let link = long_link.take().unwrap_or_else(|| text_of(&header[157..257]));
-                let path = dest.join(safe_relative(&name)?);
-                let mode = number(&header[100..108])? as u32 & 0o7777;
-                match kind {
-                    b'0' | 0 | b'7' => {
-                        copy_file(&mut input, size, &path, mode)?;
-                        unpacked.files += 1;
-                        unpacked.bytes += size;
-                    }
-                    b'5' => create_dir(&path, mode)?,
-                    b'2' => {
-                        make_parent(&path)?;
-                        std::os::unix::fs::symlink(&link, &path).map_err(write_error(&path))?;
-                    }
-                    _ => {
-                        read_data(&mut input, size)?;
-                    }
-                }
-            }
+        if is_file {
+            let file = fs::File::open(&path).map_err(write_error(&path))?;
+            file.sync_all().map_err(write_error(&path))?;
+            unpacked.files += 1;
+            unpacked.bytes += size;
         }
     }
+    Ok(unpacked)
 }
 
 fn write_error(path: &Path) -> impl Fn(io::Error) -> TarError + '_ {
     move |error| TarError::Write { path: path.to_path_buf(), error }
-}
-
-fn read_block(input: &mut impl Read, block: &mut [u8; BLOCK]) -> Result<bool, TarError> {
-    let mut filled = 0;
-    while filled < BLOCK {
-        match input.read(&mut block[filled..]) {
-            Ok(0) if filled == 0 => return Ok(false),
-            Ok(0) => return Err(TarError::Damaged("it ends inside a header".to_string())),
-            Ok(read) => filled += read,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(TarError::Read(error)),
-        }
-    }
-    Ok(true)
-}
-
-/// An entry's data and its padding, held (for small metadata entries only).
-fn read_data(input: &mut impl Read, size: u64) -> Result<Vec<u8>, TarError> {
-    let mut data = Vec::new();
-    input.take(padded(size)).read_to_end(&mut data).map_err(TarError::Read)?;
-    if (data.len() as u64) < padded(size) {
-        return Err(TarError::Damaged("it ends inside an entry".to_string()));
-    }
-    data.truncate(size as usize);
-    Ok(data)
-}
-
-fn padded(size: u64) -> u64 {
-    size.div_ceil(BLOCK as u64) * BLOCK as u64
-}
-
-fn copy_file(input: &mut impl Read, size: u64, path: &Path, mode: u32) -> Result<(), TarError> {
-    make_parent(path)?;
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(if mode == 0 { 0o600 } else { mode })
-        .open(path)
-        .map_err(write_error(path))?;
-    let copied = io::copy(&mut input.take(size), &mut file).map_err(|error| match error.kind() {
-        io::ErrorKind::Other | io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => TarError::Read(error),
-        _ => TarError::Write { path: path.to_path_buf(), error },
-    })?;
-    if copied < size {
-        return Err(TarError::Damaged(format!("it ends inside {}", path.display())));
-    }
-    file.flush().and_then(|()| file.sync_all()).map_err(write_error(path))?;
-    let padding = padded(size) - size;
-    io::copy(&mut input.take(padding), &mut io::sink()).map_err(TarError::Read)?;
-    Ok(())
-}
-
-fn create_dir(path: &Path, mode: u32) -> Result<(), TarError> {
-    fs::create_dir_all(path).map_err(write_error(path))?;
-    let mode = if mode == 0 { 0o700 } else { mode };
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(write_error(path))
-}
-
-fn make_parent(path: &Path) -> Result<(), TarError> {
-    match path.parent() {
-        Some(parent) if !parent.exists() => create_dir(parent, 0o700),
-        _ => Ok(()),
-    }
 }
 
 /// `name` as a path relative to the destination.
@@ -158,46 +76,6 @@ fn safe_relative(name: &str) -> Result<PathBuf, TarError> {
         return Err(TarError::UnsafePath(name.to_string()));
     }
     Ok(relative)
-}
-
-fn text_of(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|byte| *byte == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
-/// The name of a ustar header: its `prefix` field (ustar magic only) joined with `name`.
-fn ustar_name(header: &[u8; BLOCK]) -> String {
-    let name = text_of(&header[..100]);
-    let prefix = if &header[257..263] == b"ustar\0" { text_of(&header[345..500]) } else { String::new() };
-    if prefix.is_empty() { name } else { format!("{prefix}/{name}") }
-}
-
-/// An octal field, or GNU's base-256 form (high bit set).
-fn number(field: &[u8]) -> Result<u64, TarError> {
-    if field.first().is_some_and(|byte| byte & 0x80 != 0) {
-        return Ok(field[1..].iter().fold(0u64, |value, byte| (value << 8) | u64::from(*byte)));
-    }
-    let text = text_of(field);
-    let text = text.trim_matches(|c: char| c == ' ' || c == '\0');
-    if text.is_empty() {
-        return Ok(0);
-    }
-    u64::from_str_radix(text, 8).map_err(|_| TarError::Damaged(format!("bad number field {text:?}")))
-}
-
-/// `path` and `linkpath` of a PAX extended header (`"<len> key=value\n"` records).
-fn pax_paths(data: &[u8]) -> (Option<String>, Option<String>) {
-    let text = String::from_utf8_lossy(data);
-    let (mut path, mut link) = (None, None);
-    for record in text.split('\n') {
-        let Some((_, pair)) = record.split_once(' ') else { continue };
-        match pair.split_once('=') {
-            Some(("path", value)) => path = Some(value.to_string()),
-            Some(("linkpath", value)) => link = Some(value.to_string()),
-            _ => {}
-        }
-    }
-    (path, link)
 }
 
 #[cfg(test)]
