@@ -36,6 +36,8 @@ command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found: install Rust
 # Installed into ~/.cargo/bin (override with WALRUS_ROOT), where the tests look for it.
 walrus_root=${WALRUS_ROOT:-$HOME/.cargo}
 if ! command -v walrus >/dev/null 2>&1 && [ ! -x "$walrus_root/bin/walrus" ]; then
-    cargo install --locked wal-rus --version 0.4.1 --root "$walrus_root"
+    # Not --locked: its lock file pins a pre-release of webpki-roots that the registry no
+    # longer serves; the newest compatible versions build and work.
+    cargo install wal-rus --version 0.4.1 --root "$walrus_root"
 fi
 echo "dependencies ready: $(/usr/lib/postgresql/15/bin/postgres --version), $(moto_server --help >/dev/null 2>&1 && echo moto), $(cargo --version)"

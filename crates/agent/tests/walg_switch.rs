@@ -31,7 +31,7 @@ fn walrus_binary() -> PathBuf {
     from_env.or(on_path).or(in_cargo.filter(|file| file.is_file())).unwrap_or_else(|| {
         panic!(
             "walross (walrus) is not installed: run scripts/install-deps.sh or \
-             `cargo install --locked wal-rus --version 0.4.1`, or set PGEC2_WALG_BINARY to its path"
+             `cargo install wal-rus --version 0.4.1`, or set PGEC2_WALG_BINARY to its path"
         )
     })
 }
