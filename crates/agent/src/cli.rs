@@ -137,6 +137,21 @@ pub struct BackupPushArgs {
     /// Print a JSON summary instead of the backup's name.
     #[arg(long)]
     pub json: bool,
+    /// How the data is copied: `object-store` (every file into the archive) or `snapshot`
+    /// (the operator snapshots the data volume while this command holds the backup open).
+    #[arg(long, value_enum, default_value = "object-store")]
+    pub method: PushMethod,
+    /// With `--method snapshot`: seconds to wait for the operator's snapshot to be taken, and
+    /// again for it to complete, before giving up (nothing is committed then).
+    #[arg(long, default_value_t = 3600)]
+    pub snapshot_timeout: u64,
+}
+
+/// How `backup-push` copies the data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PushMethod {
+    ObjectStore,
+    Snapshot,
 }
 
 /// Parses one `--annotation key=value` (the rules are `pgec2-contract`'s, shared with the

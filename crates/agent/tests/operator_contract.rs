@@ -36,8 +36,9 @@ fn operator_commands() -> Vec<AgentCommand> {
                 annotation("pgec2.io/schedule-tick", "2026-01-01T03:00:00Z"),
                 annotation("pgec2.io/backup-request", "x'; touch /tmp/pwned; echo '$(id) `id` \"q\" --json a=b"),
             ],
+            snapshot: false,
         }),
-        AgentCommand::from(BackupPush { permanent: false, annotations: vec![annotation("empty", "")] }),
+        AgentCommand::from(BackupPush { permanent: false, annotations: vec![annotation("empty", "")], snapshot: true }),
         AgentCommand::from(ArchiveStatus),
     ]
 }
@@ -47,10 +48,18 @@ fn operator_commands() -> Vec<AgentCommand> {
 fn as_contract(command: Command) -> Option<AgentCommand> {
     match command {
         Command::Host(HostCommand::Apply { spec }) => Some(HostApply { spec: spec.to_string_lossy().into() }.into()),
-        Command::BackupPush(BackupPushArgs { pgdata: None, permanent, annotations, json: true }) => {
+        Command::BackupPush(BackupPushArgs {
+            pgdata: None,
+            permanent,
+            annotations,
+            json: true,
+            method,
+            snapshot_timeout: 3600,
+        }) => {
             let annotations: Option<Vec<_>> =
                 annotations.iter().map(|(key, value)| Annotation::new(key, value).ok()).collect();
-            Some(BackupPush { permanent, annotations: annotations? }.into())
+            let snapshot = method == pgec2_agent::cli::PushMethod::Snapshot;
+            Some(BackupPush { permanent, annotations: annotations?, snapshot }.into())
         }
         Command::ArchiveStatus(JsonArgs { json: true }) => Some(ArchiveStatus.into()),
         _ => None,
@@ -92,6 +101,8 @@ fn backup_info() -> BackupInfo {
         wal_segment_size: 16 << 20,
         next_xid: Some(754),
         annotations: BTreeMap::from([("pgec2.io/backup-request".into(), "x'\"{ y".into())]),
+        kind: pgec2_core::catalog::BackupKind::Snapshot,
+        snapshot_id: Some("snap-0123456789abcdef0".into()),
         format: pgec2_core::catalog::BACKUP_INFO_FORMAT,
     }
 }

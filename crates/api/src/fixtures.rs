@@ -53,6 +53,7 @@ pub fn policy(name: &str) -> PolicyBuilder {
         retention: Retention::default(),
         compression: Compression::default(),
         wal_archiving: WalArchiving::default(),
+        method: Default::default(),
     };
     PolicyBuilder { policy: BackupPolicy { metadata: metadata(name), spec, status: None } }
 }
@@ -215,6 +216,12 @@ impl PolicyBuilder {
             kms_key_id: None,
         };
         self.policy.spec.storage = BackupStorage { s3: Some(s3), local: None };
+        self
+    }
+
+    /// Sets `spec.method`.
+    pub fn method(mut self, method: crate::BackupMethod) -> Self {
+        self.policy.spec.method = method;
         self
     }
 

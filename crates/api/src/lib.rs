@@ -49,8 +49,8 @@ pub use host::status::{
     PostgresStatus,
 };
 pub use policy::spec::{
-    BackupPolicy, BackupPolicySpec, BackupStorage, Compression, LocalStorage, Retention, S3Storage, S3StorageClass,
-    ServerSideEncryption, WalArchiving,
+    BackupMethod, BackupPolicy, BackupPolicySpec, BackupStorage, Compression, LocalStorage, Retention, S3Storage,
+    S3StorageClass, ServerSideEncryption, WalArchiving,
 };
 pub use policy::status::{ActiveBackup, BackupPolicyStatus, BackupRun, HostBackupSummary};
 pub use status::{BackupInfo, RecoveryWindow};

@@ -34,6 +34,12 @@ pub struct BackupInfo {
     /// Pinned: kept regardless of retention.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub permanent: bool,
+    /// How the data was copied: `objectStore` or `snapshot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The volume snapshot holding the data of a `snapshot` backup (an EBS snapshot id on AWS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
 }
 
 /// The points in time a host can be restored to: from the end of its oldest kept backup to the

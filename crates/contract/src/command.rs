@@ -33,6 +33,9 @@ pub struct BackupPush {
     pub permanent: bool,
     /// Notes recorded in the backup's commit record, in order.
     pub annotations: Vec<Annotation>,
+    /// A snapshot backup (`--method snapshot`): the operator snapshots the data volume while
+    /// the agent holds the backup open.
+    pub snapshot: bool,
 }
 
 /// `archive-status --json`: the state of continuous archiving; prints an `ArchiverStatus`.
@@ -44,10 +47,13 @@ impl AgentCommand {
     pub fn argv(&self) -> Vec<String> {
         match self {
             AgentCommand::HostApply(HostApply { spec }) => vec!["host".into(), "apply".into(), spec.clone()],
-            AgentCommand::BackupPush(BackupPush { permanent, annotations }) => {
+            AgentCommand::BackupPush(BackupPush { permanent, annotations, snapshot }) => {
                 let mut argv = vec!["backup-push".to_string(), "--json".to_string()];
                 if *permanent {
                     argv.push("--permanent".into());
+                }
+                if *snapshot {
+                    argv.extend(["--method".to_string(), "snapshot".to_string()]);
                 }
                 for annotation in annotations {
                     argv.extend(["--annotation".to_string(), annotation.to_string()]);
@@ -96,7 +102,7 @@ mod tests {
             Annotation::new("pgec2.io/schedule-tick", "2026-01-01T03:00:00Z").expect("annotation"),
             Annotation::new("pgec2.io/backup-request", "a=b c").expect("annotation"),
         ];
-        let command = AgentCommand::from(BackupPush { permanent: true, annotations });
+        let command = AgentCommand::from(BackupPush { permanent: true, annotations, snapshot: false });
         assert_eq!(
             command.argv(),
             [

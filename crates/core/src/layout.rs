@@ -151,6 +151,20 @@ impl ArchiveLayout {
         self.backup_object(backup, "permanent")
     }
 
+    /// One object of the handshake of a snapshot backup (see [`crate::catalog::snapshot`]):
+    /// `snapshot-requests/<backup>/<object>`.
+    pub fn snapshot_handshake(&self, backup: &str, object: &str) -> Result<ObjectKey, StorageError> {
+        if backup.is_empty() || backup.contains('/') {
+            return Err(StorageError::InvalidKey { key: backup.to_string() });
+        }
+        self.key(&format!("snapshot-requests/{backup}/{object}"))
+    }
+
+    /// The listing prefix of all snapshot handshakes.
+    pub fn snapshot_requests_prefix(&self) -> String {
+        self.list_prefix("snapshot-requests/")
+    }
+
     /// A lease held by a restore or standby (see [`crate::leases`]).
     pub fn lease(&self, id: &str) -> Result<ObjectKey, StorageError> {
         let valid =

@@ -295,6 +295,8 @@ mod tests {
             wal_segment_size: SEGMENT,
             next_xid: None,
             annotations: Default::default(),
+            kind: Default::default(),
+            snapshot_id: None,
             format: 1,
         }
     }

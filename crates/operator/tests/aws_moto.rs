@@ -9,26 +9,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{HttpTokensState, SnapshotState, VolumeState};
-use aws_support::{MotoAws, bootstrap_script, host, volume_tag};
+use aws_support::{MotoAws, bootstrap_script, host, until_running, volume_tag};
 use pgec2_operator::cloud::aws::{AgentProbe, AwsCloud, AwsOptions, ImageParameters};
 use pgec2_operator::cloud::{
-    Cloud, CloudError, CommandStatus, HostCommand, HostInstance, HostRef, InstanceState, TerminationProgress,
-    VolumeDisposal, VolumeSettings, tags,
+    Cloud, CloudError, CommandStatus, HostCommand, HostRef, TerminationProgress, VolumeDisposal, VolumeSettings, tags,
 };
-
-/// Calls `find_host` until the host runs with its data volume attached.
-async fn until_running(cloud: &AwsCloud, host: &HostRef) -> HostInstance {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let found = cloud.find_host(host).await.expect("find host");
-        if let Some(instance) = found.filter(|found| found.state == InstanceState::Running && found.volume_id.is_some())
-        {
-            return instance;
-        }
-        assert!(Instant::now() < deadline, "host {} did not run with its data volume in time", host.key());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Calls `terminate_host` until it is done.
 async fn terminate(cloud: &AwsCloud, host: &HostRef, disposal: VolumeDisposal) {

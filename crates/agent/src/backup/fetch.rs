@@ -79,7 +79,9 @@ pub async fn fetch_backup(
     // 2. Pick the backup and timeline; refuse unreachable targets.
     let backups = catalog::scan_backups(archive).await?;
     let wal = catalog::load_wal_archive(archive, backups.segment_size()).await?;
-    let plan = catalog::plan_restore(&backups.committed, &wal, &request.name, &request.target, request.timeline)?;
+    super::snapshot::refuse_snapshot(&backups, &request.name)?;
+    let copies = backups.of_kind(catalog::BackupKind::ObjectStore);
+    let plan = catalog::plan_restore(&copies, &wal, &request.name, &request.target, request.timeline)?;
     let name = plan.backup.name.clone();
     tracing::info!(backup = %name, timeline = plan.timeline.timeline, "restoring");
     for (ancestor, branch, newest) in diverged_ancestors(&wal, &wal.history(plan.timeline.timeline)) {

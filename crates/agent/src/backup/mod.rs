@@ -33,6 +33,7 @@ pub mod push;
 pub mod recovery_conf;
 #[cfg(test)]
 mod restore_order_tests;
+pub mod snapshot;
 pub mod stages;
 pub mod upload;
 pub mod verify;
@@ -55,7 +56,15 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String, BackupError> {
 pub async fn push_command(config_path: Option<&Path>, args: BackupPushArgs) -> Result<ExitCode, BackupError> {
     let (config, archive) = open(config_path).await?;
     let options = push::PushOptions { permanent: args.permanent, annotations: args.annotations.into_iter().collect() };
-    let info = push::push_backup(&config, &archive, args.pgdata.as_deref(), options).await?;
+    let info = match args.method {
+        crate::cli::PushMethod::ObjectStore => {
+            push::push_backup(&config, &archive, args.pgdata.as_deref(), options).await?
+        }
+        crate::cli::PushMethod::Snapshot => {
+            let wait = std::time::Duration::from_secs(args.snapshot_timeout);
+            snapshot::push_snapshot_backup(&config, &archive, args.pgdata.as_deref(), options, wait).await?
+        }
+    };
     if args.json {
         println!("{}", to_json(&info)?);
     } else {

@@ -110,6 +110,8 @@ pub async fn push_backup(
         wal_segment_size: segment_size.bytes(),
         next_xid: stop.next_xid,
         annotations,
+        kind: catalog::BackupKind::ObjectStore,
+        snapshot_id: None,
         format: BACKUP_INFO_FORMAT,
     };
     wait_for_wal(archive, &info, timeline).await?;
@@ -139,7 +141,7 @@ pub async fn push_backup(
 }
 
 /// Refuses a standby, a server without archiving, or a data directory that is not the server's.
-fn check_server(facts: &ServerFacts, pgdata: Option<&Path>) -> Result<PathBuf, BackupError> {
+pub(super) fn check_server(facts: &ServerFacts, pgdata: Option<&Path>) -> Result<PathBuf, BackupError> {
     if facts.in_recovery {
         return Err(BackupError::Refused(
             "the server is a standby (in recovery): run backup-push on the primary".to_string(),
@@ -169,7 +171,7 @@ fn check_server(facts: &ServerFacts, pgdata: Option<&Path>) -> Result<PathBuf, B
 }
 
 /// Refuses to back up into an archive another cluster owns.
-async fn check_owner(archive: &Archive, facts: &ServerFacts) -> Result<(), BackupError> {
+pub(super) async fn check_owner(archive: &Archive, facts: &ServerFacts) -> Result<(), BackupError> {
     if let Some(owner) = identity::read_owner(archive).await?
         && owner.system_identifier != facts.system_identifier
     {
@@ -185,7 +187,7 @@ async fn check_owner(archive: &Archive, facts: &ServerFacts) -> Result<(), Backu
 }
 
 /// Stores `backup_label` and (when there are tablespaces) `tablespace_map`; returns bytes stored.
-async fn store_label_files(archive: &Archive, name: &str, stop: &BackupStop) -> Result<u64, BackupError> {
+pub(super) async fn store_label_files(archive: &Archive, name: &str, stop: &BackupStop) -> Result<u64, BackupError> {
     let label_key = archive.layout.backup_label(name).map_err(BackupError::storage("name", name))?;
     let map_key = archive.layout.tablespace_map(name).map_err(BackupError::storage("name", name))?;
     let mut stored = put_raw(archive, &label_key, stop.backup_label.as_bytes()).await?;
@@ -209,7 +211,11 @@ async fn put_raw(archive: &Archive, key: &ObjectKey, content: &[u8]) -> Result<u
 }
 
 /// Waits until every segment from the backup's start to its end is in the archive.
-async fn wait_for_wal(archive: &Archive, info: &BackupInfo, timeline: TimelineId) -> Result<(), BackupError> {
+pub(super) async fn wait_for_wal(
+    archive: &Archive,
+    info: &BackupInfo,
+    timeline: TimelineId,
+) -> Result<(), BackupError> {
     let size = info.segment_size();
     let deadline = tokio::time::Instant::now() + WAL_ARRIVAL_TIMEOUT;
     let mut pause = WAL_POLL.0;
@@ -234,7 +240,7 @@ async fn wait_for_wal(archive: &Archive, info: &BackupInfo, timeline: TimelineId
 /// Checks that the labels, the manifest and every part are stored before the commit marker is
 /// written (a concurrent `delete garbage` with a too-short grace period must not leave a
 /// committed backup with missing objects).
-async fn check_objects_present(
+pub(super) async fn check_objects_present(
     archive: &Archive,
     manifest: &BackupManifest,
     has_tablespace_map: bool,

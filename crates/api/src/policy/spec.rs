@@ -65,6 +65,27 @@ pub struct BackupPolicySpec {
     /// WAL archiving settings of the hosts.
     #[serde(default)]
     pub wal_archiving: WalArchiving,
+
+    /// How base backups copy the data: `objectStore` (default: every file compressed into the
+    /// storage above), `snapshot` (a snapshot of the host's data volume, an EBS snapshot on
+    /// AWS, taken between `pg_backup_start` and `pg_backup_stop`; the labels and manifest go to
+    /// the storage) or `both` (ticks alternate between the two kinds). Both kinds share one
+    /// catalog, one retention count and one recovery window, with the WAL from the storage.
+    #[serde(default)]
+    pub method: BackupMethod,
+}
+
+/// How base backups copy the data.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum BackupMethod {
+    /// Every file compressed into the backup storage.
+    #[default]
+    ObjectStore,
+    /// A snapshot of the host's data volume.
+    Snapshot,
+    /// Alternate: a snapshot, then an object-store copy, and so on.
+    Both,
 }
 
 /// Where WAL and base backups are stored. Exactly one of `s3` or `local`.

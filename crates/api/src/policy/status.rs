@@ -86,6 +86,10 @@ pub struct ActiveBackup {
     /// The on-demand request (`pgec2.io/backup-request` value) it was taken for, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
+    /// `snapshot` when the backup is a volume snapshot the operator takes while the command
+    /// holds the backup open; absent for an object-store backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
 }
 
 /// The archive of one host, as the storage catalog shows it.

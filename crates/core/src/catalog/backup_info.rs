@@ -48,8 +48,37 @@ pub struct BackupInfo {
     /// schedule tick or on-demand request a backup was taken for.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// How the data was copied: `object_store` (files in parts under `backups/<name>/parts/`)
+    /// or `snapshot` (a volume snapshot; only the labels and an empty manifest are stored).
+    #[serde(default)]
+    pub kind: BackupKind,
+    /// The volume snapshot of a `snapshot` backup, as its cloud names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
     #[serde(default = "default_format")]
     pub format: u32,
+}
+
+/// How a backup's data was copied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupKind {
+    /// Every file copied into compressed parts in the archive (`backup-push`).
+    #[default]
+    ObjectStore,
+    /// A snapshot of the data volume taken between `pg_backup_start` and `pg_backup_stop`
+    /// (`backup-push --method snapshot`); the labels and the manifest are in the archive.
+    Snapshot,
+}
+
+impl BackupKind {
+    /// The name used in JSON, status and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::ObjectStore => "object_store",
+            BackupKind::Snapshot => "snapshot",
+        }
+    }
 }
 
 fn default_format() -> u32 {
@@ -149,6 +178,20 @@ mod tests {
         assert_eq!(back, sample());
     }
 
+    #[test]
+    fn a_commit_record_without_a_kind_is_an_object_store_backup() {
+        let mut json = serde_json::to_value(sample()).expect("json");
+        assert_eq!(json["kind"], "object_store");
+        json.as_object_mut().expect("object").remove("kind");
+        let back: BackupInfo = serde_json::from_value(json).expect("parse");
+        assert_eq!(back.kind, BackupKind::ObjectStore);
+        let mut snapshot = sample();
+        snapshot.kind = BackupKind::Snapshot;
+        snapshot.snapshot_id = Some("snap-0123".into());
+        let json = serde_json::to_value(&snapshot).expect("json");
+        assert_eq!((json["kind"].as_str(), json["snapshot_id"].as_str()), (Some("snapshot"), Some("snap-0123")));
+    }
+
     pub(crate) fn sample() -> BackupInfo {
         BackupInfo {
             name: "base_20260131T120000Z_000000010000000002000028".into(),
@@ -165,6 +208,8 @@ mod tests {
             wal_segment_size: 16 * 1024 * 1024,
             next_xid: Some(740),
             annotations: Default::default(),
+            kind: BackupKind::ObjectStore,
+            snapshot_id: None,
             format: BACKUP_INFO_FORMAT,
         }
     }

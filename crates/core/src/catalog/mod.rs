@@ -30,10 +30,11 @@ use crate::wal::SegmentSize;
 
 mod backup_info;
 mod restore_plan;
+pub mod snapshot;
 mod timeline;
 mod wal_archive;
 
-pub use backup_info::{BACKUP_INFO_FORMAT, BackupInfo, BackupName};
+pub use backup_info::{BACKUP_INFO_FORMAT, BackupInfo, BackupKind, BackupName};
 pub use restore_plan::{RecoveryTarget, RestorePlan, TargetError, plan_restore};
 pub use timeline::{TimelineError, TimelineHistory, TimelineSpan};
 pub use wal_archive::{ArchivedSegment, LaterWal, WalArchive};
@@ -135,6 +136,11 @@ impl BackupSet {
             .iter()
             .find(|backup| backup.name == name)
             .ok_or_else(|| CatalogError::NoSuchBackup { name: name.to_string(), archive: archive.describe() })
+    }
+
+    /// The committed backups of one kind, oldest first.
+    pub fn of_kind(&self, kind: BackupKind) -> Vec<BackupInfo> {
+        self.committed.iter().filter(|backup| backup.kind == kind).cloned().collect()
     }
 
     /// The cluster's WAL segment size as the backups record it (default when there are none).

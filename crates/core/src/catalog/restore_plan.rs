@@ -279,6 +279,8 @@ mod tests {
             wal_segment_size: SEGMENT,
             next_xid: Some(start * 1000),
             annotations: Default::default(),
+            kind: Default::default(),
+            snapshot_id: None,
             format: 1,
         }
     }

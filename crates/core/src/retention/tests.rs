@@ -37,6 +37,8 @@ fn backup(start_segment: u64, permanent: bool) -> BackupInfo {
         wal_segment_size: SEGMENT,
         next_xid: None,
         annotations: Default::default(),
+        kind: Default::default(),
+        snapshot_id: None,
         format: 1,
     }
 }

@@ -37,6 +37,8 @@ pub fn backup_info(start: u64) -> BackupInfo {
         wal_segment_size: SEGMENT,
         next_xid: None,
         annotations: Default::default(),
+        kind: Default::default(),
+        snapshot_id: None,
         format: 1,
     }
 }

@@ -7,6 +7,7 @@
 //!                                 volume/    the "data volume" (PGDATA is volume/data)
 //!                                 commands/  one directory per command (script, output, exit)
 //! <state>/snapshots/<namespace>/<name>-<t>/  copies of volumes terminated with Snapshot
+//! <state>/volume-snapshots/<id>/             snapshots of backups (see [`snapshots`])
 //! ```
 //!
 //! "Run command" executes the same bootstrap script the AWS cloud sends through SSM, with
@@ -21,13 +22,14 @@ use sha2::Digest;
 
 use super::{
     AgentDownload, Cloud, CloudError, CommandStatus, HostCommand, HostInstance, HostLayout, HostRef, InstanceState,
-    LaunchRequest, TerminationProgress, VolumeDisposal, VolumeSettings,
+    LaunchRequest, SnapshotRequest, TerminationProgress, VolumeDisposal, VolumeSettings, VolumeSnapshot,
 };
 
 mod command;
 mod files;
 mod host_os;
 mod record;
+pub mod snapshots;
 
 use files::{OsUser, io_error};
 use record::{HostRecord, RecordState, VolumeState};
@@ -107,6 +109,11 @@ impl LocalCloud {
     /// The state directory.
     pub fn state_dir(&self) -> &Path {
         &self.config.state_dir
+    }
+
+    /// `<state>/volume-snapshots`.
+    pub fn snapshots_root(&self) -> PathBuf {
+        self.config.state_dir.join("volume-snapshots")
     }
 
     fn hosts_root(&self) -> PathBuf {
@@ -313,6 +320,32 @@ impl Cloud for LocalCloud {
     async fn command_status(&self, host: &HostInstance, command_id: &str) -> Result<CommandStatus, CloudError> {
         let dir = self.find_instance(&host.instance_id).map_err(|error| error.into_cloud("read command status"))?;
         command::status(&dir, command_id).map_err(|error| error.into_cloud("read command status"))
+    }
+
+    async fn snapshot_volume(
+        &self,
+        _instance: &HostInstance,
+        request: &SnapshotRequest,
+    ) -> Result<VolumeSnapshot, CloudError> {
+        let volume = self.host_dir(&request.host).join("volume");
+        snapshots::create(&self.snapshots_root(), &volume, request)
+            .await
+            .map_err(|error| error.into_cloud("snapshot a volume"))
+    }
+
+    async fn describe_snapshot(&self, snapshot_id: &str) -> Result<Option<VolumeSnapshot>, CloudError> {
+        snapshots::describe(&self.snapshots_root(), snapshot_id)
+            .map_err(|error| error.into_cloud("describe a snapshot"))
+    }
+
+    async fn host_snapshots(&self, host: &HostRef) -> Result<Vec<VolumeSnapshot>, CloudError> {
+        snapshots::of_host(&self.snapshots_root(), host).map_err(|error| error.into_cloud("list snapshots"))
+    }
+
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), CloudError> {
+        snapshots::delete(&self.snapshots_root(), snapshot_id)
+            .await
+            .map_err(|error| error.into_cloud("delete a snapshot"))
     }
 
     async fn host_layout(&self, host: &HostRef, _instance: &HostInstance) -> Result<HostLayout, CloudError> {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    Cloud, CloudError, CommandStatus, HostCommand, HostInstance, HostLayout, HostRef, LaunchRequest,
-    TerminationProgress, VolumeDisposal, VolumeSettings,
+    Cloud, CloudError, CommandStatus, HostCommand, HostInstance, HostLayout, HostRef, LaunchRequest, SnapshotRequest,
+    TerminationProgress, VolumeDisposal, VolumeSettings, VolumeSnapshot,
 };
 use crate::metrics::Metrics;
 
@@ -68,6 +68,26 @@ impl Cloud for MeteredCloud {
 
     async fn running_commands(&self, host: &HostInstance, purpose: &str) -> Result<Vec<String>, CloudError> {
         self.count("running_commands", self.inner.running_commands(host, purpose).await)
+    }
+
+    async fn snapshot_volume(
+        &self,
+        instance: &HostInstance,
+        request: &SnapshotRequest,
+    ) -> Result<VolumeSnapshot, CloudError> {
+        self.count("snapshot_volume", self.inner.snapshot_volume(instance, request).await)
+    }
+
+    async fn describe_snapshot(&self, snapshot_id: &str) -> Result<Option<VolumeSnapshot>, CloudError> {
+        self.count("describe_snapshot", self.inner.describe_snapshot(snapshot_id).await)
+    }
+
+    async fn host_snapshots(&self, host: &HostRef) -> Result<Vec<VolumeSnapshot>, CloudError> {
+        self.count("host_snapshots", self.inner.host_snapshots(host).await)
+    }
+
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), CloudError> {
+        self.count("delete_snapshot", self.inner.delete_snapshot(snapshot_id).await)
     }
 
     async fn host_layout(&self, host: &HostRef, instance: &HostInstance) -> Result<HostLayout, CloudError> {

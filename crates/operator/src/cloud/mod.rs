@@ -38,6 +38,47 @@ pub mod tags {
     pub const UID: &str = "pgec2.io/uid";
     pub const MANAGED_BY: &str = "pgec2.io/managed-by";
     pub const MANAGER: &str = "pgec2-operator";
+    /// On a snapshot of a backup: the backup's name.
+    pub const BACKUP: &str = "pgec2.io/backup";
+    /// On a snapshot of a backup: the BackupPolicy (`<namespace>/<name>`) that took it.
+    pub const POLICY: &str = "pgec2.io/policy";
+}
+
+/// A snapshot of a host's data volume for a base backup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRequest {
+    pub host: HostRef,
+    /// `<namespace>/<name>` of the BackupPolicy.
+    pub policy: String,
+    /// The backup's name: with the host's uid it identifies the snapshot (the idempotency key).
+    pub backup: String,
+}
+
+/// Progress of a volume snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotState {
+    Pending,
+    Completed,
+    /// The cloud gave up on it; the backup cannot be committed.
+    Failed {
+        message: String,
+    },
+}
+
+/// A volume snapshot as found in the cloud.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSnapshot {
+    pub snapshot_id: String,
+    /// The backup it was taken for (its `pgec2.io/backup` tag).
+    pub backup: Option<String>,
+    pub state: SnapshotState,
+}
+
+fn snapshots_unsupported(cloud: &str) -> CloudError {
+    CloudError::Permanent {
+        action: "snapshot a volume",
+        message: format!("the {cloud} cloud has no volume snapshots; use `method: objectStore`"),
+    }
 }
 
 /// Lifecycle of an instance as the cloud reports it.
@@ -252,6 +293,31 @@ pub trait Cloud: Send + Sync {
     /// running on the host, oldest first: what a restarted operator adopts instead of sending
     /// the same command again.
     async fn running_commands(&self, host: &HostInstance, purpose: &str) -> Result<Vec<String>, CloudError>;
+
+    /// Starts a snapshot of the host's data volume for a backup, or returns the one already
+    /// started for the same host and backup (found by its tags first).
+    async fn snapshot_volume(
+        &self,
+        _instance: &HostInstance,
+        _request: &SnapshotRequest,
+    ) -> Result<VolumeSnapshot, CloudError> {
+        Err(snapshots_unsupported(self.name()))
+    }
+
+    /// A snapshot by id; `None` when it does not exist (any more).
+    async fn describe_snapshot(&self, _snapshot_id: &str) -> Result<Option<VolumeSnapshot>, CloudError> {
+        Err(snapshots_unsupported(self.name()))
+    }
+
+    /// The backup snapshots of a host's volumes (by the host's uid tag), any state.
+    async fn host_snapshots(&self, _host: &HostRef) -> Result<Vec<VolumeSnapshot>, CloudError> {
+        Ok(Vec::new())
+    }
+
+    /// Deletes a snapshot; a missing one is already deleted.
+    async fn delete_snapshot(&self, _snapshot_id: &str) -> Result<(), CloudError> {
+        Err(snapshots_unsupported(self.name()))
+    }
 
     /// Where things live on the host (paths, port, agent download); EC2's layout by default.
     async fn host_layout(&self, _host: &HostRef, instance: &HostInstance) -> Result<HostLayout, CloudError> {

@@ -55,7 +55,9 @@ pub async fn check(host: &PostgresHost, policy: &BackupPolicy) -> Result<Result<
     let catalog_error = |error| CheckError::Catalog { source_host: source.clone(), error };
     let backups = catalog::scan_backups(&archive).await.map_err(catalog_error)?;
     let wal = catalog::load_wal_archive(&archive, backups.segment_size()).await.map_err(catalog_error)?;
-    let plan = catalog::plan_restore(&backups.committed, &wal, &recovery.backup, &target, TimelineRequest::Latest);
+    // Restores read object-store backups only, as `backup-fetch` on the host does.
+    let copies = backups.of_kind(catalog::BackupKind::ObjectStore);
+    let plan = catalog::plan_restore(&copies, &wal, &recovery.backup, &target, TimelineRequest::Latest);
     Ok(match plan {
         Ok(plan) => Ok(Reachable { backup: plan.backup.name }),
         Err(error) => Err(unreachable(&source, &policy_name(policy), &error)),

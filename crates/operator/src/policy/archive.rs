@@ -97,5 +97,13 @@ pub fn backup_info(backup: &catalog::BackupInfo) -> pgec2_api::BackupInfo {
         data_bytes: i64::try_from(backup.data_bytes).ok(),
         stored_bytes: i64::try_from(backup.stored_bytes).ok(),
         permanent: backup.permanent,
+        kind: Some(
+            match backup.kind {
+                catalog::BackupKind::ObjectStore => "objectStore",
+                catalog::BackupKind::Snapshot => "snapshot",
+            }
+            .to_string(),
+        ),
+        snapshot_id: backup.snapshot_id.clone(),
     }
 }

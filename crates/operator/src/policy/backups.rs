@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
-use pgec2_api::{ActiveBackup, BACKUP_REQUEST_ANNOTATION, BackupPolicy, PostgresHost};
+use pgec2_api::{ActiveBackup, BACKUP_REQUEST_ANNOTATION, BackupMethod, BackupPolicy, PostgresHost};
 
 use pgec2_contract::annotation::Annotation;
 use pgec2_contract::command::{AgentCommand, BackupPush};
@@ -46,15 +46,18 @@ impl Trigger {
     }
 }
 
-/// The agent command that takes a backup for `trigger`.
-pub fn backup_command(trigger: &Trigger) -> AgentCommand {
-    AgentCommand::from(BackupPush { permanent: false, annotations: trigger.annotations() })
+/// `ActiveBackup.method` of a snapshot backup.
+pub const SNAPSHOT_METHOD: &str = "snapshot";
+
+/// The agent command that takes a backup for `trigger` (a snapshot backup when `snapshot`).
+pub fn backup_command(trigger: &Trigger, snapshot: bool) -> AgentCommand {
+    AgentCommand::from(BackupPush { permanent: false, annotations: trigger.annotations(), snapshot })
 }
 
 /// The shell command that takes a backup on a host: the agent with the configuration host apply
 /// wrote, run as the OS user that owns PostgreSQL, with the trigger recorded in the backup.
-pub fn backup_script(layout: &HostLayout, trigger: &Trigger) -> Option<String> {
-    crate::agent_command::agent_script(layout, &backup_command(trigger))
+pub fn backup_script(layout: &HostLayout, trigger: &Trigger, snapshot: bool) -> Option<String> {
+    crate::agent_command::agent_script(layout, &backup_command(trigger, snapshot))
 }
 
 fn host_ref(host: &PostgresHost) -> HostRef {
@@ -91,22 +94,25 @@ pub async fn start(
         Ok(None) => return refused(ctx, policy, draft, &key, now, "the host has no instance".to_string()).await,
         Err(error) => return refused(ctx, policy, draft, &key, now, format!("failed to find the host: {error}")).await,
     };
-    let script = match cloud.host_layout(&reference, &instance).await.map(|layout| backup_script(&layout, &trigger)) {
-        Ok(Some(script)) => script,
-        Ok(None) => {
-            let message = "a host path or the request value contains a NUL byte".to_string();
-            return refused(ctx, policy, draft, &key, now, message).await;
-        }
-        Err(error) => {
-            return refused(ctx, policy, draft, &key, now, format!("failed to read the host layout: {error}")).await;
-        }
-    };
+    let snapshot = takes_snapshot(policy, host);
+    let script =
+        match cloud.host_layout(&reference, &instance).await.map(|layout| backup_script(&layout, &trigger, snapshot)) {
+            Ok(Some(script)) => script,
+            Ok(None) => {
+                let message = "a host path or the request value contains a NUL byte".to_string();
+                return refused(ctx, policy, draft, &key, now, message).await;
+            }
+            Err(error) => {
+                return refused(ctx, policy, draft, &key, now, format!("failed to read the host layout: {error}"))
+                    .await;
+            }
+        };
     // A backup command the status does not know of (sent just before an operator restart, whose
     // status write was lost) is followed, not doubled.
     match cloud.running_commands(&instance, BACKUP_PURPOSE).await {
         Ok(running) if !running.is_empty() => {
             let command_id = running[0].clone();
-            draft.add_active(active_backup(&key, command_id.clone(), now, &trigger));
+            draft.add_active(active_backup(&key, command_id.clone(), now, &trigger, snapshot));
             let note =
                 format!("backup command {command_id} already runs on {key}; following it instead of starting another");
             publish(ctx, policy, EventType::Normal, "BackupFollowed", note).await;
@@ -118,13 +124,14 @@ pub async fn start(
     let command = HostCommand { purpose: BACKUP_PURPOSE.to_string(), script, timeout: BACKUP_TIMEOUT };
     match cloud.send_command(&instance, &command).await {
         Ok(command_id) => {
-            draft.add_active(active_backup(&key, command_id, now, &trigger));
+            draft.add_active(active_backup(&key, command_id, now, &trigger, snapshot));
             let why = match (&trigger.tick, &trigger.request) {
                 (_, Some(value)) => format!("on request {value:?}"),
                 (Some(tick), None) => format!("for the tick of {tick}"),
                 (None, None) => String::new(),
             };
-            publish(ctx, policy, EventType::Normal, "BackupStarted", format!("base backup started on {key} {why}"))
+            let kind = if snapshot { "snapshot" } else { "base" };
+            publish(ctx, policy, EventType::Normal, "BackupStarted", format!("{kind} backup started on {key} {why}"))
                 .await;
             if let Some(value) = &trigger.request {
                 super::host_status::mark_request_handled(&ctx.client, host, value).await;
@@ -135,13 +142,30 @@ pub async fn start(
     }
 }
 
-fn active_backup(host: &str, command_id: String, now: Timestamp, trigger: &Trigger) -> ActiveBackup {
+fn active_backup(host: &str, command_id: String, now: Timestamp, trigger: &Trigger, snapshot: bool) -> ActiveBackup {
     ActiveBackup {
         host: host.to_string(),
         command_id,
         start_time: Time(now),
         schedule_tick: trigger.tick.map(Time),
         request: trigger.request.clone(),
+        method: snapshot.then(|| SNAPSHOT_METHOD.to_string()),
+    }
+}
+
+/// Whether the next backup of `host` is a snapshot: always with `method: snapshot`, never with
+/// `objectStore`, and with `both` unless the newest backup of the host is a snapshot.
+fn takes_snapshot(policy: &BackupPolicy, host: &PostgresHost) -> bool {
+    match policy.spec.method {
+        BackupMethod::ObjectStore => false,
+        BackupMethod::Snapshot => true,
+        BackupMethod::Both => {
+            let summaries = policy.status.as_ref().map(|status| status.hosts.as_slice()).unwrap_or_default();
+            let last = summaries.iter().find(|summary| summary.host == host.qualified_name());
+            let last_kind =
+                last.and_then(|summary| summary.last_backup.as_ref()).and_then(|backup| backup.kind.as_deref());
+            last_kind != Some("snapshot")
+        }
     }
 }
 
@@ -196,8 +220,15 @@ pub async fn finish_running(ctx: &Context, policy: &BackupPolicy, hosts: &[Postg
             },
         };
         let now = Timestamp::now();
+        let snapshot = run.method.as_deref() == Some(SNAPSHOT_METHOD);
+        let reference = host_ref(host);
         match status {
-            CommandStatus::Pending | CommandStatus::InProgress => continue,
+            CommandStatus::Pending | CommandStatus::InProgress => {
+                if snapshot {
+                    super::snapshots::serve(ctx, policy, host, &reference, &instance).await;
+                }
+                continue;
+            }
             CommandStatus::Succeeded { stdout } => {
                 let name = backup_name(&stdout);
                 draft.succeeded(&run.host, name.clone(), started, now);
@@ -215,6 +246,11 @@ pub async fn finish_running(ctx: &Context, policy: &BackupPolicy, hosts: &[Postg
                 draft.failed(&run.host, Some(started), now, message);
             }
         }
+        if (snapshot || policy.spec.method != BackupMethod::ObjectStore)
+            && let Err(message) = super::snapshots::collect(ctx, policy, host, &reference).await
+        {
+            tracing::warn!(host = %run.host, %message, "snapshots not cleaned up yet; retried after the next backup");
+        }
         if let Some(value) = &run.request
             && host.status.as_ref().and_then(|status| status.handled_backup_request.as_deref()) != Some(value)
         {
@@ -227,7 +263,7 @@ pub async fn finish_running(ctx: &Context, policy: &BackupPolicy, hosts: &[Postg
 /// `BackupInfo`. An answer that breaks the contract loses only the name in the status (the
 /// backup itself committed) and is logged.
 pub fn backup_name(stdout: &str) -> Option<String> {
-    let command = backup_command(&Trigger::default());
+    let command = backup_command(&Trigger::default(), false);
     match crate::agent_command::read_answer::<BackupInfo>(&command, stdout) {
         Ok(info) => Some(info.name),
         Err(error) => {
@@ -237,7 +273,7 @@ pub fn backup_name(stdout: &str) -> Option<String> {
     }
 }
 
-async fn publish(ctx: &Context, policy: &BackupPolicy, type_: EventType, reason: &str, note: String) {
+pub(super) async fn publish(ctx: &Context, policy: &BackupPolicy, type_: EventType, reason: &str, note: String) {
     match type_ {
         EventType::Normal => events::normal(&ctx.recorder, policy, reason, note).await,
         EventType::Warning => events::warning(&ctx.recorder, policy, reason, note).await,

@@ -93,6 +93,8 @@ mod tests {
                 data_bytes: None,
                 stored_bytes: None,
                 permanent: false,
+                kind: None,
+                snapshot_id: None,
             }),
             recovery_window: None,
         }

@@ -11,6 +11,7 @@ pub mod archive;
 pub mod backups;
 pub mod host_status;
 pub mod schedule;
+pub mod snapshots;
 mod status;
 
 use std::sync::Arc;

@@ -257,6 +257,7 @@ mod tests {
             start_time: Time(tick),
             schedule_tick: None,
             request: Some("now".into()),
+            method: None,
         });
         assert!(draft.is_active("default/a") && !draft.is_active("default/b"));
         suspended.status = Some(draft.finish());

@@ -313,3 +313,21 @@ async fn create_instance_profile(server: &pgec2_testkit::MotoServer, name: &str)
         tokio::time::timeout(Duration::from_secs(10), exchange).await.expect("moto iam answers").expect("moto iam");
     assert!(response.starts_with("HTTP/1.1 200"), "create instance profile: {response}");
 }
+
+/// Calls `find_host` until the host runs with its data volume attached.
+pub async fn until_running(
+    cloud: &impl pgec2_operator::cloud::Cloud,
+    host: &HostRef,
+) -> pgec2_operator::cloud::HostInstance {
+    use pgec2_operator::cloud::InstanceState;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = cloud.find_host(host).await.expect("find host");
+        if let Some(instance) = found.filter(|found| found.state == InstanceState::Running && found.volume_id.is_some())
+        {
+            return instance;
+        }
+        assert!(std::time::Instant::now() < deadline, "host {} did not run with its data volume in time", host.key());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

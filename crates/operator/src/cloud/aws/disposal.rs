@@ -178,24 +178,34 @@ impl AwsCloud {
             .cloned())
     }
 
-    async fn create_final_snapshot(&self, host: &HostRef, volume_id: &str) -> Result<String, CloudError> {
-        let mut snapshot_tags: BTreeMap<String, String> = host_tags(host);
-        snapshot_tags.insert(SOURCE_VOLUME.into(), volume_id.into());
-        snapshot_tags.insert("Name".into(), format!("{} final", host.key()));
-        let tag_specification = specification(ResourceType::Snapshot, &snapshot_tags);
-        let description = format!("pgec2: final snapshot of {} data volume {volume_id}", host.key());
+    /// CreateSnapshot of `volume_id` with `tags`; returns the new snapshot's id.
+    pub(crate) async fn create_tagged_snapshot(
+        &self,
+        volume_id: &str,
+        description: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<String, CloudError> {
+        let tag_specification = specification(ResourceType::Snapshot, tags);
         let output = self
             .retry(|| {
                 self.ec2
                     .create_snapshot()
                     .volume_id(volume_id)
-                    .description(&description)
+                    .description(description)
                     .tag_specifications(tag_specification.clone())
                     .send()
             })
             .await
             .map_err(|error| classify("ec2", "snapshot data volume", &error))?;
-        let snapshot_id = output.snapshot_id().unwrap_or_default().to_string();
+        Ok(output.snapshot_id().unwrap_or_default().to_string())
+    }
+
+    async fn create_final_snapshot(&self, host: &HostRef, volume_id: &str) -> Result<String, CloudError> {
+        let mut snapshot_tags: BTreeMap<String, String> = host_tags(host);
+        snapshot_tags.insert(SOURCE_VOLUME.into(), volume_id.into());
+        snapshot_tags.insert("Name".into(), format!("{} final", host.key()));
+        let description = format!("pgec2: final snapshot of {} data volume {volume_id}", host.key());
+        let snapshot_id = self.create_tagged_snapshot(volume_id, &description, &snapshot_tags).await?;
         tracing::info!(host = %host.key(), volume_id, snapshot_id, "final snapshot started");
         Ok(snapshot_id)
     }

@@ -21,11 +21,12 @@ use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 
 use crate::cloud::{
-    Cloud, CloudError, CommandStatus, HostCommand, HostInstance, HostRef, LaunchRequest, TerminationProgress,
-    VolumeDisposal, VolumeSettings,
+    Cloud, CloudError, CommandStatus, HostCommand, HostInstance, HostRef, LaunchRequest, SnapshotRequest,
+    TerminationProgress, VolumeDisposal, VolumeSettings, VolumeSnapshot,
 };
 
 pub mod ami;
+pub mod backup_snapshots;
 mod disposal;
 pub mod error;
 mod instances;
@@ -222,5 +223,25 @@ impl Cloud for AwsCloud {
 
     async fn running_commands(&self, host: &HostInstance, purpose: &str) -> Result<Vec<String>, CloudError> {
         self.running(host, purpose).await
+    }
+
+    async fn snapshot_volume(
+        &self,
+        instance: &HostInstance,
+        request: &SnapshotRequest,
+    ) -> Result<VolumeSnapshot, CloudError> {
+        self.snapshot_for_backup(instance, request).await
+    }
+
+    async fn describe_snapshot(&self, snapshot_id: &str) -> Result<Option<VolumeSnapshot>, CloudError> {
+        self.snapshot_by_id(snapshot_id).await
+    }
+
+    async fn host_snapshots(&self, host: &HostRef) -> Result<Vec<VolumeSnapshot>, CloudError> {
+        self.backup_snapshots(host).await
+    }
+
+    async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), CloudError> {
+        self.remove_snapshot(snapshot_id).await
     }
 }

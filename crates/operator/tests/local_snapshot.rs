@@ -1,0 +1,131 @@
+//! Snapshot backups end to end on the local cloud: `method: snapshot` makes the agent hold a
+//! non-exclusive backup open while the operator copies the host's volume directory; the backup
+//! is committed in the archive with its labels and the snapshot's id, counted by retention like
+//! any backup, and its snapshot deleted with its catalog entry.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use common::{READY_TIMEOUT, TestEnv};
+use pgec2_api::fixtures::{HostBuilder, host, policy};
+use pgec2_api::{BACKUP_REQUEST_ANNOTATION, BackupMethod, HostPhase, PostgresHost};
+use pgec2_core::catalog::{self, BackupKind};
+
+/// Polls `check` until it returns true; panics naming `what` after `timeout`.
+async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what} did not happen within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Committed backups in a host's local archive.
+fn committed_backups(archive: &Path) -> Vec<String> {
+    let dir = archive.join("backups");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|entries| entries.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.retain(|name| dir.join(name).join("complete.json").exists());
+    names.sort();
+    names
+}
+
+/// Snapshot directories of the local cloud (complete ones only).
+fn snapshot_dirs(state: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(state.join("volume-snapshots"))
+        .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+        .unwrap_or_default();
+    dirs.retain(|dir| dir.join("snapshot.json").exists());
+    dirs.sort();
+    dirs
+}
+
+/// Asks for a backup and waits until a new one is committed; returns its name.
+async fn take_backup(env: &TestEnv, archive: &Path, builder: &HostBuilder, request: &str) -> String {
+    let before = committed_backups(archive);
+    env.apply_host(&builder.clone().annotation(BACKUP_REQUEST_ANNOTATION, request).build()).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while committed_backups(archive).len() == before.len() {
+        if Instant::now() > deadline {
+            let policy = env.policies().get("snapshots").await.expect("policy");
+            let listing = std::process::Command::new("find").arg(archive).arg(&env.state_dir).output().expect("find");
+            panic!(
+                "backup {request} was not committed: {:#?}\n{}",
+                policy.status.map(|status| status.active_backups),
+                String::from_utf8_lossy(&listing.stdout)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    committed_backups(archive).into_iter().find(|backup| !before.contains(backup)).expect("the new backup")
+}
+
+/// pgbench writing to the host until killed.
+fn pgbench(env: &TestEnv, host: &PostgresHost, seconds: u32) -> Child {
+    let port = host.status.as_ref().and_then(|status| status.endpoint.as_ref()).map(|endpoint| endpoint.port);
+    let port = port.expect("endpoint").to_string();
+    let socket = env.host_dir("db").join("volume/run");
+    let bin = pgec2_testkit::postgres_bin_dir().expect("PostgreSQL binaries");
+    let mut init = pgec2_testkit::as_postgres(bin.join("pgbench"));
+    init.args(["-i", "-s", "2", "-q", "-U", "postgres", "-p", &port]).arg("-h").arg(&socket).arg("postgres");
+    let output = init.output().expect("run pgbench -i");
+    assert!(output.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&output.stderr));
+    let mut run = pgec2_testkit::as_postgres(bin.join("pgbench"));
+    run.args(["-c", "2", "-T", &seconds.to_string(), "-n", "-U", "postgres", "-p", &port])
+        .arg("-h")
+        .arg(&socket)
+        .arg("postgres")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    run.spawn().expect("start pgbench")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_backup_under_load_commits_with_its_snapshot_and_retention_deletes_both_together() {
+    let env = TestEnv::start().await;
+    let archive = env.archive_dir();
+    let snapshots = policy("snapshots").local(&archive.display().to_string()).method(BackupMethod::Snapshot).keep(1);
+    env.apply_policy(&snapshots.build()).await;
+    let builder = host("db").policy("snapshots");
+    env.apply_host(&builder.clone().build()).await;
+    let ready = env.wait_for("db", READY_TIMEOUT, |host| host.phase() == Some(HostPhase::Ready)).await;
+    let mut load = pgbench(&env, &ready, 60);
+
+    let host_archive = archive.join("default/db");
+    let first = take_backup(&env, &host_archive, &builder, "first").await;
+    let policy_object = env.policies().get("snapshots").await.expect("policy");
+    let opened = pgec2_operator::archive::open(&policy_object, &ready).await.expect("open archive");
+    let info = catalog::read_info(&opened, &first).await.expect("commit record");
+    assert_eq!(info.kind, BackupKind::Snapshot);
+    let snapshot_id = info.snapshot_id.clone().expect("the snapshot's id in the commit record");
+    let snapshot = env.state_dir.join("volume-snapshots").join(&snapshot_id);
+    assert!(snapshot.join("volume/data/PG_VERSION").exists(), "the snapshot holds the data directory");
+    assert!(!snapshot.join("volume/data/backup_label").exists(), "a non-exclusive backup writes no label");
+    let label = catalog::get_content(&opened, &opened.layout.backup_label(&first).expect("key")).await.expect("label");
+    assert!(String::from_utf8_lossy(&label).contains("LABEL: pgec2-agent backup-push --method snapshot"));
+    assert_eq!(snapshot_dirs(&env.state_dir), vec![snapshot.clone()]);
+    assert!(info.finish_lsn > info.start_lsn, "pgbench wrote during the backup");
+
+    // The second snapshot backup replaces the first: retention keeps one, and the first's
+    // snapshot goes with its catalog entry; the handshakes are cleaned up.
+    let second = take_backup(&env, &host_archive, &builder, "second").await;
+    eventually("retention of the first backup", Duration::from_secs(60), || {
+        committed_backups(&host_archive) == vec![second.clone()] && snapshot_dirs(&env.state_dir).len() == 1
+    })
+    .await;
+    assert!(!snapshot.exists(), "the first backup's snapshot was deleted");
+    let second_info = catalog::read_info(&opened, &second).await.expect("commit record");
+    let kept = env.state_dir.join("volume-snapshots").join(second_info.snapshot_id.expect("id"));
+    assert_eq!(snapshot_dirs(&env.state_dir), vec![kept]);
+    eventually("handshakes removed", Duration::from_secs(30), || {
+        std::fs::read_dir(host_archive.join("snapshot-requests")).map(|dir| dir.count() == 0).unwrap_or(true)
+    })
+    .await;
+    let _ = load.kill();
+    let _ = load.wait();
+    env.stop().await;
+}
