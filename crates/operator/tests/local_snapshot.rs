@@ -113,11 +113,13 @@ async fn a_snapshot_backup_under_load_commits_with_its_snapshot_and_retention_de
     // The second snapshot backup replaces the first: retention keeps one, and the first's
     // snapshot goes with its catalog entry; the handshakes are cleaned up.
     let second = take_backup(&env, &host_archive, &builder, "second").await;
-    eventually("retention of the first backup", Duration::from_secs(60), || {
-        committed_backups(&host_archive) == vec![second.clone()] && snapshot_dirs(&env.state_dir).len() == 1
+    // The local cloud removes a snapshot's record first and then its files: wait for both.
+    eventually("retention of the first backup and its snapshot", Duration::from_secs(60), || {
+        committed_backups(&host_archive) == vec![second.clone()]
+            && snapshot_dirs(&env.state_dir).len() == 1
+            && !snapshot.exists()
     })
     .await;
-    assert!(!snapshot.exists(), "the first backup's snapshot was deleted");
     let second_info = catalog::read_info(&opened, &second).await.expect("commit record");
     let kept = env.state_dir.join("volume-snapshots").join(second_info.snapshot_id.expect("id"));
     assert_eq!(snapshot_dirs(&env.state_dir), vec![kept]);

@@ -34,7 +34,7 @@ use super::upload::{PART_SIZE, PartWriter};
 use super::walk::walk_data_directory;
 use crate::config::AgentConfig;
 use crate::postgres::backup_api::label_timeline;
-use crate::postgres::{self, BackupSession, BackupStop, ServerFacts};
+use crate::postgres::{self, BackupSession, BackupStart, BackupStop, ServerFacts};
 
 /// How long to wait for the end WAL segment to appear in the archive after `pg_backup_stop`
 /// (as long as PostgreSQL's own wait was given before the agent took it over).
@@ -88,33 +88,13 @@ pub async fn push_backup(
     // 4. Stop the backup; step 6 waits for its WAL in the archive.
     let stop = session.stop().await?;
     drop(client);
-    let timeline = label_timeline(&stop.backup_label).unwrap_or(start.timeline);
 
     // 5. Store backup_label and tablespace_map exactly as returned.
     let mut stored_bytes = store_label_files(archive, &name, &stop).await?;
 
     // 6. Check the WAL from start to end is archived.
-    let segment_size = SegmentSize::new(facts.wal_segment_size).unwrap_or_default();
-    let mut info = BackupInfo {
-        name: name.clone(),
-        start_time: start.time,
-        finish_time: stop.time,
-        start_lsn: start.lsn,
-        finish_lsn: stop.lsn,
-        timeline,
-        pg_version: facts.version_num,
-        system_identifier: facts.system_identifier,
-        data_bytes: 0,
-        stored_bytes: 0,
-        permanent,
-        wal_segment_size: segment_size.bytes(),
-        next_xid: stop.next_xid,
-        annotations,
-        kind: catalog::BackupKind::ObjectStore,
-        snapshot_id: None,
-        format: BACKUP_INFO_FORMAT,
-    };
-    wait_for_wal(archive, &info, timeline).await?;
+    let mut info = stopped_backup_info(&name, &start, &stop, &facts, permanent, annotations);
+    wait_for_wal(archive, &info, info.timeline).await?;
 
     // 7. Store the manifest, then the pin.
     let mut manifest = BackupManifest::new(name.clone());
@@ -141,6 +121,37 @@ pub async fn push_backup(
 }
 
 /// Refuses a standby, a server without archiving, or a data directory that is not the server's.
+/// The commit record of an object-store backup that `stop` ended (its sizes still zero); a
+/// snapshot backup sets its kind and snapshot id on it.
+pub(super) fn stopped_backup_info(
+    name: &str,
+    start: &BackupStart,
+    stop: &BackupStop,
+    facts: &ServerFacts,
+    permanent: bool,
+    annotations: BTreeMap<String, String>,
+) -> BackupInfo {
+    BackupInfo {
+        name: name.to_string(),
+        start_time: start.time,
+        finish_time: stop.time,
+        start_lsn: start.lsn,
+        finish_lsn: stop.lsn,
+        timeline: label_timeline(&stop.backup_label).unwrap_or(start.timeline),
+        pg_version: facts.version_num,
+        system_identifier: facts.system_identifier,
+        data_bytes: 0,
+        stored_bytes: 0,
+        permanent,
+        wal_segment_size: SegmentSize::new(facts.wal_segment_size).unwrap_or_default().bytes(),
+        next_xid: stop.next_xid,
+        annotations,
+        kind: catalog::BackupKind::ObjectStore,
+        snapshot_id: None,
+        format: BACKUP_INFO_FORMAT,
+    }
+}
+
 pub(super) fn check_server(facts: &ServerFacts, pgdata: Option<&Path>) -> Result<PathBuf, BackupError> {
     if facts.in_recovery {
         return Err(BackupError::Refused(

@@ -20,16 +20,16 @@ use std::time::Duration;
 
 use chrono::Utc;
 use pgec2_core::catalog::snapshot::{self, COMPLETED, REQUEST, SnapshotAnswer, SnapshotRequest, TAKEN};
-use pgec2_core::catalog::{self, BACKUP_INFO_FORMAT, BackupInfo, BackupKind, BackupName};
+use pgec2_core::catalog::{self, BackupInfo, BackupKind, BackupName};
 use pgec2_core::layout::Archive;
 use pgec2_core::manifest::BackupManifest;
 use pgec2_core::storage::PutMode;
-use pgec2_core::wal::SegmentSize;
 
 use super::BackupError;
-use super::push::{PushOptions, check_objects_present, check_owner, check_server, store_label_files, wait_for_wal};
+use super::push::{
+    PushOptions, check_objects_present, check_owner, check_server, stopped_backup_info, store_label_files, wait_for_wal,
+};
 use crate::config::AgentConfig;
-use crate::postgres::backup_api::label_timeline;
 use crate::postgres::{self, BackupSession, ServerFacts};
 
 /// How often the archive is read for the operator's answers.
@@ -64,28 +64,11 @@ pub async fn push_snapshot_backup(
     // 5. Stop the backup, store the labels, check the WAL.
     let stop = session.stop().await?;
     drop(client);
-    let timeline = label_timeline(&stop.backup_label).unwrap_or(start.timeline);
     let mut stored_bytes = store_label_files(archive, &name, &stop).await?;
-    let mut info = BackupInfo {
-        name: name.clone(),
-        start_time: start.time,
-        finish_time: stop.time,
-        start_lsn: start.lsn,
-        finish_lsn: stop.lsn,
-        timeline,
-        pg_version: facts.version_num,
-        system_identifier: facts.system_identifier,
-        data_bytes: 0,
-        stored_bytes: 0,
-        permanent: options.permanent,
-        wal_segment_size: SegmentSize::new(facts.wal_segment_size).unwrap_or_default().bytes(),
-        next_xid: stop.next_xid,
-        annotations: options.annotations,
-        kind: BackupKind::Snapshot,
-        snapshot_id: Some(taken.snapshot_id.clone()),
-        format: BACKUP_INFO_FORMAT,
-    };
-    wait_for_wal(archive, &info, timeline).await?;
+    let mut info = stopped_backup_info(&name, &start, &stop, &facts, options.permanent, options.annotations);
+    info.kind = BackupKind::Snapshot;
+    info.snapshot_id = Some(taken.snapshot_id.clone());
+    wait_for_wal(archive, &info, info.timeline).await?;
 
     // 6. The manifest: no files, the data is in the snapshot.
     let manifest = BackupManifest::new(name.clone());
