@@ -35,6 +35,10 @@ pub enum Command {
     /// Exit 0 fetched, 1 not in the archive (its end), 255 during archive recovery for a missing
     /// segment that is not the end (a hole) or an error, so PostgreSQL stops; other = error.
     WalFetch(WalFetchArgs),
+    /// Stream WAL from a physical replication slot into the archive (a long-running service):
+    /// complete segments as wal-push stores them, the segment being filled as `<segment>.partial`
+    /// every few seconds. `--status` prints the running receiver's state instead.
+    WalReceive(WalReceiveArgs),
     /// Download the WAL segments after AFTER into a prefetch directory (started by wal-fetch).
     #[command(hide = true)]
     WalPrefetch(WalPrefetchArgs),
@@ -108,6 +112,30 @@ pub struct WalFetchArgs {
     pub name: String,
     /// Where to write it (PostgreSQL's %p).
     pub dest: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct WalReceiveArgs {
+    /// The physical replication slot to stream from (created when missing).
+    #[arg(long, default_value = "pgec2_wal_receive")]
+    pub slot: String,
+    /// The spool directory: the segment being received and `status.json`.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/pgec2/wal-receive")]
+    pub spool: PathBuf,
+    /// Seconds between uploads of the segment being filled (`<segment>.partial`): the recovery
+    /// point lags the server by about this much.
+    #[arg(long, value_name = "SECS", default_value_t = 2)]
+    pub partial_interval: u64,
+    /// Seconds without any message from the server (keepalives included) before the connection
+    /// is taken for dead and made again.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub receive_timeout: u64,
+    /// Print the state of the receiver using this spool directory, then exit.
+    #[arg(long)]
+    pub status: bool,
+    /// With --status: print JSON (a `StreamStatus`) instead of text.
+    #[arg(long, requires = "status")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! pgec2-agent: the program on each PostgreSQL host.
 //!
 //! - [`wal`]: `wal-push` / `wal-fetch`, the archive_command and restore_command;
+//! - [`wal_receive`]: `wal-receive`, streaming WAL from a replication slot into the archive;
 //! - [`backup`]: base backups, restores with point-in-time recovery, listing, pinning,
 //!   retention, verification;
 //! - [`host`]: `host apply`, converging a machine to a `HostSpec`;
@@ -21,6 +22,7 @@ pub mod logging;
 pub mod output;
 pub mod postgres;
 pub mod wal;
+pub mod wal_receive;
 pub mod walg;
 
 /// Raised by commands whose implementation has not landed yet.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use pgec2_agent::cli::{Cli, Command, ConfigCommand, HostCommand};
-use pgec2_agent::{archive_status, backup, config, host, wal, walg};
+use pgec2_agent::{archive_status, backup, config, host, wal, wal_receive, walg};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -41,6 +41,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(match cli.command {
         Command::WalPush(args) => wal::push_command(config_path, args).await?,
         Command::WalFetch(args) => wal::fetch_command(config_path, args).await?,
+        Command::WalReceive(args) => wal_receive::command(config_path, args).await?,
         Command::WalPrefetch(args) => wal::prefetch_command(config_path, args).await?,
         Command::WalVerify(args) => backup::wal_verify_command(config_path, args).await?,
         Command::BackupPush(args) => backup::push_command(config_path, args).await?,

@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod recovery_window;
 pub mod retention;
 pub mod storage;
+pub mod stream_status;
 pub mod target_time;
 pub mod wal;
 pub mod walg;

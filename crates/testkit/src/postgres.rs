@@ -131,9 +131,19 @@ impl PgCluster {
 
     /// `pg_ctl stop -m fast`.
     pub fn stop(&mut self) -> Result<()> {
+        self.stop_with("fast")
+    }
+
+    /// `pg_ctl stop -m immediate`: the server stops as if its host lost power (no checkpoint,
+    /// no final WAL switch); recovery is needed to start it again.
+    pub fn stop_immediately(&mut self) -> Result<()> {
+        self.stop_with("immediate")
+    }
+
+    fn stop_with(&mut self, mode: &str) -> Result<()> {
         if self.running {
             let mut command = as_postgres(self.bin_dir.join("pg_ctl"));
-            command.arg("stop").arg("-w").args(["-m", "fast", "-t", "120"]).arg("-D").arg(&self.data_dir);
+            command.arg("stop").arg("-w").args(["-m", mode, "-t", "120"]).arg("-D").arg(&self.data_dir);
             run(command)?;
             self.running = false;
         }

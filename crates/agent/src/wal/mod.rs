@@ -30,11 +30,11 @@ mod error;
 pub mod failure_note;
 pub mod fetch;
 pub mod hole;
-mod owner;
+pub(crate) mod owner;
 pub mod prefetch;
 pub mod push;
 pub mod spool;
-mod timeline_guard;
+pub(crate) mod timeline_guard;
 
 pub use error::WalError;
 pub use owner::OWNER_CACHE_FILE;
@@ -95,6 +95,17 @@ pub async fn fetch_command(config_path: Option<&Path>, args: WalFetchArgs) -> Re
             None => Ok(None),
         },
         Err(error) => Err(error),
+    };
+    // At the end of the archive, the tail wal-receive streamed (never over a hole).
+    let judged = match judged {
+        Ok(None) if recovering.is_some() => {
+            match crate::wal_receive::tail::restore(config_path, &args.name, &dest).await {
+                Ok(true) => return Ok(ExitCode::SUCCESS),
+                Ok(false) => Ok(None),
+                Err(error) => Err(error),
+            }
+        }
+        judged => judged,
     };
     match (judged, recovering) {
         (Ok(None), _) => Ok(ExitCode::from(EXIT_NOT_IN_ARCHIVE)),

@@ -113,7 +113,7 @@ pub fn wal_name_of(path: &Path) -> Result<WalFileName, WalError> {
 }
 
 /// Who the file says its cluster is: the segment header for segments, `pg_control` otherwise.
-async fn claimant_for(
+pub(crate) async fn claimant_for(
     name: &WalFileName,
     path: &Path,
     content: &[u8],

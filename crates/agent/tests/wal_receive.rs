@@ -1,0 +1,206 @@
+//! `wal-receive` against a real PostgreSQL 15: the recovery point of a lost primary is the
+//! streamed position (seconds), not the last complete segment; a server restart mid-stream
+//! resumes from the slot without a gap; archive_command and wal-receive archive the same
+//! segments side by side and agree.
+//!
+//! `PGEC2_RPO_TRIALS` sets how many kill-and-restore trials the RPO test runs (default 2); each
+//! prints its figures (`rpo trial ...`).
+
+mod backup_support;
+mod wal_common;
+
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use backup_support::{Primary, agent_command, table_digests};
+use pgec2_core::stream_status::StreamStatus;
+use pgec2_core::wal::Lsn;
+use pgec2_testkit::PgCluster;
+use wal_common::{Agent, archiver_stats, runtime, switch_segment, wait_for};
+
+/// A running `wal-receive` for a primary.
+struct Receiver {
+    child: Option<Child>,
+    spool: PathBuf,
+    log: PathBuf,
+}
+
+impl Receiver {
+    fn start(primary: &Primary, name: &str) -> Self {
+        let spool = primary.agent.scratch.subdir(&format!("{name}-spool")).expect("spool");
+        let log = primary.agent.scratch.path().join(format!("{name}.log"));
+        let mut env = primary.connection_env();
+        env.push(("PGDATA".into(), primary.cluster.data_dir.display().to_string()));
+        env.push(("PGEC2_LOG".into(), "info,pg_walstream=warn".into()));
+        let spool_arg = spool.display().to_string();
+        let args = [
+            "wal-receive",
+            "--spool",
+            &spool_arg,
+            "--slot",
+            "pgec2_test",
+            "--partial-interval",
+            "1",
+            "--receive-timeout",
+            "10",
+        ];
+        let mut command = agent_command(&primary.agent, &args, &env, true);
+        let log_file = std::fs::File::create(&log).expect("receiver log");
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file);
+        let receiver = Self { child: Some(command.spawn().expect("start wal-receive")), spool, log };
+        receiver.wait_until("streaming", |status| status.state == "streaming");
+        receiver
+    }
+
+    fn status(&self) -> Option<StreamStatus> {
+        let text = std::fs::read(self.spool.join("status.json")).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    fn wait_until(&self, what: &str, mut done: impl FnMut(&StreamStatus) -> bool) {
+        wait_for(&format!("wal-receive {what}\n{}", self.log_tail()), Duration::from_secs(60), || {
+            self.status().is_some_and(|status| done(&status))
+        });
+    }
+
+    /// Waits until the archive holds WAL up to `lsn` by the receiver's account.
+    fn wait_archived(&self, lsn: Lsn) {
+        self.wait_until(&format!("archived {lsn}"), |status| status.archived_lsn.is_some_and(|at| at >= lsn));
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// SIGKILL: the receiver dies with its host.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn current_lsn(cluster: &PgCluster) -> Lsn {
+    cluster.psql("SELECT pg_current_wal_flush_lsn()").expect("lsn").parse().expect("an LSN")
+}
+
+/// Inserts one row per `pace` for `count` rows; returns when each commit returned.
+fn write_slowly(cluster: &PgCluster, count: usize, pace: Duration) -> Vec<Instant> {
+    (1..=count)
+        .map(|id| {
+            cluster.psql(&format!("INSERT INTO ticks (id) VALUES ({id})")).expect("insert");
+            let committed = Instant::now();
+            std::thread::sleep(pace);
+            committed
+        })
+        .collect()
+}
+
+/// One trial: back up, stream, write slowly, lose the host (receiver and server at once, data
+/// directory removed), restore from the archive. Returns (rows committed, rows restored, RPO).
+fn lose_the_primary_and_restore(trial: usize) -> (usize, usize, Duration) {
+    let mut primary = Primary::start();
+    primary.cluster.psql("CREATE TABLE ticks (id int PRIMARY KEY)").expect("create table");
+    primary.backup();
+    let mut receiver = Receiver::start(&primary, "receiver");
+    let commits = write_slowly(&primary.cluster, 24, Duration::from_millis(250));
+    let (_, failed, _) = archiver_stats(&primary.cluster);
+    assert_eq!(failed, 0, "archive_command never failed beside wal-receive");
+    receiver.wait_until("without errors", |status| status.last_error.is_none());
+    let lost_at = Instant::now();
+    receiver.kill();
+    primary.cluster.stop_immediately().expect("stop -m immediate");
+    std::fs::remove_dir_all(&primary.cluster.data_dir).expect("remove the data directory");
+
+    let mut restored = primary.restore_copy(&format!("restored-{trial}"), "LATEST", &[]);
+    let ids = restored.psql("SELECT coalesce(string_agg(id::text, ',' ORDER BY id), '') FROM ticks").expect("rows");
+    restored.stop().expect("stop");
+    let ids: Vec<usize> = ids.split(',').filter(|id| !id.is_empty()).map(|id| id.parse().expect("id")).collect();
+    let kept = ids.len();
+    assert_eq!(ids, (1..=kept).collect::<Vec<_>>(), "the restored rows are a prefix of the commits, without holes");
+    let rpo = commits.get(kept).map(|first_lost| lost_at - *first_lost).unwrap_or_default();
+    for (index, committed) in commits.iter().enumerate() {
+        let age = lost_at - *committed;
+        assert!(
+            age < Duration::from_secs(3) || index < kept,
+            "row {} committed {age:?} before the host was lost is missing (restored {kept} of {})",
+            index + 1,
+            commits.len()
+        );
+    }
+    (commits.len(), kept, rpo)
+}
+
+#[test]
+fn rows_committed_seconds_before_the_primary_host_is_lost_are_restored_from_the_streamed_archive() {
+    let trials: usize = std::env::var("PGEC2_RPO_TRIALS").ok().and_then(|text| text.parse().ok()).unwrap_or(2);
+    for trial in 1..=trials {
+        let (committed, restored, rpo) = lose_the_primary_and_restore(trial);
+        println!("rpo trial {trial}: committed {committed} restored {restored} rpo_ms {}", rpo.as_millis());
+    }
+}
+
+#[test]
+fn a_server_restart_mid_stream_resumes_from_the_slot_without_a_gap() {
+    // archive_command unset (archive_mode is on, as backup-push requires, but nothing archives):
+    // every segment reaches the archive through wal-receive alone.
+    let agent = Agent::with_file_archive();
+    let mut cluster = agent_cluster_without_archiving(&agent);
+    cluster.start().expect("start");
+    let mut primary = Primary { agent, cluster };
+    primary.cluster.psql("CREATE TABLE ticks (id int PRIMARY KEY)").expect("create table");
+    let receiver = Receiver::start(&primary, "receiver");
+    primary.backup();
+    write_rows(&primary.cluster, 1..=500);
+    switch_segment(&primary.cluster);
+    primary.cluster.stop().expect("stop");
+    primary.cluster.start().expect("start again");
+    write_rows(&primary.cluster, 501..=1000);
+    switch_segment(&primary.cluster);
+    write_rows(&primary.cluster, 1001..=1100);
+    let end = current_lsn(&primary.cluster);
+    receiver.wait_archived(end);
+    let status = receiver.status().expect("status");
+    assert!(status.warnings.iter().all(|warning| warning.kind != "SlotLost"), "{status:?}");
+    let expected = table_digests(&primary.cluster);
+    let mut restored = primary.restore_copy("restored", "LATEST", &[]);
+    assert_eq!(table_digests(&restored), expected, "the restore replayed every streamed segment and the tail");
+    restored.stop().expect("stop");
+}
+
+fn agent_cluster_without_archiving(agent: &Agent) -> PgCluster {
+    let config = ["wal_level = replica", "archive_mode = on", "archive_command = ''", "checkpoint_timeout = 30min"];
+    let options =
+        pgec2_testkit::PgOptions { data_checksums: true, config: config.iter().map(|line| line.to_string()).collect() };
+    PgCluster::init(&agent.scratch, "primary", &options).expect("initdb")
+}
+
+fn write_rows(cluster: &PgCluster, ids: std::ops::RangeInclusive<u32>) {
+    let sql = format!("INSERT INTO ticks SELECT generate_series({}, {})", ids.start(), ids.end());
+    cluster.psql(&sql).expect("insert rows");
+}
+
+#[test]
+fn wal_receive_status_prints_the_receivers_state_as_json() {
+    let primary = Primary::start();
+    let receiver = Receiver::start(&primary, "receiver");
+    let end = current_lsn(&primary.cluster);
+    receiver.wait_archived(end);
+    let spool = receiver.spool.display().to_string();
+    let output = primary.agent(&["wal-receive", "--status", "--json", "--spool", &spool]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let status: StreamStatus = serde_json::from_slice(&output.stdout).expect("a StreamStatus");
+    assert_eq!(status.state, "streaming");
+    assert!(status.archived_lsn.is_some_and(|lsn| lsn >= end) && status.lag_bytes.is_some(), "{status:?}");
+    let _ = runtime();
+}
