@@ -10,13 +10,14 @@ use std::path::PathBuf;
 
 use chrono::{TimeZone, Utc};
 use clap::Parser;
-use pgec2_agent::cli::{BackupPushArgs, Cli, Command, HostCommand, JsonArgs};
+use pgec2_agent::cli::{BackupPushArgs, Cli, Command, HostCommand, JsonArgs, WalReceiveArgs};
 use pgec2_contract::annotation::Annotation;
-use pgec2_contract::command::{AgentCommand, ArchiveStatus, BackupPush, HostApply};
+use pgec2_contract::command::{AgentCommand, ArchiveStatus, BackupPush, HostApply, WalReceive, WalReceiveStatus};
 use pgec2_contract::output::parse_json;
 use pgec2_core::archiver::ArchiverStatus;
 use pgec2_core::catalog::BackupInfo;
 use pgec2_core::host_spec::{HostReport, PostgresFacts, Profile, StepOutcome, StepReport};
+use pgec2_core::stream_status::{StreamStatus, StreamWarning};
 use pgec2_core::wal::Lsn;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -40,6 +41,12 @@ fn operator_commands() -> Vec<AgentCommand> {
         }),
         AgentCommand::from(BackupPush { permanent: false, annotations: vec![annotation("empty", "")], snapshot: true }),
         AgentCommand::from(ArchiveStatus),
+        AgentCommand::from(WalReceive {
+            slot: "pgec2_wal_receive".into(),
+            spool: "/var/lib/pgec2/wal receive".into(),
+            partial_interval_seconds: 2,
+        }),
+        AgentCommand::from(WalReceiveStatus { spool: "/var/lib/pgec2/wal-receive".into() }),
     ]
 }
 
@@ -62,6 +69,14 @@ fn as_contract(command: Command) -> Option<AgentCommand> {
             Some(BackupPush { permanent, annotations: annotations?, snapshot }.into())
         }
         Command::ArchiveStatus(JsonArgs { json: true }) => Some(ArchiveStatus.into()),
+        Command::WalReceive(WalReceiveArgs { slot, spool, partial_interval, receive_timeout: 60, status, json }) => {
+            let spool = spool.to_string_lossy().into_owned();
+            match (status, json) {
+                (false, false) => Some(WalReceive { slot, spool, partial_interval_seconds: partial_interval }.into()),
+                (true, true) => Some(WalReceiveStatus { spool }.into()),
+                _ => None,
+            }
+        }
         _ => None,
     }
 }
@@ -119,6 +134,24 @@ fn every_answer_the_agent_renders_is_read_by_the_operators_parser() {
         oldest_waiting: Some("00000001000000000000000D".into()),
         oldest_waiting_seconds: Some(42),
         ..ArchiverStatus::default()
+    });
+    assert_the_operator_reads_back(&StreamStatus {
+        state: "streaming".into(),
+        slot: "pgec2_wal_receive".into(),
+        system_identifier: Some("7300000000000000001".into()),
+        timeline: Some(2),
+        server_lsn: Some(Lsn(0x3000100)),
+        received_lsn: Some(Lsn(0x3000100)),
+        archived_lsn: Some(Lsn(0x3000060)),
+        archived_at: Some(Utc.with_ymd_and_hms(2026, 1, 1, 3, 0, 0).single().expect("a time")),
+        lag_bytes: Some(0xA0),
+        slot_wal_status: Some("reserved".into()),
+        slot_safe_wal_bytes: Some(1 << 30),
+        max_slot_wal_keep_size_mb: Some(4096),
+        warnings: vec![StreamWarning { kind: "SlotAtRisk".into(), message: "it's \"near\"".into() }],
+        last_error: None,
+        last_error_at: None,
+        updated_at: None,
     });
     assert_the_operator_reads_back(&HostReport {
         host: "shop/orders-db".into(),

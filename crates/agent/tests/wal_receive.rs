@@ -30,6 +30,7 @@ impl Receiver {
     fn start(primary: &Primary, name: &str) -> Self {
         let spool = primary.agent.scratch.subdir(&format!("{name}-spool")).expect("spool");
         let log = primary.agent.scratch.path().join(format!("{name}.log"));
+        let _ = std::fs::remove_file(spool.join("status.json"));
         let mut env = primary.connection_env();
         env.push(("PGDATA".into(), primary.cluster.data_dir.display().to_string()));
         env.push(("PGEC2_LOG".into(), "info,pg_walstream=warn".into()));
@@ -202,5 +203,64 @@ fn wal_receive_status_prints_the_receivers_state_as_json() {
     let status: StreamStatus = serde_json::from_slice(&output.stdout).expect("a StreamStatus");
     assert_eq!(status.state, "streaming");
     assert!(status.archived_lsn.is_some_and(|lsn| lsn >= end) && status.lag_bytes.is_some(), "{status:?}");
+    assert!(
+        status.warnings.iter().any(|warning| warning.kind == "SlotUncapped"),
+        "the test server sets no cap: {status:?}"
+    );
     let _ = runtime();
+}
+
+#[test]
+fn the_slot_cap_gives_up_a_dead_receivers_slot_and_the_next_receiver_recreates_it_and_says_so() {
+    let primary = Primary::start();
+    let cluster = &primary.cluster;
+    cluster.psql("ALTER SYSTEM SET max_slot_wal_keep_size = '64MB'").expect("cap");
+    cluster.psql("SELECT pg_reload_conf()").expect("reload");
+    let mut receiver = Receiver::start(&primary, "receiver");
+    let status = receiver.status().expect("status");
+    assert_eq!(status.max_slot_wal_keep_size_mb, Some(64), "{status:?}");
+    assert!(status.warnings.iter().all(|warning| warning.kind != "SlotUncapped"), "{status:?}");
+    receiver.kill();
+    // The receiver is gone; the primary writes on, far past the cap.
+    for _ in 0..8 {
+        cluster.run_tool("pgbench", &["-n", "-t", "200", "-b", "simple-update"]).expect("pgbench");
+        switch_segment(cluster);
+    }
+    cluster.psql("CHECKPOINT").expect("checkpoint");
+    let slot =
+        cluster.psql("SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'pgec2_test'").expect("slot");
+    assert_eq!(slot, "lost", "the server gave the slot up instead of keeping WAL without bound");
+    let wal_bytes: u64 =
+        cluster.psql("SELECT sum(size) FROM pg_ls_waldir()").expect("pg_wal size").parse().expect("bytes");
+    assert!(wal_bytes < 1 << 30, "pg_wal stayed bounded: {wal_bytes} bytes");
+
+    let receiver = Receiver::start(&primary, "receiver");
+    let status = receiver.status().expect("status");
+    let lost = status.warnings.iter().find(|warning| warning.kind == "SlotLost").expect("a SlotLost warning");
+    assert!(lost.message.contains("archive_command"), "{}", lost.message);
+    receiver.wait_archived(current_lsn(cluster));
+}
+
+#[test]
+fn archive_command_and_wal_receive_archive_the_same_segments_side_by_side_and_agree() {
+    let primary = Primary::start();
+    primary.cluster.psql("CREATE TABLE ticks (id int PRIMARY KEY)").expect("create table");
+    let receiver = Receiver::start(&primary, "receiver");
+    primary.backup();
+    let mut last = String::new();
+    for round in 0..4u32 {
+        write_rows(&primary.cluster, round * 1000 + 1..=round * 1000 + 1000);
+        last = switch_segment(&primary.cluster);
+    }
+    wal_common::wait_until_archived(&primary.cluster, &last);
+    receiver.wait_archived(current_lsn(&primary.cluster));
+    let (archived, failed, _) = archiver_stats(&primary.cluster);
+    assert!(archived >= 4, "archive_command archived the switched segments too ({archived})");
+    assert_eq!(failed, 0, "archive_command found the receiver's copies identical, never different");
+    let status = receiver.status().expect("status");
+    assert!(status.last_error.is_none() && status.state == "streaming", "{status:?}");
+    let expected = table_digests(&primary.cluster);
+    let mut restored = primary.restore_copy("restored", "LATEST", &[]);
+    assert_eq!(table_digests(&restored), expected);
+    restored.stop().expect("stop");
 }

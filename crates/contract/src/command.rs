@@ -8,6 +8,8 @@
 //! | `host apply SPEC` | `HostReport` (`pgec2_core::host_spec`) |
 //! | `backup-push --json [--permanent] [--annotation K=V]…` | `BackupInfo` (`pgec2_core::catalog`) |
 //! | `archive-status --json` | `ArchiverStatus` (`pgec2_core::archiver`) |
+//! | `wal-receive --slot S --spool DIR --partial-interval N` | none: a long-running service |
+//! | `wal-receive --status --json --spool DIR` | `StreamStatus` (`pgec2_core::stream_status`) |
 
 use crate::annotation::Annotation;
 
@@ -17,6 +19,8 @@ pub enum AgentCommand {
     HostApply(HostApply),
     BackupPush(BackupPush),
     ArchiveStatus(ArchiveStatus),
+    WalReceive(WalReceive),
+    WalReceiveStatus(WalReceiveStatus),
 }
 
 /// `host apply SPEC`: converge the host to the HostSpec in SPEC; prints a `HostReport`.
@@ -42,6 +46,25 @@ pub struct BackupPush {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ArchiveStatus;
 
+/// `wal-receive`: stream WAL from a physical replication slot into the archive; runs until
+/// stopped (the host's service manager starts it, as `ExecStart`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalReceive {
+    /// The physical replication slot (created when missing).
+    pub slot: String,
+    /// The spool directory (the segment being received and `status.json`).
+    pub spool: String,
+    /// Seconds between uploads of the segment being filled: about the recovery point's lag.
+    pub partial_interval_seconds: u64,
+}
+
+/// `wal-receive --status --json`: the running receiver's state; prints a `StreamStatus`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalReceiveStatus {
+    /// The spool directory of the receiver asked about.
+    pub spool: String,
+}
+
 impl AgentCommand {
     /// The arguments after `pgec2-agent --config FILE`.
     pub fn argv(&self) -> Vec<String> {
@@ -61,6 +84,18 @@ impl AgentCommand {
                 argv
             }
             AgentCommand::ArchiveStatus(ArchiveStatus) => vec!["archive-status".into(), "--json".into()],
+            AgentCommand::WalReceive(WalReceive { slot, spool, partial_interval_seconds }) => vec![
+                "wal-receive".into(),
+                "--slot".into(),
+                slot.clone(),
+                "--spool".into(),
+                spool.clone(),
+                "--partial-interval".into(),
+                partial_interval_seconds.to_string(),
+            ],
+            AgentCommand::WalReceiveStatus(WalReceiveStatus { spool }) => {
+                vec!["wal-receive".into(), "--status".into(), "--json".into(), "--spool".into(), spool.clone()]
+            }
         }
     }
 
@@ -70,6 +105,8 @@ impl AgentCommand {
             AgentCommand::HostApply(_) => "host apply",
             AgentCommand::BackupPush(_) => "backup-push",
             AgentCommand::ArchiveStatus(_) => "archive-status",
+            AgentCommand::WalReceive(_) => "wal-receive",
+            AgentCommand::WalReceiveStatus(_) => "wal-receive --status",
         }
     }
 }
@@ -89,6 +126,18 @@ impl From<BackupPush> for AgentCommand {
 impl From<ArchiveStatus> for AgentCommand {
     fn from(command: ArchiveStatus) -> Self {
         AgentCommand::ArchiveStatus(command)
+    }
+}
+
+impl From<WalReceive> for AgentCommand {
+    fn from(command: WalReceive) -> Self {
+        AgentCommand::WalReceive(command)
+    }
+}
+
+impl From<WalReceiveStatus> for AgentCommand {
+    fn from(command: WalReceiveStatus) -> Self {
+        AgentCommand::WalReceiveStatus(command)
     }
 }
 

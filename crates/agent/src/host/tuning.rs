@@ -10,7 +10,9 @@
 //!   `max_parallel_workers_per_gather` and `max_parallel_maintenance_workers` = CPUs/2 capped
 //!   at 4 (more workers per query bring little); below 4 CPUs PostgreSQL's defaults stay;
 //! - constants: checkpoint_completion_target 0.9, default_statistics_target 100,
-//!   random_page_cost 1.1, effective_io_concurrency 200, min_wal_size 1GB, max_wal_size 4GB.
+//!   random_page_cost 1.1, effective_io_concurrency 200, min_wal_size 1GB, max_wal_size 4GB,
+//!   max_slot_wal_keep_size 8GB (a replication slot whose reader stopped, such as
+//!   `wal-receive`'s, is given up before it fills the disk; the receiver reports it).
 //!
 //! `work_mem` is derived from the effective `max_connections`, `shared_buffers` and
 //! `max_parallel_workers_per_gather`: when the spec overrides one of them, the derivation
@@ -61,6 +63,7 @@ pub fn tune(resources: Resources, overrides: &BTreeMap<String, String>) -> Vec<(
     tuned.push(("work_mem", format_kb(effective.work_mem_kb())));
     tuned.push(("min_wal_size", "1GB".to_string()));
     tuned.push(("max_wal_size", "4GB".to_string()));
+    tuned.push(("max_slot_wal_keep_size", "8GB".to_string()));
     tuned.extend(parallel.into_iter().map(|(name, value)| (name, value.to_string())));
     tuned
 }
