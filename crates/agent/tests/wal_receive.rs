@@ -28,12 +28,18 @@ struct Receiver {
 
 impl Receiver {
     fn start(primary: &Primary, name: &str) -> Self {
+        Self::start_with(primary, name, &[])
+    }
+
+    /// Like [`Receiver::start`], with `overrides` applied to its environment last.
+    fn start_with(primary: &Primary, name: &str, overrides: &[(String, String)]) -> Self {
         let spool = primary.agent.scratch.subdir(&format!("{name}-spool")).expect("spool");
         let log = primary.agent.scratch.path().join(format!("{name}.log"));
         let _ = std::fs::remove_file(spool.join("status.json"));
         let mut env = primary.connection_env();
         env.push(("PGDATA".into(), primary.cluster.data_dir.display().to_string()));
         env.push(("PGEC2_LOG".into(), "info,pg_walstream=warn".into()));
+        env.extend(overrides.iter().cloned());
         let spool_arg = spool.display().to_string();
         let args = [
             "wal-receive",
@@ -151,14 +157,18 @@ fn rows_committed_seconds_before_the_primary_host_is_lost_are_restored_from_the_
     }
 }
 
-#[test]
-fn a_server_restart_mid_stream_resumes_from_the_slot_without_a_gap() {
-    // archive_command unset (archive_mode is on, as backup-push requires, but nothing archives):
-    // every segment reaches the archive through wal-receive alone.
+/// A primary whose WAL reaches the archive through wal-receive alone: archive_mode is on, as
+/// backup-push requires, but no archive_command is set.
+fn primary_archiving_only_by_streaming() -> Primary {
     let agent = Agent::with_file_archive();
     let mut cluster = agent_cluster_without_archiving(&agent);
     cluster.start().expect("start");
-    let mut primary = Primary { agent, cluster };
+    Primary { agent, cluster }
+}
+
+#[test]
+fn a_server_restart_mid_stream_resumes_from_the_slot_without_a_gap() {
+    let mut primary = primary_archiving_only_by_streaming();
     primary.cluster.psql("CREATE TABLE ticks (id int PRIMARY KEY)").expect("create table");
     let receiver = Receiver::start(&primary, "receiver");
     primary.backup();
@@ -262,5 +272,38 @@ fn archive_command_and_wal_receive_archive_the_same_segments_side_by_side_and_ag
     let expected = table_digests(&primary.cluster);
     let mut restored = primary.restore_copy("restored", "LATEST", &[]);
     assert_eq!(table_digests(&restored), expected);
+    restored.stop().expect("stop");
+}
+
+#[test]
+fn network_faults_mid_stream_end_in_a_resume_from_the_slot_without_a_gap() {
+    use pgec2_testkit::{FaultProxy, ProxyMode};
+    let primary = primary_archiving_only_by_streaming();
+    primary.cluster.psql("CREATE TABLE ticks (id int PRIMARY KEY)").expect("create table");
+    let network = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let server = std::net::SocketAddr::from(([127, 0, 0, 1], primary.cluster.port));
+    let proxy = network.block_on(FaultProxy::start(server)).expect("proxy");
+    let port = proxy.endpoint().rsplit(':').next().expect("a port").trim_end_matches('/').to_string();
+    let through_proxy = [("PGHOST".to_string(), "127.0.0.1".to_string()), ("PGPORT".to_string(), port)];
+    let receiver = Receiver::start_with(&primary, "receiver", &through_proxy);
+    primary.backup();
+    write_rows(&primary.cluster, 1..=500);
+    for (round, fault) in [ProxyMode::Reset, ProxyMode::Stall].into_iter().enumerate() {
+        // The fault cuts the stream and every new connection fails (reset) or hangs (stall).
+        proxy.set(fault);
+        let from = 1000 * (round as u32 + 1);
+        write_rows(&primary.cluster, from..=from + 500);
+        switch_segment(&primary.cluster);
+        std::thread::sleep(Duration::from_secs(12));
+        proxy.set(ProxyMode::PassThrough);
+        receiver.wait_archived(current_lsn(&primary.cluster));
+    }
+    let status = receiver.status().expect("status");
+    assert_eq!(status.state, "streaming", "{status:?}");
+    let log = std::fs::read_to_string(&receiver.log).unwrap_or_default();
+    assert!(log.matches("resuming from the slot").count() >= 2, "both faults broke the stream:\n{log}");
+    let expected = table_digests(&primary.cluster);
+    let mut restored = primary.restore_copy("restored", "LATEST", &[]);
+    assert_eq!(table_digests(&restored), expected, "nothing streamed before, during or after the faults is missing");
     restored.stop().expect("stop");
 }

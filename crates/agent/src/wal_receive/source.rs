@@ -40,7 +40,8 @@ impl Source {
         let host = if settings.host.starts_with('/') { "127.0.0.1" } else { settings.host.as_str() };
         let target = format!("{host}:{}", settings.port);
         let mut conninfo = format!(
-            "host={host} port={} user={} dbname={} replication=true application_name=pgec2-wal-receive connect_timeout={}",
+            "host={host} port={} user={} dbname={} replication=true application_name=pgec2-wal-receive \
+             connect_timeout={} keepalives_idle=15 keepalives_interval=5 keepalives_count=3 tcp_user_timeout=60000",
             settings.port,
             conninfo_value(&settings.user),
             conninfo_value(&settings.database),
@@ -49,8 +50,10 @@ impl Source {
         if let Some(password) = &settings.password {
             conninfo.push_str(&format!(" password={}", conninfo_value(password)));
         }
-        // The handshake runs on the runtime's worker via block_in_place; the deadline is the
-        // connect_timeout above.
+        // The handshake runs on the runtime's worker via block_in_place; connect_timeout bounds
+        // all of it. The few commands before streaming have no deadline of their own: TCP
+        // keepalives and tcp_user_timeout end them when the peer is gone; once streaming,
+        // --receive-timeout does.
         let connection = PgReplicationConnection::connect(&conninfo)
             .map_err(|error| ReceiveError::Connect { target: target.clone(), reason: error.to_string() })?;
         Ok(Self { connection, target })
