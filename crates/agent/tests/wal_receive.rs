@@ -33,11 +33,21 @@ impl Receiver {
 
     /// Like [`Receiver::start`], with `overrides` applied to its environment last.
     fn start_with(primary: &Primary, name: &str, overrides: &[(String, String)]) -> Self {
-        let spool = primary.agent.scratch.subdir(&format!("{name}-spool")).expect("spool");
-        let log = primary.agent.scratch.path().join(format!("{name}.log"));
+        Self::start_for(&primary.agent, &primary.cluster, name, overrides)
+    }
+
+    /// A receiver of `cluster` archiving with `agent`'s configuration.
+    fn start_for(agent: &Agent, cluster: &PgCluster, name: &str, overrides: &[(String, String)]) -> Self {
+        let spool = agent.scratch.subdir(&format!("{name}-spool")).expect("spool");
+        let log = agent.scratch.path().join(format!("{name}.log"));
         let _ = std::fs::remove_file(spool.join("status.json"));
-        let mut env = primary.connection_env();
-        env.push(("PGDATA".into(), primary.cluster.data_dir.display().to_string()));
+        let mut env = vec![
+            ("PGHOST".to_string(), cluster.socket_dir.display().to_string()),
+            ("PGPORT".to_string(), cluster.port.to_string()),
+            ("PGUSER".to_string(), "postgres".to_string()),
+            ("PGDATABASE".to_string(), "postgres".to_string()),
+            ("PGDATA".to_string(), cluster.data_dir.display().to_string()),
+        ];
         env.push(("PGEC2_LOG".into(), "info,pg_walstream=warn".into()));
         env.extend(overrides.iter().cloned());
         let spool_arg = spool.display().to_string();
@@ -52,7 +62,7 @@ impl Receiver {
             "--receive-timeout",
             "10",
         ];
-        let mut command = agent_command(&primary.agent, &args, &env, true);
+        let mut command = agent_command(agent, &args, &env, true);
         let log_file = std::fs::File::create(&log).expect("receiver log");
         command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file);
         let receiver = Self { child: Some(command.spawn().expect("start wal-receive")), spool, log };
@@ -306,4 +316,32 @@ fn network_faults_mid_stream_end_in_a_resume_from_the_slot_without_a_gap() {
     let mut restored = primary.restore_copy("restored", "LATEST", &[]);
     assert_eq!(table_digests(&restored), expected, "nothing streamed before, during or after the faults is missing");
     restored.stop().expect("stop");
+}
+
+#[test]
+fn the_cluster_restored_after_the_loss_archives_and_streams_again_into_the_same_archive() {
+    let mut primary = Primary::start();
+    primary.cluster.psql("CREATE TABLE ticks (id int PRIMARY KEY)").expect("create table");
+    primary.backup();
+    let mut receiver = Receiver::start(&primary, "receiver");
+    write_rows(&primary.cluster, 1..=100);
+    receiver.wait_archived(current_lsn(&primary.cluster));
+    receiver.kill();
+    primary.cluster.stop_immediately().expect("stop -m immediate");
+    std::fs::remove_dir_all(&primary.cluster.data_dir).expect("remove the data directory");
+
+    // The disaster runbook: the original cluster comes back from its own archive and goes on
+    // archiving into it (timeline 2), by archive_command and by a new receiver with a new slot.
+    let restored = primary.restore_and_start("recovered", "LATEST", &["--archive-mode", "preserve"]);
+    assert_eq!(restored.psql("SELECT count(*) FROM ticks").expect("rows"), "100", "the streamed tail was replayed");
+    let receiver = Receiver::start_for(&primary.agent, &restored, "receiver-2", &[]);
+    write_rows(&restored, 101..=200);
+    let segment = switch_segment(&restored);
+    assert!(segment.starts_with("00000002"), "{segment}");
+    wal_common::wait_until_archived(&restored, &segment);
+    receiver.wait_archived(current_lsn(&restored));
+    let (_, failed, _) = archiver_stats(&restored);
+    assert_eq!(failed, 0, "archive_command never found the streamed copies different");
+    let status = receiver.status().expect("status");
+    assert!(status.last_error.is_none() && status.timeline == Some(2), "{status:?}");
 }
