@@ -11,6 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use pgec2_contract::command::{AgentCommand, HostApply};
 use pgec2_contract::shell;
 
@@ -88,7 +90,7 @@ pub fn render(params: &BootstrapParams) -> Result<String, BootstrapError> {
         .replace("@AGENT_URL@", &shell_quote(&params.agent_url)?)
         .replace("@AGENT_SHA256@", &shell_quote(&sha256)?)
         .replace("@INSTALL_DIR@", &shell_quote(install_dir)?)
-        .replace("@SPEC_BASE64@", &shell_quote(&aws_smithy_types::base64::encode(params.spec_json.as_bytes()))?)
+        .replace("@SPEC_BASE64@", &shell_quote(&BASE64.encode(params.spec_json.as_bytes()))?)
         .replace("@HOST_APPLY@", &host_apply))
 }
 
@@ -155,7 +157,7 @@ mod tests {
             "the sha256 is normalised to lowercase"
         );
         assert!(script.contains("INSTALL_DIR='/opt/pgec2'"));
-        let encoded = aws_smithy_types::base64::encode(params.spec_json.as_bytes());
+        let encoded = BASE64.encode(params.spec_json.as_bytes());
         assert!(script.contains(&format!("SPEC_BASE64='{encoded}'")));
     }
 

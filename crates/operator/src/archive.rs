@@ -11,7 +11,8 @@ use pgec2_core::host_spec::StorageSpec;
 use pgec2_core::layout::{Archive, ArchiveLayout};
 use pgec2_core::retention::RetentionError;
 use pgec2_core::storage::StorageError;
-use pgec2_core::storage::url::{StorageConfig, open_storage};
+use pgec2_core::storage::url::StorageConfig;
+use pgec2_storage_s3::open_storage;
 
 /// Failures reading or pruning a host's archive.
 #[derive(Debug, thiserror::Error)]

@@ -5,8 +5,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgec2_core::storage::url::{StorageConfig, StorageUrl, open_storage};
+use pgec2_core::storage::url::{StorageConfig, StorageUrl};
 use pgec2_core::storage::{Storage, StorageError, Timeouts};
+use pgec2_storage_s3::open_storage;
 
 use super::ConfigError;
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use pgec2_agent::config::AgentConfig;
 use pgec2_core::envelope;
 use pgec2_core::layout::{Archive, ArchiveLayout};
-use pgec2_core::storage::s3::{S3Settings, S3Storage};
+use pgec2_storage_s3::{S3Settings, S3Storage};
 use pgec2_testkit::{MotoServer, PgCluster, PgOptions, Scratch, as_postgres};
 
 /// How long one agent invocation may take in a test before it counts as hung.

@@ -3,23 +3,27 @@
 //! Every backend stores opaque byte objects under [`ObjectKey`]s. Callers never format keys
 //! inline: [`crate::layout::ArchiveLayout`] builds them. Backends:
 //! - [`local`]: a directory on a filesystem (`file:///abs/dir`), durable via fsync + rename;
-//! - [`s3`]: AWS S3 or an S3-compatible store (`s3://bucket/prefix`);
+//! - AWS S3 or an S3-compatible store (`s3://bucket/prefix`): the `pgec2-storage-s3` crate,
+//!   which keeps the AWS SDK out of this crate;
 //! - [`memory`]: an in-process map, for tests;
 //! - [`fault`]: a wrapper that injects failures and stalls into any backend, for tests.
 //!
 //! Every operation is bounded by a timeout and transient failures are retried by
 //! [`retry::Retrying`]; errors say whether they are permanent ([`StorageError::is_permanent`]).
 //!
-//! The agent and the operator open a store with [`url::open_storage`], which parses the URL,
-//! builds the backend and wraps it in [`retry::Retrying`]:
+//! The agent and the operator open a store with `pgec2_storage_s3::open_storage`, which parses
+//! the URL ([`url::StorageUrl`]), builds the backend and wraps it in [`retry::Retrying`]; a
+//! `file://` URL alone opens with [`url::open_file_storage`]:
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), pgec2_core::storage::StorageError> {
 //! use bytes::Bytes;
-//! use pgec2_core::storage::url::{StorageConfig, open_storage};
+//! use pgec2_core::storage::url::{StorageConfig, StorageUrl, open_file_storage};
 //! use pgec2_core::storage::{ObjectKey, PutMode, PutOutcome};
 //!
-//! let storage = open_storage(&StorageConfig::new("file:///var/lib/pgec2/archive")).await?;
+//! let config = StorageConfig::new("file:///var/lib/pgec2/archive");
+//! let StorageUrl::File { root } = StorageUrl::parse(&config.url)? else { unreachable!() };
+//! let storage = open_file_storage(&config, root)?;
 //! let key = ObjectKey::new("wal/000000010000000000000001")?;
 //! // A conditional create that is also safe to repeat with the same bytes:
 //! let outcome = storage.put_new_or_identical(&key, Bytes::from_static(b"...")).await?;
@@ -37,6 +41,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+pub mod conformance;
 mod create;
 pub mod fault;
 pub mod local;
@@ -44,7 +49,6 @@ pub mod memory;
 pub mod probe;
 pub mod progress;
 pub mod retry;
-pub mod s3;
 pub mod url;
 
 /// A key of an object inside a storage backend, relative to the backend's root.
@@ -154,27 +158,27 @@ impl StorageError {
         matches!(self, StorageError::AlreadyExists { .. } | StorageError::DifferentContent { .. })
     }
 
-    pub(crate) fn not_found(store: &str, key: &str) -> Self {
+    pub fn not_found(store: &str, key: &str) -> Self {
         StorageError::NotFound { store: store.to_string(), key: key.to_string() }
     }
 
-    pub(crate) fn already_exists(store: &str, key: &str) -> Self {
+    pub fn already_exists(store: &str, key: &str) -> Self {
         StorageError::AlreadyExists { store: store.to_string(), key: key.to_string() }
     }
 
-    pub(crate) fn timeout(store: &str, operation: &'static str, key: &str, after: Duration) -> Self {
+    pub fn timeout(store: &str, operation: &'static str, key: &str, after: Duration) -> Self {
         StorageError::Timeout { store: store.to_string(), operation, key: key.to_string(), after }
     }
 
-    pub(crate) fn stalled(store: &str, operation: &'static str, key: &str, after: Duration) -> Self {
+    pub fn stalled(store: &str, operation: &'static str, key: &str, after: Duration) -> Self {
         StorageError::Stalled { store: store.to_string(), operation, key: key.to_string(), after }
     }
 
-    pub(crate) fn transient(store: &str, operation: &'static str, key: &str, message: impl Into<String>) -> Self {
+    pub fn transient(store: &str, operation: &'static str, key: &str, message: impl Into<String>) -> Self {
         StorageError::Transient { store: store.to_string(), operation, key: key.to_string(), message: message.into() }
     }
 
-    pub(crate) fn permanent(store: &str, operation: &'static str, key: &str, message: impl Into<String>) -> Self {
+    pub fn permanent(store: &str, operation: &'static str, key: &str, message: impl Into<String>) -> Self {
         StorageError::Permanent { store: store.to_string(), operation, key: key.to_string(), message: message.into() }
     }
 }

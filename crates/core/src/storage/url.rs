@@ -1,20 +1,24 @@
-//! Opening a store from its URL: the one entry point the agent and the operator use.
+//! What names a store: its URL and options ([`StorageConfig`]), parsed into a [`StorageUrl`].
 //!
-//! ```no_run
-//! # async fn example() -> Result<(), pgec2_core::storage::StorageError> {
-//! use pgec2_core::storage::url::{StorageConfig, open_storage};
-//! let storage = open_storage(&StorageConfig::new("s3://my-backups/orders-db")).await?;
-//! # Ok(()) }
-//! ```
+//! Core only describes a store; opening one is `pgec2_storage_s3::open_storage` (the crate that
+//! can build every backend, S3 included), or [`open_file_storage`] for a `file://` URL.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::local::LocalStorage;
 use super::retry::{RetryPolicy, Retrying};
-use super::s3::{S3Settings, S3Storage, ServerSideEncryption};
 use super::{Storage, StorageError, Timeouts};
 use crate::host_spec::StorageSpec;
+
+/// Server-side encryption of stored objects (S3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerSideEncryption {
+    /// `AES256`: S3-managed keys.
+    Aes256,
+    /// `aws:kms`: a KMS key, the account's default S3 key unless `key_id` is set.
+    Kms { key_id: Option<String> },
+}
 
 /// Everything needed to open a store.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -90,42 +94,28 @@ impl StorageUrl {
     }
 }
 
-/// Parses the `sse` and `kms_key_id` options.
-fn encryption(config: &StorageConfig) -> Result<Option<ServerSideEncryption>, StorageError> {
-    let invalid = |reason: &str| StorageError::InvalidUrl { url: config.url.clone(), reason: reason.to_string() };
-    match (config.sse.as_deref(), &config.kms_key_id) {
-        (None, None) => Ok(None),
-        (Some("AES256"), None) => Ok(Some(ServerSideEncryption::Aes256)),
-        (Some("AES256"), Some(_)) => Err(invalid("a KMS key id needs server-side encryption aws:kms, not AES256")),
-        (Some("aws:kms"), key_id) | (None, key_id @ Some(_)) => {
-            Ok(Some(ServerSideEncryption::Kms { key_id: key_id.clone() }))
-        }
-        (Some(other), _) => {
-            Err(invalid(&format!("unknown server-side encryption {other:?}: expected AES256 or aws:kms")))
+impl StorageConfig {
+    /// The server-side encryption the `sse` and `kms_key_id` options ask for.
+    pub fn encryption(&self) -> Result<Option<ServerSideEncryption>, StorageError> {
+        let invalid = |reason: &str| StorageError::InvalidUrl { url: self.url.clone(), reason: reason.to_string() };
+        match (self.sse.as_deref(), &self.kms_key_id) {
+            (None, None) => Ok(None),
+            (Some("AES256"), None) => Ok(Some(ServerSideEncryption::Aes256)),
+            (Some("AES256"), Some(_)) => Err(invalid("a KMS key id needs server-side encryption aws:kms, not AES256")),
+            (Some("aws:kms"), key_id) | (None, key_id @ Some(_)) => {
+                Ok(Some(ServerSideEncryption::Kms { key_id: key_id.clone() }))
+            }
+            (Some(other), _) => {
+                Err(invalid(&format!("unknown server-side encryption {other:?}: expected AES256 or aws:kms")))
+            }
         }
     }
 }
 
-/// Opens the store `config` names, wrapped in [`Retrying`] with `config.retry`.
-pub async fn open_storage(config: &StorageConfig) -> Result<Arc<dyn Storage>, StorageError> {
-    match StorageUrl::parse(&config.url)? {
-        StorageUrl::File { root } => {
-            let backend = LocalStorage::new(root, config.timeouts)?;
-            Ok(Arc::new(Retrying::new(backend, config.timeouts, config.retry)))
-        }
-        StorageUrl::S3 { bucket, prefix } => {
-            let settings = S3Settings {
-                region: config.region.clone(),
-                endpoint: config.endpoint.clone(),
-                storage_class: config.storage_class.clone(),
-                encryption: encryption(config)?,
-                timeouts: config.timeouts,
-                ..S3Settings::new(bucket, prefix)
-            };
-            let backend = S3Storage::connect(settings).await?;
-            Ok(Arc::new(Retrying::new(backend, config.timeouts, config.retry)))
-        }
-    }
+/// Opens the directory a `file://` URL names, wrapped in [`Retrying`] with `config.retry`.
+pub fn open_file_storage(config: &StorageConfig, root: PathBuf) -> Result<Arc<dyn Storage>, StorageError> {
+    let backend = LocalStorage::new(root, config.timeouts)?;
+    Ok(Arc::new(Retrying::new(backend, config.timeouts, config.retry)))
 }
 
 #[cfg(test)]
@@ -157,25 +147,13 @@ mod tests {
             kms_key_id: key.map(str::to_string),
             ..StorageConfig::new("s3://bucket")
         };
-        assert_eq!(encryption(&with(None, None)).expect("none"), None);
-        assert_eq!(encryption(&with(Some("AES256"), None)).expect("aes"), Some(ServerSideEncryption::Aes256));
+        assert_eq!(with(None, None).encryption().expect("none"), None);
+        assert_eq!(with(Some("AES256"), None).encryption().expect("aes"), Some(ServerSideEncryption::Aes256));
         assert_eq!(
-            encryption(&with(Some("aws:kms"), Some("alias/pg"))).expect("kms"),
+            with(Some("aws:kms"), Some("alias/pg")).encryption().expect("kms"),
             Some(ServerSideEncryption::Kms { key_id: Some("alias/pg".into()) })
         );
-        assert!(encryption(&with(Some("AES256"), Some("alias/pg"))).is_err());
-        assert!(encryption(&with(Some("aes256"), None)).is_err());
-    }
-
-    #[tokio::test]
-    async fn a_file_url_opens_a_working_store() {
-        let directory = tempfile::tempdir().expect("temporary directory");
-        let url = format!("file://{}/archive", directory.path().display());
-        let storage = open_storage(&StorageConfig::new(url.clone())).await.expect("open");
-        let key = super::super::ObjectKey::new("wal/000000010000000000000001").expect("key");
-        storage.put(&key, bytes::Bytes::from_static(b"wal"), super::super::PutMode::CreateNew).await.expect("put");
-        assert_eq!(storage.get(&key).await.expect("get"), bytes::Bytes::from_static(b"wal"));
-        assert_eq!(storage.describe(), url);
-        assert!(directory.path().join("archive/wal/000000010000000000000001").is_file());
+        assert!(with(Some("AES256"), Some("alias/pg")).encryption().is_err());
+        assert!(with(Some("aes256"), None).encryption().is_err());
     }
 }

@@ -5,6 +5,8 @@
 // Each test binary uses a subset of these helpers.
 #![allow(dead_code)]
 
+pub mod scenarios;
+
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 

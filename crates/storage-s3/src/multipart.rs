@@ -11,7 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::errors::storage_error;
 use super::{S3Storage, ServerSideEncryption};
-use crate::storage::{ObjectKey, PutMode, Storage, StorageError};
+use pgec2_core::storage::{ObjectKey, PutMode, Storage, StorageError};
 
 /// S3 accepts at most this many parts in one upload.
 const MAX_PARTS: u64 = 10_000;

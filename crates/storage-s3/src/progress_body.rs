@@ -17,7 +17,7 @@ use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use crate::storage::progress::Progress;
+use pgec2_core::storage::progress::Progress;
 
 /// Largest frame handed to the HTTP client.
 const FRAME: usize = 64 * 1024;

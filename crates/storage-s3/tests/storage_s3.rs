@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::types::{ServerSideEncryption as SdkEncryption, StorageClass};
 use bytes::Bytes;
 use pgec2_core::storage::retry::{RetryPolicy, Retrying};
-use pgec2_core::storage::s3::{MultipartSettings, S3Settings, S3Storage, ServerSideEncryption};
 use pgec2_core::storage::{ObjectKey, PutMode, Storage, StorageError, Timeouts};
+use pgec2_storage_s3::{MultipartSettings, S3Settings, S3Storage, ServerSideEncryption};
 use pgec2_testkit::{FaultProxy, MotoServer, ProxyMode};
 use storage_support::{fresh_bucket, moto, raw_client};
 

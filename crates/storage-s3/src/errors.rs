@@ -2,7 +2,7 @@
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-use crate::storage::StorageError;
+use pgec2_core::storage::StorageError;
 
 /// What one S3 request was about, for error messages.
 #[derive(Clone, Copy, Debug)]

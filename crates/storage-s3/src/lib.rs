@@ -14,9 +14,9 @@
 //! `AbortIncompleteMultipartUpload` as well, for uploads cut off by a crash).
 //!
 //! Retries and timeouts: the SDK's own retries are disabled ([`RetryConfig::disabled`]) so that
-//! [`crate::storage::retry::Retrying`] is the only retry loop (and decides with
+//! [`pgec2_core::storage::retry::Retrying`] is the only retry loop (and decides with
 //! [`StorageError::is_permanent`]), and so is its stalled-stream protection: requests run under
-//! our stall detector ([`crate::storage::progress`]) instead, fed by every 64 KiB of a request
+//! our stall detector ([`pgec2_core::storage::progress`]) instead, fed by every 64 KiB of a request
 //! body sent, every chunk of a response body received and every answer. No request has a
 //! fixed deadline; the SDK keeps only a connect timeout. Credentials
 //! come from the AWS default chain (environment, profile, web identity, EC2 instance profile).
@@ -41,6 +41,7 @@ macro_rules! with_write_options {
 
 mod errors;
 mod multipart;
+mod open;
 mod progress_body;
 
 use std::future::Future;
@@ -60,10 +61,12 @@ use chrono::{DateTime, Utc};
 
 use self::errors::{Request, storage_error};
 use self::progress_body::BodyProgress;
-use super::progress::{self, Cut};
-use super::{ObjectKey, ObjectMeta, PutMode, Storage, StorageError, Timeouts};
+use pgec2_core::storage::progress::{self, Cut};
+use pgec2_core::storage::{ObjectKey, ObjectMeta, PutMode, Storage, StorageError, Timeouts};
 
 pub use self::multipart::MultipartSettings;
+pub use self::open::open_storage;
+pub use pgec2_core::storage::url::ServerSideEncryption;
 
 /// Bytes of a request body that may still sit in the kernel's send buffer once the HTTP client
 /// has taken the last of it (Linux grows a TCP send buffer up to 4 MiB).
@@ -75,15 +78,6 @@ const ENDPOINT_DEFAULT_REGION: &str = "us-east-1";
 /// Storage classes whose objects cannot be read without a restore first: an archive there
 /// could not be fetched during recovery.
 const UNREADABLE_CLASSES: &[&str] = &["GLACIER", "DEEP_ARCHIVE"];
-
-/// Server-side encryption of stored objects.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ServerSideEncryption {
-    /// `AES256`: S3-managed keys.
-    Aes256,
-    /// `aws:kms`: a KMS key, the account's default S3 key unless `key_id` is set.
-    Kms { key_id: Option<String> },
-}
 
 /// How to reach one bucket and how to write objects there.
 #[derive(Clone, Debug, PartialEq, Eq)]
