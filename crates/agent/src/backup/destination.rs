@@ -34,6 +34,7 @@ use pgec2_core::manifest::BackupManifest;
 use serde::{Deserialize, Serialize};
 
 use super::BackupError;
+use super::restore_sync::SyncMethod;
 use super::walk::CONTROL_FILE;
 
 /// The name `global/pg_control` is written under until everything else is durable.
@@ -45,35 +46,58 @@ pub const RESTORE_MARKER: &str = "pgec2-restore-incomplete";
 /// What makes a restore durable, in order (recorded in tests, see [`Journal`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Durability {
+    /// A file, directory or link was written completely (not yet durable).
+    Written(PathBuf),
     /// A file's data and metadata were fsynced.
     SyncFile(PathBuf),
     /// A directory was fsynced (its entries are durable).
     SyncDirectory(PathBuf),
+    /// A whole file system was synced (`syncfs`): everything on device `device` written before
+    /// is durable.
+    SyncFileSystem { root: PathBuf, device: u64 },
     /// A file was renamed.
     Rename { from: PathBuf, to: PathBuf },
 }
 
-/// Records [`Durability`] events when enabled (tests); does nothing otherwise.
+/// Records [`Durability`] events when enabled (tests), and can make one sync fail as the disk
+/// would (tests of the failure path); does nothing otherwise.
 #[derive(Clone, Debug, Default)]
-pub struct Journal(Option<Arc<Mutex<Vec<Durability>>>>);
+pub struct Journal(Option<Arc<JournalState>>);
+
+#[derive(Debug, Default)]
+pub struct JournalState {
+    events: Mutex<Vec<Durability>>,
+    fail: Option<fn(&Durability) -> bool>,
+}
 
 impl Journal {
     /// A journal that records.
     pub fn recording() -> Self {
-        Self(Some(Arc::new(Mutex::new(Vec::new()))))
+        Self(Some(Arc::new(JournalState::default())))
+    }
+
+    /// A journal that records, and fails every sync `fail` picks with an I/O error (EIO).
+    pub fn failing(fail: fn(&Durability) -> bool) -> Self {
+        Self(Some(Arc::new(JournalState { events: Mutex::default(), fail: Some(fail) })))
     }
 
     pub fn record(&self, event: impl FnOnce() -> Durability) {
-        if let Some(events) = &self.0 {
-            events.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(event());
+        if let Some(state) = &self.0 {
+            state.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(event());
         }
+    }
+
+    /// The injected failure of the sync `event` is about to do, if any.
+    pub fn injected_failure(&self, event: Durability) -> Option<std::io::Error> {
+        let fail = self.0.as_ref()?.fail?;
+        fail(&event).then(|| std::io::Error::from(Errno::EIO))
     }
 
     /// What was recorded, in order.
     pub fn events(&self) -> Vec<Durability> {
         self.0
             .as_ref()
-            .map(|events| events.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone())
+            .map(|state| state.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone())
             .unwrap_or_default()
     }
 }
@@ -107,6 +131,8 @@ pub struct Destination {
     emptied: Vec<PathBuf>,
     /// Durability events, recorded in tests.
     pub journal: Journal,
+    /// How the restored files are made durable; chosen from the file systems when `None`.
+    pub sync_method: Option<SyncMethod>,
 }
 
 impl Destination {
@@ -125,6 +151,7 @@ impl Destination {
             created: Vec::new(),
             emptied: Vec::new(),
             journal: Journal::default(),
+            sync_method: None,
         };
         destination.check_empty(&data_dir, "the restore directory", "choose an empty or new directory")?;
         for tablespace in &manifest.tablespaces {
@@ -245,9 +272,7 @@ impl Destination {
 
     /// fsyncs a directory, making the entries in it durable.
     pub fn sync_directory(&self, path: &Path) -> Result<(), BackupError> {
-        File::open(path).and_then(|dir| dir.sync_all()).map_err(BackupError::io("fsync", path))?;
-        self.journal.record(|| Durability::SyncDirectory(path.to_path_buf()));
-        Ok(())
+        super::restore_sync::sync_directory(path, &self.journal)
     }
 
     /// Renames within the restore (the caller fsyncs the directories).
@@ -294,6 +319,11 @@ impl Destination {
         self.sync_directory(&self.data_dir.join("global"))?;
         std::fs::remove_file(&marker.path).map_err(BackupError::io("remove", &marker.path))?;
         self.sync_directory(&self.data_dir)
+    }
+
+    /// The directories the restore writes under: the data directory and the tablespaces'.
+    pub fn roots(&self) -> Vec<PathBuf> {
+        std::iter::once(&self.data_dir).chain(self.tablespaces.values()).cloned().collect()
     }
 
     /// Directories whose entries must be made durable: the roots and their parents.
@@ -343,6 +373,7 @@ pub fn clear_interrupted(data_dir: &Path) -> Result<Option<String>, BackupError>
         created: content.created,
         emptied: content.emptied,
         journal: Journal::default(),
+        sync_method: None,
     };
     interrupted.clean_up();
     drop(lock);

@@ -38,6 +38,13 @@ pub enum BackupError {
     Seal { object: String, source: EnvelopeError },
     #[error("failed to {action} {}: {source}", path.display())]
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    /// Restored data could not be made durable (a sync failed: the disk did not keep what was
+    /// written).
+    #[error(
+        "failed to make the restore durable: syncing {what} failed: {source}; the restored files are removed: check \
+         the disk (dmesg) and restore again"
+    )]
+    Durability { what: String, source: std::io::Error },
     /// A precondition is not met; the message says what to do.
     #[error("{0}")]
     Refused(String),

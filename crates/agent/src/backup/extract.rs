@@ -1,123 +1,169 @@
 //! Writing a backup's files into a checked [`Destination`]: directories, empty files, the
-//! parts' contents (downloaded `concurrency` at once, written by one thread in order while each
-//! file's checksum is verified), symlinks and tablespace links. Every file is fsynced by a small
-//! pool of threads as soon as it is complete, so syncing overlaps the download; directories are
-//! fsynced at the end.
+//! parts' contents, symlinks and tablespace links, then one durability step for all of them
+//! (see [`super::restore_sync`]).
 //!
-//! Memory: `concurrency + 1` buffers of stored (compressed) bytes, allocated once and reused:
-//! one per download in flight and one being written. The writer decompresses a part a piece at
-//! a time into the files (see [`super::parts::feed_stored`]), so no part's content is ever held
-//! whole.
+//! ```text
+//! download  `concurrency` requests in flight, stored parts in index order
+//!    │  (async tasks)
+//! decode    one thread per core: decompress a part whole and verify its checksum as it is
+//!    │      decompressed (the envelope's BLAKE3), check it against the manifest
+//! write     one thread, parts in index order: cut into files, verify every file's checksum,
+//!    │      write (large files preallocated)
+//! sync      writeback started in the background as files complete; one syncfs per file
+//!           system (or an fsync per file and directory) before `extract` returns
+//! ```
+//!
+//! Memory: `concurrency + decoders` buffers of stored (compressed) bytes and `decoders + 1`
+//! buffers of part content, allocated once and reused.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use tokio::task::JoinHandle;
-
-use std::collections::VecDeque;
-
+use nix::fcntl::{FallocateFlags, fallocate};
 use pgec2_core::layout::Archive;
 use pgec2_core::manifest::{BackupManifest, FileEntry};
 
 use super::BackupError;
-use super::destination::{Destination, Durability, Journal};
-use super::parts::{Assembler, FEED_PIECE, FileSink, StoredPart, download_part, feed_stored};
+use super::destination::{Destination, Durability};
+use super::parts::{Assembler, FileSink, StoredPart, decode_part, download_in_order};
+use super::restore_sync::{RestoreSync, SyncMethod, SyncRequest, WRITEBACK_INTERVAL};
+use super::stages::{Stage, StageTimes};
 
-/// Threads fsyncing completed files.
-const FSYNC_THREADS: usize = 4;
+/// Files at least this large get their blocks reserved before they are written.
+const PREALLOCATE_FROM: u64 = 1024 * 1024;
 
-/// Bytes written to one file after which its writeback is started (an fdatasync of a second
-/// handle, on the fsync threads): the disk writes large files while the rest still streams in,
-/// instead of all at once in the final fsyncs.
-const WRITEBACK_INTERVAL: u64 = 32 * 1024 * 1024;
+/// A decoded part: its index and content (a buffer from the content pool).
+type Decoded = Result<(u32, Vec<u8>), BackupError>;
 
-/// Restores every directory, file and link of `manifest` into `destination`. The caller
-/// created the roots. Returns the number of stored bytes downloaded.
+/// What a decoder takes, in this order: a free content buffer, then the next stored part.
+type DecodeInput = Mutex<(Receiver<Vec<u8>>, tokio::sync::mpsc::Receiver<StoredPart>)>;
+
+/// Restores every directory, file and link of `manifest` into `destination` and makes them
+/// durable. The caller created the roots. Returns the number of stored bytes downloaded.
 pub async fn extract(
     archive: &Archive,
     manifest: Arc<BackupManifest>,
     destination: Arc<Destination>,
     concurrency: usize,
 ) -> Result<u64, BackupError> {
+    let started = Instant::now();
+    let times = Arc::new(StageTimes::default());
     let directories = create_directories(&manifest, &destination)?;
+    let roots = destination.roots();
+    let method = destination.sync_method.unwrap_or_else(|| SyncMethod::choose(&roots));
+    let sync = RestoreSync::start(method, &roots, destination.journal.clone())?;
     let concurrency = concurrency.max(1);
-    let (free_sender, free_receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(concurrency + 1);
-    for _ in 0..=concurrency {
-        let _ = free_sender.try_send(Vec::new());
+    let decoders = concurrency.min(std::thread::available_parallelism().map_or(2, |cores| cores.get()));
+
+    let (stored_free, stored_pool) = tokio::sync::mpsc::channel::<Vec<u8>>(concurrency + decoders);
+    for _ in 0..concurrency + decoders {
+        let _ = stored_free.try_send(Vec::new());
     }
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<StoredPart>(1);
-    let writer_manifest = manifest.clone();
-    let writer_destination = destination.clone();
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut sink = RestoreSink::new(&writer_manifest, &writer_destination);
-        let mut assembler = Assembler::new(&writer_manifest)?;
-        let mut scratch = vec![0u8; FEED_PIECE];
-        write_empty_files(&writer_manifest, &mut sink)?;
-        while let Some(part) = receiver.blocking_recv() {
-            let mismatches = feed_stored(&mut assembler, &part, &mut sink, &mut scratch)?;
+    let (parts_sender, parts) = tokio::sync::mpsc::channel::<StoredPart>(decoders);
+    let (content_free, content_pool) = sync_channel::<Vec<u8>>(decoders + 1);
+    for _ in 0..=decoders {
+        let _ = content_free.try_send(Vec::new());
+    }
+    let (decoded_sender, decoded) = sync_channel::<Decoded>(decoders + 1);
+    let decode_input = Arc::new(Mutex::new((content_pool, parts)));
+    for _ in 0..decoders {
+        let (input, output, stored_free) = (decode_input.clone(), decoded_sender.clone(), stored_free.clone());
+        let (manifest, times) = (manifest.clone(), times.clone());
+        std::thread::spawn(move || decode_loop(&manifest, &input, &output, &stored_free, &times));
+    }
+    drop((decoded_sender, stored_free, decode_input));
+
+    let writer = {
+        let (manifest, destination, times) = (manifest.clone(), destination.clone(), times.clone());
+        tokio::task::spawn_blocking(move || write_parts(&manifest, &destination, sync, decoded, content_free, &times))
+    };
+    let producer = download_in_order(archive, &manifest, concurrency, stored_pool, parts_sender, &times);
+    let (produced, written) = tokio::join!(producer, writer);
+    let sync = written.map_err(|error| BackupError::Task(error.to_string()))??;
+    let stored = produced?;
+    create_links(&manifest, &destination)?;
+    set_directory_modes(&manifest, &destination, &directories)?;
+    let sync_started = Instant::now();
+    sync.finish(&directories)?;
+    for path in destination.roots_and_parents() {
+        destination.sync_directory(&path)?;
+    }
+    times.add(Stage::Sync, sync_started.elapsed());
+    times.log_restore(&manifest.backup, method, started.elapsed(), manifest.data_bytes(), stored);
+    Ok(stored)
+}
+
+/// A decoder thread: takes a free content buffer, then the next stored part (in that order, so
+/// the oldest part taken always has a buffer and the writer never waits forever), decodes it,
+/// hands its stored buffer back to the downloads and the content to the writer.
+fn decode_loop(
+    manifest: &BackupManifest,
+    input: &DecodeInput,
+    output: &SyncSender<Decoded>,
+    stored_free: &tokio::sync::mpsc::Sender<Vec<u8>>,
+    times: &StageTimes,
+) {
+    loop {
+        let (content, part) = {
+            let mut input = input.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let Ok(content) = input.0.recv() else { return };
+            let Some(part) = input.1.blocking_recv() else { return };
+            (content, part)
+        };
+        let index = part.info.index;
+        let decoded = times.time(Stage::Decompress, || decode_part(&manifest.backup, &part, content));
+        let _ = stored_free.try_send(part.stored);
+        let failed = decoded.is_err();
+        if output.send(decoded.map(|content| (index, content))).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// The writer: writes decoded parts in index order through a [`RestoreSink`]; returns the sync
+/// step once every part is written.
+fn write_parts(
+    manifest: &BackupManifest,
+    destination: &Destination,
+    sync: RestoreSync,
+    decoded: Receiver<Decoded>,
+    content_free: SyncSender<Vec<u8>>,
+    times: &StageTimes,
+) -> Result<RestoreSync, BackupError> {
+    let mut sink = RestoreSink { manifest, destination, current: None, unsynced: 0, sync, times };
+    let mut assembler = Assembler::new(manifest)?;
+    write_empty_files(manifest, &mut sink)?;
+    let mut waiting = BTreeMap::new();
+    let mut next = 0u32;
+    let mut wait_started = Instant::now();
+    while let Ok(part) = decoded.recv() {
+        let (index, content) = part?;
+        waiting.insert(index, content);
+        while let Some(content) = waiting.remove(&next) {
+            times.add(Stage::WriterWait, wait_started.elapsed());
+            let mismatches = assembler.feed(next, &content, &mut sink)?;
             if let Some(mismatch) = mismatches.into_iter().next() {
                 let detail = format!(
                     "file {} hashes to {}, the manifest says {}",
                     mismatch.path, mismatch.actual, mismatch.expected
                 );
-                return Err(BackupError::Damaged { backup: writer_manifest.backup.clone(), detail });
+                return Err(BackupError::Damaged { backup: manifest.backup.clone(), detail });
             }
-            // The buffer serves the next download (the channel has room for every buffer).
-            let _ = free_sender.try_send(part.stored);
+            let _ = content_free.try_send(content);
+            next += 1;
+            wait_started = Instant::now();
         }
-        sink.close()
-    });
-    let producer = download_in_order(archive, &manifest, concurrency, free_receiver, sender);
-    let (produced, written) = tokio::join!(producer, writer);
-    let written = written.map_err(|error| BackupError::Task(error.to_string()))?;
-    written?;
-    let stored = produced?;
-    create_links(&manifest, &destination)?;
-    finish_directories(&manifest, &destination, &directories)?;
-    Ok(stored)
-}
-
-/// Downloads the manifest's parts, `concurrency` at once (each in its own task, so downloads
-/// go on while the writer is busy), each into a buffer from `free`, and hands them to the
-/// writer in index order. Returns the number of stored bytes downloaded.
-async fn download_in_order(
-    archive: &Archive,
-    manifest: &BackupManifest,
-    concurrency: usize,
-    mut free: tokio::sync::mpsc::Receiver<Vec<u8>>,
-    writer: tokio::sync::mpsc::Sender<StoredPart>,
-) -> Result<u64, BackupError> {
-    let mut pending: VecDeque<JoinHandle<Result<StoredPart, BackupError>>> = VecDeque::new();
-    let mut parts = manifest.parts.iter().cloned();
-    let mut stored = 0u64;
-    let outcome = loop {
-        while pending.len() < concurrency {
-            let Some(part) = parts.next() else { break };
-            // No buffer comes back once the writer stopped: stop too (its error is the cause).
-            let Some(buffer) = free.recv().await else { break };
-            let (archive, backup) = (archive.clone(), manifest.backup.clone());
-            pending.push_back(tokio::spawn(async move { download_part(&archive, &backup, part, buffer).await }));
-        }
-        let Some(next) = pending.pop_front() else { break Ok(stored) };
-        let part = match next.await {
-            Ok(Ok(part)) => part,
-            Ok(Err(error)) => break Err(error),
-            Err(error) => break Err(BackupError::Task(error.to_string())),
-        };
-        stored += part.stored.len() as u64;
-        if writer.send(part).await.is_err() {
-            break Ok(stored);
-        }
-    };
-    for download in pending {
-        download.abort();
     }
-    outcome
+    if next as usize != manifest.parts.len() {
+        return Err(BackupError::Task(format!("the restore stopped before part {next} was written")));
+    }
+    Ok(sink.sync)
 }
 
 /// Creates the manifest's directories (0700 while restoring; final modes are set at the end).
@@ -157,12 +203,13 @@ fn create_links(manifest: &BackupManifest, destination: &Destination) -> Result<
     for (link, target) in tablespace_links.chain(other_links) {
         std::os::unix::fs::symlink(&target, &link).map_err(BackupError::io("create symlink", &link))?;
         destination.give(&link)?;
+        destination.journal.record(|| Durability::Written(link.clone()));
     }
     Ok(())
 }
 
-/// Sets the directories' recorded modes and makes every directory entry durable.
-fn finish_directories(
+/// Sets the directories' recorded modes.
+fn set_directory_modes(
     manifest: &BackupManifest,
     destination: &Destination,
     created: &[PathBuf],
@@ -170,9 +217,7 @@ fn finish_directories(
     for (directory, path) in manifest.directories.iter().zip(created) {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(directory.mode))
             .map_err(BackupError::io("chmod", path))?;
-    }
-    for path in created.iter().rev().chain(destination.roots_and_parents().iter()) {
-        destination.sync_directory(path)?;
+        destination.journal.record(|| Durability::Written(path.clone()));
     }
     Ok(())
 }
@@ -184,19 +229,8 @@ struct RestoreSink<'a> {
     current: Option<(File, PathBuf)>,
     /// Bytes written to the current file since its writeback was last started.
     unsynced: u64,
-    fsync: FsyncPool,
-}
-
-impl<'a> RestoreSink<'a> {
-    fn new(manifest: &'a BackupManifest, destination: &'a Destination) -> Self {
-        let fsync = FsyncPool::start(FSYNC_THREADS, destination.journal.clone());
-        Self { manifest, destination, current: None, unsynced: 0, fsync }
-    }
-
-    /// Waits for every pending fsync; the first failure is the result.
-    fn close(self) -> Result<(), BackupError> {
-        self.fsync.finish()
-    }
+    sync: RestoreSync,
+    times: &'a StageTimes,
 }
 
 impl FileSink for RestoreSink<'_> {
@@ -208,6 +242,11 @@ impl FileSink for RestoreSink<'_> {
             .mode(0o600)
             .open(&path)
             .map_err(BackupError::io("create", &path))?;
+        if file.size >= PREALLOCATE_FROM {
+            // Reserves the file's blocks in one extent; advice only (not every file system can).
+            let length = i64::try_from(file.size).unwrap_or(i64::MAX);
+            let _ = fallocate(&handle, FallocateFlags::FALLOC_FL_KEEP_SIZE, 0, length);
+        }
         self.destination.give(&path)?;
         self.current = Some((handle, path));
         self.unsynced = 0;
@@ -218,12 +257,14 @@ impl FileSink for RestoreSink<'_> {
         let Some((handle, path)) = self.current.as_mut() else {
             return Err(BackupError::Task("a file piece arrived before its file".to_string()));
         };
+        let started = Instant::now();
         handle.write_all(bytes).map_err(BackupError::io("write", path.as_path()))?;
+        self.times.add(Stage::Write, started.elapsed());
         self.unsynced += bytes.len() as u64;
         if self.unsynced >= WRITEBACK_INTERVAL {
             self.unsynced = 0;
             let second = handle.try_clone().map_err(BackupError::io("reopen", path.as_path()))?;
-            self.fsync.submit(Sync::Writeback, second, path.clone())?;
+            self.sync.submit(SyncRequest::Writeback, second, path.clone())?;
         }
         Ok(())
     }
@@ -235,80 +276,7 @@ impl FileSink for RestoreSink<'_> {
         handle.set_permissions(std::fs::Permissions::from_mode(file.mode)).map_err(BackupError::io("chmod", &path))?;
         let mtime = UNIX_EPOCH + Duration::from_secs(u64::try_from(file.mtime).unwrap_or(0));
         handle.set_modified(mtime).map_err(BackupError::io("set the modification time of", &path))?;
-        self.fsync.submit(Sync::Complete, handle, path)
-    }
-}
-
-/// What an fsync thread does with a file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sync {
-    /// A file still being written: write back its data so far (fdatasync).
-    Writeback,
-    /// A complete file: make it and its metadata durable (fsync).
-    Complete,
-}
-
-type SyncRequest = (Sync, File, PathBuf);
-
-/// Threads that fsync completed files; the channel is bounded so open files stay few.
-struct FsyncPool {
-    sender: Option<SyncSender<SyncRequest>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-    failure: Arc<Mutex<Option<BackupError>>>,
-}
-
-impl FsyncPool {
-    fn start(threads: usize, journal: Journal) -> Self {
-        let (sender, receiver) = sync_channel::<SyncRequest>(64);
-        let receiver = Arc::new(Mutex::new(receiver));
-        let failure = Arc::new(Mutex::new(None));
-        let threads = (0..threads)
-            .map(|_| {
-                let (receiver, failure, journal) = (receiver.clone(), failure.clone(), journal.clone());
-                std::thread::spawn(move || fsync_loop(&receiver, &failure, &journal))
-            })
-            .collect();
-        Self { sender: Some(sender), threads, failure }
-    }
-
-    fn submit(&self, sync: Sync, file: File, path: PathBuf) -> Result<(), BackupError> {
-        if let Some(error) = self.failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() {
-            return Err(error);
-        }
-        match &self.sender {
-            Some(sender) => {
-                sender.send((sync, file, path)).map_err(|_| BackupError::Task("the fsync threads stopped".to_string()))
-            }
-            None => Err(BackupError::Task("the fsync pool is closed".to_string())),
-        }
-    }
-
-    fn finish(mut self) -> Result<(), BackupError> {
-        self.sender = None;
-        for thread in self.threads.drain(..) {
-            thread.join().map_err(|_| BackupError::Task("an fsync thread panicked".to_string()))?;
-        }
-        match self.failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() {
-            Some(error) => Err(error),
-            None => Ok(()),
-        }
-    }
-}
-
-fn fsync_loop(receiver: &Mutex<Receiver<SyncRequest>>, failure: &Mutex<Option<BackupError>>, journal: &Journal) {
-    loop {
-        let next = receiver.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv();
-        let Ok((sync, file, path)) = next else { return };
-        let synced = match sync {
-            Sync::Writeback => file.sync_data(),
-            Sync::Complete => file.sync_all(),
-        };
-        if synced.is_ok() && sync == Sync::Complete {
-            journal.record(|| Durability::SyncFile(path.clone()));
-        }
-        if let Err(source) = synced {
-            let mut slot = failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            slot.get_or_insert(BackupError::Io { action: "fsync", path, source });
-        }
+        self.destination.journal.record(|| Durability::Written(path.clone()));
+        self.sync.submit(SyncRequest::Complete, handle, path)
     }
 }

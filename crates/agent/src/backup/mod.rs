@@ -2,7 +2,8 @@
 //! [`pgec2_core::catalog`], [`pgec2_core::retention`] and [`pgec2_core::recovery_window`].
 //!
 //! - [`push`]: `backup-push` ([`walk`] lists the data directory, [`pack`] and [`upload`] copy it);
-//! - [`fetch`]: `backup-fetch` ([`destination`] checks, [`extract`] writes, [`recovery_conf`]);
+//! - [`fetch`]: `backup-fetch` ([`destination`] checks, [`extract`] writes, [`restore_sync`]
+//!   makes durable, [`recovery_conf`]);
 //! - [`verify`]: `backup-verify`; [`delete`]: `delete`; `backup-list`, `backup-mark` and
 //!   `wal-verify` are here.
 //!
@@ -33,6 +34,7 @@ pub mod push;
 pub mod recovery_conf;
 #[cfg(test)]
 mod restore_order_tests;
+pub mod restore_sync;
 pub mod snapshot;
 pub mod stages;
 pub mod upload;

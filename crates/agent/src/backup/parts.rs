@@ -1,22 +1,26 @@
 //! Reading a backup's parts back: download in index order with `concurrency` requests in
 //! flight, open each envelope (decompress, verify its checksum) and compare it with the
 //! manifest; then cut the content into file pieces and verify every file's BLAKE3 checksum as
-//! its bytes stream past. Shared by backup-fetch (which writes the pieces) and backup-verify
-//! (which only checks them).
+//! its bytes pass. Shared by backup-fetch (which writes the pieces, see [`super::extract`]) and
+//! backup-verify (which only checks them).
 //!
-//! backup-fetch never holds a part's content: [`download_part`] reads the stored (compressed)
-//! bytes into a reused buffer, and [`feed_stored`] decompresses them a piece at a time straight
-//! into the files, checking the part's header against the manifest before the first byte is
-//! written and its envelope checksum at its end (a damaged part fails the restore, which then
-//! removes what it wrote).
+//! backup-fetch reads the stored (compressed) bytes of a part into a reused buffer
+//! ([`download_part`]) and decodes it into a reused content buffer ([`decode_part`]): the part's
+//! header is checked against the manifest before anything else, and its checksum as it is
+//! decompressed, before any of its bytes reaches a file (a damaged part fails the restore, which
+//! then removes what it wrote).
 
-use std::io::Read;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use pgec2_core::envelope;
 use pgec2_core::layout::Archive;
 use pgec2_core::manifest::{BackupManifest, FileEntry, PartInfo, Piece};
 
+use tokio::task::JoinHandle;
+
 use super::BackupError;
+use super::stages::{Stage, StageTimes};
 
 /// A downloaded, verified part.
 #[derive(Debug)]
@@ -70,22 +74,64 @@ pub async fn download_part(
     Ok(StoredPart { info: part, key: key.to_string(), stored })
 }
 
-/// Opens a downloaded part and feeds its content to `assembler` through `scratch`: the header
-/// is checked against the manifest first, the envelope checksum at the end of the content.
-pub fn feed_stored(
-    assembler: &mut Assembler<'_>,
-    part: &StoredPart,
-    sink: &mut dyn FileSink,
-    scratch: &mut [u8],
-) -> Result<Vec<ChecksumMismatch>, BackupError> {
-    let backup = &assembler.manifest.backup;
+/// Downloads the manifest's parts, `concurrency` at once (each in its own task, so downloads
+/// go on while the decoders are busy), each into a buffer from `free`, and hands them on in
+/// index order. Returns the number of stored bytes downloaded.
+pub async fn download_in_order(
+    archive: &Archive,
+    manifest: &BackupManifest,
+    concurrency: usize,
+    mut free: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    next: tokio::sync::mpsc::Sender<StoredPart>,
+    times: &StageTimes,
+) -> Result<u64, BackupError> {
+    let mut pending: VecDeque<JoinHandle<Result<(StoredPart, Duration), BackupError>>> = VecDeque::new();
+    let mut parts = manifest.parts.iter().cloned();
+    let mut stored = 0u64;
+    let outcome = loop {
+        while pending.len() < concurrency {
+            let Some(part) = parts.next() else { break };
+            // No buffer comes back once the decoders stopped: stop too (their error is the cause).
+            let Some(buffer) = free.recv().await else { break };
+            let (archive, backup) = (archive.clone(), manifest.backup.clone());
+            pending.push_back(tokio::spawn(async move {
+                let started = Instant::now();
+                let part = download_part(&archive, &backup, part, buffer).await?;
+                Ok((part, started.elapsed()))
+            }));
+        }
+        let Some(head) = pending.pop_front() else { break Ok(stored) };
+        let part = match head.await {
+            Ok(Ok((part, took))) => {
+                times.add(Stage::Download, took);
+                part
+            }
+            Ok(Err(error)) => break Err(error),
+            Err(error) => break Err(BackupError::Task(error.to_string())),
+        };
+        stored += part.stored.len() as u64;
+        if next.send(part).await.is_err() {
+            break Ok(stored);
+        }
+    };
+    for download in pending {
+        download.abort();
+    }
+    outcome
+}
+
+/// Decodes a downloaded part into `content` (reusing its capacity): the header is checked
+/// against the manifest before anything else, the content decompressed whole and its checksum
+/// verified as it is decompressed.
+pub fn decode_part(backup: &str, part: &StoredPart, mut content: Vec<u8>) -> Result<Vec<u8>, BackupError> {
     let damaged = |detail: String| BackupError::Damaged {
-        backup: backup.clone(),
+        backup: backup.to_string(),
         detail: format!("part {}: {detail}", part.key),
     };
     let mut reader = envelope::open_reader(&part.stored).map_err(|error| damaged(error.to_string()))?;
     let header = *reader.header();
-    if header.content_hash_hex() != part.info.checksum || header.content_len != part.info.content_bytes {
+    let length = usize::try_from(header.content_len).ok().filter(|_| header.content_len == part.info.content_bytes);
+    let Some(length) = length.filter(|_| header.content_hash_hex() == part.info.checksum) else {
         return Err(damaged(format!(
             "holds {} bytes hashing to {}, the manifest expects {} bytes hashing to {}",
             header.content_len,
@@ -93,10 +139,17 @@ pub fn feed_stored(
             part.info.content_bytes,
             part.info.checksum
         )));
+    };
+    content.resize(length, 0);
+    let mut filled = 0;
+    while filled < length {
+        match reader.read_content(&mut content[filled..]).map_err(|error| damaged(error.to_string()))? {
+            0 => return Err(damaged(format!("its content ends after {filled} of {length} bytes"))),
+            read => filled += read,
+        }
     }
-    let mismatches = assembler.feed_reader(part.info.index, &part.key, &mut reader, sink, scratch)?;
     reader.finish().map_err(|error| damaged(error.to_string()))?;
-    Ok(mismatches)
+    Ok(content)
 }
 
 /// Where the bytes of restored files go.
@@ -132,9 +185,6 @@ pub struct ChecksumMismatch {
     pub actual: String,
 }
 
-/// Bytes a part's content is read and written in at a time.
-pub const FEED_PIECE: usize = 256 * 1024;
-
 /// Cuts parts fed in index order into files and verifies each file's checksum.
 pub struct Assembler<'m> {
     manifest: &'m BackupManifest,
@@ -159,39 +209,20 @@ impl<'m> Assembler<'m> {
         content: &[u8],
         sink: &mut dyn FileSink,
     ) -> Result<Vec<ChecksumMismatch>, BackupError> {
-        let mut scratch = vec![0u8; FEED_PIECE.min(content.len().max(1))];
-        self.feed_reader(index, &index.to_string(), &mut &content[..], sink, &mut scratch)
-    }
-
-    /// Like [`Assembler::feed`], reading the part's content from `content` through `scratch`.
-    /// The caller checks that nothing follows the last piece.
-    pub fn feed_reader(
-        &mut self,
-        index: u32,
-        part_name: &str,
-        content: &mut dyn Read,
-        sink: &mut dyn FileSink,
-        scratch: &mut [u8],
-    ) -> Result<Vec<ChecksumMismatch>, BackupError> {
         let mut mismatches = Vec::new();
         let pieces = std::mem::take(self.pieces.get_mut(index as usize).unwrap_or(&mut Vec::new()));
-        let scratch_len = scratch.len().max(1) as u64;
         for piece in pieces {
             let file = &self.manifest.files[piece.file];
             if self.current.as_ref().is_none_or(|(current, _)| *current != piece.file) {
                 sink.begin(file)?;
                 self.current = Some((piece.file, blake3::Hasher::new()));
             }
-            let mut remaining = piece.length;
-            while remaining > 0 {
-                let length = usize::try_from(remaining.min(scratch_len)).unwrap_or(scratch.len());
-                let bytes = &mut scratch[..length];
-                content.read_exact(bytes).map_err(|error| self.unreadable(index, part_name, &error))?;
-                sink.write(bytes)?;
-                if let Some((_, hasher)) = self.current.as_mut() {
-                    hasher.update(bytes);
-                }
-                remaining -= length as u64;
+            let start = usize::try_from(piece.part_offset).unwrap_or(usize::MAX);
+            let end = start.saturating_add(usize::try_from(piece.length).unwrap_or(usize::MAX));
+            let bytes = content.get(start..end).ok_or_else(|| self.short_part(index))?;
+            sink.write(bytes)?;
+            if let Some((_, hasher)) = self.current.as_mut() {
+                hasher.update(bytes);
             }
             if piece.file_offset + piece.length == file.size {
                 if let Some(mismatch) = self.complete(piece.file) {
@@ -204,12 +235,8 @@ impl<'m> Assembler<'m> {
         Ok(mismatches)
     }
 
-    fn unreadable(&self, index: u32, part_name: &str, error: &std::io::Error) -> BackupError {
-        let detail = if error.kind() == std::io::ErrorKind::UnexpectedEof {
-            format!("part {index} is shorter than the manifest says")
-        } else {
-            format!("part {part_name}: {error}")
-        };
+    fn short_part(&self, index: u32) -> BackupError {
+        let detail = format!("part {index} is shorter than the manifest says");
         BackupError::Damaged { backup: self.manifest.backup.clone(), detail }
     }
 

@@ -1,17 +1,28 @@
-//! Where a backup's time goes: busy time per stage of the copy pipeline, summed over the threads
-//! that run it, logged at `info` when the copy ends (`PGEC2_LOG=info`).
+//! Where a backup's or a restore's time goes: busy time per stage of the copy pipeline, summed
+//! over the threads that run it, logged at `info` when the copy ends (`PGEC2_LOG=info`).
 //!
+//! backup-push:
 //! - `read`: `read(2)` of the data files into part buffers (the reader thread);
 //! - `checksum`: BLAKE3 of each file as it is read (the reader thread);
 //! - `reader_wait`: the reader waiting for a free part buffer (the pipeline downstream is full);
 //! - `compress`: sealing parts (BLAKE3 of the part and zstd), summed over the compression workers;
 //! - `upload`: storing sealed parts, summed over the uploads in flight.
 //!
+//! backup-fetch:
+//! - `download`: fetching stored parts, summed over the downloads in flight;
+//! - `decompress`: decompressing parts and verifying their checksums, summed over the decoders;
+//! - `write`: `write(2)` of file contents (the writer thread);
+//! - `writer_wait`: the writer waiting for the next part (the pipeline upstream is behind); the
+//!   writer's remaining busy time is the files' checksums;
+//! - `sync`: the final durability step (syncfs, or directory fsyncs).
+//!
 //! Sums over parallel workers can exceed the wall time; a stage whose sum is close to
 //! `wall × workers` is the one that limits the copy.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use super::restore_sync::SyncMethod;
 
 /// Nanoseconds spent per stage, shared by the pipeline's threads.
 #[derive(Debug, Default)]
@@ -21,6 +32,11 @@ pub struct StageTimes {
     reader_wait: AtomicU64,
     compress: AtomicU64,
     upload: AtomicU64,
+    download: AtomicU64,
+    decompress: AtomicU64,
+    write: AtomicU64,
+    writer_wait: AtomicU64,
+    sync: AtomicU64,
 }
 
 /// A stage of the copy pipeline.
@@ -31,6 +47,11 @@ pub enum Stage {
     ReaderWait,
     Compress,
     Upload,
+    Download,
+    Decompress,
+    Write,
+    WriterWait,
+    Sync,
 }
 
 impl StageTimes {
@@ -60,6 +81,11 @@ impl StageTimes {
             Stage::ReaderWait => &self.reader_wait,
             Stage::Compress => &self.compress,
             Stage::Upload => &self.upload,
+            Stage::Download => &self.download,
+            Stage::Decompress => &self.decompress,
+            Stage::Write => &self.write,
+            Stage::WriterWait => &self.writer_wait,
+            Stage::Sync => &self.sync,
         }
     }
 
@@ -79,6 +105,28 @@ impl StageTimes {
             stored_bytes,
             mb_per_s = %format!("{mb_per_s:.1}"),
             "copy stages (busy seconds summed over workers)"
+        );
+    }
+}
+
+impl StageTimes {
+    /// Logs the summary of a restore that took `wall`.
+    pub fn log_restore(&self, backup: &str, method: SyncMethod, wall: Duration, content_bytes: u64, stored_bytes: u64) {
+        let wall_s = wall.as_secs_f64();
+        let mb_per_s = if wall_s > 0.0 { content_bytes as f64 / 1e6 / wall_s } else { 0.0 };
+        tracing::info!(
+            backup,
+            wall_s = %format!("{wall_s:.3}"),
+            download_s = %format!("{:.3}", self.seconds(Stage::Download)),
+            decompress_s = %format!("{:.3}", self.seconds(Stage::Decompress)),
+            write_s = %format!("{:.3}", self.seconds(Stage::Write)),
+            writer_wait_s = %format!("{:.3}", self.seconds(Stage::WriterWait)),
+            sync_s = %format!("{:.3}", self.seconds(Stage::Sync)),
+            sync = ?method,
+            content_bytes,
+            stored_bytes,
+            mb_per_s = %format!("{mb_per_s:.1}"),
+            "restore stages (busy seconds summed over workers)"
         );
     }
 }
