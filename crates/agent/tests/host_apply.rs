@@ -14,7 +14,7 @@ async fn applying_twice_starts_an_archiving_server_then_changes_nothing() {
     for step in ["data-directory", "agent-config", "postgresql-conf", "pg-hba", "service"] {
         assert_eq!(outcome(&first, step), StepOutcome::Changed, "{step}: {first:#?}");
     }
-    for step in ["data-device", "filesystem", "fstab", "mount", "packages", "tls-certificate"] {
+    for step in ["data-device", "filesystem", "fstab", "mount", "packages", "tls-certificate", "wal-receive"] {
         assert_eq!(outcome(&first, step), StepOutcome::Skipped, "{step} in the local profile");
     }
     assert!(detail(&first, "data-directory").contains("initdb"));

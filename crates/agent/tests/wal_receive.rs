@@ -214,6 +214,11 @@ fn write_rows(cluster: &PgCluster, ids: std::ops::RangeInclusive<u32>) {
 #[test]
 fn wal_receive_status_prints_the_receivers_state_as_json() {
     let primary = Primary::start();
+    // As on a pgec2 host: replication only over the Unix socket, never from the network.
+    let hba = primary.cluster.data_dir.join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+    std::fs::write(&hba, format!("host replication all 127.0.0.1/32 reject\n{rules}")).expect("write pg_hba.conf");
+    primary.cluster.psql("SELECT pg_reload_conf()").expect("reload");
     let receiver = Receiver::start(&primary, "receiver");
     let end = current_lsn(&primary.cluster);
     receiver.wait_archived(end);

@@ -186,6 +186,11 @@ pub struct ArchiveSpec {
     /// `archive_timeout` in seconds.
     #[serde(default = "default_archive_timeout")]
     pub archive_timeout_seconds: u32,
+    /// Also stream WAL into the archive with `pgec2-agent wal-receive` (beside archive_command),
+    /// so the recovery point trails the server by seconds. In the ec2 profile `host apply` runs
+    /// it as the systemd service `pgec2-wal-receive.service`; the local profile does not run it.
+    #[serde(default)]
+    pub wal_receive: bool,
 }
 
 fn default_compression_level() -> i32 {

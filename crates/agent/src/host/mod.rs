@@ -52,6 +52,7 @@ mod test_support;
 mod tls;
 mod tuning;
 mod volume;
+mod wal_receive_unit;
 
 pub use command::CommandError;
 pub use files::FileError;
@@ -209,6 +210,7 @@ async fn run_steps(spec: &HostSpec, recorder: &mut Recorder) -> Result<Option<Po
     let changes = service::Changes { config: conf_changed || hba_changed || tls_changed };
     recorder.step("service", service::converge(spec, &server, changes).await)?;
     recorder.step("promote", promote::converge(spec, &server).await)?;
+    recorder.step("wal-receive", wal_receive_unit::converge(spec, &server).await)?;
     if !server.accepting().await {
         recorder.done("facts", Done::skipped("the server does not accept connections yet (recovery in progress?)"));
         return Ok(None);

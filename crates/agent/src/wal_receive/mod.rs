@@ -28,6 +28,7 @@ use crate::cli::WalReceiveArgs;
 use crate::config::AgentConfig;
 
 mod archive;
+mod bridge;
 mod error;
 pub mod message;
 mod session;

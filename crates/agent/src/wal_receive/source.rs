@@ -24,6 +24,8 @@ pub struct ServerIdentity {
 pub struct Source {
     connection: PgReplicationConnection,
     target: String,
+    /// The bridge to the Unix socket, when `PGHOST` is a socket directory.
+    _bridge: Option<super::bridge::Bridge>,
 }
 
 /// What [`Source::next`] got within the wait.
@@ -35,18 +37,36 @@ pub enum Received {
 
 impl Source {
     /// Connects with `replication=true` (a physical replication connection). The library is
-    /// TCP-only: a socket directory as host means this machine, over 127.0.0.1.
+    /// TCP-only: a socket directory as host goes through a [`super::bridge`] to the socket, so
+    /// the server sees a Unix-socket connection (peer authentication, as for the agent's other
+    /// commands).
     pub async fn connect(settings: &PostgresSettings) -> Result<Self, ReceiveError> {
-        let host = if settings.host.starts_with('/') { "127.0.0.1" } else { settings.host.as_str() };
-        let target = format!("{host}:{}", settings.port);
+        let (bridge, host, port) = if settings.host.starts_with('/') {
+            let socket_dir = std::path::Path::new(&settings.host);
+            let bridge =
+                super::bridge::open(socket_dir, settings.port).await.map_err(|error| ReceiveError::Connect {
+                    target: format!("{}/.s.PGSQL.{}", settings.host, settings.port),
+                    reason: format!("cannot open the loopback bridge to the socket: {error}"),
+                })?;
+            let port = bridge.port;
+            (Some(bridge), "127.0.0.1", port)
+        } else {
+            (None, settings.host.as_str(), settings.port)
+        };
+        let target = match &bridge {
+            Some(_) => format!("{}/.s.PGSQL.{}", settings.host, settings.port),
+            None => format!("{host}:{port}"),
+        };
         let mut conninfo = format!(
-            "host={host} port={} user={} dbname={} replication=true application_name=pgec2-wal-receive \
+            "host={host} port={port} user={} dbname={} replication=true application_name=pgec2-wal-receive \
              connect_timeout={} keepalives_idle=15 keepalives_interval=5 keepalives_count=3 tcp_user_timeout=60000",
-            settings.port,
             conninfo_value(&settings.user),
             conninfo_value(&settings.database),
             settings.connect_timeout.as_secs().max(1)
         );
+        if bridge.is_some() {
+            conninfo.push_str(" sslmode=disable");
+        }
         if let Some(password) = &settings.password {
             conninfo.push_str(&format!(" password={}", conninfo_value(password)));
         }
@@ -56,7 +76,7 @@ impl Source {
         // --receive-timeout does.
         let connection = PgReplicationConnection::connect(&conninfo)
             .map_err(|error| ReceiveError::Connect { target: target.clone(), reason: error.to_string() })?;
-        Ok(Self { connection, target })
+        Ok(Self { connection, target, _bridge: bridge })
     }
 
     /// Where this connection goes, for messages.

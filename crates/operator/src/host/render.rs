@@ -123,6 +123,8 @@ fn archive_spec(policy: &BackupPolicy, prefix: &str) -> Result<ArchiveSpec, Rend
         },
         compression_level: 3,
         archive_timeout_seconds: seconds,
+        // BackupPolicy has no field for WAL streaming yet: hosts archive by archive_command only.
+        wal_receive: false,
     })
 }
 
