@@ -33,6 +33,7 @@ pub enum RunError {
 
 /// Runs the operator until a termination signal.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    install_tls_provider();
     let client = kube::Client::try_default().await.map_err(RunError::Connect)?;
     let cloud = build_cloud(&args).await?;
     let metrics = Arc::new(Metrics::default());
@@ -79,6 +80,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     }
     elector.release().await;
     Ok(())
+}
+
+/// Chooses ring as the process's TLS crypto provider. Both of rustls's providers are linked (kube
+/// uses ring, the AWS SDK aws-lc-rs), and with both rustls refuses to pick one, so without this
+/// the first HTTPS connection to the API server panics. Idempotent.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 async fn build_cloud(args: &RunArgs) -> Result<Arc<dyn Cloud>, RunError> {
