@@ -200,8 +200,9 @@ fn owned_fields(resource: &ResourceType, applied: &Value, status: bool) -> Vec<F
     fields
 }
 
-/// Collects the leaf paths of a value: maps are walked (an empty map owns nothing), so are the
-/// elements of lists merged by key; everything else is a leaf.
+/// Collects the leaf paths of a value: maps are walked, so are the elements of lists merged by
+/// key; everything else is a leaf, and so is an empty map (as in the API server, applying
+/// `initdb: {}` sets and owns `initdb`).
 fn leaves(resource: &ResourceType, value: &Value, path: FieldPath, out: &mut Vec<FieldPath>) {
     if let (Some(items), Some(keys)) = (value.as_array(), resource.list_map_keys(&path)) {
         for item in items {
@@ -214,6 +215,7 @@ fn leaves(resource: &ResourceType, value: &Value, path: FieldPath, out: &mut Vec
         return;
     }
     match value.as_object() {
+        Some(map) if map.is_empty() && path.len() > 1 => out.push(path),
         Some(map) => {
             for (key, child) in map {
                 let mut child_path = path.clone();
@@ -428,6 +430,17 @@ mod tests {
         let second = apply_as("loader", false, Some(&first), json!({"metadata": {"name": "a"}, "spec": {"x": 1}}))
             .expect("second apply");
         assert_eq!(second["spec"], json!({"x": 1}));
+    }
+
+    #[test]
+    fn an_applied_empty_map_is_set_and_owned_until_left_out() {
+        let applied = json!({"metadata": {"name": "a"}, "spec": {"x": 1, "mode": {}}});
+        let first = apply_as("loader", false, None, applied).expect("first apply");
+        assert_eq!(first["spec"], json!({"x": 1, "mode": {}}));
+        assert_eq!(first["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:mode"], json!({}));
+        let second = apply_as("loader", false, Some(&first), json!({"metadata": {"name": "a"}, "spec": {"x": 1}}))
+            .expect("second apply");
+        assert_eq!(second["spec"], json!({"x": 1}), "the empty map went with its manager");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! The crate's README lists what is kept and where it differs from a real API server.
 
 mod apply;
+mod defaults;
 mod discovery;
 mod error;
 mod faults;

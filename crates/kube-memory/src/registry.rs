@@ -1,6 +1,7 @@
 //! The resource types the server knows: which URL paths exist and how objects of each kind behave.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
@@ -29,6 +30,9 @@ pub struct ResourceType {
     /// Lists merged by key under server-side apply (`x-kubernetes-list-type: map`); every other
     /// list is atomic.
     pub list_maps: Vec<ListMap>,
+    /// The served version's `openAPIV3Schema`, when taken from a CRD: its `default` values are
+    /// filled in on every write, as the API server does.
+    pub schema: Option<Arc<serde_json::Value>>,
 }
 
 /// A list whose elements server-side apply merges by key, like `status.conditions` by `type`.
@@ -52,6 +56,7 @@ impl ResourceType {
             status_subresource: false,
             unconditional_update: false,
             list_maps: Vec::new(),
+            schema: None,
         }
     }
 
@@ -90,15 +95,23 @@ impl ResourceType {
         self
     }
 
-    /// Takes the lists merged by key (`x-kubernetes-list-type: map`) from the served version's
-    /// schema in a CustomResourceDefinition, as the API server does.
+    /// Takes the lists merged by key (`x-kubernetes-list-type: map`) and the `default` values
+    /// from the served version's schema in a CustomResourceDefinition, as the API server does.
     pub fn with_crd_schema(mut self, crd: &CustomResourceDefinition) -> Self {
         let served = crd.spec.versions.iter().find(|version| version.name == self.version);
         let schema = served.and_then(|version| version.schema.as_ref()?.open_api_v3_schema.as_ref());
         if let Some(schema) = schema.and_then(|schema| serde_json::to_value(schema).ok()) {
             collect_list_maps(&schema, &mut Vec::new(), &mut self.list_maps);
+            self.schema = Some(Arc::new(schema));
         }
         self
+    }
+
+    /// Fills in the schema's `default` values (no-op without a schema).
+    pub(crate) fn default_fields(&self, object: &mut serde_json::Value) {
+        if let Some(schema) = &self.schema {
+            crate::defaults::apply(schema, object);
+        }
     }
 
     /// The keys of the list at `path` (element segments `k:{…}` left out) when it is merged by key.

@@ -60,6 +60,7 @@ pub(crate) fn create(state: &mut State, target: &Target, mut object: Value, dry_
     {
         map.remove("status");
     }
+    resource.default_fields(&mut object);
     state.validate(resource, None, &object)?;
     if dry_run {
         return Ok(object);
@@ -110,6 +111,7 @@ pub(crate) fn update(
             ));
         }
     }
+    resource.default_fields(&mut next);
     state.validate(resource, Some(old), &next)?;
     if meta::spec_changed(resource, old, &next) {
         meta::set(&mut next, "generation", json!(meta::generation(old) + 1));

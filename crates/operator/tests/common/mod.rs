@@ -267,7 +267,7 @@ impl Drop for TestEnv {
 }
 
 /// `pg_ctl stop -m immediate` for every host data directory with a running server.
-fn stop_all_postgres(state_dir: &Path) {
+pub fn stop_all_postgres(state_dir: &Path) {
     let Ok(namespaces) = std::fs::read_dir(state_dir.join("hosts")) else { return };
     for namespace in namespaces.flatten() {
         let Ok(hosts) = std::fs::read_dir(namespace.path()) else { continue };
@@ -282,7 +282,7 @@ fn stop_all_postgres(state_dir: &Path) {
 }
 
 /// An object as a user writes it: no status, no server-set metadata.
-fn strip<K: serde::Serialize>(object: &K) -> serde_json::Value {
+pub fn strip<K: serde::Serialize>(object: &K) -> serde_json::Value {
     let mut value = serde_json::to_value(object).expect("serialise");
     if let Some(map) = value.as_object_mut() {
         map.remove("status");
