@@ -9,6 +9,7 @@
 //!   by `wal-fetch`;
 //! - [`archive_status`]: the health of continuous archiving, read by the operator;
 //! - [`config`]: the TOML file and environment overrides;
+//! - [`kms`]: KMS keys for client-side encryption;
 //! - [`walg`]: reading a wal-g archive beside pgec2's (`storage.walg_prefix`), and `import-check`;
 //! - [`output`]: the one JSON document a `--json` command prints on stdout.
 
@@ -17,6 +18,7 @@ pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod host;
+pub mod kms;
 pub mod lease;
 pub mod logging;
 pub mod output;

@@ -237,6 +237,8 @@ enum DecompressSource<'a> {
     None(&'a [u8]),
     Zstd(Box<zstd::stream::read::Decoder<'a, &'a [u8]>>),
     Lz4(Box<lz4_flex::frame::FrameDecoder<&'a [u8]>>),
+    /// A decoder over another reader (a decrypting one), already built.
+    Chained(Box<dyn Read + 'a>),
 }
 
 impl<'a> DecompressReader<'a> {
@@ -253,12 +255,27 @@ impl<'a> DecompressReader<'a> {
         Ok(Self { algorithm, source })
     }
 
+    /// A reader of the content `algorithm` compressed into what `source` yields (the payload of
+    /// an encrypted object, decrypted as it is read).
+    pub fn over_reader(algorithm: Algorithm, source: Box<dyn Read + 'a>) -> Result<Self, CompressionError> {
+        let chained: Box<dyn Read + 'a> = match algorithm {
+            Algorithm::None => source,
+            Algorithm::Zstd => Box::new(
+                zstd::stream::read::Decoder::new(source)
+                    .map_err(|source| CompressionError::Decompress { algorithm, source })?,
+            ),
+            Algorithm::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(source)),
+        };
+        Ok(Self { algorithm, source: DecompressSource::Chained(chained) })
+    }
+
     /// Reads the next decompressed bytes (0 at the end of the content).
     pub fn read_content(&mut self, buffer: &mut [u8]) -> Result<usize, CompressionError> {
         let read = match &mut self.source {
             DecompressSource::None(payload) => payload.read(buffer),
             DecompressSource::Zstd(decoder) => decoder.read(buffer),
             DecompressSource::Lz4(decoder) => decoder.read(buffer),
+            DecompressSource::Chained(decoder) => decoder.read(buffer),
         };
         read.map_err(|source| CompressionError::Decompress { algorithm: self.algorithm, source })
     }

@@ -13,10 +13,20 @@
 //! ```
 //! Objects are self-describing, so any backend (even a plain directory) keeps the checksum with
 //! the data, and a reader detects corruption whatever the store.
+//!
+//! With a [`Keyring`] that has a writing key, objects are sealed encrypted instead (format
+//! version 2, see [`encrypted`]): compressed first, then encrypted in chunks. Plain objects are
+//! still written as version 1, so archives written before encryption existed read unchanged.
 
 use std::io::Read;
 
 use crate::compression::{self, Algorithm, Compression, CompressionError, Compressor, DecompressReader};
+use crate::encryption::{KeyError, Keyring};
+
+mod encrypted;
+
+pub use encrypted::CHUNK_LEN;
+use encrypted::Encrypting;
 
 const MAGIC: &[u8; 8] = b"PGEC2OBJ";
 const VERSION: u8 = 1;
@@ -31,7 +41,12 @@ pub const MAX_CONTENT_LEN: u64 = 4 << 30;
 pub struct Header {
     pub algorithm: Algorithm,
     pub content_len: u64,
+    /// The BLAKE3 hash of the content. Only for an encrypted object read by [`read_header`]
+    /// (without its key) is it the hash of the stored ciphertext, which is what the clear
+    /// header records: the content's hash is itself encrypted.
     pub content_hash: [u8; 32],
+    /// The object is encrypted (format version 2).
+    pub encrypted: bool,
 }
 
 impl Header {
@@ -45,8 +60,16 @@ impl Header {
 pub enum EnvelopeError {
     #[error("object is not a pgec2 object (bad magic or too short, {len} bytes)")]
     NotAnObject { len: usize },
-    #[error("object has format version {0}, this agent reads version 1: upgrade pgec2-agent")]
+    #[error("object has format version {0}, this agent reads versions 1 and 2: upgrade pgec2-agent")]
     UnsupportedVersion(u8),
+    #[error("object has unknown encryption code {0}: upgrade pgec2-agent")]
+    UnknownEncryption(u8),
+    #[error("encrypted object is malformed: {0}")]
+    Malformed(String),
+    #[error("cannot decrypt the object: {0}")]
+    Key(#[from] KeyError),
+    #[error("encrypted object does not authenticate{}: it was altered or damaged", chunk.map(|chunk| format!(" (chunk {chunk})")).unwrap_or_default())]
+    Decrypt { chunk: Option<u32> },
     #[error("object header records an implausible content length of {0} bytes (corrupt object)")]
     ImplausibleLength(u64),
     #[error("object has unknown compression code {0}")]
@@ -61,40 +84,68 @@ pub enum EnvelopeError {
         "object content is corrupt: expected {expected_len} bytes hashing to {expected}, got {actual_len} bytes hashing to {actual}"
     )]
     ChecksumMismatch { expected: String, actual: String, expected_len: u64, actual_len: u64 },
+    #[error("encrypted object is corrupt: its stored bytes hash to {actual}, its header records {expected}")]
+    StoredChecksumMismatch { expected: String, actual: String },
+}
+
+impl EnvelopeError {
+    /// True when the object could not be decrypted for want of the right key (not damage).
+    pub fn is_key_error(&self) -> bool {
+        matches!(self, EnvelopeError::Key(_))
+    }
 }
 
 /// Compresses `content` and wraps it; returns the stored bytes and the header.
 pub fn seal(content: &[u8], compression: Compression) -> Result<(Vec<u8>, Header), EnvelopeError> {
-    let header = Header {
-        algorithm: compression.algorithm,
-        content_len: content.len() as u64,
-        content_hash: *blake3::hash(content).as_bytes(),
-    };
-    let stored = compression.compress_appending(content, header_bytes(&header).to_vec())?;
+    seal_with(content, compression, &Keyring::none())
+}
+
+/// Like [`seal`], encrypted when `keyring` has a writing key.
+pub fn seal_with(
+    content: &[u8],
+    compression: Compression,
+    keyring: &Keyring,
+) -> Result<(Vec<u8>, Header), EnvelopeError> {
+    let mut stored = Vec::new();
+    let header = Sealer::with_keyring(compression, keyring.clone())?.seal_into(content, &mut stored)?;
     Ok((stored, header))
+}
+
+fn content_header(algorithm: Algorithm, content: &[u8], encrypted: bool) -> Header {
+    Header { algorithm, content_len: content.len() as u64, content_hash: *blake3::hash(content).as_bytes(), encrypted }
 }
 
 /// Seals many objects with one compression context, into output buffers the caller reuses
 /// (backup-push keeps one per worker, so parts are sealed without allocating per part).
 pub struct Sealer {
     compressor: Compressor,
+    keyring: Keyring,
 }
 
 impl Sealer {
     pub fn new(compression: Compression) -> Result<Self, EnvelopeError> {
-        Ok(Self { compressor: Compressor::new(compression)? })
+        Self::with_keyring(compression, Keyring::none())
+    }
+
+    /// A sealer that encrypts every object (each with a data key of its own) when `keyring`
+    /// has a writing key.
+    pub fn with_keyring(compression: Compression, keyring: Keyring) -> Result<Self, EnvelopeError> {
+        Ok(Self { compressor: Compressor::new(compression)?, keyring })
     }
 
     /// Like [`seal`]: replaces what `out` holds with the stored bytes of `content`.
     pub fn seal_into(&mut self, content: &[u8], out: &mut Vec<u8>) -> Result<Header, EnvelopeError> {
-        let header = Header {
-            algorithm: self.compressor.compression().algorithm,
-            content_len: content.len() as u64,
-            content_hash: *blake3::hash(content).as_bytes(),
-        };
+        let encrypting = Encrypting::for_keyring(&self.keyring)?;
+        let header = content_header(self.compressor.compression().algorithm, content, encrypting.is_some());
         out.clear();
-        out.extend_from_slice(&header_bytes(&header));
+        match &encrypting {
+            None => out.extend_from_slice(&header_bytes(&header)),
+            Some(encrypting) => out.resize(HEADER_LEN + encrypting.header_len(), 0),
+        }
         self.compressor.compress_appending(content, out)?;
+        if let Some(encrypting) = encrypting {
+            encrypting.finish(out, &header)?;
+        }
         Ok(header)
     }
 }
@@ -113,8 +164,22 @@ pub fn seal_reader(
     size_hint: usize,
     compression: Compression,
 ) -> Result<(Vec<u8>, Header), EnvelopeError> {
-    let mut out = Vec::with_capacity(HEADER_LEN + size_hint.min(MAX_OUTPUT_RESERVATION));
-    out.resize(HEADER_LEN, 0);
+    seal_reader_with(reader, size_hint, compression, &Keyring::none())
+}
+
+/// Like [`seal_reader`], encrypted when `keyring` has a writing key (the payload is encrypted
+/// in place once compressed: no second copy of the object).
+pub fn seal_reader_with(
+    reader: &mut impl Read,
+    size_hint: usize,
+    compression: Compression,
+    keyring: &Keyring,
+) -> Result<(Vec<u8>, Header), EnvelopeError> {
+    let encrypting = Encrypting::for_keyring(keyring)?;
+    let headers_len = HEADER_LEN + encrypting.as_ref().map_or(0, Encrypting::header_len);
+    let reservation = size_hint.min(MAX_OUTPUT_RESERVATION);
+    let mut out = Vec::with_capacity(headers_len + reservation + reservation / CHUNK_LEN * 16 + 16);
+    out.resize(headers_len, 0);
     let mut compressor = compression.stream_appending(out)?;
     let mut hasher = blake3::Hasher::new();
     let mut piece = vec![0u8; READ_PIECE];
@@ -130,9 +195,17 @@ pub fn seal_reader(
         compressor.write(&piece[..read])?;
         content_len += read as u64;
     }
-    let header = Header { algorithm: compression.algorithm, content_len, content_hash: *hasher.finalize().as_bytes() };
+    let header = Header {
+        algorithm: compression.algorithm,
+        content_len,
+        content_hash: *hasher.finalize().as_bytes(),
+        encrypted: encrypting.is_some(),
+    };
     let mut stored = compressor.finish()?;
-    stored[..HEADER_LEN].copy_from_slice(&header_bytes(&header));
+    match encrypting {
+        None => stored[..HEADER_LEN].copy_from_slice(&header_bytes(&header)),
+        Some(encrypting) => encrypting.finish(&mut stored, &header)?,
+    }
     Ok((stored, header))
 }
 
@@ -146,16 +219,24 @@ fn header_bytes(header: &Header) -> [u8; HEADER_LEN] {
     bytes
 }
 
-/// Reads only the header of stored bytes (at least [`HEADER_LEN`] of them).
+/// Reads only the header of stored bytes (at least [`HEADER_LEN`] of them). For an encrypted
+/// object the hash is that of the stored ciphertext (see [`Header::content_hash`]).
 pub fn read_header(stored: &[u8]) -> Result<Header, EnvelopeError> {
     if stored.len() < HEADER_LEN || &stored[..8] != MAGIC {
         return Err(EnvelopeError::NotAnObject { len: stored.len() });
     }
-    if stored[8] != VERSION {
-        return Err(EnvelopeError::UnsupportedVersion(stored[8]));
-    }
+    let encrypted = match stored[8] {
+        VERSION => false,
+        encrypted::VERSION => true,
+        other => return Err(EnvelopeError::UnsupportedVersion(other)),
+    };
     let algorithm = Algorithm::from_code(stored[9]).ok_or(EnvelopeError::UnknownCompression(stored[9]))?;
-    if stored[10..12] != [0, 0] {
+    match (encrypted, stored[10]) {
+        (false, 0) | (true, encrypted::AES_256_GCM) => {}
+        (false, _) => return Err(EnvelopeError::ReservedNotZero),
+        (true, code) => return Err(EnvelopeError::UnknownEncryption(code)),
+    }
+    if stored[11] != 0 {
         return Err(EnvelopeError::ReservedNotZero);
     }
     let mut len_bytes = [0u8; 8];
@@ -166,12 +247,45 @@ pub fn read_header(stored: &[u8]) -> Result<Header, EnvelopeError> {
     if content_len > MAX_CONTENT_LEN {
         return Err(EnvelopeError::ImplausibleLength(content_len));
     }
-    Ok(Header { algorithm, content_len, content_hash })
+    Ok(Header { algorithm, content_len, content_hash, encrypted })
 }
 
-/// Unwraps stored bytes: decompresses and verifies length and checksum.
+/// Bytes at the start of an object that always hold its headers (clear and encryption).
+pub const HEADERS_MAX_LEN: usize = 4096;
+
+/// Checks that `keyring` decrypts the object whose first bytes are `start` (at least its
+/// headers, [`HEADERS_MAX_LEN`] suffice): unwraps its data key, reads no content. A plain
+/// object passes.
+pub fn check_key(start: &[u8], keyring: &Keyring) -> Result<(), EnvelopeError> {
+    if read_header(start)?.encrypted {
+        encrypted::parse(start)?.unlock(keyring)?;
+    }
+    Ok(())
+}
+
+/// Unwraps stored bytes: decompresses and verifies length and checksum. An encrypted object
+/// fails with [`KeyError::NoKey`]: use [`open_with`].
 pub fn open(stored: &[u8]) -> Result<(Vec<u8>, Header), EnvelopeError> {
+    open_with(stored, &Keyring::none())
+}
+
+/// Like [`open`], decrypting an encrypted object with the key `keyring` has for it.
+pub fn open_with(stored: &[u8], keyring: &Keyring) -> Result<(Vec<u8>, Header), EnvelopeError> {
     let header = read_header(stored)?;
+    if header.encrypted {
+        let mut reader = open_reader_with(stored, keyring)?;
+        let capacity = usize::try_from(header.content_len).unwrap_or(usize::MAX).min(MAX_OUTPUT_RESERVATION);
+        let mut content = Vec::with_capacity(capacity);
+        let mut piece = vec![0u8; READ_PIECE];
+        loop {
+            let read = reader.read_content(&mut piece)?;
+            if read == 0 {
+                break;
+            }
+            content.extend_from_slice(&piece[..read]);
+        }
+        return Ok((content, reader.finish()?));
+    }
     let expected_len = usize::try_from(header.content_len).unwrap_or(usize::MAX);
     let content = compression::decompress(header.algorithm, &stored[HEADER_LEN..], expected_len)?;
     let actual = blake3::hash(&content);
@@ -200,8 +314,29 @@ pub struct ContentReader<'a> {
 
 /// Starts reading the content of `stored` (the header is checked now, the content as it is read).
 pub fn open_reader(stored: &[u8]) -> Result<ContentReader<'_>, EnvelopeError> {
-    let header = read_header(stored)?;
-    let decoder = DecompressReader::new(header.algorithm, &stored[HEADER_LEN..])?;
+    open_reader_with(stored, &Keyring::none())
+}
+
+/// Like [`open_reader`], for encrypted objects too: the stored ciphertext's hash is verified and
+/// the data key unwrapped now (so a wrong or missing key fails before any content is read), and
+/// the content is decrypted a chunk at a time as it is read.
+pub fn open_reader_with<'a>(stored: &'a [u8], keyring: &Keyring) -> Result<ContentReader<'a>, EnvelopeError> {
+    let mut header = read_header(stored)?;
+    let decoder = if header.encrypted {
+        let actual = blake3::hash(&stored[HEADER_LEN..]);
+        if actual.as_bytes() != &header.content_hash {
+            return Err(EnvelopeError::StoredChecksumMismatch {
+                expected: header.content_hash_hex(),
+                actual: actual.to_hex().to_string(),
+            });
+        }
+        let encryption = encrypted::parse(stored)?;
+        let (data_key, content_hash) = encryption.unlock(keyring)?;
+        header.content_hash = content_hash;
+        DecompressReader::over_reader(header.algorithm, Box::new(encryption.reader(stored, &data_key)))?
+    } else {
+        DecompressReader::new(header.algorithm, &stored[HEADER_LEN..])?
+    };
     Ok(ContentReader { header, decoder, hasher: blake3::Hasher::new(), read: 0, verified: false })
 }
 
@@ -389,3 +524,6 @@ mod tests {
         assert!(matches!(open(b"hello"), Err(EnvelopeError::NotAnObject { .. })));
     }
 }
+
+#[cfg(test)]
+mod encrypted_tests;

@@ -19,18 +19,27 @@
 
 use std::sync::Arc;
 
+use crate::encryption::Keyring;
 use crate::storage::{ObjectKey, Storage, StorageError};
 
-/// One cluster's archive: the store it lives in and the layout of its keys there.
+/// One cluster's archive: the store it lives in, the layout of its keys there, and the keys
+/// its WAL segments and backup parts are encrypted with (none by default).
 #[derive(Clone, Debug)]
 pub struct Archive {
     pub storage: Arc<dyn Storage>,
     pub layout: ArchiveLayout,
+    pub keyring: Keyring,
 }
 
 impl Archive {
     pub fn new(storage: Arc<dyn Storage>, layout: ArchiveLayout) -> Self {
-        Self { storage, layout }
+        Self { storage, layout, keyring: Keyring::none() }
+    }
+
+    /// The same archive, with WAL segments and backup parts encrypted and decrypted by `keyring`.
+    pub fn with_keyring(mut self, keyring: Keyring) -> Self {
+        self.keyring = keyring;
+        self
     }
 
     /// The archive's location for messages, e.g. `s3://bucket/base/default/orders-db`.

@@ -9,6 +9,7 @@ pub mod archiver;
 pub mod bootstrap;
 pub mod catalog;
 pub mod compression;
+pub mod encryption;
 pub mod envelope;
 pub mod host_spec;
 pub mod identity;

@@ -51,6 +51,8 @@ pub enum BackupError {
     /// Stored data does not match its checksum or its manifest.
     #[error("backup {backup} is damaged: {detail}; restore from another backup")]
     Damaged { backup: String, detail: String },
+    #[error("failed to restore from backup {backup}: cannot decrypt {object}: {error}; nothing was written")]
+    Undecryptable { backup: String, object: String, error: pgec2_core::encryption::KeyError },
     #[error(transparent)]
     Walg(#[from] pgec2_core::walg::WalgError),
     #[error("an internal task failed: {0}")]

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use nix::fcntl::{FallocateFlags, fallocate};
+use pgec2_core::encryption::Keyring;
 use pgec2_core::layout::Archive;
 use pgec2_core::manifest::{BackupManifest, FileEntry};
 
@@ -74,8 +75,8 @@ pub async fn extract(
     let decode_input = Arc::new(Mutex::new((content_pool, parts)));
     for _ in 0..decoders {
         let (input, output, stored_free) = (decode_input.clone(), decoded_sender.clone(), stored_free.clone());
-        let (manifest, times) = (manifest.clone(), times.clone());
-        std::thread::spawn(move || decode_loop(&manifest, &input, &output, &stored_free, &times));
+        let (manifest, times, keyring) = (manifest.clone(), times.clone(), archive.keyring.clone());
+        std::thread::spawn(move || decode_loop(&manifest, &keyring, &input, &output, &stored_free, &times));
     }
     drop((decoded_sender, stored_free, decode_input));
 
@@ -104,6 +105,7 @@ pub async fn extract(
 /// hands its stored buffer back to the downloads and the content to the writer.
 fn decode_loop(
     manifest: &BackupManifest,
+    keyring: &Keyring,
     input: &DecodeInput,
     output: &SyncSender<Decoded>,
     stored_free: &tokio::sync::mpsc::Sender<Vec<u8>>,
@@ -117,7 +119,7 @@ fn decode_loop(
             (content, part)
         };
         let index = part.info.index;
-        let decoded = times.time(Stage::Decompress, || decode_part(&manifest.backup, &part, content));
+        let decoded = times.time(Stage::Decompress, || decode_part(&manifest.backup, keyring, &part, content));
         let _ = stored_free.try_send(part.stored);
         let failed = decoded.is_err();
         if output.send(decoded.map(|content| (index, content))).is_err() || failed {

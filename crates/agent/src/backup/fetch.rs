@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use pgec2_core::catalog::{self, RecoveryTarget, RestorePlan};
+use pgec2_core::envelope::{self, EnvelopeError};
 use pgec2_core::layout::Archive;
 use pgec2_core::manifest::BackupManifest;
 use pgec2_core::recovery_window::{TimelineRequest, diverged_ancestors};
@@ -95,6 +96,7 @@ pub async fn fetch_backup(
     // 3. Read the manifest; check the tablespace directories.
     let manifest = Arc::new(catalog::read_manifest(archive, &name).await?);
     let destination = Arc::new(Destination::check(&request.dest, &manifest, &request.tablespace_mapping)?);
+    check_keys(archive, &manifest).await?;
 
     // 4–6. Restore; on failure, remove what was written (once the marker is ours: a second
     // backup-fetch racing into the same directory fails there and removes nothing).
@@ -116,6 +118,28 @@ pub async fn fetch_backup(
             destination.clean_up();
             Err(error)
         }
+    }
+}
+
+/// An encrypted backup restores only with its key: the first part's data key is unwrapped
+/// before anything is written, so a wrong or missing key fails with nothing to clean up.
+async fn check_keys(archive: &Archive, manifest: &BackupManifest) -> Result<(), BackupError> {
+    let Some(first) = manifest.parts.first() else { return Ok(()) };
+    let key = archive
+        .layout
+        .backup_part(&manifest.backup, first.index)
+        .map_err(BackupError::storage("name", &manifest.backup))?;
+    let start = archive
+        .storage
+        .get_start(&key, envelope::HEADERS_MAX_LEN as u64)
+        .await
+        .map_err(BackupError::storage("download", key.as_str()))?;
+    match envelope::check_key(&start, &archive.keyring) {
+        Err(EnvelopeError::Key(error)) => {
+            Err(BackupError::Undecryptable { backup: manifest.backup.clone(), object: key.to_string(), error })
+        }
+        // Damage is found and reported where the part is restored.
+        _ => Ok(()),
     }
 }
 

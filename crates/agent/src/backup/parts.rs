@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use pgec2_core::encryption::Keyring;
 use pgec2_core::envelope;
 use pgec2_core::layout::Archive;
 use pgec2_core::manifest::{BackupManifest, FileEntry, PartInfo, Piece};
@@ -37,7 +38,8 @@ pub async fn fetch_part(archive: Archive, backup: String, part: PartInfo) -> Res
     let stored_bytes = stored.len() as u64;
     let damaged =
         |detail: String| BackupError::Damaged { backup: backup.clone(), detail: format!("part {key}: {detail}") };
-    let (content, header) = tokio::task::spawn_blocking(move || envelope::open(&stored))
+    let keyring = archive.keyring.clone();
+    let (content, header) = tokio::task::spawn_blocking(move || envelope::open_with(&stored, &keyring))
         .await
         .map_err(|error| BackupError::Task(error.to_string()))?
         .map_err(|error| damaged(error.to_string()))?;
@@ -123,12 +125,17 @@ pub async fn download_in_order(
 /// Decodes a downloaded part into `content` (reusing its capacity): the header is checked
 /// against the manifest before anything else, the content decompressed whole and its checksum
 /// verified as it is decompressed.
-pub fn decode_part(backup: &str, part: &StoredPart, mut content: Vec<u8>) -> Result<Vec<u8>, BackupError> {
+pub fn decode_part(
+    backup: &str,
+    keyring: &Keyring,
+    part: &StoredPart,
+    mut content: Vec<u8>,
+) -> Result<Vec<u8>, BackupError> {
     let damaged = |detail: String| BackupError::Damaged {
         backup: backup.to_string(),
         detail: format!("part {}: {detail}", part.key),
     };
-    let mut reader = envelope::open_reader(&part.stored).map_err(|error| damaged(error.to_string()))?;
+    let mut reader = envelope::open_reader_with(&part.stored, keyring).map_err(|error| damaged(error.to_string()))?;
     let header = *reader.header();
     let length = usize::try_from(header.content_len).ok().filter(|_| header.content_len == part.info.content_bytes);
     let Some(length) = length.filter(|_| header.content_hash_hex() == part.info.checksum) else {

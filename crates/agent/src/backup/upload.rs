@@ -16,6 +16,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use pgec2_core::compression::Compression;
+use pgec2_core::encryption::Keyring;
 use pgec2_core::envelope::{Header, Sealer};
 use pgec2_core::layout::Archive;
 use pgec2_core::manifest::PartInfo;
@@ -104,7 +105,7 @@ impl PartWriter {
     ) -> Result<SealedPart, BackupError> {
         let index = part.index;
         let content_bytes = part.content.len() as u64;
-        let (mut sealer, mut out) = workers.take(self.compression, index)?;
+        let (mut sealer, mut out) = workers.take(self.compression, &self.archive.keyring, index)?;
         let times = times.clone();
         let (content, sealer, out, sealed) = tokio::task::spawn_blocking(move || {
             let sealed = times.time(Stage::Compress, || sealer.seal_into(&part.content, &mut out));
@@ -158,13 +159,14 @@ struct Workers {
 }
 
 impl Workers {
-    fn take(&self, compression: Compression, index: u32) -> Result<(Sealer, Vec<u8>), BackupError> {
+    fn take(&self, compression: Compression, keyring: &Keyring, index: u32) -> Result<(Sealer, Vec<u8>), BackupError> {
         let out = self.outputs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop().unwrap_or_default();
         if let Some(sealer) = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop() {
             return Ok((sealer, out));
         }
-        let sealer =
-            Sealer::new(compression).map_err(|source| BackupError::Seal { object: format!("part {index}"), source })?;
+        // Parts are encrypted when the archive encrypts (each with a data key of its own).
+        let sealer = Sealer::with_keyring(compression, keyring.clone())
+            .map_err(|source| BackupError::Seal { object: format!("part {index}"), source })?;
         Ok((sealer, out))
     }
 

@@ -28,6 +28,7 @@ use pgec2_core::layout::{Archive, ArchiveLayout};
 use pgec2_core::storage::StorageError;
 
 mod check;
+pub mod encryption;
 mod parse;
 pub mod settings;
 mod storage;
@@ -35,6 +36,7 @@ mod storage;
 mod tests;
 
 pub use check::check_command;
+pub use encryption::{EncryptionMode, EncryptionSettings, KeySource};
 pub use settings::Source;
 pub use storage::{ServerSideEncryption, StorageSettings};
 
@@ -48,6 +50,7 @@ pub struct AgentConfig {
     pub file: Option<PathBuf>,
     pub storage: StorageSettings,
     pub compression: Compression,
+    pub encryption: EncryptionSettings,
     pub transfer: TransferSettings,
     pub postgres: PostgresSettings,
 }
@@ -136,6 +139,8 @@ pub enum ConfigError {
     Invalid { key: &'static str, origin: Source, value: String, reason: String },
     #[error("{key} is not set: set it in the configuration file or with {env}")]
     Missing { key: &'static str, env: &'static str },
+    #[error("failed to load the encryption key {key}: {reason}")]
+    Key { key: String, reason: String },
     #[error("failed to open storage {url}: {error}")]
     OpenStorage { url: String, error: StorageError },
 }
@@ -159,12 +164,14 @@ impl AgentConfig {
         Ok(config)
     }
 
-    /// The archive this configuration points at: the opened store and this cluster's key layout.
+    /// The archive this configuration points at: the opened store, this cluster's key layout
+    /// and the encryption keys (key files and variables read now; KMS called when first needed).
     pub async fn storage(&self) -> Result<Archive, ConfigError> {
         let layout = ArchiveLayout::under(&self.storage.prefix)
             .map_err(|error| ConfigError::OpenStorage { url: self.storage.url.clone(), error })?;
         let storage = self.storage.open().await?;
-        Ok(Archive::new(storage, layout))
+        let keyring = self.encryption.keyring(self.storage.region.as_deref()).await?;
+        Ok(Archive::new(storage, layout).with_keyring(keyring))
     }
 
     /// The data directory: the configured one, else none.
@@ -227,6 +234,7 @@ impl Default for AgentConfig {
             file: None,
             storage: StorageSettings::default(),
             compression: Compression::default(),
+            encryption: EncryptionSettings::default(),
             transfer: TransferSettings::default(),
             postgres: PostgresSettings::default(),
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use pgec2_core::compression::{Algorithm, Compression};
 use pgec2_core::layout::ArchiveLayout;
 
+use super::encryption::{EncryptionMode, EncryptionSettings, KeySource, parse_read_keys, read_keys_text};
 use super::settings::{Layers, Source, Value, setting_for};
 use super::storage::{ServerSideEncryption, StorageSettings, validate_endpoint, validate_url};
 use super::{AgentConfig, ConfigError, PostgresSettings, TransferSettings};
@@ -43,6 +44,7 @@ pub(super) fn from_layers(layers: &Layers) -> Result<AgentConfig, ConfigError> {
         let value = reader.layers.get("compression.level").cloned().unwrap_or(default_value());
         invalid("compression.level", &value, &error.to_string())
     })?;
+    let encryption = encryption_from(&reader)?;
     let transfer = TransferSettings {
         upload_concurrency: reader.or("transfer.upload_concurrency", defaults.transfer.upload_concurrency, |text| {
             parse_number(text, 1, MAX_CONCURRENCY)
@@ -73,7 +75,52 @@ pub(super) fn from_layers(layers: &Layers) -> Result<AgentConfig, ConfigError> {
             parse_seconds,
         )?,
     };
-    Ok(AgentConfig { file: None, storage, compression, transfer, postgres })
+    Ok(AgentConfig { file: None, storage, compression, encryption, transfer, postgres })
+}
+
+/// The `[encryption]` section: at most one key for writing, required by `aes-256-gcm`.
+fn encryption_from(reader: &Reader<'_>) -> Result<EncryptionSettings, ConfigError> {
+    let mode: EncryptionMode = reader.or("encryption.mode", EncryptionMode::None, str::parse)?;
+    let keys = [
+        ("encryption.key_file", reader.optional("encryption.key_file", |text| format!("file:{text}").parse())?),
+        ("encryption.key_env", reader.optional("encryption.key_env", |text| format!("env:{text}").parse())?),
+        ("encryption.kms_key_id", reader.optional("encryption.kms_key_id", |text| format!("kms:{text}").parse())?),
+    ];
+    let mut given = keys.into_iter().filter_map(|(key, source)| Some((key, source?)));
+    let key: Option<(&'static str, KeySource)> = given.next();
+    let mode_value = || reader.layers.get("encryption.mode").cloned().unwrap_or(default_value());
+    if let Some((second, _)) = given.next() {
+        let value = reader.layers.get(second).cloned().unwrap_or(default_value());
+        return Err(invalid(
+            second,
+            &value,
+            "set only one of encryption.key_file, encryption.key_env and encryption.kms_key_id",
+        ));
+    }
+    match (mode, &key) {
+        (EncryptionMode::Aes256Gcm, None) => {
+            return Err(invalid(
+                "encryption.mode",
+                &mode_value(),
+                "encryption needs a key: set encryption.key_file, encryption.key_env or encryption.kms_key_id",
+            ));
+        }
+        (EncryptionMode::None, Some((name, _))) => {
+            let value = reader.layers.get(name).cloned().unwrap_or(default_value());
+            return Err(invalid(
+                name,
+                &value,
+                "a key is used only with encryption.mode = \"aes-256-gcm\" (to read old objects after turning encryption off, list it in encryption.read_keys)",
+            ));
+        }
+        _ => {}
+    }
+    Ok(EncryptionSettings {
+        mode,
+        key: key.map(|(_, source)| source),
+        read_keys: reader.or("encryption.read_keys", Vec::new(), parse_read_keys)?,
+        kms_endpoint: reader.optional("encryption.kms_endpoint", validate_endpoint)?,
+    })
 }
 
 /// Renders every setting's value as the text the file would hold.
@@ -93,6 +140,12 @@ pub(super) fn to_values(config: &AgentConfig) -> Vec<(&'static str, Option<Strin
         ("storage.timeout_secs", text(&storage.timeout.as_secs())),
         ("storage.min_throughput", text(&storage.min_throughput)),
         ("storage.walg_prefix", storage.walg_prefix.clone()),
+        ("encryption.mode", text(&config.encryption.mode)),
+        ("encryption.key_file", key_text(&config.encryption.key, "file")),
+        ("encryption.key_env", key_text(&config.encryption.key, "env")),
+        ("encryption.kms_key_id", key_text(&config.encryption.key, "kms")),
+        ("encryption.read_keys", read_keys_text(&config.encryption.read_keys)),
+        ("encryption.kms_endpoint", config.encryption.kms_endpoint.clone()),
         ("compression.algorithm", text(&config.compression.algorithm)),
         ("compression.level", text(&config.compression.level)),
         ("transfer.upload_concurrency", text(&transfer.upload_concurrency)),
@@ -110,6 +163,11 @@ pub(super) fn to_values(config: &AgentConfig) -> Vec<(&'static str, Option<Strin
     ];
     debug_assert!(values.iter().all(|(key, _)| setting_for(key).is_some()));
     values
+}
+
+/// The writing key's value for the setting of `kind` (`file`, `env` or `kms`), if it is of that kind.
+fn key_text(key: &Option<KeySource>, kind: &str) -> Option<String> {
+    key.as_ref().and_then(|key| key.to_string().strip_prefix(&format!("{kind}:")).map(str::to_string))
 }
 
 /// Reads typed values out of the layers, turning parse failures into [`ConfigError::Invalid`].

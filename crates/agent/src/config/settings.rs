@@ -52,6 +52,32 @@ pub const SETTINGS: &[Setting] = &[
         &["PGEC2_WALG_PREFIX"],
         "a wal-g archive read beside this one (s3://bucket/path or file:///dir), never written",
     ),
+    setting(
+        "encryption.mode",
+        &["PGEC2_ENCRYPTION"],
+        "client-side encryption of WAL and backup parts: none or aes-256-gcm",
+    ),
+    setting(
+        "encryption.key_file",
+        &["PGEC2_ENCRYPTION_KEY_FILE"],
+        "key-encryption key: a file of 64 hex digits or 32 bytes",
+    ),
+    setting(
+        "encryption.key_env",
+        &["PGEC2_ENCRYPTION_KEY_ENV"],
+        "key-encryption key: the variable holding 64 hex digits",
+    ),
+    setting(
+        "encryption.kms_key_id",
+        &["PGEC2_ENCRYPTION_KMS_KEY_ID"],
+        "key-encryption key: a KMS key id, alias or ARN",
+    ),
+    setting(
+        "encryption.read_keys",
+        &["PGEC2_ENCRYPTION_READ_KEYS"],
+        "older keys accepted for reading, comma-separated file:PATH, env:VAR, kms:KEY",
+    ),
+    setting("encryption.kms_endpoint", &["PGEC2_KMS_ENDPOINT"], "KMS-compatible endpoint, empty for AWS"),
     setting("compression.algorithm", &["PGEC2_COMPRESSION"], "zstd, lz4 or none"),
     setting("compression.level", &["PGEC2_COMPRESSION_LEVEL"], "zstd level, 1 to 19"),
     setting("transfer.upload_concurrency", &["PGEC2_UPLOAD_CONCURRENCY"], "parallel uploads"),

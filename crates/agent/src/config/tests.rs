@@ -190,3 +190,41 @@ fn a_wal_g_prefix_is_read_from_the_file_or_the_environment_and_must_be_a_storage
     let error = fixture.load().expect_err("a bare path is refused").to_string();
     assert!(error.contains("storage.walg_prefix"), "{error}");
 }
+
+#[test]
+fn encryption_takes_one_key_and_older_keys_for_reading() {
+    let config = Fixture::new()
+        .file(
+            "[storage]\nurl = \"file:///archive\"\n[encryption]\nmode = \"aes-256-gcm\"\nkey_file = \"/etc/pgec2/new.key\"\n\
+             read_keys = \"file:/etc/pgec2/old.key, kms:alias/pgec2-2025\"\n",
+        )
+        .load()
+        .expect("load");
+    assert_eq!(config.encryption.mode, EncryptionMode::Aes256Gcm);
+    assert_eq!(config.encryption.key, Some(KeySource::File("/etc/pgec2/new.key".into())));
+    assert_eq!(
+        config.encryption.read_keys,
+        vec![KeySource::File("/etc/pgec2/old.key".into()), KeySource::Kms("alias/pgec2-2025".into())]
+    );
+    let again = AgentConfig::from_file_text(Path::new("again.toml"), &config.to_archive_toml()).expect("reparse");
+    assert_eq!(again.encryption, config.encryption, "a restored cluster's configuration keeps the keys");
+}
+
+#[test]
+fn encryption_without_a_key_or_with_two_keys_is_refused_naming_the_setting() {
+    let url = ("PGEC2_STORAGE_URL", "file:///archive");
+    let no_key = Fixture::new().env(url.0, url.1).env("PGEC2_ENCRYPTION", "aes-256-gcm").load().expect_err("no key");
+    assert!(no_key.to_string().contains("encryption.mode") && no_key.to_string().contains("needs a key"), "{no_key}");
+    let two = Fixture::new()
+        .env(url.0, url.1)
+        .env("PGEC2_ENCRYPTION", "aes-256-gcm")
+        .env("PGEC2_ENCRYPTION_KEY_FILE", "/k")
+        .env("PGEC2_ENCRYPTION_KMS_KEY_ID", "alias/k")
+        .load()
+        .expect_err("two keys");
+    assert!(two.to_string().contains("only one"), "{two}");
+    let unused = Fixture::new().env(url.0, url.1).env("PGEC2_ENCRYPTION_KEY_ENV", "KEY").load().expect_err("unused");
+    assert!(unused.to_string().contains("encryption.key_env"), "{unused}");
+    let bad = Fixture::new().env(url.0, url.1).env("PGEC2_ENCRYPTION_READ_KEYS", "old.key").load().expect_err("bad");
+    assert!(bad.to_string().contains("file:/absolute/path"), "{bad}");
+}

@@ -5,6 +5,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use pgec2_core::encryption::KeyError;
 use pgec2_core::envelope::EnvelopeError;
 use pgec2_core::identity::IdentityError;
 use pgec2_core::storage::StorageError;
@@ -43,6 +44,8 @@ pub enum WalError {
     Storage { action: &'static str, file: String, error: Box<StorageError> },
     #[error("failed to fetch {file}: the archived object {key} is corrupt: {error}")]
     Corrupt { file: String, key: String, error: EnvelopeError },
+    #[error("failed to {action} {file}: cannot decrypt the archived object {key}: {error}")]
+    Undecryptable { action: &'static str, file: String, key: String, error: KeyError },
     #[error("failed to compress {file}: {error}")]
     Seal { file: String, error: EnvelopeError },
     #[error("failed to write {}: {error}", path.display())]
@@ -67,6 +70,23 @@ impl WalError {
     /// A storage failure while `action`ing `file`.
     pub fn storage(action: &'static str, file: &str, error: StorageError) -> Self {
         WalError::Storage { action, file: file.to_string(), error: Box::new(error) }
+    }
+
+    /// An archived object could not be read while fetching `file`: undecryptable for want of
+    /// its key, or corrupt.
+    pub fn unreadable(file: String, key: String, error: EnvelopeError) -> Self {
+        match error {
+            EnvelopeError::Key(error) => WalError::Undecryptable { action: "fetch", file, key, error },
+            error => WalError::Corrupt { file, key, error },
+        }
+    }
+
+    /// Like [`WalError::unreadable`], for the archived copy `wal-push` compares a file with.
+    pub fn stored_copy_unreadable(file: String, key: String, error: EnvelopeError) -> Self {
+        match error {
+            EnvelopeError::Key(error) => WalError::Undecryptable { action: "archive", file, key, error },
+            error => WalError::StoredCopyCorrupt { file, key, error },
+        }
     }
 
     /// True when the archive simply does not have the file (wal-fetch exits 1, quietly).

@@ -20,13 +20,11 @@ const WRITE_PIECE: usize = 256 * 1024;
 pub async fn download(archive: &Archive, name: &WalFileName) -> Result<Option<Vec<u8>>, WalError> {
     let file = name.file_name();
     let Some((key, stored)) = get_stored(archive, &file).await? else { return Ok(None) };
-    let owned_key = key.to_string();
+    let (owned_key, keyring) = (key.to_string(), archive.keyring.clone());
     let content = blocking(move || {
-        envelope::open(&stored).map(|(content, _)| content).map_err(|error| WalError::Corrupt {
-            file,
-            key: owned_key,
-            error,
-        })
+        envelope::open_with(&stored, &keyring)
+            .map(|(content, _)| content)
+            .map_err(|error| WalError::unreadable(file, owned_key, error))
     })
     .await?;
     Ok(Some(content))
@@ -43,10 +41,10 @@ pub async fn download_to(
 ) -> Result<Option<Vec<u8>>, WalError> {
     let file = name.file_name();
     let Some((key, stored)) = get_stored(archive, &file).await? else { return Ok(None) };
-    let key = key.to_string();
+    let (key, keyring) = (key.to_string(), archive.keyring.clone());
     blocking(move || {
-        let corrupt = |error| WalError::Corrupt { file: file.clone(), key: key.clone(), error };
-        let reader = envelope::open_reader(&stored).map_err(corrupt)?;
+        let corrupt = |error| WalError::unreadable(file.clone(), key.clone(), error);
+        let reader = envelope::open_reader_with(&stored, &keyring).map_err(corrupt)?;
         let dest = dest(reader.header());
         let mut failure: Option<EnvelopeError> = None;
         let mut start = Vec::with_capacity(START_LEN);

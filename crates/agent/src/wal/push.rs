@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use pgec2_core::compression::Compression;
+use pgec2_core::encryption::Keyring;
 use pgec2_core::envelope::{self, Header};
 use pgec2_core::identity::ClusterIdentity;
 use pgec2_core::layout::Archive;
@@ -52,11 +53,12 @@ pub async fn push_file(
     let claimant = claimant_for(&name, path, &first_page, data_dir).await?;
     let identify_ms = started.elapsed().as_secs_f64() * 1e3 - read_ms;
     // Compress while the archive's owner is checked (a store round trip when not cached).
+    let keyring = keyring_for(archive, &name);
     let sealing = tokio::task::spawn_blocking({
         let (path, file) = (path.to_path_buf(), file.clone());
         move || {
             let sealing_started = Instant::now();
-            seal_file(&path, &file, compression).map(|sealed| (sealed, sealing_started.elapsed()))
+            seal_file(&path, &file, compression, &keyring).map(|sealed| (sealed, sealing_started.elapsed()))
         }
     });
     let owner_started = Instant::now();
@@ -93,16 +95,31 @@ async fn read_first_page(path: &Path) -> Result<Vec<u8>, WalError> {
 /// Bytes of a WAL file read to identify it (one WAL page; the long header is its first 40).
 const FIRST_PAGE: usize = 8192;
 
-/// Reads, checksums and compresses the file a piece at a time (never the whole file in memory).
-fn seal_file(path: &Path, file: &str, compression: Compression) -> Result<(Vec<u8>, Header), WalError> {
+/// The keys a WAL file is sealed with: segments and `.partial` files (the data) are encrypted
+/// when the archive encrypts; `.history` and `.backup` files (timeline switch points and backup
+/// positions, read without the key by the operator's recovery window) stay in the clear.
+fn keyring_for(archive: &Archive, name: &WalFileName) -> Keyring {
+    match name {
+        WalFileName::Segment { .. } | WalFileName::Partial { .. } => archive.keyring.clone(),
+        WalFileName::History { .. } | WalFileName::BackupHistory { .. } => Keyring::none(),
+    }
+}
+
+/// Reads, checksums, compresses (and encrypts) the file a piece at a time (never the whole file
+/// in memory).
+fn seal_file(
+    path: &Path,
+    file: &str,
+    compression: Compression,
+    keyring: &Keyring,
+) -> Result<(Vec<u8>, Header), WalError> {
     let read_error = |error| WalError::Read { path: path.to_path_buf(), error };
     let mut source = std::fs::File::open(path).map_err(read_error)?;
     let size = source.metadata().map_err(read_error)?.len();
-    envelope::seal_reader(&mut source, usize::try_from(size).unwrap_or(usize::MAX), compression).map_err(|error| {
-        match error {
-            envelope::EnvelopeError::Read(error) => read_error(error),
-            error => WalError::Seal { file: file.to_string(), error },
-        }
+    let size_hint = usize::try_from(size).unwrap_or(usize::MAX);
+    envelope::seal_reader_with(&mut source, size_hint, compression, keyring).map_err(|error| match error {
+        envelope::EnvelopeError::Read(error) => read_error(error),
+        error => WalError::Seal { file: file.to_string(), error },
     })
 }
 
@@ -173,13 +190,11 @@ async fn compare_with_archived(
     local: &Header,
 ) -> Result<PushOutcome, WalError> {
     let stored = archive.storage.get(key).await.map_err(|error| WalError::storage("archive", file, error))?;
-    let (owned_file, owned_key) = (file.to_string(), key.to_string());
+    let (owned_file, owned_key, keyring) = (file.to_string(), key.to_string(), archive.keyring.clone());
     let archived = blocking(move || {
-        envelope::open(&stored).map(|(_, header)| header).map_err(|error| WalError::StoredCopyCorrupt {
-            file: owned_file,
-            key: owned_key,
-            error,
-        })
+        envelope::open_with(&stored, &keyring)
+            .map(|(_, header)| header)
+            .map_err(|error| WalError::stored_copy_unreadable(owned_file, owned_key, error))
     })
     .await?;
     if archived.content_hash == local.content_hash && archived.content_len == local.content_len {

@@ -165,6 +165,7 @@ mod tests {
             algorithm: Algorithm::Zstd,
             content_len: content.len() as u64,
             content_hash: *blake3::hash(content).as_bytes(),
+            encrypted: false,
         }
     }
 
