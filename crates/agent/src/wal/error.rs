@@ -45,7 +45,7 @@ pub enum WalError {
     #[error("failed to fetch {file}: the archived object {key} is corrupt: {error}")]
     Corrupt { file: String, key: String, error: EnvelopeError },
     #[error("failed to {action} {file}: cannot decrypt the archived object {key}: {error}")]
-    Undecryptable { action: &'static str, file: String, key: String, error: KeyError },
+    Undecryptable { action: &'static str, file: String, key: String, error: Box<KeyError> },
     #[error("failed to compress {file}: {error}")]
     Seal { file: String, error: EnvelopeError },
     #[error("failed to write {}: {error}", path.display())]
@@ -76,7 +76,7 @@ impl WalError {
     /// its key, or corrupt.
     pub fn unreadable(file: String, key: String, error: EnvelopeError) -> Self {
         match error {
-            EnvelopeError::Key(error) => WalError::Undecryptable { action: "fetch", file, key, error },
+            EnvelopeError::Key(error) => WalError::Undecryptable { action: "fetch", file, key, error: Box::new(error) },
             error => WalError::Corrupt { file, key, error },
         }
     }
@@ -84,7 +84,9 @@ impl WalError {
     /// Like [`WalError::unreadable`], for the archived copy `wal-push` compares a file with.
     pub fn stored_copy_unreadable(file: String, key: String, error: EnvelopeError) -> Self {
         match error {
-            EnvelopeError::Key(error) => WalError::Undecryptable { action: "archive", file, key, error },
+            EnvelopeError::Key(error) => {
+                WalError::Undecryptable { action: "archive", file, key, error: Box::new(error) }
+            }
             error => WalError::StoredCopyCorrupt { file, key, error },
         }
     }

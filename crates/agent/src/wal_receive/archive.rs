@@ -65,8 +65,8 @@ pub async fn push_partial(
         return Ok(stored);
     }
     let len = content.len() as u64;
-    let compression = target.compression;
-    let sealed = tokio::task::spawn_blocking(move || envelope::seal(&content, compression))
+    let (compression, keyring) = (target.compression, target.archive.keyring.clone());
+    let sealed = tokio::task::spawn_blocking(move || envelope::seal_with(&content, compression, &keyring))
         .await
         .map_err(|error| WalError::Task(error.to_string()))?
         .map_err(|error| WalError::Seal { file: file.clone(), error })?;
@@ -93,8 +93,8 @@ async fn stored_partial(
         Err(error) if error.is_not_found() => return Ok(StoredPartial::default()),
         Err(error) => return Err(WalError::storage("archive", file, error).into()),
     };
-    let header = *envelope::open_reader(&stored)
-        .map_err(|error| WalError::StoredCopyCorrupt { file: file.to_string(), key: key.to_string(), error })?
+    let header = *envelope::open_reader_with(&stored, &target.archive.keyring)
+        .map_err(|error| WalError::stored_copy_unreadable(file.to_string(), key.to_string(), error))?
         .header();
     let Ok(stored_len) = usize::try_from(header.content_len) else {
         return Err(ReceiveError::PartialDiverged { key: key.to_string() });
