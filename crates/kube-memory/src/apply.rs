@@ -85,7 +85,11 @@ pub(crate) fn apply(
         }
     }
     for path in &applied_order {
-        if let Some(value) = get_path(applied, path) {
+        let Some(value) = get_path(applied, path) else { continue };
+        // An applied empty map creates the map; it never clears fields others set inside it.
+        let keeps_map =
+            value.as_object().is_some_and(Map::is_empty) && get_path(&result, path).is_some_and(Value::is_object);
+        if !keeps_map {
             set_path(&mut result, path, value.clone());
         }
     }

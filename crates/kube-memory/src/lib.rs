@@ -25,6 +25,7 @@ mod meta;
 mod persistence;
 mod registry;
 mod request;
+mod schema;
 mod selector;
 mod server;
 mod state;

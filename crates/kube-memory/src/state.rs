@@ -35,8 +35,16 @@ impl State {
         }
     }
 
-    /// Runs the kind's validator, if one is registered.
+    /// Checks the kind's CRD schema (when it has one), then runs its validator, if registered.
     pub fn validate(&self, resource: &ResourceType, old: Option<&Value>, new: &Value) -> Result<(), ApiError> {
+        let violations = resource.schema.as_deref().map(|schema| crate::schema::violations(schema, new));
+        if let Some(first) = violations.as_ref().and_then(|found| found.first()) {
+            let name = crate::meta::name(new).unwrap_or_default();
+            let field = first.split(':').next().unwrap_or_default();
+            let found = violations.as_deref().unwrap_or_default();
+            let why = if found.len() == 1 { first.clone() } else { format!("[{}]", found.join(", ")) };
+            return Err(ApiError::invalid(resource, name, field, &why));
+        }
         let Some(validator) = self.validators.get(&resource.key()) else {
             return Ok(());
         };

@@ -81,11 +81,6 @@ fn schema(field: &'static str, says: &'static str) -> Expect {
     Expect::Schema { keyword: keyword_of(says), field, says }
 }
 
-/// Cases the in-memory API of local mode still accepts: schema constraints that its Rust
-/// validation (`pgec2_api::validation`) does not repeat. The conformance test checks that each is
-/// still accepted there, so a fix shows up as a failure that asks to shorten this list.
-pub const LOCAL_MODE_GAPS: [&str; 3] = ["subnet-pattern", "profile-empty", "policy-ref-name"];
-
 /// Every case. The names become object names (DNS labels).
 pub fn cases() -> Vec<Case> {
     let mut all = cel_cases();
@@ -203,7 +198,7 @@ fn many_tags(count: usize) -> Value {
 
 fn schema_cases() -> Vec<Case> {
     vec![
-        host("no-storage", json!({"storage": null}), schema("spec.storage", "Required value")),
+        host("no-storage", json!({"storage": null, "paused": true}), schema("spec.storage", "Required value")),
         host(
             "size-required",
             json!({"storage": {"sizeGiB": null, "type": "gp3"}}),
