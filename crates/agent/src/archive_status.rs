@@ -1,8 +1,9 @@
 //! `archive-status`: the state of the server's continuous archiving, as the operator's health
-//! check and a person on the host read it. Exit 0 whenever the state could be read, healthy or
+//! check and a person on the host read it, with the holes the archive queue cap made
+//! (`archive_holes` in the JSON, `archiving: HOLE` first in the text; see [`queue_cap`]). Exit 0 whenever the state could be read, healthy or
 //! not; the report says which.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use pgec2_core::archiver::{self, ArchiveHealth, ArchiverStatus, LagThresholds};
@@ -10,6 +11,7 @@ use pgec2_core::archiver::{self, ArchiveHealth, ArchiverStatus, LagThresholds};
 use crate::cli::JsonArgs;
 use crate::config::{AgentConfig, ConfigError};
 use crate::postgres::{self, PostgresError};
+use crate::wal::queue_cap;
 
 /// Failures of `archive-status`.
 #[derive(Debug, thiserror::Error)]
@@ -27,12 +29,29 @@ pub async fn command(config_path: Option<&Path>, args: JsonArgs) -> Result<ExitC
     let config = AgentConfig::load(config_path)?;
     let client = postgres::connect(&config.postgres).await?;
     let status = postgres::archiver::status(&client).await?;
+    let data_dir = match config.pgdata() {
+        Some(dir) => Some(dir.to_path_buf()),
+        None => data_directory(&client).await,
+    };
+    let holes = data_dir.and_then(|dir| queue_cap::holes(&dir.join("pg_wal")));
     if args.json {
-        println!("{}", crate::output::json(&status)?);
+        let mut report = serde_json::to_value(&status)?;
+        report["archive_holes"] = serde_json::to_value(&holes)?;
+        println!("{}", crate::output::json(&report)?);
     } else {
+        if let Some(holes) = &holes {
+            println!("archiving: HOLE: {}", holes.describe());
+        }
         println!("{}", render_text(&status));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The server's data directory, when the connection may read it.
+async fn data_directory(client: &tokio_postgres::Client) -> Option<PathBuf> {
+    let query = client.query_one("SELECT current_setting('data_directory')", &[]);
+    let row = tokio::time::timeout(std::time::Duration::from_secs(10), query).await.ok()?.ok()?;
+    row.try_get::<_, String>(0).ok().map(PathBuf::from)
 }
 
 /// The human-readable report.

@@ -10,7 +10,9 @@ use std::time::Duration;
 use pgec2_agent::wal::SPOOL_DIR;
 use pgec2_core::layout::Archive;
 use pgec2_testkit::{PgCluster, Scratch, as_postgres};
-use wal_common::{Agent, archived_content, done_files, runtime, switch_segment, wait_until_archived};
+use wal_common::{
+    Agent, archived_content, cluster_with_ready_segments, done_files, runtime, start_archiving, wait_until_archived,
+};
 
 /// An agent archiving asynchronously to a file archive, logging its decisions.
 fn async_agent() -> Agent {
@@ -22,33 +24,6 @@ fn async_agent() -> Agent {
         archive.display()
     );
     Agent::with_config(scratch, &config, vec![("PGEC2_LOG".into(), "debug".into())])
-}
-
-/// A started cluster with archive_mode on and no archive_command yet (WAL piles up as ready),
-/// holding `segments` completed segments; returns the cluster and the last segment's name.
-fn cluster_with_ready_segments(agent: &Agent, segments: usize) -> (PgCluster, String) {
-    let mut cluster = PgCluster::init(
-        &agent.scratch,
-        "primary",
-        &pgec2_testkit::PgOptions {
-            data_checksums: true,
-            config: vec!["wal_level = replica".into(), "archive_mode = on".into(), "archive_command = ''".into()],
-        },
-    )
-    .expect("initdb");
-    cluster.start().expect("start");
-    let mut last = String::new();
-    for _ in 0..segments {
-        last = switch_segment(&cluster);
-    }
-    (cluster, last)
-}
-
-fn start_archiving(cluster: &PgCluster, agent: &Agent) {
-    let line = agent.archive_command();
-    let command = line.trim_start_matches("archive_command = '").trim_end_matches('\'').replace('\'', "''");
-    cluster.psql(&format!("ALTER SYSTEM SET archive_command = '{command}'")).expect("set archive_command");
-    cluster.psql("SELECT pg_reload_conf()").expect("reload");
 }
 
 /// Every file PostgreSQL marked done is in the archive with exactly its local bytes.
@@ -72,7 +47,8 @@ fn markers(wal_dir: &Path) -> Vec<String> {
 #[test]
 fn segments_pushed_ahead_are_answered_from_the_spool_and_archived_byte_for_byte() {
     let agent = async_agent();
-    let (cluster, last) = cluster_with_ready_segments(&agent, 6);
+    let (cluster, ready) = cluster_with_ready_segments(&agent, 6);
+    let last = ready[ready.len() - 1].clone();
     start_archiving(&cluster, &agent);
     wait_until_archived(&cluster, &last);
 
@@ -92,7 +68,8 @@ fn segments_pushed_ahead_are_answered_from_the_spool_and_archived_byte_for_byte(
 #[test]
 fn a_killed_async_push_leaves_no_marker_without_its_object_and_postgres_archives_everything_after() {
     let agent = async_agent();
-    let (cluster, last) = cluster_with_ready_segments(&agent, 6);
+    let (cluster, ready) = cluster_with_ready_segments(&agent, 6);
+    let last = ready[ready.len() - 1].clone();
     let wal_dir = cluster.data_dir.join("pg_wal");
     let mut ready: Vec<String> = std::fs::read_dir(wal_dir.join("archive_status"))
         .expect("archive_status")

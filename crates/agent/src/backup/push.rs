@@ -94,7 +94,7 @@ pub async fn push_backup(
 
     // 6. Check the WAL from start to end is archived.
     let mut info = stopped_backup_info(&name, &start, &stop, &facts, permanent, annotations);
-    wait_for_wal(archive, &info, info.timeline).await?;
+    wait_for_wal(archive, &info, info.timeline, Some(&pgdata.join("pg_wal"))).await?;
 
     // 7. Store the manifest, then the pin.
     let mut manifest = BackupManifest::new(name.clone());
@@ -117,6 +117,9 @@ pub async fn push_backup(
     let complete = archive.layout.backup_complete(&name).map_err(BackupError::storage("name", &name))?;
     catalog::put_json(archive, &complete, &info, PutMode::CreateNew).await?;
     tracing::info!(backup = %name, "backup committed");
+    // Holes the archive queue cap made before this backup no longer stop a restore.
+    let start_segment = info.segment_size().segment_name(info.timeline, info.start_segment());
+    crate::wal::queue_cap::forget_before(&pgdata.join("pg_wal"), &start_segment);
     Ok(info)
 }
 
@@ -226,6 +229,7 @@ pub(super) async fn wait_for_wal(
     archive: &Archive,
     info: &BackupInfo,
     timeline: TimelineId,
+    wal_dir: Option<&Path>,
 ) -> Result<(), BackupError> {
     let size = info.segment_size();
     let deadline = tokio::time::Instant::now() + WAL_ARRIVAL_TIMEOUT;
@@ -234,6 +238,12 @@ pub(super) async fn wait_for_wal(
         let name = size.segment_name(timeline, segment);
         let key = archive.layout.wal_file(&name).map_err(BackupError::storage("name", &name))?;
         while archive.storage.head(&key).await.map_err(BackupError::storage("check", key.as_str()))?.is_none() {
+            if wal_dir.is_some_and(|dir| crate::wal::queue_cap::was_dropped(dir, &name)) {
+                return Err(BackupError::Refused(format!(
+                    "WAL segment {name} the backup needs was dropped by the archive queue cap \
+                     (transfer.archive_queue_max_mb): the backup was not committed; fix archiving, then retry"
+                )));
+            }
             if tokio::time::Instant::now() > deadline {
                 return Err(BackupError::Refused(format!(
                     "WAL segment {name} the backup needs is not in the archive {} after {WAL_ARRIVAL_TIMEOUT:?}: \

@@ -68,7 +68,7 @@ pub async fn push_snapshot_backup(
     let mut info = stopped_backup_info(&name, &start, &stop, &facts, options.permanent, options.annotations);
     info.kind = BackupKind::Snapshot;
     info.snapshot_id = Some(taken.snapshot_id.clone());
-    wait_for_wal(archive, &info, info.timeline).await?;
+    wait_for_wal(archive, &info, info.timeline, None).await?;
 
     // 6. The manifest: no files, the data is in the snapshot.
     let manifest = BackupManifest::new(name.clone());

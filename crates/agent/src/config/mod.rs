@@ -66,6 +66,9 @@ pub struct TransferSettings {
     pub command_timeout: Duration,
     /// `wal-push` also pushes the next ready WAL files and answers later calls from its spool.
     pub archive_async: bool,
+    /// Above this many MiB of WAL waiting to be archived, `wal-push` drops segments (reports
+    /// them archived without storing them) and records the hole; `None`: never (the default).
+    pub archive_queue_max_mb: Option<u64>,
 }
 
 impl Default for TransferSettings {
@@ -76,6 +79,7 @@ impl Default for TransferSettings {
             prefetch: 8,
             command_timeout: Duration::from_secs(300),
             archive_async: false,
+            archive_queue_max_mb: None,
         }
     }
 }

@@ -61,6 +61,8 @@ pub(super) fn from_layers(layers: &Layers) -> Result<AgentConfig, ConfigError> {
             parse_seconds,
         )?,
         archive_async: reader.or("transfer.archive_async", defaults.transfer.archive_async, parse_bool)?,
+        archive_queue_max_mb: reader
+            .optional("transfer.archive_queue_max_mb", |text| parse_number(text, 16, 1 << 40))?,
     };
     let postgres = PostgresSettings {
         pgdata: reader.optional("postgres.pgdata", parse_absolute_path)?,
@@ -153,6 +155,7 @@ pub(super) fn to_values(config: &AgentConfig) -> Vec<(&'static str, Option<Strin
         ("transfer.prefetch", text(&transfer.prefetch)),
         ("transfer.command_timeout_secs", text(&transfer.command_timeout.as_secs())),
         ("transfer.archive_async", text(&transfer.archive_async)),
+        ("transfer.archive_queue_max_mb", transfer.archive_queue_max_mb.map(|mb| mb.to_string())),
         ("postgres.pgdata", postgres.pgdata.as_ref().map(|path| path.display().to_string())),
         ("postgres.host", text(&postgres.host)),
         ("postgres.port", text(&postgres.port)),

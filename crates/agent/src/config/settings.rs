@@ -88,6 +88,11 @@ pub const SETTINGS: &[Setting] = &[
         &["PGEC2_ARCHIVE_ASYNC"],
         "wal-push also pushes the next ready WAL files, answers later calls from pg_wal/.pgec2-archived",
     ),
+    setting(
+        "transfer.archive_queue_max_mb",
+        &["PGEC2_ARCHIVE_QUEUE_MAX_MB"],
+        "above this much WAL waiting to be archived, wal-push drops segments and records the hole (off unless set)",
+    ),
     setting("transfer.command_timeout_secs", &["PGEC2_COMMAND_TIMEOUT"], "deadline of one wal-push or wal-fetch"),
     setting("postgres.pgdata", &["PGDATA"], "data directory"),
     setting("postgres.host", &["PGHOST"], "host name or socket directory"),

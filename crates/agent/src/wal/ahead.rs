@@ -29,6 +29,7 @@ pub async fn push_ahead(
     concurrency: usize,
     path: &Path,
     data_dir: Option<&Path>,
+    cap: Option<u64>,
 ) -> Result<PushOutcome, WalError> {
     let file = wal_name_of(path)?.file_name();
     let Some(wal_dir) = path.parent() else {
@@ -39,6 +40,11 @@ pub async fn push_ahead(
     if spool.answer(&file, path, &described) {
         tracing::debug!(file, "already stored ahead with identical content");
         return Ok(PushOutcome::AlreadyArchived);
+    }
+    if let Some(data_dir) = data_dir
+        && let Some(dropped) = super::drop_if_over_cap(path, data_dir, cap)?
+    {
+        return Ok(dropped);
     }
     spool.sweep();
     let concurrency = concurrency.max(1);

@@ -33,6 +33,7 @@ pub mod hole;
 pub(crate) mod owner;
 pub mod prefetch;
 pub mod push;
+pub mod queue_cap;
 pub mod spool;
 pub(crate) mod timeline_guard;
 
@@ -60,11 +61,17 @@ pub async fn push_command(config_path: Option<&Path>, args: WalPushArgs) -> Resu
     let file = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     let outcome = with_deadline("archive", &file, config.transfer.command_timeout, async {
         let archive = config.storage().await?;
+        let cap = config.transfer.archive_queue_max_mb;
         match &data_dir {
             Some(data_dir) if config.transfer.archive_async => {
                 let concurrency = config.transfer.upload_concurrency;
-                ahead::push_ahead(&archive, config.compression, concurrency, &path, Some(data_dir.as_path())).await
+                let data_dir = Some(data_dir.as_path());
+                ahead::push_ahead(&archive, config.compression, concurrency, &path, data_dir, cap).await
             }
+            Some(data_dir) if cap.is_some() => match drop_if_over_cap(&path, data_dir, cap)? {
+                Some(outcome) => Ok(outcome),
+                None => push(&archive, config.compression, &path, Some(data_dir.as_path())).await,
+            },
             _ => push(&archive, config.compression, &path, data_dir.as_deref()).await,
         }
     })
@@ -74,6 +81,32 @@ pub async fn push_command(config_path: Option<&Path>, args: WalPushArgs) -> Resu
     }
     tracing::debug!(file, ?outcome, elapsed_ms = started.elapsed().as_millis(), "wal-push finished");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The queue cap (see [`queue_cap`]): `Some` when the file was dropped (recorded and logged).
+pub(crate) fn drop_if_over_cap(
+    path: &Path,
+    data_dir: &Path,
+    cap: Option<u64>,
+) -> Result<Option<PushOutcome>, WalError> {
+    let name = push::wal_name_of(path)?;
+    let wal_dir = data_dir.join("pg_wal");
+    let dropped = queue_cap::drop_if_over(&wal_dir, &name, cap)
+        .map_err(|error| WalError::Write { path: wal_dir.join(queue_cap::HOLES_FILE), error })?;
+    let Some(dropped) = dropped else { return Ok(None) };
+    tracing::error!(
+        file = dropped.file,
+        queue_mb = dropped.queue_bytes / (1024 * 1024),
+        cap_mb = dropped.cap_bytes / (1024 * 1024),
+        "ARCHIVE HOLE: dropped WAL segment {} without archiving it: {} MiB wait to be archived, above \
+         transfer.archive_queue_max_mb = {}; point-in-time recovery cannot cross it: fix archiving, then take a new \
+         base backup (recorded in pg_wal/{})",
+        dropped.file,
+        dropped.queue_bytes / (1024 * 1024),
+        dropped.cap_bytes / (1024 * 1024),
+        queue_cap::HOLES_FILE
+    );
+    Ok(Some(PushOutcome::Dropped))
 }
 
 /// `wal-fetch NAME DEST`: restores one WAL file; exit 1 quietly when the archive does not have

@@ -23,6 +23,8 @@ pub enum PushOutcome {
     Stored { stored_bytes: u64 },
     /// The archive already held exactly this content.
     AlreadyArchived,
+    /// Not archived: the queue cap dropped it (a hole, recorded; see [`super::queue_cap`]).
+    Dropped,
 }
 
 /// Archives the WAL file at `path`. `data_dir` is the cluster's data directory (for the owner

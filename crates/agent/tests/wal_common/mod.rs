@@ -232,3 +232,28 @@ pub fn synthetic_segment(system_identifier: u64, number: u64) -> Vec<u8> {
 pub fn segment_name(number: u64) -> String {
     format!("00000001000000000000{number:04X}")
 }
+
+/// A started cluster with archive_mode on and no archive_command yet (WAL piles up as ready),
+/// holding `segments` completed segments; returns the cluster and their names, oldest first.
+pub fn cluster_with_ready_segments(agent: &Agent, segments: usize) -> (PgCluster, Vec<String>) {
+    let mut cluster = PgCluster::init(
+        &agent.scratch,
+        "primary",
+        &PgOptions {
+            data_checksums: true,
+            config: vec!["wal_level = replica".into(), "archive_mode = on".into(), "archive_command = ''".into()],
+        },
+    )
+    .expect("initdb");
+    cluster.start().expect("start");
+    let ready = (0..segments).map(|_| switch_segment(&cluster)).collect();
+    (cluster, ready)
+}
+
+/// Sets the running cluster's archive_command to this agent's.
+pub fn start_archiving(cluster: &PgCluster, agent: &Agent) {
+    let line = agent.archive_command();
+    let command = line.trim_start_matches("archive_command = '").trim_end_matches('\'').replace('\'', "''");
+    cluster.psql(&format!("ALTER SYSTEM SET archive_command = '{command}'")).expect("set archive_command");
+    cluster.psql("SELECT pg_reload_conf()").expect("reload");
+}
