@@ -1,4 +1,4 @@
-//! One scenario, two API servers: the real controllers and the local cloud (real PostgreSQL) on
+//! The same scenarios on two API servers: the real controllers and the local cloud (real PostgreSQL) on
 //! the in-memory API of local mode and on a real kube-apiserver (tests/apiserver/). The scenario
 //! asserts what a user relies on and returns what it saw; the two outcomes must be equal, so
 //! every difference between the servers that the controllers can see fails here.
@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{READY_TIMEOUT, agent_binary, stop_all_postgres, strip};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -23,6 +24,7 @@ use pgec2_api::{BackupPolicy, HOST_FINALIZER, HostPhase, PostgresHost, rules};
 use pgec2_kube_memory::MemoryApiServer;
 use pgec2_operator::cloud::local::{LocalCloud, LocalCloudConfig};
 use pgec2_operator::kube_layer::HOST_CONTROLLER;
+use pgec2_operator::leader::{LeaderElector, LeaseConfig};
 use pgec2_operator::{Config, Operator};
 use pgec2_testkit::Scratch;
 use real_apiserver::RealApiServer;
@@ -263,4 +265,47 @@ async fn a_host_lives_and_dies_the_same_way_on_the_in_memory_and_the_real_api_se
     let Some(real) = Backend::real().await else { return };
     let real = host_lifecycle(&real).await;
     assert_eq!(real, memory, "the real API server (left) and the in-memory one (right) differ");
+}
+
+/// Two replicas elect a leader on one Lease: the first wins, the second waits while the Lease is
+/// held, and takes it once the first releases it. Returns the holders and the transitions seen.
+async fn lease_handover(backend: &Backend) -> (String, String, i32) {
+    let config = |identity: &str| LeaseConfig {
+        namespace: backend.namespace.clone(),
+        name: "parity-lease".into(),
+        identity: identity.into(),
+        lease_duration: Duration::from_secs(5),
+        renew_interval: Duration::from_secs(1),
+    };
+    let first = LeaderElector::new(backend.client.clone(), config("first"));
+    let second = LeaderElector::new(backend.client.clone(), config("second"));
+    let leases: Api<Lease> = Api::namespaced(backend.client.clone(), &backend.namespace);
+    let holder = || async {
+        let lease = leases.get("parity-lease").await.expect("read the Lease");
+        let spec = lease.spec.unwrap_or_default();
+        (spec.holder_identity.unwrap_or_default(), spec.lease_transitions.unwrap_or_default())
+    };
+    tokio::time::timeout(Duration::from_secs(10), first.acquire())
+        .await
+        .expect("the first replica acquires the free Lease in time")
+        .expect("acquire");
+    let waited = tokio::time::timeout(Duration::from_secs(3), second.acquire()).await;
+    assert!(waited.is_err(), "{}: the second replica acquired a Lease held by the first", backend.name);
+    let (before, _) = holder().await;
+    first.release().await;
+    tokio::time::timeout(Duration::from_secs(10), second.acquire())
+        .await
+        .expect("the second replica acquires the released Lease in time")
+        .expect("acquire");
+    let (after, transitions) = holder().await;
+    (before, after, transitions)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leadership_lease_changes_hands_the_same_way_on_the_in_memory_and_the_real_api_server() {
+    let scratch = Scratch::new().expect("scratch directory");
+    let memory = lease_handover(&Backend::memory(&scratch)).await;
+    assert_eq!(memory, ("first".to_string(), "second".to_string(), 1));
+    let Some(real) = Backend::real().await else { return };
+    assert_eq!(lease_handover(&real).await, memory, "the real API server (left) and the in-memory one (right) differ");
 }
