@@ -27,7 +27,7 @@ ldflags="$ldflags -X $version_pkg.gitMajor=1 -X $version_pkg.gitMinor=$(echo "$k
 start=$(date +%s)
 cd "$here"
 # CGO off: static binaries, and no C toolchain needed. Low priority: the machine is shared.
-CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$bin/" \
+CGO_ENABLED=0 nice -n 10 go build -buildvcs=false -trimpath -ldflags "$ldflags" -o "$bin/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl ./etcd
 elapsed=$(( $(date +%s) - start ))
 echo "$inputs" > "$stamp"
