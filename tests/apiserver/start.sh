@@ -2,8 +2,9 @@
 # Starts etcd and kube-apiserver (built by build.sh) on loopback for the tests, and stops both
 # when it exits (SIGTERM, SIGINT, one of them dying, or the process named by --watch-pid ending).
 #
-#   tests/apiserver/start.sh [--watch-pid PID] DIR
+#   tests/apiserver/start.sh [--watch-pid PID] [--cleanup] DIR
 #
+# --cleanup removes DIR when it stops without an error (otherwise the logs stay in it).
 # DIR (created, must be empty or absent) receives etcd's data, a generated CA and serving
 # certificate, a service-account key pair, a token file, the logs, and when the server answers:
 #   DIR/kubeconfig   cluster https://127.0.0.1:<port>, user `pgec2-test` (group system:masters)
@@ -15,8 +16,15 @@ here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 bin="${PGEC2_APISERVER_BIN:-${CARGO_TARGET_DIR:-$repo/target}/apiserver/bin}"
 watch_pid=""
-if [ "${1:-}" = "--watch-pid" ]; then watch_pid="$2"; shift 2; fi
-dir="${1:?usage: start.sh [--watch-pid PID] DIR}"
+cleanup=""
+while [ $# -gt 1 ]; do
+    case "$1" in
+        --watch-pid) watch_pid="$2"; shift 2 ;;
+        --cleanup) cleanup=1; shift ;;
+        *) break ;;
+    esac
+done
+dir="${1:?usage: start.sh [--watch-pid PID] [--cleanup] DIR}"
 for program in etcd kube-apiserver kubectl; do
     [ -x "$bin/$program" ] || { echo "error: $bin/$program missing: run tests/apiserver/build.sh" >&2; exit 1; }
 done
@@ -50,6 +58,7 @@ echo "$token,pgec2-test,pgec2-test,system:masters" > "$pki/tokens.csv"
 
 pids=()
 stop() {
+    local status=$?
     trap - EXIT INT TERM
     # kube-apiserver first (it writes to etcd while it shuts down), then etcd; 10 s each at most.
     for (( i = ${#pids[@]} - 1; i >= 0; i-- )); do
@@ -59,7 +68,8 @@ stop() {
         wait "${pids[i]}" 2>/dev/null || true
         kill "$killer" 2>/dev/null || true
     done
-    rm -rf "$dir/etcd"   # throwaway state; the logs stay
+    rm -rf "$dir/etcd"   # throwaway state; the logs stay unless --cleanup and all went well
+    if [ -n "$cleanup" ] && [ "$status" = 0 ]; then rm -rf "$dir"; fi
 }
 trap stop EXIT
 trap 'exit 0' INT TERM

@@ -89,6 +89,7 @@ impl RealApiServer {
             .arg(&script)
             .arg("--watch-pid")
             .arg(std::process::id().to_string())
+            .arg("--cleanup")
             .arg(&dir)
             .env(BIN_ENV, &bin)
             .stdin(Stdio::null())
@@ -125,7 +126,7 @@ impl RealApiServer {
     /// work); `input` goes to its stdin.
     pub fn kubectl(&self, args: &[&str], input: Option<&str>) -> Output {
         let mut command = Command::new(&self.kubectl);
-        command.arg("--kubeconfig").arg(&self.kubeconfig).arg("--cache-dir").arg(kubectl_cache());
+        command.arg("--kubeconfig").arg(&self.kubeconfig).arg("--cache-dir").arg(self.kubectl_cache());
         command.args(args).current_dir(repo_root());
         command.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -165,7 +166,7 @@ impl RealApiServer {
             None,
         );
         // kubectl caches discovery; a cache taken before the CRDs existed would hide them.
-        let _ = std::fs::remove_dir_all(kubectl_cache());
+        let _ = std::fs::remove_dir_all(self.kubectl_cache());
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let served = self.kubectl(&["api-resources", "--api-group=pgec2.io", "-o", "name"], None);
@@ -174,9 +175,16 @@ impl RealApiServer {
                 return;
             }
             assert!(Instant::now() < deadline, "the pgec2.io kinds are not in discovery: {served}");
-            let _ = std::fs::remove_dir_all(kubectl_cache());
+            let _ = std::fs::remove_dir_all(self.kubectl_cache());
             std::thread::sleep(Duration::from_millis(500));
         }
+    }
+
+    /// kubectl's discovery cache: one per test process, beside the kubeconfig (so it goes with
+    /// the server's directory).
+    fn kubectl_cache(&self) -> PathBuf {
+        let dir = self.kubeconfig.parent().map_or_else(std::env::temp_dir, Path::to_path_buf);
+        dir.join(format!("kubectl-cache-{}", std::process::id()))
     }
 
     /// Creates namespace `name` unless it exists (for manifests that name their own).
@@ -201,11 +209,6 @@ impl RealApiServer {
         api.create(&PostParams::default(), &namespace).await.expect("create a test namespace");
         name
     }
-}
-
-/// kubectl's discovery cache, one per test process.
-fn kubectl_cache() -> PathBuf {
-    std::env::temp_dir().join(format!("pgec2-kubectl-cache-{}", std::process::id()))
 }
 
 fn required() -> bool {
