@@ -46,6 +46,9 @@ pub enum Command {
     BackupPush(BackupPushArgs),
     /// Restore a base backup into an empty directory, ready for `pg_ctl start`.
     BackupFetch(Box<BackupFetchArgs>),
+    /// Prepare, in place, a data directory on a volume created from a snapshot backup's volume
+    /// snapshot: backup_label, recovery settings and signal file, so `pg_ctl start` recovers.
+    SnapshotRestore(Box<SnapshotRestoreArgs>),
     /// List committed backups, oldest first; damaged entries are named on stderr.
     BackupList(BackupListArgs),
     /// Pin a backup so retention keeps it (or unpin it with --undo).
@@ -213,6 +216,29 @@ pub struct BackupFetchArgs {
     /// never writes into its source's archive), preserve (keep the restored archive settings:
     /// only for the original cluster recovering after a disaster), or a new, empty archive: a
     /// storage URL (s3://bucket/prefix, file:///dir) or a prefix inside the source's storage URL.
+    #[arg(long, value_name = "off|preserve|URL|PREFIX", conflicts_with = "archive_config")]
+    pub archive_mode: Option<String>,
+    /// Archive with this agent configuration file (the cluster's own archive), as host apply does.
+    #[arg(long, value_name = "FILE")]
+    pub archive_config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotRestoreArgs {
+    /// The data directory on the volume created from the snapshot.
+    pub data_dir: PathBuf,
+    /// The snapshot backup's name (the volume must be made from its snapshot).
+    pub name: String,
+    #[command(flatten)]
+    pub target: RecoveryTargetArgs,
+    /// What to do when the target is reached.
+    #[arg(long, value_parser = ["promote", "pause", "shutdown"])]
+    pub target_action: Option<String>,
+    /// Prepare a standby that keeps following the archive (standby.signal).
+    #[arg(long)]
+    pub standby: bool,
+    /// Where the restored cluster archives its WAL, as for backup-fetch: off (default),
+    /// preserve, or a new, empty archive (URL or prefix).
     #[arg(long, value_name = "off|preserve|URL|PREFIX", conflicts_with = "archive_config")]
     pub archive_mode: Option<String>,
     /// Archive with this agent configuration file (the cluster's own archive), as host apply does.

@@ -46,6 +46,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::WalVerify(args) => backup::wal_verify_command(config_path, args).await?,
         Command::BackupPush(args) => backup::push_command(config_path, args).await?,
         Command::BackupFetch(args) => backup::fetch_command(config_path, *args).await?,
+        Command::SnapshotRestore(args) => backup::snapshot_restore::command(config_path, *args).await?,
         Command::BackupList(args) => backup::list_command(config_path, args).await?,
         Command::BackupMark(args) => backup::mark_command(config_path, args).await?,
         Command::BackupVerify(args) => backup::verify_command(config_path, args).await?,

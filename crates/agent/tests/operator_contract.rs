@@ -157,7 +157,12 @@ fn every_answer_the_agent_renders_is_read_by_the_operators_parser() {
         host: "shop/orders-db".into(),
         profile: Some(Profile::Ec2),
         succeeded: true,
-        steps: vec![StepReport { step: "mount".into(), outcome: StepOutcome::Changed, detail: "mounted {x}".into() }],
+        steps: vec![StepReport {
+            step: "mount".into(),
+            outcome: StepOutcome::Changed,
+            detail: "mounted {x}".into(),
+            milliseconds: None,
+        }],
         postgres: Some(PostgresFacts {
             version: "15.8".into(),
             version_num: 150008,

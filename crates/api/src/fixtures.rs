@@ -130,6 +130,7 @@ impl HostBuilder {
             backup: crate::LATEST_BACKUP.to_string(),
             target: None,
             target_action: TargetAction::Promote,
+            fast_snapshot_restore: false,
         };
         self.host.spec.bootstrap = Bootstrap { initdb: None, recovery: Some(recovery) };
         self

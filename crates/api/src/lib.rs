@@ -46,7 +46,7 @@ pub use host::spec::{
 };
 pub use host::status::{
     ArchivingStatus, CommandPurpose, CommandState, CommandStatus, Endpoint, HostPhase, PostgresHostStatus,
-    PostgresStatus,
+    PostgresStatus, RESTORE_OBJECT_STORE, RESTORE_SNAPSHOT, RestoreStatus,
 };
 pub use policy::spec::{
     BackupMethod, BackupPolicy, BackupPolicySpec, BackupStorage, Compression, LocalStorage, Retention, S3Storage,

@@ -285,6 +285,11 @@ pub struct RecoverySpec {
     /// What PostgreSQL does when the target is reached (ignored without a target).
     #[serde(default)]
     pub target_action: TargetAction,
+    /// The data volume was created from the volume snapshot of `backup` (a snapshot backup):
+    /// the data directory is already there and is prepared for recovery in place
+    /// (`pgec2-agent snapshot-restore`) instead of being fetched from the archive.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_snapshot: bool,
 }
 
 fn default_latest() -> String {

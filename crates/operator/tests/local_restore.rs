@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{READY_TIMEOUT, TestEnv};
 use pgec2_api::fixtures::{HostBuilder, host, policy, target_time};
-use pgec2_api::{BACKUP_REQUEST_ANNOTATION, HostPhase, PostgresHost};
+use pgec2_api::{BACKUP_REQUEST_ANNOTATION, BackupMethod, HostPhase, PostgresHost};
 
 /// How long a restored host may take to reach a state (restore and recovery included).
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -119,6 +119,19 @@ fn promotion_files(wal: &Path) -> Vec<String> {
     file_names(wal).into_iter().filter(|name| !name.starts_with("00000001") || name.ends_with(".partial")).collect()
 }
 
+/// Commits batch 2 (ids 1001-1500), then batch 3 (ids 1501-1700) a little over two seconds
+/// later; returns a recovery target time between them (UTC, microseconds).
+async fn target_between_batches(env: &TestEnv, source: &PostgresHost) -> String {
+    insert(env, source, 2, 1001, 1500);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let target = env
+        .psql(source, "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+        .expect("read the clock");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    insert(env, source, 3, 1501, 1700);
+    target
+}
+
 /// A source host `db` on policy `nightly` with table `orders` holding batch 1 (ids 1-1000).
 async fn source_with_rows(env: &TestEnv, archive: &Path) -> (HostBuilder, PostgresHost) {
     env.apply_policy(&policy("nightly").local(&archive.display().to_string()).build()).await;
@@ -139,13 +152,7 @@ async fn restored_hosts_hold_the_rows_up_to_their_target_and_archive_to_their_ow
     take_backup(&env, &archive, &db, "before-batch-2").await;
 
     // Batch 2 is committed before the target, batch 3 after it; both are archived.
-    insert(&env, &source, 2, 1001, 1500);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let target = env
-        .psql(&source, "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
-        .expect("read the clock");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    insert(&env, &source, 3, 1501, 1700);
+    let target = target_between_batches(&env, &source).await;
     switch_and_wait_archived(&env, &source, &wal_dir(&archive, "db")).await;
     let all_rows = rows(&env, &source, "true");
     let rows_before_target = rows(&env, &source, "batch <= 2");
@@ -357,5 +364,60 @@ async fn a_restore_whose_archive_loses_a_segment_meanwhile_fails_naming_it_and_n
     assert!(message.contains(&format!("WAL segment {victim} is missing")), "{message}");
     assert!(!env.postgres_running("holed"), "PostgreSQL runs after recovery stopped");
     assert!(data.join("recovery.signal").exists(), "the copy left recovery");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_backup_under_load_restores_to_a_point_in_time_with_exactly_the_committed_rows() {
+    let env = TestEnv::start().await;
+    let archive = env.archive_dir();
+    let snapshots = policy("snapshots").local(&archive.display().to_string()).method(BackupMethod::Snapshot);
+    env.apply_policy(&snapshots.build()).await;
+    let db = host("db").policy("snapshots");
+    env.apply_host(&db.clone().build()).await;
+    let source = ready(&env, "db", READY_TIMEOUT).await;
+    env.psql(&source, "CREATE TABLE orders (id int PRIMARY KEY, batch int NOT NULL, payload text NOT NULL)")
+        .expect("create orders");
+    insert(&env, &source, 1, 1, 1000);
+    let mut load = env.pgbench(&source, 120);
+    let backup = take_backup(&env, &archive, &db, "snapshot-under-load").await;
+
+    // Batch 2 commits before the target, batch 3 after it, pgbench all along.
+    let target = target_between_batches(&env, &source).await;
+    let _ = load.kill();
+    let _ = load.wait();
+    switch_and_wait_archived(&env, &source, &wal_dir(&archive, "db")).await;
+    let rows_before_target = rows(&env, &source, "batch <= 2");
+    assert!(rows_before_target.starts_with("1500 "), "{rows_before_target}");
+
+    let copy = host("copy").policy("snapshots").recovery_from("db", "snapshots").target(target_time(&target));
+    env.apply_host(&copy.build()).await;
+    let restored = ready(&env, "copy", RESTORE_TIMEOUT).await;
+    wait_promoted(&env, &restored).await;
+    assert_eq!(rows(&env, &restored, "true"), rows_before_target, "the restore stops at {target}");
+    let accounts = env.psql(&restored, "SELECT count(*) FROM pgbench_accounts").expect("pgbench_accounts");
+    assert_eq!(accounts, "200000", "pgbench's tables come back whole");
+
+    // Status names the snapshot backup and the time of each phase; the data directory was
+    // prepared in place from the snapshot's copy, not fetched.
+    let restore = restored.status.as_ref().and_then(|status| status.restore.clone()).expect("status.restore");
+    assert_eq!((restore.backup.as_str(), restore.kind.as_str()), (backup.as_str(), "snapshot"));
+    let policy_object = env.policies().get("snapshots").await.expect("policy");
+    let opened = pgec2_operator::archive::open(&policy_object, &source).await.expect("open archive");
+    let info = pgec2_core::catalog::read_info(&opened, &backup).await.expect("commit record");
+    assert_eq!(restore.snapshot_id, info.snapshot_id, "{restore:?}");
+    for (phase, seconds) in [
+        ("volume", restore.volume_seconds),
+        ("data directory", restore.data_directory_seconds),
+        ("start", restore.start_seconds),
+        ("total", restore.total_seconds),
+    ] {
+        assert!(seconds.is_some_and(|seconds| seconds >= 0), "no {phase} time in {restore:?}");
+    }
+    assert!(env.data_dir("copy").join("pgec2_snapshot_restore.json").exists(), "not prepared from the snapshot");
+    let reasons = event_reasons(&env, "copy").await;
+    assert!(reasons.contains(&"RestoreChosen".to_string()), "{reasons:?}");
+    let source_files = promotion_files(&wal_dir(&archive, "db"));
+    assert!(source_files.is_empty(), "the copy archived into the source's prefix: {source_files:?}");
     env.stop().await;
 }

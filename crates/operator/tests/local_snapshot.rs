@@ -6,12 +6,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::{READY_TIMEOUT, TestEnv};
 use pgec2_api::fixtures::{HostBuilder, host, policy};
-use pgec2_api::{BACKUP_REQUEST_ANNOTATION, BackupMethod, HostPhase, PostgresHost};
+use pgec2_api::{BACKUP_REQUEST_ANNOTATION, BackupMethod, HostPhase};
 use pgec2_core::catalog::{self, BackupKind};
 
 /// Polls `check` until it returns true; panics naming `what` after `timeout`.
@@ -64,26 +63,6 @@ async fn take_backup(env: &TestEnv, archive: &Path, builder: &HostBuilder, reque
     committed_backups(archive).into_iter().find(|backup| !before.contains(backup)).expect("the new backup")
 }
 
-/// pgbench writing to the host until killed.
-fn pgbench(env: &TestEnv, host: &PostgresHost, seconds: u32) -> Child {
-    let port = host.status.as_ref().and_then(|status| status.endpoint.as_ref()).map(|endpoint| endpoint.port);
-    let port = port.expect("endpoint").to_string();
-    let socket = env.host_dir("db").join("volume/run");
-    let bin = pgec2_testkit::postgres_bin_dir().expect("PostgreSQL binaries");
-    let mut init = pgec2_testkit::as_postgres(bin.join("pgbench"));
-    init.args(["-i", "-s", "2", "-q", "-U", "postgres", "-p", &port]).arg("-h").arg(&socket).arg("postgres");
-    let output = init.output().expect("run pgbench -i");
-    assert!(output.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&output.stderr));
-    let mut run = pgec2_testkit::as_postgres(bin.join("pgbench"));
-    run.args(["-c", "2", "-T", &seconds.to_string(), "-n", "-U", "postgres", "-p", &port])
-        .arg("-h")
-        .arg(&socket)
-        .arg("postgres")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    run.spawn().expect("start pgbench")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_backup_under_load_commits_with_its_snapshot_and_retention_deletes_both_together() {
     let env = TestEnv::start().await;
@@ -93,7 +72,7 @@ async fn a_snapshot_backup_under_load_commits_with_its_snapshot_and_retention_de
     let builder = host("db").policy("snapshots");
     env.apply_host(&builder.clone().build()).await;
     let ready = env.wait_for("db", READY_TIMEOUT, |host| host.phase() == Some(HostPhase::Ready)).await;
-    let mut load = pgbench(&env, &ready, 60);
+    let mut load = env.pgbench(&ready, 60);
 
     let host_archive = archive.join("default/db");
     let first = take_backup(&env, &host_archive, &builder, "first").await;

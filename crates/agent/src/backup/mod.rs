@@ -36,6 +36,7 @@ pub mod recovery_conf;
 mod restore_order_tests;
 pub mod restore_sync;
 pub mod snapshot;
+pub mod snapshot_restore;
 pub mod stages;
 pub mod upload;
 pub mod verify;

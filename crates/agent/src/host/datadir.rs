@@ -107,6 +107,9 @@ pub async fn converge(spec: &HostSpec, user: &OsUser) -> Result<Done, StepError>
     let data = &spec.data_directory;
     match inspect(data)? {
         DataState::Cluster(version) if version == spec.postgres_version.to_string() => {
+            if let Some(recovery) = spec.recovery().filter(|recovery| recovery.from_snapshot) {
+                return prepare_snapshot(spec, recovery, user).await;
+            }
             return Ok(Done::unchanged(format!("existing PostgreSQL {version} cluster left as it is")));
         }
         DataState::Cluster(version) => {
@@ -124,7 +127,16 @@ pub async fn converge(spec: &HostSpec, user: &OsUser) -> Result<Done, StepError>
                 shown.join(", ")
             )));
         }
-        DataState::Empty => {}
+        DataState::Empty => {
+            if let Some(recovery) = spec.recovery().filter(|recovery| recovery.from_snapshot) {
+                return Err(StepError::Refused(format!(
+                    "the data volume was to be created from the snapshot of backup {} but {} holds no cluster: was the \
+                     volume made from another snapshot? nothing was changed",
+                    recovery.backup,
+                    data.display()
+                )));
+            }
+        }
     }
     let staging = staging_path(data);
     if staging.exists() {
@@ -161,6 +173,35 @@ pub async fn converge(spec: &HostSpec, user: &OsUser) -> Result<Done, StepError>
     Ok(Done::changed(detail))
 }
 
+/// A data directory on a volume created from a snapshot backup's snapshot: prepared for
+/// recovery in place by `pgec2-agent snapshot-restore`, once (its marker says so afterwards).
+async fn prepare_snapshot(spec: &HostSpec, recovery: &RecoverySpec, user: &OsUser) -> Result<Done, StepError> {
+    let data = &spec.data_directory;
+    if crate::backup::snapshot_restore::prepared_backup(data).as_deref() == Some(recovery.backup.as_str()) {
+        let detail = format!("cluster restored from the snapshot of backup {} left as it is", recovery.backup);
+        return Ok(Done::unchanged(detail));
+    }
+    let source = spec.source_config_path();
+    let own = spec.archive.as_ref().map(|_| spec.agent_config_path.as_path());
+    let args = snapshot_restore_args(recovery, spec.standby, RestoreConfigs { source: &source, own }, data);
+    let printed = Cmd::new(&spec.agent_binary).args(args).run_as(user).timeout(RESTORE_TIMEOUT).run().await?;
+    Ok(Done::changed(printed.trim().to_string()))
+}
+
+/// The agent arguments for `snapshot-restore` of `data`: those of `backup-fetch`, in place.
+pub fn snapshot_restore_args(
+    recovery: &RecoverySpec,
+    standby: bool,
+    configs: RestoreConfigs<'_>,
+    data: &Path,
+) -> Vec<OsString> {
+    let mut args = restore_args(recovery, standby, configs, data);
+    if let Some(subcommand) = args.iter_mut().find(|arg| *arg == "backup-fetch") {
+        *subcommand = "snapshot-restore".into();
+    }
+    args
+}
+
 /// Renames the finished staging directory to the data directory (replacing an empty one).
 fn move_into_place(staging: &Path, data: &Path) -> Result<(), StepError> {
     if data.exists() {
@@ -191,6 +232,7 @@ mod tests {
             backup: "LATEST".into(),
             target,
             target_action: TargetAction::Pause,
+            from_snapshot: false,
         }
     }
 
@@ -262,6 +304,13 @@ mod tests {
             "--target-action".to_string(),
             "pause".to_string()
         ]));
+    }
+
+    #[test]
+    fn a_snapshot_restore_takes_the_same_arguments_in_place() {
+        let configs = RestoreConfigs { source: Path::new("/c"), own: Some(Path::new("/o")) };
+        let args = strings(snapshot_restore_args(&recovery(None), false, configs, Path::new("/data")));
+        assert_eq!(args, ["--config", "/c", "snapshot-restore", "/data", "LATEST", "--archive-config", "/o"]);
     }
 
     #[test]

@@ -256,20 +256,43 @@ fn os_user(spec: &HostSpec) -> Result<(OsUser, Done), StepError> {
     Ok((user, Done::unchanged(detail)))
 }
 
-/// Collects step reports.
-#[derive(Default)]
+/// Collects step reports. Steps run one after the other, so a step took the time since the
+/// previous one was recorded.
 struct Recorder {
     steps: Vec<StepReport>,
+    since: std::time::Instant,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self { steps: Vec::new(), since: std::time::Instant::now() }
+    }
 }
 
 impl Recorder {
     fn done(&mut self, step: &str, done: Done) {
         tracing::info!(step, outcome = ?done.outcome, detail = %done.detail, "host apply step");
-        self.steps.push(StepReport { step: step.to_string(), outcome: done.outcome, detail: done.detail });
+        let milliseconds = self.lap();
+        self.steps.push(StepReport {
+            step: step.to_string(),
+            outcome: done.outcome,
+            detail: done.detail,
+            milliseconds,
+        });
     }
 
     fn fail(&mut self, step: &str, error: &StepError) {
-        self.steps.push(StepReport { step: step.to_string(), outcome: StepOutcome::Failed, detail: error.to_string() });
+        let milliseconds = self.lap();
+        let (outcome, detail) = (StepOutcome::Failed, error.to_string());
+        self.steps.push(StepReport { step: step.to_string(), outcome, detail, milliseconds });
+    }
+
+    /// Milliseconds since the previous step was recorded.
+    fn lap(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let elapsed = now.duration_since(self.since);
+        self.since = now;
+        u64::try_from(elapsed.as_millis()).ok()
     }
 
     fn step(&mut self, step: &str, result: Result<Done, StepError>) -> Result<(), Stopped> {

@@ -240,6 +240,7 @@ mod tests {
                 backup: "LATEST".to_string(),
                 target,
                 target_action,
+                from_snapshot: false,
             });
         }
         spec

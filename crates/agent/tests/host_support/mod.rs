@@ -98,6 +98,7 @@ impl LocalHost {
             backup: "LATEST".into(),
             target: None,
             target_action: TargetAction::Promote,
+            from_snapshot: false,
         });
         copy
     }

@@ -91,7 +91,10 @@ pub struct RecoveryBootstrap {
 
     /// Which base backup to start from: `LATEST` (default) or a backup name as listed in the
     /// policy's status or by `pgec2-agent backup-list`. With a `time` or `lsn` target and
-    /// `LATEST`, the newest backup that ends before the target is used.
+    /// `LATEST`, the newest backup that ends before the target is used. Backups of either kind
+    /// qualify: a `snapshot` backup restores by creating the data volume from its volume
+    /// snapshot, an `objectStore` backup by copying its files from the archive; both then
+    /// replay WAL from the archive. `status.restore` says which was used.
     #[serde(default = "default_backup")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"), length(max = 128))]
     pub backup: String,
@@ -106,6 +109,15 @@ pub struct RecoveryBootstrap {
     /// `shutdown`. Ignored without a target.
     #[serde(default)]
     pub target_action: TargetAction,
+
+    /// When the chosen backup is a snapshot backup on AWS: enable EBS Fast Snapshot Restore
+    /// for its snapshot in the host's availability zone and wait until it is enabled before
+    /// the data volume is created, so the volume reads at full speed from the first block
+    /// instead of loading blocks lazily from S3. AWS bills it per snapshot and zone by the
+    /// hour until it is disabled again, which the operator does once the volume exists.
+    /// Ignored by the local cloud and for object-store backups. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fast_snapshot_restore: bool,
 }
 
 /// The name of the newest backup, as understood by `backup` and by `pgec2-agent backup-fetch`.

@@ -62,6 +62,11 @@ pub struct PostgresHostStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_window: Option<RecoveryWindow>,
 
+    /// The restore that created this host's data directory (hosts with `bootstrap.recovery`):
+    /// which backup of which kind, and how long each phase took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
+
     /// The newest command the operator sent to the host. While it runs, a restarted operator
     /// waits for it instead of sending it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,6 +91,54 @@ pub struct PostgresHostStatus {
     /// A human-readable summary of the current state or of what is wrong and what to do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// The restore of a host's data directory from its source's backups.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// The backup restored, chosen before the instance was launched (the newest of either kind
+    /// that ends before the target, or the one `bootstrap.recovery.backup` names).
+    pub backup: String,
+    /// `objectStore` (files copied from the archive) or `snapshot` (the data volume was
+    /// created from the backup's volume snapshot).
+    pub kind: String,
+    /// The volume snapshot the data volume was created from (`snapshot` backups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    /// When the operator chose the backup: the restore's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When PostgreSQL first ran on the restored data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<Time>,
+    /// Seconds from the start until the instance ran with its data volume (for a snapshot
+    /// backup: the volume created from the snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_seconds: Option<i64>,
+    /// Seconds the agent took to make the data directory: copying the files of an object-store
+    /// backup, or writing the backup label and recovery settings onto the snapshot's copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_directory_seconds: Option<i64>,
+    /// Seconds from PostgreSQL's start until it accepted connections: WAL replay from the
+    /// archive up to a consistent state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_seconds: Option<i64>,
+    /// Seconds from the start until PostgreSQL ran on the restored data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_seconds: Option<i64>,
+}
+
+/// Kind of a restore from an object-store backup.
+pub const RESTORE_OBJECT_STORE: &str = "objectStore";
+/// Kind of a restore from a snapshot backup.
+pub const RESTORE_SNAPSHOT: &str = "snapshot";
+
+impl RestoreStatus {
+    /// True when the data volume is created from the backup's volume snapshot.
+    pub fn from_snapshot(&self) -> bool {
+        self.kind == RESTORE_SNAPSHOT
+    }
 }
 
 /// Where a host is in its life.

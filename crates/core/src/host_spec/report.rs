@@ -45,6 +45,9 @@ pub struct StepReport {
     pub outcome: StepOutcome,
     /// What was done or found; for a failed step, what failed and the command's stderr tail.
     pub detail: String,
+    /// How long the step took, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub milliseconds: Option<u64>,
 }
 
 /// What a step did.

@@ -276,6 +276,7 @@ mod tests {
             backup: "LATEST".into(),
             target: None,
             target_action: TargetAction::Promote,
+            from_snapshot: false,
         });
         assert_eq!(spec.validate(), Ok(()));
     }

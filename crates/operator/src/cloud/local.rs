@@ -184,6 +184,30 @@ impl LocalCloud {
         Ok(record)
     }
 
+    /// The volume of a new host restored from a backup's snapshot: a copy of the snapshot.
+    /// A host directory of another PostgresHost (a retained volume) is refused: the restore
+    /// needs a volume of its own.
+    async fn volume_from_snapshot(&self, host: &HostRef, snapshot_id: &str) -> Result<(), CloudError> {
+        let dir = self.host_dir(host);
+        let action = "create the data volume from a snapshot";
+        match record::load(&dir).map_err(|error| error.into_cloud(action))? {
+            Some(record) if record.uid == host.uid => return Ok(()),
+            Some(record) => {
+                return Err(CloudError::InvalidSpec(format!(
+                    "{} holds the volume of an earlier PostgresHost of this name (uid {}); a restore from snapshot \
+                     {snapshot_id} needs a volume of its own: remove the directory",
+                    dir.display(),
+                    record.uid
+                )));
+            }
+            None => {}
+        }
+        files::create_traversable(&dir).map_err(|error| error.into_cloud(action))?;
+        snapshots::restore_volume(&self.snapshots_root(), snapshot_id, &dir.join("volume"))
+            .await
+            .map_err(|error| error.into_cloud(action))
+    }
+
     /// A loopback port that is free now and not kept by another local host.
     fn free_port(&self) -> Result<u16, LocalError> {
         let taken: Vec<u16> = record::scan(&self.hosts_root())?.into_iter().map(|(_, record)| record.port).collect();
@@ -287,6 +311,9 @@ impl Cloud for LocalCloud {
 
     async fn launch_host(&self, request: &LaunchRequest) -> Result<HostInstance, CloudError> {
         let _guard = self.lock.lock().await;
+        if let Some(snapshot_id) = &request.volume.snapshot_id {
+            self.volume_from_snapshot(&request.host, snapshot_id).await?;
+        }
         let record = self.launch(&request.host).map_err(|error| error.into_cloud("launch host"))?;
         Ok(Self::instance(&record))
     }

@@ -124,6 +124,12 @@ pub struct VolumeSettings {
     pub iops: Option<i32>,
     pub throughput_mibps: Option<i32>,
     pub kms_key_id: Option<String>,
+    /// Create the volume from this snapshot of a backup (a restore) instead of empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    /// With `snapshot_id` on AWS: enable Fast Snapshot Restore in the volume's zone first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fast_snapshot_restore: bool,
 }
 
 /// What happens to the data volume when its host is deleted.

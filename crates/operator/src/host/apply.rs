@@ -195,6 +195,7 @@ pub fn launch_request(host: &PostgresHost) -> Result<LaunchRequest, Error> {
     resource_tags.insert(tags::UID.to_string(), reference.uid.clone());
     resource_tags.insert(tags::MANAGED_BY.to_string(), tags::MANAGER.to_string());
     let attempt = host.status.as_ref().and_then(|status| status.launch_attempt).unwrap_or(0);
+    let restore = host.status.as_ref().and_then(|status| status.restore.as_ref());
     Ok(LaunchRequest {
         host: reference,
         instance: InstanceSettings {
@@ -212,6 +213,8 @@ pub fn launch_request(host: &PostgresHost) -> Result<LaunchRequest, Error> {
             iops: spec.storage.iops,
             throughput_mibps: spec.storage.throughput_mibps,
             kms_key_id: spec.storage.kms_key_id.clone(),
+            snapshot_id: restore.and_then(|restore| restore.snapshot_id.clone().filter(|_| restore.from_snapshot())),
+            fast_snapshot_restore: host.recovery().is_some_and(|recovery| recovery.fast_snapshot_restore),
         },
         attempt: u32::try_from(attempt).unwrap_or_default(),
     })

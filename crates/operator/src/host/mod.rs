@@ -162,14 +162,18 @@ async fn apply_host(ctx: &HostContext, api: &Api<PostgresHost>, cached: &Postgre
     });
     tracing::debug!(host = %host.qualified_name(), ?step, "planned");
     if step == plan::Step::Launch
+        && draft.status.restore.is_none()
         && let Some(source_policy) = policies.recovery_source.as_ref()
     {
-        let checked = recovery_check::check(host, source_policy)
+        // The backup is chosen and recorded before anything is launched: the volume and the
+        // host's setup both follow that record, whatever happens to this operator meanwhile.
+        let checked = recovery_check::check(host, source_policy, ctx.cloud.as_ref())
             .await
             .map_err(|source| Error::RecoveryCheck { host: host.qualified_name(), source: Box::new(source) })?;
-        if let Err(unreachable) = checked {
-            return hold_restore(ctx, api, host, draft, &unreachable).await;
-        }
+        return match checked {
+            Ok(reachable) => choose_restore(ctx, api, host, draft, &reachable).await,
+            Err(unreachable) => hold_restore(ctx, api, host, draft, &unreachable).await,
+        };
     }
     let converged = step == plan::Step::Converged;
     let restore_starts = step == plan::Step::SendSetup && restoring(host);
@@ -229,6 +233,24 @@ pub(crate) async fn write_status(
         host: host.qualified_name(),
         source,
     })
+}
+
+/// Records the backup a restore starts from in `status.restore`; the launch follows.
+async fn choose_restore(
+    ctx: &HostContext,
+    api: &Api<PostgresHost>,
+    host: &PostgresHost,
+    mut draft: Draft,
+    reachable: &recovery_check::Reachable,
+) -> Result<Action, Error> {
+    draft.restore_chosen(&reachable.backup, reachable.snapshot_id.as_deref());
+    write_status(api, host, &draft.finish()).await?;
+    let kind = match &reachable.snapshot_id {
+        Some(snapshot_id) => format!("snapshot backup {} (volume snapshot {snapshot_id})", reachable.backup),
+        None => format!("object-store backup {}", reachable.backup),
+    };
+    events::normal(&ctx.recorder, host, "RestoreChosen", format!("the restore starts from {kind}")).await;
+    Ok(Action::requeue(Duration::from_millis(200)))
 }
 
 /// Holds a restore host whose recovery target the source's archive cannot reach: condition,

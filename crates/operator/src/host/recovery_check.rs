@@ -10,6 +10,7 @@ use pgec2_core::recovery_window::TimelineRequest;
 use pgec2_core::target_time::parse_target_time;
 
 use crate::archive::{self, ArchiveError};
+use crate::cloud::{Cloud, CloudError, SnapshotState};
 
 /// Why a restore cannot start now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,8 +26,10 @@ pub struct Unreachable {
 /// What a restore will start from, once checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reachable {
-    /// The backup `backup-fetch` will pick.
+    /// The backup the restore starts from.
     pub backup: String,
+    /// The volume snapshot holding its data, for a snapshot backup.
+    pub snapshot_id: Option<String>,
 }
 
 /// Failures reading the source's archive (retried with backoff; nothing is launched).
@@ -36,12 +39,20 @@ pub enum CheckError {
     Archive(#[from] ArchiveError),
     #[error("failed to read the backup catalog of {source_host}: {error}")]
     Catalog { source_host: String, error: catalog::CatalogError },
+    #[error("failed to look up snapshot {snapshot_id} of backup {backup}: {source}")]
+    Snapshot { snapshot_id: String, backup: String, source: CloudError },
 }
 
-/// Checks the restore `host` asks for against the archive of its source under `policy`.
-pub async fn check(host: &PostgresHost, policy: &BackupPolicy) -> Result<Result<Reachable, Unreachable>, CheckError> {
+/// Checks the restore `host` asks for against the archive of its source under `policy`, and
+/// picks the backup: the newest of either kind that fits the target (or the named one). A
+/// snapshot backup whose snapshot the cloud no longer has (or never completed) is left out.
+pub async fn check(
+    host: &PostgresHost,
+    policy: &BackupPolicy,
+    cloud: &dyn Cloud,
+) -> Result<Result<Reachable, Unreachable>, CheckError> {
     let Some(recovery) = host.recovery() else {
-        return Ok(Ok(Reachable { backup: String::new() }));
+        return Ok(Ok(Reachable { backup: String::new(), snapshot_id: None }));
     };
     let source = format!("{}/{}", host.metadata.namespace.as_deref().unwrap_or("default"), recovery.source.host);
     let target = match recovery.target.as_ref().and_then(|target| target.point()) {
@@ -55,13 +66,28 @@ pub async fn check(host: &PostgresHost, policy: &BackupPolicy) -> Result<Result<
     let catalog_error = |error| CheckError::Catalog { source_host: source.clone(), error };
     let backups = catalog::scan_backups(&archive).await.map_err(catalog_error)?;
     let wal = catalog::load_wal_archive(&archive, backups.segment_size()).await.map_err(catalog_error)?;
-    // Restores read object-store backups only, as `backup-fetch` on the host does.
-    let copies = backups.of_kind(catalog::BackupKind::ObjectStore);
-    let plan = catalog::plan_restore(&copies, &wal, &recovery.backup, &target, TimelineRequest::Latest);
-    Ok(match plan {
-        Ok(plan) => Ok(Reachable { backup: plan.backup.name }),
-        Err(error) => Err(unreachable(&source, &policy_name(policy), &error)),
-    })
+    let mut candidates = backups.committed.clone();
+    loop {
+        let plan = catalog::plan_restore(&candidates, &wal, &recovery.backup, &target, TimelineRequest::Latest);
+        let backup = match plan {
+            Ok(plan) => plan.backup,
+            Err(error) => return Ok(Err(unreachable(&source, &policy_name(policy), &error))),
+        };
+        let Some(snapshot_id) = backup.snapshot_id.clone().filter(|_| backup.kind == catalog::BackupKind::Snapshot)
+        else {
+            return Ok(Ok(Reachable { backup: backup.name, snapshot_id: None }));
+        };
+        let found = cloud.describe_snapshot(&snapshot_id).await.map_err(|source| CheckError::Snapshot {
+            snapshot_id: snapshot_id.clone(),
+            backup: backup.name.clone(),
+            source,
+        })?;
+        if found.is_some_and(|snapshot| snapshot.state == SnapshotState::Completed) {
+            return Ok(Ok(Reachable { backup: backup.name, snapshot_id: Some(snapshot_id) }));
+        }
+        tracing::warn!(backup = %backup.name, snapshot_id, "the snapshot of a backup is gone; choosing another backup");
+        candidates.retain(|candidate| candidate.name != backup.name);
+    }
 }
 
 fn policy_name(policy: &BackupPolicy) -> String {

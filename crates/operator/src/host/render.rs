@@ -160,11 +160,15 @@ fn recovery_spec(recovery: &RecoveryBootstrap, policy: &BackupPolicy, host: &Pos
         TargetAction::Pause => CoreTargetAction::Pause,
         TargetAction::Shutdown => CoreTargetAction::Shutdown,
     };
+    // The backup chosen before the launch (`status.restore`); hosts restored before that record
+    // existed name the spec's.
+    let chosen = host.status.as_ref().and_then(|status| status.restore.as_ref());
     RecoverySpec {
         source: storage_spec(&policy.spec.storage, &source_prefix),
-        backup: recovery.backup.clone(),
+        backup: chosen.map_or_else(|| recovery.backup.clone(), |restore| restore.backup.clone()),
         target,
         target_action,
+        from_snapshot: chosen.is_some_and(|restore| restore.from_snapshot()),
     }
 }
 

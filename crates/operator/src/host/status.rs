@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use pgec2_api::{
     ArchivingStatus, CommandPurpose, CommandState, CommandStatus, Endpoint, HostPhase, PostgresHostStatus,
-    PostgresStatus, condition,
+    PostgresStatus, RESTORE_OBJECT_STORE, RESTORE_SNAPSHOT, RestoreStatus, condition,
 };
 use pgec2_core::archiver::{ArchiveHealth, ArchiverStatus};
 use pgec2_core::host_spec::{HostReport, HostSpec};
@@ -50,6 +50,26 @@ impl Draft {
     fn set(&mut self, type_: &'static str, truth: Truth, reason: &str, message: impl Into<String>) {
         let update = ConditionUpdate::new(type_, truth, reason, message);
         conditions::set(&mut self.status.conditions, &update, self.generation, self.now);
+    }
+
+    /// The backup a restore starts from, chosen before the launch.
+    pub fn restore_chosen(&mut self, backup: &str, snapshot_id: Option<&str>) {
+        let kind = if snapshot_id.is_some() { RESTORE_SNAPSHOT } else { RESTORE_OBJECT_STORE };
+        self.status.restore = Some(RestoreStatus {
+            backup: backup.to_string(),
+            kind: kind.to_string(),
+            snapshot_id: snapshot_id.map(str::to_string),
+            start_time: Some(Time(self.now)),
+            ..RestoreStatus::default()
+        });
+        self.phase = Some(HostPhase::Pending);
+        self.status.message = Some(format!("restoring from {kind} backup {backup}: launching the host"));
+    }
+
+    /// Seconds from the restore's start until now.
+    fn restore_elapsed(&self) -> Option<i64> {
+        let start = self.status.restore.as_ref()?.start_time.as_ref()?.0;
+        Some(self.now.duration_since(start).as_secs())
     }
 
     /// The spec cannot be acted on: phase Failed, Ready False with the reason.
@@ -121,6 +141,10 @@ impl Draft {
 
     /// A setup command was sent.
     pub fn setup_sent(&mut self, id: &str, digest: &str) {
+        let elapsed = self.restore_elapsed();
+        if let Some(restore) = self.status.restore.as_mut().filter(|restore| restore.volume_seconds.is_none()) {
+            restore.volume_seconds = elapsed;
+        }
         self.setup_followed(id);
         self.status.setup_digest = Some(digest.to_string());
     }
@@ -182,6 +206,7 @@ impl Draft {
 
     /// The setup succeeded: PostgreSQL runs the wanted configuration.
     pub fn setup_succeeded(&mut self, report: Option<&HostReport>, spec: Option<&HostSpec>) {
+        self.restore_finished(report);
         if let Some(facts) = report.and_then(|report| report.postgres.as_ref()) {
             self.status.postgres = Some(PostgresStatus {
                 version: Some(facts.version.clone()),
@@ -201,6 +226,23 @@ impl Draft {
             }
             None => self.no_archive(),
         }
+    }
+
+    /// The first successful setup of a restored host: the agent's phase timings and the total.
+    fn restore_finished(&mut self, report: Option<&HostReport>) {
+        let total = self.restore_elapsed();
+        let now = self.now;
+        let Some(restore) = self.status.restore.as_mut().filter(|restore| restore.finish_time.is_none()) else {
+            return;
+        };
+        let seconds = |step: &str| {
+            let step = report?.steps.iter().find(|report| report.step == step)?;
+            step.milliseconds.and_then(|milliseconds| i64::try_from(milliseconds.div_ceil(1000)).ok())
+        };
+        restore.data_directory_seconds = seconds("data-directory");
+        restore.start_seconds = seconds("service");
+        restore.total_seconds = total;
+        restore.finish_time = Some(Time(now));
     }
 
     /// What the archive check read on the host: `status.archiving` and `ContinuousArchiving`.

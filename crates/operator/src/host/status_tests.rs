@@ -24,8 +24,14 @@ fn report(succeeded: bool) -> HostReport {
         step: "postgresql-conf".into(),
         outcome: StepOutcome::Failed,
         detail: "invalid value for parameter \"shared_buffers\": \"banana\"".into(),
+        milliseconds: None,
     };
-    let ok = StepReport { step: "data-directory".into(), outcome: StepOutcome::Changed, detail: "initdb".into() };
+    let ok = StepReport {
+        step: "data-directory".into(),
+        outcome: StepOutcome::Changed,
+        detail: "initdb".into(),
+        milliseconds: None,
+    };
     HostReport {
         host: "default/db".into(),
         profile: None,

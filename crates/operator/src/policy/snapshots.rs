@@ -9,10 +9,12 @@
 //! started, and an answer already in the archive is never written again, so an operator
 //! restarted at any point neither loses nor doubles a snapshot.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Mutex, OnceLock};
 
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
+
 use pgec2_api::{BackupPolicy, PostgresHost};
 use pgec2_core::catalog::snapshot::{self, COMPLETED, Handshake, SnapshotAnswer, TAKEN};
 use pgec2_core::catalog::{self, BackupKind};
@@ -40,12 +42,41 @@ pub async fn serve(
     };
     for handshake in handshakes.into_iter().filter(|handshake| handshake.completed.is_none()) {
         let backup = handshake.request.backup.clone();
-        if let Err(message) = answer(ctx, policy, &archive, reference, instance, handshake).await {
-            tracing::warn!(host = %name, %backup, %message, "snapshot of a backup not answered yet");
-            let note = format!("{name}: snapshot of backup {backup}: {message}");
-            super::backups::publish(ctx, policy, EventType::Warning, "SnapshotFailed", note).await;
+        let key = format!("{}/{backup}", reference.uid);
+        match answer(ctx, policy, &archive, reference, instance, handshake).await {
+            Ok(()) => reported_failures().forget(&key),
+            Err(message) => {
+                tracing::warn!(host = %name, %backup, %message, "snapshot of a backup not answered yet");
+                // Polled every few seconds while the backup runs: the event says it once.
+                if reported_failures().is_new(&key, &message) {
+                    let note = format!("{name}: snapshot of backup {backup}: {message}");
+                    super::backups::publish(ctx, policy, EventType::Warning, "SnapshotFailed", note).await;
+                }
+            }
         }
     }
+}
+
+/// The snapshot failures already published as events, by `<host uid>/<backup>`, with the
+/// message published: a failure is reported once, and again only when its message changes.
+#[derive(Debug, Default)]
+struct ReportedFailures(Mutex<HashMap<String, String>>);
+
+impl ReportedFailures {
+    /// True (and remembered) when `message` was not the last one reported for `key`.
+    fn is_new(&self, key: &str, message: &str) -> bool {
+        let mut reported = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        reported.insert(key.to_string(), message.to_string()).as_deref() != Some(message)
+    }
+
+    fn forget(&self, key: &str) {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(key);
+    }
+}
+
+fn reported_failures() -> &'static ReportedFailures {
+    static REPORTED: OnceLock<ReportedFailures> = OnceLock::new();
+    REPORTED.get_or_init(ReportedFailures::default)
 }
 
 /// Takes (or finds) the snapshot of one request and writes the answers now due.
@@ -135,7 +166,24 @@ pub async fn collect(
         ctx.cloud.delete_snapshot(&found.snapshot_id).await.map_err(|error| error.to_string())?;
     }
     for handshake in snapshot::list(&archive).await.map_err(|error| error.to_string())? {
+        reported_failures().forget(&format!("{}/{}", reference.uid, handshake.request.backup));
         snapshot::remove(&archive, &handshake.request.backup).await.map_err(|error| error.to_string())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_failure_is_reported_once_until_its_message_changes() {
+        let reported = ReportedFailures::default();
+        assert!(reported.is_new("uid/base_1", "snapshot snap-1 failed: error"));
+        assert!(!reported.is_new("uid/base_1", "snapshot snap-1 failed: error"), "the same failure again");
+        assert!(reported.is_new("uid/base_2", "snapshot snap-1 failed: error"), "another backup");
+        assert!(reported.is_new("uid/base_1", "snapshot snap-1 has disappeared"), "a new message");
+        reported.forget("uid/base_1");
+        assert!(reported.is_new("uid/base_1", "snapshot snap-1 has disappeared"));
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use aws_sdk_ec2::config::interceptors::BeforeSerializationInterceptorContextRef;
 use aws_sdk_ec2::config::{ConfigBag, Intercept};
 use aws_sdk_ec2::error::BoxError;
+use aws_sdk_ec2::operation::create_volume::CreateVolumeInput;
 use aws_sdk_ec2::operation::run_instances::RunInstancesInput;
 use aws_sdk_ec2::types::{HttpTokensState, InstanceMetadataEndpointState, ResourceType};
 use aws_sdk_ssm::operation::send_command::SendCommandInput;
@@ -21,12 +22,17 @@ use pgec2_operator::cloud::{HostRef, InstanceSettings, LaunchRequest, VolumeSett
 pub struct RequestLog {
     run_instances: Arc<Mutex<Vec<RunInstancesInput>>>,
     send_commands: Arc<Mutex<Vec<SendCommandInput>>>,
+    create_volumes: Arc<Mutex<Vec<CreateVolumeInput>>>,
     operations: Arc<Mutex<Vec<String>>>,
 }
 
 impl RequestLog {
     pub fn run_instances(&self) -> Vec<RunInstancesInput> {
         self.run_instances.lock().expect("log lock").clone()
+    }
+
+    pub fn create_volumes(&self) -> Vec<CreateVolumeInput> {
+        self.create_volumes.lock().expect("log lock").clone()
     }
 
     pub fn send_commands(&self) -> Vec<SendCommandInput> {
@@ -63,6 +69,9 @@ impl Intercept for RequestLog {
         let input = context.input();
         if let Some(run) = input.downcast_ref::<RunInstancesInput>() {
             self.run_instances.lock().expect("log lock").push(run.clone());
+        }
+        if let Some(create) = input.downcast_ref::<CreateVolumeInput>() {
+            self.create_volumes.lock().expect("log lock").push(create.clone());
         }
         if let Some(send) = input.downcast_ref::<SendCommandInput>() {
             self.send_commands.lock().expect("log lock").push(send.clone());
@@ -157,6 +166,8 @@ pub fn launch_request(
             iops: Some(3000),
             throughput_mibps: Some(125),
             kms_key_id: Some("alias/pgec2-data".into()),
+            snapshot_id: None,
+            fast_snapshot_restore: false,
         },
         attempt: 0,
     }

@@ -233,6 +233,28 @@ impl TestEnv {
         pgec2_testkit::psql_at(&self.host_dir(name).join("volume/run"), port, sql)
     }
 
+    /// Initialises pgbench's tables on the host (scale 2) and starts pgbench writing to them
+    /// with two clients for `seconds`; kill the child to stop it earlier.
+    pub fn pgbench(&self, host: &PostgresHost, seconds: u32) -> std::process::Child {
+        let name = host.metadata.name.as_deref().expect("name");
+        let port = host.status.as_ref().and_then(|status| status.endpoint.as_ref()).map(|endpoint| endpoint.port);
+        let port = port.expect("endpoint").to_string();
+        let socket = self.host_dir(name).join("volume/run");
+        let bin = postgres_bin_dir().expect("PostgreSQL binaries");
+        let mut init = as_postgres(bin.join("pgbench"));
+        init.args(["-i", "-s", "2", "-q", "-U", "postgres", "-p", &port]).arg("-h").arg(&socket).arg("postgres");
+        let output = init.output().expect("run pgbench -i");
+        assert!(output.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&output.stderr));
+        let mut run = as_postgres(bin.join("pgbench"));
+        run.args(["-c", "2", "-T", &seconds.to_string(), "-n", "-U", "postgres", "-p", &port])
+            .arg("-h")
+            .arg(&socket)
+            .arg("postgres")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        run.spawn().expect("start pgbench")
+    }
+
     /// True when a PostgreSQL server runs in the host's data directory.
     pub fn postgres_running(&self, name: &str) -> bool {
         let pid_file = self.data_dir(name).join("postmaster.pid");

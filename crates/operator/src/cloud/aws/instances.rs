@@ -177,7 +177,10 @@ impl AwsCloud {
         if let Some(existing) = self.find(&launch.host).await? {
             return Ok(existing);
         }
-        let adopt = self.volume_to_adopt(&launch.host, placement.subnet_id).await?;
+        let adopt = match launch.volume.snapshot_id.as_deref() {
+            Some(snapshot_id) => Some(self.volume_from_snapshot(launch, placement.subnet_id, snapshot_id).await?),
+            None => self.volume_to_adopt(&launch.host, placement.subnet_id).await?,
+        };
         let image = self.launch_image(&launch.instance).await?;
         let token = request::client_token(&launch.host.uid, launch.attempt);
         let devices = request::block_devices(launch, &image.root_device, adopt.is_some());

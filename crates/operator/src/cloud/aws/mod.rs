@@ -31,6 +31,7 @@ mod disposal;
 pub mod error;
 mod instances;
 pub mod request;
+mod restore_volume;
 pub mod retry;
 pub mod secrets;
 pub mod ssm;

@@ -173,6 +173,8 @@ mod tests {
                 iops: Some(4000),
                 throughput_mibps: Some(250),
                 kms_key_id: Some("alias/pgec2".into()),
+                snapshot_id: None,
+                fast_snapshot_restore: false,
             },
             attempt: 0,
         }

@@ -216,7 +216,7 @@ impl AwsCloud {
     }
 
     /// The availability zone of a subnet.
-    async fn subnet_zone(&self, subnet_id: &str) -> Result<String, CloudError> {
+    pub(crate) async fn subnet_zone(&self, subnet_id: &str) -> Result<String, CloudError> {
         let output = self
             .retry(|| self.ec2.describe_subnets().subnet_ids(subnet_id).send())
             .await

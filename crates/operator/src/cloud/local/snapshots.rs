@@ -128,6 +128,23 @@ pub fn volume_of(root: &Path, id: &str) -> Result<PathBuf, LocalError> {
     Ok(dir.join("volume"))
 }
 
+/// Creates the volume directory `volume` from snapshot `id` (a copy, `cp -a`, which clones
+/// extents where the file system can), unless it exists: a volume appears whole under its
+/// name (rename of the finished copy), so an existing one is the finished copy of an earlier,
+/// interrupted launch.
+pub async fn restore_volume(root: &Path, id: &str, volume: &Path) -> Result<(), LocalError> {
+    if volume.exists() {
+        return Ok(());
+    }
+    let source = volume_of(root, id)?;
+    let partial = volume.with_file_name("volume.from-snapshot");
+    super::host_os::remove_tree(&partial).await?;
+    super::host_os::copy_tree(&source, &partial).await?;
+    std::fs::rename(&partial, volume).map_err(io_error(format!("rename {} into place", partial.display())))?;
+    tracing::info!(snapshot = id, volume = %volume.display(), "volume created from a snapshot");
+    Ok(())
+}
+
 /// Copies a directory tree keeping modes and owners; entries that vanish meanwhile are skipped.
 pub fn copy_tree(source: &Path, target: &Path) -> Result<(), LocalError> {
     let metadata = match std::fs::symlink_metadata(source) {
