@@ -43,7 +43,21 @@ pub mod condition {
     /// The most recent base backup succeeded.
     pub const LAST_BACKUP_SUCCEEDED: &str = "LastBackupSucceeded";
 
+    /// The host meets its policy's recovery point objective (`objectives.rpo`).
+    pub const RPO_MET: &str = "RpoMet";
+    /// The host's last timed restore meets its policy's recovery time objective
+    /// (`objectives.rto`).
+    pub const RTO_MET: &str = "RtoMet";
+
     /// Every condition type a `PostgresHost` reports.
-    pub const HOST_CONDITIONS: [&str; 6] =
-        [READY, INSTANCE_RUNNING, AGENT_READY, POSTGRES_READY, CONTINUOUS_ARCHIVING, LAST_BACKUP_SUCCEEDED];
+    pub const HOST_CONDITIONS: [&str; 8] = [
+        READY,
+        INSTANCE_RUNNING,
+        AGENT_READY,
+        POSTGRES_READY,
+        CONTINUOUS_ARCHIVING,
+        LAST_BACKUP_SUCCEEDED,
+        RPO_MET,
+        RTO_MET,
+    ];
 }

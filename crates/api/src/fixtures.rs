@@ -54,6 +54,7 @@ pub fn policy(name: &str) -> PolicyBuilder {
         compression: Compression::default(),
         wal_archiving: WalArchiving::default(),
         method: Default::default(),
+        objectives: None,
     };
     PolicyBuilder { policy: BackupPolicy { metadata: metadata(name), spec, status: None } }
 }
@@ -223,6 +224,13 @@ impl PolicyBuilder {
     /// Sets `spec.method`.
     pub fn method(mut self, method: crate::BackupMethod) -> Self {
         self.policy.spec.method = method;
+        self
+    }
+
+    /// Sets `spec.objectives`.
+    pub fn objectives(mut self, rpo: Option<&str>, rto: Option<&str>) -> Self {
+        let objectives = crate::RecoveryObjectives { rpo: rpo.map(str::to_string), rto: rto.map(str::to_string) };
+        self.policy.spec.objectives = Some(objectives);
         self
     }
 

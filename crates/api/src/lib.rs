@@ -46,11 +46,11 @@ pub use host::spec::{
 };
 pub use host::status::{
     ArchivingStatus, CommandPurpose, CommandState, CommandStatus, Endpoint, HostPhase, PostgresHostStatus,
-    PostgresStatus, RESTORE_OBJECT_STORE, RESTORE_SNAPSHOT, RestoreStatus,
+    PostgresStatus, RESTORE_OBJECT_STORE, RESTORE_SNAPSHOT, Recoverability, RestoreStatus,
 };
 pub use policy::spec::{
-    BackupMethod, BackupPolicy, BackupPolicySpec, BackupStorage, Compression, LocalStorage, Retention, S3Storage,
-    S3StorageClass, ServerSideEncryption, WalArchiving,
+    BackupMethod, BackupPolicy, BackupPolicySpec, BackupStorage, Compression, LocalStorage, RecoveryObjectives,
+    Retention, S3Storage, S3StorageClass, ServerSideEncryption, WalArchiving,
 };
 pub use policy::status::{ActiveBackup, BackupPolicyStatus, BackupRun, HostBackupSummary};
 pub use status::{BackupInfo, RecoveryWindow};

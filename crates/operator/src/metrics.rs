@@ -1,9 +1,16 @@
 //! Prometheus metrics of the operator: reconciles by kind and outcome, errors by kind and error
-//! label, cloud calls by action and outcome.
+//! label, cloud calls by action and outcome (`pgec2_operator_*`), and the recoverability of each
+//! host (`pgec2_rpo_seconds`, `pgec2_last_verified_rto_seconds`, `pgec2_backup_age_seconds`,
+//! `pgec2_archive_lag_files`, labelled by namespace and host; a value not known is left out).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use std::sync::atomic::AtomicU64;
+
+use k8s_openapi::jiff::Timestamp;
+use pgec2_api::PostgresHostStatus;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -37,6 +44,24 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostLabels {
+    pub namespace: String,
+    pub host: String,
+}
+
+/// A gauge per host.
+pub type HostGauge = Family<HostLabels, Gauge<f64, AtomicU64>>;
+
+/// The recoverability gauges of every host.
+#[derive(Default)]
+pub struct RecoverabilityGauges {
+    pub rpo_seconds: HostGauge,
+    pub last_verified_rto_seconds: HostGauge,
+    pub backup_age_seconds: HostGauge,
+    pub archive_lag_files: HostGauge,
+}
+
 /// Every metric of the operator, registered in one registry.
 pub struct Metrics {
     pub registry: Registry,
@@ -44,11 +69,35 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub cloud_calls: Family<CloudCallLabels, Counter>,
     pub reconcile_seconds: Family<KindLabels, Histogram>,
+    pub recoverability: RecoverabilityGauges,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("pgec2_operator");
+        let mut root = Registry::default();
+        let recoverability = RecoverabilityGauges::default();
+        let gauges = [
+            (
+                "pgec2_rpo_seconds",
+                "Seconds of committed work losing the host now would lose",
+                &recoverability.rpo_seconds,
+            ),
+            (
+                "pgec2_last_verified_rto_seconds",
+                "Seconds the last timed restore took",
+                &recoverability.last_verified_rto_seconds,
+            ),
+            (
+                "pgec2_backup_age_seconds",
+                "Seconds since the newest base backup finished",
+                &recoverability.backup_age_seconds,
+            ),
+            ("pgec2_archive_lag_files", "WAL files waiting to be archived", &recoverability.archive_lag_files),
+        ];
+        for (name, help, gauge) in gauges {
+            root.register(name, help, gauge.clone());
+        }
+        let registry = root.sub_registry_with_prefix("pgec2_operator");
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         registry.register("reconciles", "Reconciles by kind and outcome", reconciles.clone());
         let errors = Family::<ErrorLabels, Counter>::default();
@@ -59,7 +108,7 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.01, 2.0, 14))
         });
         registry.register("reconcile_duration_seconds", "Time spent in one reconcile", reconcile_seconds.clone());
-        Self { registry, reconciles, errors, cloud_calls, reconcile_seconds }
+        Self { registry: root, reconciles, errors, cloud_calls, reconcile_seconds, recoverability }
     }
 }
 
@@ -102,6 +151,46 @@ impl Metrics {
             }
         }
         total
+    }
+
+    /// Sets the recoverability gauges of a host from its status; values not known are removed.
+    pub fn host_recoverability(&self, namespace: &str, host: &str, status: &PostgresHostStatus, now: Timestamp) {
+        let labels = HostLabels { namespace: namespace.into(), host: host.into() };
+        let recoverability = status.recoverability.as_ref();
+        let backup_finished = status.last_backup.as_ref().and_then(|backup| backup.finish_time.as_ref());
+        let values = [
+            (
+                &self.recoverability.rpo_seconds,
+                recoverability.and_then(|known| known.rpo_seconds).map(|seconds| seconds as f64),
+            ),
+            (
+                &self.recoverability.last_verified_rto_seconds,
+                recoverability.and_then(|known| known.last_verified_rto_seconds).map(|seconds| seconds as f64),
+            ),
+            (
+                &self.recoverability.backup_age_seconds,
+                backup_finished.map(|finished| now.duration_since(finished.0).as_secs_f64()),
+            ),
+            (
+                &self.recoverability.archive_lag_files,
+                status.archiving.as_ref().and_then(|archiving| archiving.waiting_files).map(|files| files as f64),
+            ),
+        ];
+        for (gauge, value) in values {
+            match value {
+                Some(value) => {
+                    gauge.get_or_create(&labels).set(value);
+                }
+                None => {
+                    gauge.remove(&labels);
+                }
+            }
+        }
+    }
+
+    /// Removes a deleted host's recoverability gauges.
+    pub fn forget_host(&self, namespace: &str, host: &str) {
+        self.host_recoverability(namespace, host, &PostgresHostStatus::default(), Timestamp::now());
     }
 
     /// The metrics in Prometheus text format.

@@ -111,3 +111,46 @@ async fn unreachable_s3_storage_turns_continuous_archiving_false_and_back_true_w
     wait_until_everything_is_archived(&env).await;
     env.stop().await;
 }
+
+fn rpo_met(host: &PostgresHost) -> Option<String> {
+    host.condition(condition::RPO_MET).map(|found| found.status.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rpo_condition_turns_false_when_archiving_stops_and_true_again_after() {
+    let env = TestEnv::start_with(|config| config.archive_check_interval = CHECK_INTERVAL).await;
+    let archive = env.archive_dir();
+    let nightly = policy("nightly").local(&archive.display().to_string()).objectives(Some("10s"), Some("30m"));
+    env.apply_policy(&nightly.build()).await;
+    env.apply_host(&host("db").policy("nightly").build()).await;
+    let ready = env.wait_for("db", READY_TIMEOUT, |host| host.phase() == Some(HostPhase::Ready)).await;
+    write_and_switch(&env, &ready, 1);
+    let met = env.wait_for("db", NOTICE_WITHIN, |host| rpo_met(host).as_deref() == Some("True")).await;
+    let recoverability = met.status.as_ref().and_then(|status| status.recoverability.clone()).expect("recoverability");
+    assert!(recoverability.rpo_seconds.is_some_and(|seconds| seconds <= 10), "{recoverability:?}");
+    let rto = met.condition(condition::RTO_MET).expect("RtoMet");
+    assert_eq!((rto.status.as_str(), rto.reason.as_str()), ("Unknown", "NotMeasured"), "no restore timed yet");
+
+    // Archiving stops: WAL waits, the recovery point grows past 10 s, RpoMet turns False.
+    let mode = std::fs::metadata(&archive).expect("archive").permissions().mode();
+    std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o000)).expect("chmod 000");
+    write_and_switch(&env, &ready, 2);
+    let missed = env.wait_for("db", NOTICE_WITHIN, |host| rpo_met(host).as_deref() == Some("False")).await;
+    let condition = missed.condition(condition::RPO_MET).expect("RpoMet");
+    assert_eq!(condition.reason, "ObjectiveMissed");
+    assert!(condition.message.contains("more than the objective of 10s"), "{}", condition.message);
+    let rpo = missed.status.as_ref().and_then(|status| status.recoverability.as_ref()?.rpo_seconds);
+    assert!(rpo.is_some_and(|seconds| seconds > 10), "{rpo:?}");
+    let exported = env.metrics.encode().expect("metrics");
+    assert!(exported.contains(r#"pgec2_rpo_seconds{namespace="default",host="db"}"#), "{exported}");
+    assert!(exported.contains(r#"pgec2_archive_lag_files{namespace="default",host="db"}"#), "{exported}");
+    assert!(env.event_reasons("db").await.contains(&"RpoMissed".to_string()));
+
+    // Archiving works again: the waiting WAL is archived and the objective is met again.
+    std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(mode)).expect("restore mode");
+    write_and_switch(&env, &ready, 3);
+    env.wait_for("db", NOTICE_WITHIN, |host| rpo_met(host).as_deref() == Some("True")).await;
+    let reasons = env.event_reasons("db").await;
+    assert!(reasons.contains(&"RpoMet".to_string()), "{reasons:?}");
+    env.stop().await;
+}

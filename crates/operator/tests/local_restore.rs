@@ -248,22 +248,6 @@ async fn a_standby_follows_the_source_archive_and_turning_it_off_promotes_it() {
     env.stop().await;
 }
 
-/// Reasons of the events recorded about host `name`, oldest first.
-async fn event_reasons(env: &TestEnv, name: &str) -> Vec<String> {
-    use k8s_openapi::api::events::v1::Event;
-    let events: kube::Api<Event> = kube::Api::namespaced(env.client.clone(), "default");
-    let mut events: Vec<Event> = events
-        .list(&Default::default())
-        .await
-        .expect("list events")
-        .items
-        .into_iter()
-        .filter(|event| event.regarding.as_ref().and_then(|regarding| regarding.name.as_deref()) == Some(name))
-        .collect();
-    events.sort_by_key(|event| event.event_time.as_ref().map(|time| time.0));
-    events.into_iter().filter_map(|event| event.reason).collect()
-}
-
 fn ready_reason(host: &PostgresHost) -> Option<String> {
     host.condition(pgec2_api::condition::READY).map(|ready| ready.reason.clone())
 }
@@ -312,7 +296,7 @@ async fn targets_outside_the_source_window_are_refused_before_any_instance_is_la
         assert_eq!(host.status.and_then(|status| status.instance_id), None, "{name} was launched");
         assert!(!env.host_dir(name).exists(), "{name} has a host directory");
     }
-    assert!(event_reasons(&env, "early").await.contains(&"RecoveryTargetUnreachable".to_string()));
+    assert!(env.event_reasons("early").await.contains(&"RecoveryTargetUnreachable".to_string()));
 
     // Rows committed after the target, archived: the target is inside the window now.
     while k8s_openapi::jiff::Timestamp::now() <= soon + std::time::Duration::from_millis(500) {
@@ -324,7 +308,7 @@ async fn targets_outside_the_source_window_are_refused_before_any_instance_is_la
     let restored = ready(&env, "future", RESTORE_TIMEOUT).await;
     wait_promoted(&env, &restored).await;
     assert_eq!(rows(&env, &restored, "true"), expected, "the restore stops at the target, before batch 2");
-    let reasons = event_reasons(&env, "future").await;
+    let reasons = env.event_reasons("future").await;
     for reason in ["RecoveryTargetUnreachable", "RestoreStarted", "RestoreFinished"] {
         assert!(reasons.contains(&reason.to_string()), "no {reason} event in {reasons:?}");
     }
@@ -415,7 +399,7 @@ async fn a_snapshot_backup_under_load_restores_to_a_point_in_time_with_exactly_t
         assert!(seconds.is_some_and(|seconds| seconds >= 0), "no {phase} time in {restore:?}");
     }
     assert!(env.data_dir("copy").join("pgec2_snapshot_restore.json").exists(), "not prepared from the snapshot");
-    let reasons = event_reasons(&env, "copy").await;
+    let reasons = env.event_reasons("copy").await;
     assert!(reasons.contains(&"RestoreChosen".to_string()), "{reasons:?}");
     let source_files = promotion_files(&wal_dir(&archive, "db"));
     assert!(source_files.is_empty(), "the copy archived into the source's prefix: {source_files:?}");

@@ -62,6 +62,10 @@ pub struct PostgresHostStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_window: Option<RecoveryWindow>,
 
+    /// How well the host can be recovered now, against its policy's `objectives`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recoverability: Option<Recoverability>,
+
     /// The restore that created this host's data directory (hosts with `bootstrap.recovery`):
     /// which backup of which kind, and how long each phase took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,6 +95,23 @@ pub struct PostgresHostStatus {
     /// A human-readable summary of the current state or of what is wrong and what to do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// How well a host can be recovered now.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Recoverability {
+    /// Seconds of committed work that losing the host now would lose: the time since the newest
+    /// archived WAL while WAL waits to be archived, else at most `walArchiving.archiveTimeout`
+    /// (the current segment is switched and archived within it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_seconds: Option<i64>,
+    /// Seconds the last timed restore from this host's backups took until PostgreSQL ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified_rto_seconds: Option<i64>,
+    /// The points in time the host can be restored to (as `status.recoveryWindow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_window: Option<RecoveryWindow>,
 }
 
 /// The restore of a host's data directory from its source's backups.

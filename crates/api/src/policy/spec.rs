@@ -73,6 +73,31 @@ pub struct BackupPolicySpec {
     /// catalog, one retention count and one recovery window, with the WAL from the storage.
     #[serde(default)]
     pub method: BackupMethod,
+
+    /// Recovery objectives every host of this policy is measured against: `rpo`, the most
+    /// committed work (as time) losing a host may lose, and `rto`, the longest a restore may
+    /// take. Each host reports `status.recoverability` and the conditions `RpoMet` and `RtoMet`,
+    /// which turn False with a Warning event when an objective is missed; the operator exports
+    /// them as Prometheus metrics. Example: `{rpo: 5m, rto: 30m}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<RecoveryObjectives>,
+}
+
+/// Recovery objectives: durations such as `30s`, `5m` or `1h30m`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryObjectives {
+    /// Recovery point objective: a host misses it (`RpoMet` False) when more than this much
+    /// committed work is not archived yet (see `status.recoverability.rpoSeconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"), length(min = 2, max = 16))]
+    pub rpo: Option<String>,
+
+    /// Recovery time objective: a host misses it (`RtoMet` False) when the last timed restore of
+    /// its backups took longer (see `status.recoverability.lastVerifiedRtoSeconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"), length(min = 2, max = 16))]
+    pub rto: Option<String>,
 }
 
 /// How base backups copy the data.

@@ -76,6 +76,13 @@ impl BackupPolicySpec {
         check.range("spec.retention.fullBackups", self.retention.full_backups.into(), 1, 1000);
         let timeout_ok = self.wal_archiving.archive_timeout_seconds().is_some();
         check.rule("spec.walArchiving.archiveTimeout", timeout_ok, rules::ARCHIVE_TIMEOUT_RANGE);
+        let objectives =
+            self.objectives.iter().flat_map(|objectives| [("rpo", &objectives.rpo), ("rto", &objectives.rto)]);
+        for (field, value) in objectives {
+            if value.as_deref().is_some_and(|text| parse_duration_seconds(text).is_none_or(|seconds| seconds == 0)) {
+                check.fail(format!("spec.objectives.{field}"), "must be a positive duration such as 30s, 5m or 1h30m");
+            }
+        }
         check.finish()
     }
 

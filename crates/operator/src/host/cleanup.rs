@@ -18,6 +18,7 @@ use crate::kube_layer::events;
 pub async fn cleanup(ctx: &HostContext, api: &Api<PostgresHost>, host: &PostgresHost) -> Result<Action, Error> {
     let reference = host_ref(host)?;
     ctx.archive_checks.forget(&reference.uid);
+    ctx.metrics.forget_host(&reference.namespace, &reference.name);
     let (disposal, fate) = match host.spec.storage.deletion_policy {
         DeletionPolicy::Retain => (VolumeDisposal::Retain, "kept (released for a new host of the same name)"),
         DeletionPolicy::Snapshot => (VolumeDisposal::Snapshot, "snapshotted, then deleted"),

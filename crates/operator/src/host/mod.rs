@@ -16,6 +16,7 @@ mod cleanup;
 pub mod context;
 mod dereference;
 pub mod error;
+pub mod objectives;
 mod observe;
 pub mod plan;
 pub mod recovery_check;
@@ -189,13 +190,33 @@ async fn apply_host(ctx: &HostContext, api: &Api<PostgresHost>, cached: &Postgre
         }
         _ => ctx.archive_checks.forget(&uid),
     }
+    if let Some(policy) = policies.archive.as_ref() {
+        draft.recoverability(&policy.spec);
+    }
     let status = draft.finish();
+    ctx.metrics.host_recoverability(&host.namespace().unwrap_or_default(), &host.name_any(), &status, now);
     write_status(api, host, &status).await?;
+    objective_events(ctx, host, &status).await;
     if status.phase == Some(HostPhase::Ready) && host.phase() != Some(HostPhase::Ready) {
         let message = status.message.clone().unwrap_or_default();
         events::normal(&ctx.recorder, host, "Ready", message).await;
     }
     Ok(action)
+}
+
+/// A Warning event when an objective turns missed, a Normal one when it is met again.
+async fn objective_events(ctx: &HostContext, host: &PostgresHost, status: &pgec2_api::PostgresHostStatus) {
+    use pgec2_api::condition::{RPO_MET, RTO_MET};
+    for (type_, missed, met) in [(RPO_MET, "RpoMissed", "RpoMet"), (RTO_MET, "RtoMissed", "RtoMet")] {
+        let before = host.condition(type_).map(|condition| condition.status.clone());
+        let Some(after) = status.conditions.iter().find(|condition| condition.type_ == type_) else { continue };
+        match (before.as_deref(), after.status.as_str()) {
+            (Some("False"), "False") | (_, "Unknown") => {}
+            (_, "False") => events::warning(&ctx.recorder, host, missed, after.message.clone()).await,
+            (Some("False"), "True") => events::normal(&ctx.recorder, host, met, after.message.clone()).await,
+            _ => {}
+        }
+    }
 }
 
 /// True while a restore host has not yet come up once (its data directory is being restored).

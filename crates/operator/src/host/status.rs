@@ -5,12 +5,14 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use pgec2_api::{
-    ArchivingStatus, CommandPurpose, CommandState, CommandStatus, Endpoint, HostPhase, PostgresHostStatus,
-    PostgresStatus, RESTORE_OBJECT_STORE, RESTORE_SNAPSHOT, RestoreStatus, condition,
+    ArchivingStatus, BackupPolicySpec, CommandPurpose, CommandState, CommandStatus, Endpoint, HostPhase,
+    PostgresHostStatus, PostgresStatus, RESTORE_OBJECT_STORE, RESTORE_SNAPSHOT, Recoverability, RestoreStatus,
+    condition,
 };
 use pgec2_core::archiver::{ArchiveHealth, ArchiverStatus};
 use pgec2_core::host_spec::{HostReport, HostSpec};
 
+use super::objectives;
 use super::validate::Invalid;
 use crate::cloud::{self, HostInstance, HostLayout, InstanceState};
 use crate::kube_layer::conditions::{self, ConditionUpdate, Truth};
@@ -243,6 +245,39 @@ impl Draft {
         restore.start_seconds = seconds("service");
         restore.total_seconds = total;
         restore.finish_time = Some(Time(now));
+    }
+
+    /// `status.recoverability` from the archiver's last reported state and the policy's
+    /// objectives; `RpoMet` and `RtoMet` when the policy sets them.
+    pub fn recoverability(&mut self, policy: &BackupPolicySpec) {
+        let timeout = policy.wal_archiving.archive_timeout_seconds().map_or(60, i64::from);
+        let rpo =
+            self.status.archiving.as_ref().and_then(|archiving| objectives::rpo_seconds(archiving, timeout, self.now));
+        let rto = self.status.recoverability.as_ref().and_then(|known| known.last_verified_rto_seconds);
+        self.status.recoverability = Some(Recoverability {
+            rpo_seconds: rpo,
+            last_verified_rto_seconds: rto,
+            recovery_window: self.status.recovery_window.clone(),
+        });
+        let (rpo_objective, rto_objective) =
+            policy.objectives.as_ref().map_or((None, None), objectives::objective_seconds);
+        for (type_, verdict) in [
+            (condition::RPO_MET, rpo_objective.map(|objective| objectives::rpo_verdict(rpo, objective))),
+            (condition::RTO_MET, rto_objective.map(|objective| objectives::rto_verdict(rto, objective))),
+        ] {
+            match verdict {
+                Some(verdict) => self.verdict(type_, verdict),
+                None => self.status.conditions.retain(|found| found.type_ != type_),
+            }
+        }
+    }
+
+    fn verdict(&mut self, type_: &'static str, verdict: objectives::Verdict) {
+        match verdict {
+            objectives::Verdict::Met { message } => self.set(type_, Truth::True, "ObjectiveMet", message),
+            objectives::Verdict::Missed { message } => self.set(type_, Truth::False, "ObjectiveMissed", message),
+            objectives::Verdict::Unknown { message } => self.set(type_, Truth::Unknown, "NotMeasured", message),
+        }
     }
 
     /// What the archive check read on the host: `status.archiving` and `ContinuousArchiving`.

@@ -255,6 +255,22 @@ impl TestEnv {
         run.spawn().expect("start pgbench")
     }
 
+    /// Reasons of the events recorded about host `name`, oldest first.
+    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+        use k8s_openapi::api::events::v1::Event;
+        let events: Api<Event> = Api::namespaced(self.client.clone(), "default");
+        let mut events: Vec<Event> = events
+            .list(&Default::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter(|event| event.regarding.as_ref().and_then(|regarding| regarding.name.as_deref()) == Some(name))
+            .collect();
+        events.sort_by_key(|event| event.event_time.as_ref().map(|time| time.0));
+        events.into_iter().filter_map(|event| event.reason).collect()
+    }
+
     /// True when a PostgreSQL server runs in the host's data directory.
     pub fn postgres_running(&self, name: &str) -> bool {
         let pid_file = self.data_dir(name).join("postmaster.pid");
