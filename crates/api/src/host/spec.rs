@@ -30,6 +30,8 @@ use crate::schema::bounded_map;
     printcolumn = r#"{"name":"Instance", "type":"string", "description":"EC2 instance id (or local host id)", "jsonPath":".status.instanceId"}"#,
     printcolumn = r#"{"name":"Version", "type":"integer", "description":"PostgreSQL major version", "jsonPath":".spec.postgresVersion"}"#,
     printcolumn = r#"{"name":"Last Backup", "type":"date", "description":"When the newest base backup finished", "jsonPath":".status.lastBackup.finishTime"}"#,
+    printcolumn = r#"{"name":"RPO", "type":"integer", "description":"Seconds of committed work losing the host now would lose", "jsonPath":".status.recoverability.rpoSeconds"}"#,
+    printcolumn = r#"{"name":"RPO Met", "type":"string", "description":"Whether the policy's recovery point objective holds", "jsonPath":".status.conditions[?(@.type==\"RpoMet\")].status"}"#,
     printcolumn = r#"{"name":"Age", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = rules::STANDBY_NEEDS_RECOVERY)]
