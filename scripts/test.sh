@@ -7,6 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
+# pgec2-core without the AWS SDK, no test-only feature in release builds, the workspace hack fresh.
+scripts/check-dependencies.sh
 # Build everything once, tests included (one feature set, so nothing is compiled twice); the
 # integration tests run this agent binary as PostgreSQL's archive_command and on local hosts.
 cargo build --workspace --all-targets --locked
