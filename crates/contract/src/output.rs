@@ -9,6 +9,28 @@ use serde::de::DeserializeOwned;
 /// Characters of the unexpected stdout quoted in an error.
 const QUOTED: usize = 120;
 
+/// Lines of a failed command's output that an error message quotes.
+pub const TAIL_LINES: usize = 20;
+/// Bytes of a failed command's output that an error message quotes, at most.
+pub const TAIL_BYTES: usize = 2000;
+
+/// The end of a failed command's output (stderr, or stdout when stderr is empty) that an error
+/// quotes, on the host (`host apply`) and in the operator (SSM, the local cloud): the last
+/// [`TAIL_LINES`] lines, trailing whitespace trimmed, at most [`TAIL_BYTES`] bytes, cut at a
+/// character boundary.
+pub fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    let kept = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
+    if kept.len() <= TAIL_BYTES {
+        return kept;
+    }
+    let mut start = kept.len() - TAIL_BYTES;
+    while !kept.is_char_boundary(start) {
+        start += 1;
+    }
+    kept[start..].to_string()
+}
+
 /// A command's stdout that is not the one JSON document the contract promises.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -61,5 +83,17 @@ mod tests {
         let error = parse_json::<Answer>("backup-push", "{\"name\": \"a\"}\n{\"name\": \"b\"}").expect_err("two");
         assert_eq!(error.problem, "something else");
         assert_eq!(parse_json::<Answer>("archive-status", "").expect_err("empty").problem, "nothing");
+    }
+
+    #[test]
+    fn the_tail_keeps_the_last_lines_within_the_byte_limit() {
+        let text: String = (0..100).map(|n| format!("line {n}\n")).collect();
+        let kept = tail(&text);
+        assert!(kept.starts_with("line 80") && kept.ends_with("line 99"), "{kept}");
+        assert_eq!(tail("a\nb\nc\n"), "a\nb\nc");
+        assert_eq!(tail(""), "");
+        let long = "é".repeat(3000);
+        let kept = tail(&long);
+        assert!(kept.len() <= TAIL_BYTES && kept.len() > TAIL_BYTES - 2, "cut at a character boundary");
     }
 }

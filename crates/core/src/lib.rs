@@ -6,6 +6,7 @@
 //! archive's owner ([`identity`]), and the host contract ([`host_spec`]).
 
 pub mod archiver;
+pub mod backoff;
 pub mod bootstrap;
 pub mod catalog;
 pub mod compression;

@@ -15,6 +15,7 @@
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use pgec2_contract::shell;
 use pgec2_core::catalog::RecoveryTarget;
 use pgec2_core::recovery_window::TimelineChoice;
 
@@ -158,12 +159,10 @@ pub fn recovery_parameters_in(auto_conf: &str) -> Vec<&'static str> {
     found
 }
 
-/// Quotes a word for /bin/sh.
-fn shell_quote(word: &str) -> String {
-    if !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-:=,+@".contains(&b)) {
-        return word.to_string();
-    }
-    format!("'{}'", word.replace('\'', r"'\''"))
+/// `text` as one shell word. Paths cannot hold a NUL byte, the one thing no word can carry; one
+/// that did would be dropped rather than end the command early.
+fn shell_quote(text: &str) -> String {
+    shell::word(text).unwrap_or_else(|| text.replace('\0', ""))
 }
 
 /// Reads the restored `postgresql.auto.conf` (absent → empty).

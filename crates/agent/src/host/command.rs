@@ -7,13 +7,10 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use nix::unistd::{Uid, User};
+use pgec2_contract::output::tail;
 
 /// How long the quick commands (psql, blkid, pg_ctl status, systemctl queries) may take.
 pub const QUICK: Duration = Duration::from_secs(30);
-
-/// How much of a failed command's stderr the report keeps.
-const STDERR_TAIL_LINES: usize = 20;
-const STDERR_TAIL_BYTES: usize = 2000;
 
 /// Environment variables passed through to every command (AWS credentials and settings for
 /// restores and, through PostgreSQL, for archive_command; the agent's log filter).
@@ -170,20 +167,6 @@ impl Cmd {
     }
 }
 
-/// The last lines of `text`, at most [`STDERR_TAIL_BYTES`], trimmed.
-pub fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.trim_end().lines().collect();
-    let mut kept = lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("\n");
-    if kept.len() > STDERR_TAIL_BYTES {
-        let mut start = kept.len() - STDERR_TAIL_BYTES;
-        while !kept.is_char_boundary(start) {
-            start += 1;
-        }
-        kept = kept[start..].to_string();
-    }
-    kept
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,14 +194,5 @@ mod tests {
         let stdout = Cmd::new("/usr/bin/env").env("PGEC2_EXTRA", "1").run().await.expect("env runs");
         assert!(stdout.contains("PGEC2_EXTRA=1"));
         assert!(!stdout.contains("CARGO_"), "cargo's variables leaked: {stdout}");
-    }
-
-    #[test]
-    fn the_tail_keeps_the_last_lines_within_the_byte_limit() {
-        let text: String = (0..100).map(|n| format!("line {n}\n")).collect();
-        let kept = tail(&text);
-        assert!(kept.starts_with("line 80") && kept.ends_with("line 99"), "{kept}");
-        let long = "é".repeat(3000);
-        assert!(tail(&long).len() <= STDERR_TAIL_BYTES);
     }
 }

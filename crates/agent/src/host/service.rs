@@ -9,9 +9,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use pgec2_contract::output::tail;
 use pgec2_core::host_spec::{HostSpec, Profile};
 
-use super::command::{Cmd, tail};
+use super::command::Cmd;
 use super::postgres::Server;
 use super::{Done, StepError, files};
 

@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rand::Rng;
 
 use super::progress::{self, Cut};
 use super::{ObjectKey, ObjectMeta, PutMode, Storage, StorageError, Timeouts, create};
+use crate::backoff::Backoff;
 
 /// How hard [`Retrying`] tries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,13 +68,16 @@ impl RetryPolicy {
     /// The delay before retry number `retry` (1 for the first retry): full jitter, a random
     /// delay between zero and the exponential bound, so that many clients do not retry in step.
     pub fn backoff(&self, retry: u32) -> Duration {
-        self.backoff_bound(retry).mul_f64(rand::rng().random_range(0.0..=1.0))
+        self.schedule().full_jitter(retry)
     }
 
     /// The exponential bound of retry number `retry`'s delay.
     pub fn backoff_bound(&self, retry: u32) -> Duration {
-        let exponent = retry.saturating_sub(1).min(20);
-        self.initial_backoff.saturating_mul(1 << exponent).min(self.max_backoff)
+        self.schedule().ceiling(retry)
+    }
+
+    fn schedule(&self) -> Backoff {
+        Backoff::new(self.initial_backoff, self.max_backoff)
     }
 }
 

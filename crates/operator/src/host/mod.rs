@@ -117,7 +117,8 @@ pub fn error_policy(host: Arc<PostgresHost>, error: &FinalizerError, ctx: Arc<Ho
         return Action::requeue(Duration::from_secs(5));
     }
     let failures = ctx.record_failure(&host.uid().unwrap_or_default());
-    let delay = Duration::from_secs(2).saturating_mul(2u32.saturating_pow(failures.min(10))).min(MAX_BACKOFF);
+    let delay =
+        pgec2_core::backoff::Backoff::new(Duration::from_secs(2), MAX_BACKOFF).ceiling(failures.saturating_add(1));
     tracing::warn!(host = %host.qualified_name(), %error, failures, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }

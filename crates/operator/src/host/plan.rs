@@ -75,8 +75,7 @@ pub fn plan(observed: &Observed<'_>) -> Step {
 
 /// Delay before retrying after `failures` failed setups in a row.
 pub fn retry_delay(failures: u32) -> Duration {
-    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
-    SETUP_RETRY_BASE.saturating_mul(factor).min(SETUP_RETRY_MAX)
+    pgec2_core::backoff::Backoff::new(SETUP_RETRY_BASE, SETUP_RETRY_MAX).ceiling(failures)
 }
 
 /// Time since the newest setup command finished, when status records it.

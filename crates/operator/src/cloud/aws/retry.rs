@@ -4,9 +4,7 @@
 //! call may be repeated. Every other failure goes back to the reconciler, which requeues and
 //! reads the cloud's state again before it decides anything (find first, then act).
 
-use std::collections::hash_map::RandomState;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use crate::cloud::CloudError;
@@ -31,17 +29,17 @@ impl Default for Backoff {
 impl Backoff {
     /// The longest wait before retry number `retry` (1 for the first retry).
     pub fn ceiling(&self, retry: u32) -> Duration {
-        let factor = 2u32.saturating_pow(retry.saturating_sub(1));
-        self.first_delay.saturating_mul(factor).min(self.max_delay)
+        self.schedule().ceiling(retry)
     }
 
     /// The wait before retry number `retry`: between half the ceiling and the ceiling, so that
     /// many reconcilers throttled together do not come back together.
     pub fn delay(&self, retry: u32) -> Duration {
-        let ceiling = self.ceiling(retry);
-        let half = ceiling / 2;
-        let spread = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
-        half + Duration::from_nanos(random() % spread)
+        self.schedule().equal_jitter(retry)
+    }
+
+    fn schedule(&self) -> pgec2_core::backoff::Backoff {
+        pgec2_core::backoff::Backoff::new(self.first_delay, self.max_delay)
     }
 
     /// Runs `call` until it is not throttled, at most [`Backoff::max_calls`] times.
@@ -74,13 +72,6 @@ impl Backoff {
             }
         }
     }
-}
-
-/// A random number from the standard library's per-process hash keys (no extra crate needed).
-fn random() -> u64 {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u64(u64::from(std::process::id()));
-    hasher.finish()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
 use aws_sdk_ssm::types::{
     CommandInvocationStatus, CommandStatus as SsmCommandStatus, InstanceInformationStringFilter, PingStatus,
 };
+use pgec2_contract::output::tail;
 
 use super::AwsCloud;
 use super::error::classify;
@@ -24,10 +25,6 @@ const DELIVERY_TIMEOUT_SECONDS: i32 = 600;
 
 /// SSM's limit on a command's comment.
 const MAX_COMMENT: usize = 100;
-
-/// Lines and characters of stderr kept in a failed command's status.
-const STDERR_TAIL_LINES: usize = 20;
-const STDERR_TAIL_CHARS: usize = 2000;
 
 /// Whether a host's SSM agent can receive commands.
 #[async_trait]
@@ -210,16 +207,6 @@ pub(crate) fn status_of(output: &GetCommandInvocationOutput) -> CommandStatus {
     }
 }
 
-/// The last lines of `text`, at most [`STDERR_TAIL_LINES`] lines and [`STDERR_TAIL_CHARS`]
-/// characters (cut at a character boundary).
-pub fn tail(text: &str) -> String {
-    let text = text.trim_end();
-    let lines: Vec<&str> = text.lines().collect();
-    let kept = lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("\n");
-    let chars = kept.chars().count();
-    if chars <= STDERR_TAIL_CHARS { kept } else { kept.chars().skip(chars - STDERR_TAIL_CHARS).collect() }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,12 +249,5 @@ mod tests {
             }
             other => panic!("expected Failed, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn the_tail_is_bounded_in_characters_too() {
-        let long = "é".repeat(5000);
-        let kept = tail(&long);
-        assert_eq!(kept.chars().count(), STDERR_TAIL_CHARS);
     }
 }

@@ -13,7 +13,9 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::LocalError;
-use super::files::{io_error, read_text, tail, write_atomic};
+use pgec2_contract::output::tail;
+
+use super::files::{io_error, read_text, write_atomic};
 use crate::cloud::{CommandStatus, HostCommand};
 
 const RECORD: &str = "command.json";
@@ -22,8 +24,6 @@ const STDOUT: &str = "stdout.log";
 const STDERR: &str = "stderr.log";
 const EXIT: &str = "exit-status";
 const ENDED: &str = "ended-by-operator";
-/// Lines of stderr kept in a failure.
-const STDERR_TAIL_LINES: usize = 20;
 
 /// Runs the script, then records its exit status atomically.
 const WRAPPER: &str = r#"/bin/sh "$1" </dev/null >"$2" 2>"$3"; echo $? >"$4.tmp" && mv "$4.tmp" "$4""#;
@@ -168,7 +168,7 @@ fn finished(dir: &Path) -> Result<Option<CommandStatus>, LocalError> {
 }
 
 fn failed(dir: &Path, exit_code: Option<i32>, note: &str) -> Result<CommandStatus, LocalError> {
-    let mut stderr_tail = tail(&read_text(&dir.join(STDERR))?, STDERR_TAIL_LINES);
+    let mut stderr_tail = tail(&read_text(&dir.join(STDERR))?);
     if !note.is_empty() {
         if !stderr_tail.is_empty() {
             stderr_tail.push('\n');

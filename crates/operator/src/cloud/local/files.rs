@@ -115,20 +115,6 @@ pub fn check_traversable(dir: &Path, user: &OsUser) -> Result<(), LocalError> {
     Ok(())
 }
 
-/// The last `lines` lines of `text`, at most 4 KiB.
-pub fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    let joined = all[all.len().saturating_sub(lines)..].join("\n");
-    if joined.len() <= 4096 {
-        return joined;
-    }
-    let mut start = joined.len() - 4096;
-    while !joined.is_char_boundary(start) {
-        start += 1;
-    }
-    joined[start..].to_string()
-}
-
 /// Reads a file as text; empty when it does not exist.
 pub fn read_text(path: &Path) -> Result<String, LocalError> {
     match std::fs::read(path) {
@@ -141,12 +127,6 @@ pub fn read_text(path: &Path) -> Result<String, LocalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tail_keeps_the_last_lines() {
-        assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
-        assert_eq!(tail("", 5), "");
-    }
 
     #[test]
     fn write_atomic_replaces_the_whole_file() {
