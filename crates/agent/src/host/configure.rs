@@ -82,9 +82,10 @@ pub async fn postgresql_conf(spec: &HostSpec, server: &Server) -> Result<(bool, 
     let resources = match spec.resources.or_else(detect_resources) {
         Some(resources) => resources,
         None => {
-            return Err(StepError::Refused(
-                "cannot read memory and CPUs (/proc/meminfo): set resources in the spec".into(),
-            ));
+            return Err(StepError::Prerequisite {
+                problem: "cannot read memory and CPUs (/proc/meminfo)".into(),
+                remedy: "set resources in the spec".into(),
+            });
         }
     };
     let own_config = spec.archive.as_ref().map(|_| spec.agent_config_path.clone());

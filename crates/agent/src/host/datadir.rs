@@ -113,28 +113,33 @@ pub async fn converge(spec: &HostSpec, user: &OsUser) -> Result<Done, StepError>
             return Ok(Done::unchanged(format!("existing PostgreSQL {version} cluster left as it is")));
         }
         DataState::Cluster(version) => {
-            return Err(StepError::Refused(format!(
-                "{} holds a PostgreSQL {version} cluster but the spec asks for {}: major upgrades are not automatic; nothing was changed",
-                data.display(),
-                spec.postgres_version
-            )));
+            return Err(StepError::DataDirectory {
+                path: data.to_path_buf(),
+                problem: format!(
+                    "holds a PostgreSQL {version} cluster but the spec asks for {}",
+                    spec.postgres_version
+                ),
+                remedy: "major upgrades are not automatic; nothing was changed".into(),
+            });
         }
         DataState::Unknown(names) => {
             let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
-            return Err(StepError::Refused(format!(
-                "{} is not empty ({}) and holds no cluster (no PG_VERSION): refusing to touch it; move its contents away or choose another dataDirectory",
-                data.display(),
-                shown.join(", ")
-            )));
+            return Err(StepError::DataDirectory {
+                path: data.to_path_buf(),
+                problem: format!("is not empty ({}) and holds no cluster (no PG_VERSION)", shown.join(", ")),
+                remedy: "refusing to touch it; move its contents away or choose another dataDirectory".into(),
+            });
         }
         DataState::Empty => {
             if let Some(recovery) = spec.recovery().filter(|recovery| recovery.from_snapshot) {
-                return Err(StepError::Refused(format!(
-                    "the data volume was to be created from the snapshot of backup {} but {} holds no cluster: was the \
-                     volume made from another snapshot? nothing was changed",
-                    recovery.backup,
-                    data.display()
-                )));
+                return Err(StepError::DataDirectory {
+                    path: data.to_path_buf(),
+                    problem: format!(
+                        "holds no cluster, but the data volume was to be created from the snapshot of backup {}",
+                        recovery.backup
+                    ),
+                    remedy: "was the volume made from another snapshot? nothing was changed".into(),
+                });
             }
         }
     }

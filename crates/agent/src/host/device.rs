@@ -48,11 +48,15 @@ pub async fn find_device(
             return Ok(device);
         }
         if Instant::now() >= deadline {
-            return Err(StepError::Refused(format!(
-                "EBS volume {volume_id} did not appear within {} s (no {} and no NVMe controller with its serial): check that it is attached to this instance",
-                wait.as_secs(),
-                link.display()
-            )));
+            return Err(StepError::Volume {
+                volume: format!("EBS volume {volume_id}"),
+                problem: format!(
+                    "did not appear within {} s (no {} and no NVMe controller with its serial)",
+                    wait.as_secs(),
+                    link.display()
+                ),
+                remedy: "check that it is attached to this instance".into(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(500).min(wait)).await;
     }

@@ -26,7 +26,7 @@
 //! The pure parts (tuning, rendering, planning) live in their own modules with their tests.
 
 use std::fs::{File, OpenOptions};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -71,9 +71,25 @@ pub enum StepError {
     File(#[from] FileError),
     #[error(transparent)]
     AgentConfig(#[from] agent_config::AgentConfigError),
-    /// pgec2 will not do this: it could lose data or the host is not as expected.
-    #[error("{0}")]
-    Refused(String),
+    /// The data directory holds something pgec2 will not change (another major version, files
+    /// that are no cluster, a primary the spec wants as a standby).
+    #[error("{}: {problem}; {remedy}", path.display())]
+    DataDirectory { path: PathBuf, problem: String, remedy: String },
+    /// The data volume, its device, filesystem, fstab entry or mount is not as the spec says.
+    #[error("{volume}: {problem}; {remedy}")]
+    Volume { volume: String, problem: String, remedy: String },
+    /// The host lacks something host apply needs and does not install itself.
+    #[error("{problem}: {remedy}")]
+    Prerequisite { problem: String, remedy: String },
+    /// Another host apply holds this host's lock.
+    #[error("another host apply is running on this host (it holds {}): wait for it to finish", lock.display())]
+    Busy { lock: PathBuf },
+    /// The spec file is not a HostSpec.
+    #[error(
+        "{} is not a valid HostSpec: {reason}; check that the operator and the agent are the same release",
+        path.display()
+    )]
+    UnreadableSpec { path: PathBuf, reason: String },
     /// PostgreSQL refused or failed.
     #[error("{0}")]
     Postgres(String),
@@ -161,9 +177,7 @@ fn lock(spec: &HostSpec) -> Result<Flock<File>, StepError> {
         source,
     })?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| match errno {
-        Errno::EWOULDBLOCK => {
-            StepError::Refused(format!("another host apply is running on this host (it holds {})", path.display()))
-        }
+        Errno::EWOULDBLOCK => StepError::Busy { lock: path.clone() },
         errno => FileError { action: "lock", path, source: errno.into() }.into(),
     })
 }
@@ -176,7 +190,7 @@ fn load_spec(path: &Path) -> Result<HostSpec, StepError> {
         source,
     })?;
     let spec: HostSpec = serde_json::from_slice(&text)
-        .map_err(|error| StepError::Refused(format!("{} is not a valid HostSpec: {error}", path.display())))?;
+        .map_err(|error| StepError::UnreadableSpec { path: path.to_path_buf(), reason: error.to_string() })?;
     spec.validate()?;
     Ok(spec)
 }
@@ -231,26 +245,32 @@ async fn packages_step(spec: &HostSpec) -> Result<Done, StepError> {
         Profile::Local if postgres.exists() => {
             Ok(Done::skipped(format!("local profile, using {}", postgres.display())))
         }
-        Profile::Local => Err(StepError::Refused(format!(
-            "{} is missing: install PostgreSQL {} or set binDirectory (the local profile installs nothing)",
-            postgres.display(),
-            spec.postgres_version
-        ))),
+        Profile::Local => Err(StepError::Prerequisite {
+            problem: format!("{} is missing", postgres.display()),
+            remedy: format!(
+                "install PostgreSQL {} or set binDirectory (the local profile installs nothing)",
+                spec.postgres_version
+            ),
+        }),
     }
 }
 
 /// Step `os-user`: the user exists, and we can act as it.
 fn os_user(spec: &HostSpec) -> Result<(OsUser, Done), StepError> {
     let user = OsUser::lookup(&spec.os_user)
-        .map_err(|error| StepError::Refused(format!("failed to look up user {}: {error}", spec.os_user)))?
-        .ok_or_else(|| {
-            StepError::Refused(format!("OS user {} does not exist: create it or set osUser", spec.os_user))
+        .map_err(|error| StepError::Prerequisite {
+            problem: format!("failed to look up user {}: {error}", spec.os_user),
+            remedy: "check the host's user database (getent passwd)".into(),
+        })?
+        .ok_or_else(|| StepError::Prerequisite {
+            problem: format!("OS user {} does not exist", spec.os_user),
+            remedy: "create it or set osUser".into(),
         })?;
     if user.needs_switch() && !running_as_root() {
-        return Err(StepError::Refused(format!(
-            "host apply runs as another user than {} and is not root: run it as root or as {}",
-            user.name, user.name
-        )));
+        return Err(StepError::Prerequisite {
+            problem: format!("host apply runs as another user than {} and is not root", user.name),
+            remedy: format!("run it as root or as {}", user.name),
+        });
     }
     let detail = format!("{} (uid {})", user.name, user.uid);
     Ok((user, Done::unchanged(detail)))

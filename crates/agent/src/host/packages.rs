@@ -55,16 +55,17 @@ pub async fn install(version: u32, postgres_binary: &Path) -> Result<Option<Stri
         return Ok(None);
     }
     if !Path::new("/usr/bin/apt-get").exists() {
-        return Err(StepError::Refused(format!(
-            "{} is missing and this host has no apt-get: use a Debian or Ubuntu image, or one with PostgreSQL {version} installed",
-            postgres_binary.display()
-        )));
+        return Err(StepError::Prerequisite {
+            problem: format!("{} is missing and this host has no apt-get", postgres_binary.display()),
+            remedy: format!("use a Debian or Ubuntu image, or one with PostgreSQL {version} installed"),
+        });
     }
     let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
     let Some(codename) = codename(&os_release) else {
-        return Err(StepError::Refused(
-            "/etc/os-release has no VERSION_CODENAME: cannot pick the apt repository".into(),
-        ));
+        return Err(StepError::Prerequisite {
+            problem: "/etc/os-release has no VERSION_CODENAME".into(),
+            remedy: "cannot pick the apt repository; use a Debian or Ubuntu image".into(),
+        });
     };
     files::ensure_directory(Path::new(KEY_PATH).parent().unwrap_or(Path::new("/")), 0o755, None)?;
     Cmd::new("curl")

@@ -99,14 +99,17 @@ pub async fn converge(spec: &HostSpec, server: &Server) -> Result<Done, StepErro
             None => Ok(Done::skipped("a primary: nothing to promote")),
         },
         Decision::Primary => Ok(Done::skipped("a primary: nothing to promote")),
-        Decision::CannotBecomeStandby(state) => Err(StepError::Refused(format!(
-            "the spec asks for a standby but {} is {}: a server cannot return to standby; restore a new host with standby: true instead",
-            spec.data_directory.display(),
-            match state {
-                RecoveryState::Archive => "in archive recovery (recovery.signal), not a standby",
-                _ => "a primary (no standby.signal)",
-            }
-        ))),
+        Decision::CannotBecomeStandby(state) => Err(StepError::DataDirectory {
+            path: spec.data_directory.clone(),
+            problem: format!(
+                "the spec asks for a standby but this server is {}",
+                match state {
+                    RecoveryState::Archive => "in archive recovery (recovery.signal), not a standby",
+                    _ => "a primary (no standby.signal)",
+                }
+            ),
+            remedy: "a server cannot return to standby; restore a new host with standby: true instead".into(),
+        }),
     }
 }
 

@@ -24,7 +24,11 @@ pub struct Volume {
 /// Step `data-device`: the block device of the spec's EBS volume.
 pub async fn find(spec: &HostSpec) -> Result<(PathBuf, Done), StepError> {
     let Some(volume_id) = spec.volume.volume_id.as_deref() else {
-        return Err(StepError::Refused("the spec has no volume.volumeId".into()));
+        return Err(StepError::Volume {
+            volume: "the data volume".into(),
+            problem: "the spec has no volume.volumeId".into(),
+            remedy: "set volume.volumeId (the operator does for the hosts it launches)".into(),
+        });
     };
     let device = device::find_device(
         volume_id,
@@ -57,10 +61,16 @@ pub async fn filesystem(spec: &HostSpec, device: &Path) -> Result<(Volume, Done)
             };
             Ok((volume, done))
         }
-        FilesystemDecision::Format => {
-            Err(StepError::Refused(format!("{} still shows no filesystem after mkfs", device.display())))
-        }
-        FilesystemDecision::Refuse(reason) => Err(StepError::Refused(format!("{}: {reason}", device.display()))),
+        FilesystemDecision::Format => Err(StepError::Volume {
+            volume: device.display().to_string(),
+            problem: "still shows no filesystem after mkfs".into(),
+            remedy: "check the device and the kernel log (dmesg), then run host apply again".into(),
+        }),
+        FilesystemDecision::Refuse(reason) => Err(StepError::Volume {
+            volume: device.display().to_string(),
+            problem: reason,
+            remedy: "pgec2 formats only an empty volume; attach an empty one or clear this one by hand".into(),
+        }),
     }
 }
 
@@ -73,7 +83,11 @@ pub fn fstab_entry(spec: &HostSpec, volume: &Volume) -> Result<Done, StepError> 
             files::write_file(Path::new(FSTAB), fstab::append_line(&current, &line).as_bytes(), 0o644, None)?;
             Ok(Done::changed(format!("added {line:?}")))
         }
-        FstabPlan::Conflict(reason) => Err(StepError::Refused(reason)),
+        FstabPlan::Conflict(reason) => Err(StepError::Volume {
+            volume: FSTAB.into(),
+            problem: reason,
+            remedy: "remove or fix the conflicting entry".into(),
+        }),
     }
 }
 
@@ -88,10 +102,11 @@ pub async fn mount(spec: &HostSpec, volume: &Volume) -> Result<Done, StepError> 
     match state()? {
         MountState::Mounted => return Ok(Done::unchanged(format!("mounted at {}", mount_path.display()))),
         MountState::Other(source) => {
-            return Err(StepError::Refused(format!(
-                "{source} is mounted at {} instead of the data volume: unmount it first",
-                mount_path.display()
-            )));
+            return Err(StepError::Volume {
+                volume: mount_path.display().to_string(),
+                problem: format!("{source} is mounted here instead of the data volume"),
+                remedy: "unmount it first".into(),
+            });
         }
         MountState::NotMounted => {}
     }
@@ -101,8 +116,10 @@ pub async fn mount(spec: &HostSpec, volume: &Volume) -> Result<Done, StepError> 
         MountState::Mounted => {
             Ok(Done::changed(format!("mounted {} at {}", volume.device.display(), mount_path.display())))
         }
-        _ => {
-            Err(StepError::Refused(format!("mount returned success but {} is not mounted there", mount_path.display())))
-        }
+        _ => Err(StepError::Volume {
+            volume: mount_path.display().to_string(),
+            problem: "mount returned success but the data volume is not mounted here".into(),
+            remedy: "check /etc/fstab and the kernel log (dmesg)".into(),
+        }),
     }
 }

@@ -11,7 +11,7 @@ use pgec2_core::host_spec::{HostSpec, Profile};
 use super::command::Cmd;
 use super::postgres::Server;
 use super::render_conf::agent_command;
-use super::{Done, StepError, files};
+use super::{Done, FileError, StepError, files};
 
 /// The unit's name.
 pub const UNIT_NAME: &str = "pgec2-wal-receive.service";
@@ -68,8 +68,7 @@ pub async fn converge(spec: &HostSpec, server: &Server) -> Result<Done, StepErro
             return Ok(Done::skipped("streaming is off"));
         }
         Cmd::new("systemctl").args(["disable", "--now", UNIT_NAME]).run().await?;
-        std::fs::remove_file(&path)
-            .map_err(|error| StepError::Refused(format!("cannot remove {}: {error}", path.display())))?;
+        std::fs::remove_file(&path).map_err(|source| FileError { action: "remove", path: path.clone(), source })?;
         Cmd::new("systemctl").arg("daemon-reload").run().await?;
         let drop =
             format!("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{SLOT}'");
