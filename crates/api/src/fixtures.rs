@@ -55,6 +55,7 @@ pub fn policy(name: &str) -> PolicyBuilder {
         wal_archiving: WalArchiving::default(),
         method: Default::default(),
         objectives: None,
+        encryption: None,
     };
     PolicyBuilder { policy: BackupPolicy { metadata: metadata(name), spec, status: None } }
 }

@@ -49,8 +49,9 @@ pub use host::status::{
     PostgresStatus, RESTORE_OBJECT_STORE, RESTORE_SNAPSHOT, Recoverability, RestoreStatus,
 };
 pub use policy::spec::{
-    BackupMethod, BackupPolicy, BackupPolicySpec, BackupStorage, Compression, LocalStorage, RecoveryObjectives,
-    Retention, S3Storage, S3StorageClass, ServerSideEncryption, WalArchiving,
+    BackupMethod, BackupPolicy, BackupPolicySpec, BackupStorage, Compression, Encryption, EncryptionKey,
+    EncryptionMode, LocalStorage, RecoveryObjectives, Retention, S3Storage, S3StorageClass, ServerSideEncryption,
+    WalArchiving,
 };
 pub use policy::status::{ActiveBackup, BackupPolicyStatus, BackupRun, HostBackupSummary};
 pub use status::{BackupInfo, RecoveryWindow};

@@ -182,6 +182,18 @@ pub const KMS_KEY_NEEDS_AWS_KMS: CelRule = CelRule {
     message: "s3.kmsKeyId needs serverSideEncryption: aws:kms",
 };
 
+/// `spec.encryption`: encrypting needs a key.
+pub const ENCRYPTION_NEEDS_KEY: CelRule = CelRule {
+    rule: "(has(self.mode) && self.mode == 'none') || has(self.key)",
+    message: "encryption with mode aes-256-gcm needs a key: kms, file or env",
+};
+
+/// `spec.encryption.key` and `readKeys[]`: exactly one source.
+pub const ONE_ENCRYPTION_KEY: CelRule = CelRule {
+    rule: "[has(self.kms), has(self.file), has(self.env)].filter(x, x).size() == 1",
+    message: "an encryption key is exactly one of kms, file or env",
+};
+
 /// `spec.walArchiving.archiveTimeout`: between one second and one day.
 pub const ARCHIVE_TIMEOUT_RANGE: CelRule = CelRule {
     rule: "duration(self) >= duration('1s') && duration(self) <= duration('24h')",
@@ -190,7 +202,7 @@ pub const ARCHIVE_TIMEOUT_RANGE: CelRule = CelRule {
 
 /// Every rule with the schema path (below `openAPIV3Schema`) it is attached to, for tests and
 /// documentation.
-pub const ALL: [(&str, CelRule); 25] = [
+pub const ALL: [(&str, CelRule); 28] = [
     ("PostgresHost spec", STANDBY_NEEDS_RECOVERY),
     ("PostgresHost spec.postgresVersion", POSTGRES_VERSION_IMMUTABLE),
     ("PostgresHost spec.bootstrap", BOOTSTRAP_IMMUTABLE),
@@ -216,6 +228,9 @@ pub const ALL: [(&str, CelRule); 25] = [
     ("BackupPolicy spec.storage", ONE_STORAGE_BACKEND),
     ("BackupPolicy spec.storage.s3", KMS_KEY_NEEDS_AWS_KMS),
     ("BackupPolicy spec.walArchiving.archiveTimeout", ARCHIVE_TIMEOUT_RANGE),
+    ("BackupPolicy spec.encryption", ENCRYPTION_NEEDS_KEY),
+    ("BackupPolicy spec.encryption.key", ONE_ENCRYPTION_KEY),
+    ("BackupPolicy spec.encryption.readKeys[]", ONE_ENCRYPTION_KEY),
 ];
 
 #[cfg(test)]

@@ -318,6 +318,20 @@ fn a_kms_key_needs_kms_encryption() {
 }
 
 #[test]
+fn encryption_without_a_key_or_with_two_key_sources_is_refused() {
+    let mut manifest = policy();
+    set(&mut manifest, "spec.encryption", json!({"mode": "aes-256-gcm"}));
+    assert_refused_by_rule(&judge(&manifest, None), "BackupPolicy", "spec.encryption", rules::ENCRYPTION_NEEDS_KEY);
+    set(&mut manifest, "spec.encryption", json!({"key": {"kms": "alias/pgec2", "file": "/etc/pgec2/key"}}));
+    let verdict = judge(&manifest, None);
+    assert_refused_by_rule(&verdict, "BackupPolicy", "spec.encryption.key", rules::ONE_ENCRYPTION_KEY);
+    set(&mut manifest, "spec.encryption", json!({"key": {"kms": "alias/pgec2"}, "readKeys": [{"file": "/old.key"}]}));
+    assert!(judge(&manifest, None).all_accept());
+    set(&mut manifest, "spec.encryption", json!({"mode": "none"}));
+    assert!(judge(&manifest, None).all_accept());
+}
+
+#[test]
 fn archive_timeouts_outside_a_second_to_a_day_are_refused() {
     for timeout in ["0s", "25h"] {
         let mut manifest = policy();

@@ -222,6 +222,23 @@ pub struct StorageSpec {
     pub server_side_encryption: Option<String>,
     #[serde(default)]
     pub kms_key_id: Option<String>,
+    /// Client-side encryption of the archive's WAL segments and backup parts; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Box<EncryptionSpec>>,
+}
+
+/// Client-side encryption as the agent's `[encryption]` settings take it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionSpec {
+    /// `aes-256-gcm` or `none`.
+    pub mode: String,
+    /// The writing key: `kms:<key>`, `file:<absolute path>` or `env:<variable>`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Older keys, for reading, in the same form.
+    #[serde(default)]
+    pub read_keys: Vec<String>,
 }
 
 impl StorageSpec {
@@ -235,6 +252,7 @@ impl StorageSpec {
             storage_class: None,
             server_side_encryption: None,
             kms_key_id: None,
+            encryption: None,
         }
     }
 

@@ -5,9 +5,9 @@
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use pgec2_api::{BackupPolicy, BackupStorage, PostgresHost};
+use pgec2_api::{BackupPolicy, BackupStorage, Encryption, EncryptionKey, PostgresHost};
 use pgec2_core::catalog::CatalogError;
-use pgec2_core::host_spec::StorageSpec;
+use pgec2_core::host_spec::{EncryptionSpec, StorageSpec};
 use pgec2_core::layout::{Archive, ArchiveLayout};
 use pgec2_core::retention::RetentionError;
 use pgec2_core::storage::StorageError;
@@ -51,6 +51,7 @@ pub fn storage_spec(storage: &BackupStorage, prefix: &str) -> StorageSpec {
         storage_class: None,
         server_side_encryption: None,
         kms_key_id: None,
+        encryption: None,
     };
     if let Some(s3) = &storage.s3 {
         spec.url = match s3.prefix.as_deref() {
@@ -66,6 +67,28 @@ pub fn storage_spec(storage: &BackupStorage, prefix: &str) -> StorageSpec {
         spec.url = format!("file://{}", local.path.trim_end_matches('/'));
     }
     spec
+}
+
+/// The storage location of one host's archive with the policy's client-side encryption: what
+/// a host writes and restores with (retention, in the operator, needs no key).
+pub fn policy_storage_spec(policy: &BackupPolicy, prefix: &str) -> StorageSpec {
+    let mut spec = storage_spec(&policy.spec.storage, prefix);
+    spec.encryption = policy.spec.encryption.as_ref().map(|encryption| Box::new(encryption_spec(encryption)));
+    spec
+}
+
+fn encryption_spec(encryption: &Encryption) -> EncryptionSpec {
+    let key_text = |key: &EncryptionKey| match (&key.kms, &key.file, &key.env) {
+        (Some(kms), _, _) => format!("kms:{kms}"),
+        (_, Some(file), _) => format!("file:{file}"),
+        (_, _, Some(env)) => format!("env:{env}"),
+        (None, None, None) => String::new(),
+    };
+    EncryptionSpec {
+        mode: enum_text(&encryption.mode).unwrap_or_else(|| "none".to_string()),
+        key: encryption.key.as_ref().map(key_text),
+        read_keys: encryption.read_keys.iter().map(key_text).collect(),
+    }
 }
 
 /// The serde name of a unit enum variant (`STANDARD_IA`, `aws:kms`).

@@ -13,9 +13,9 @@
 //! readable by the PostgreSQL user and writable only by the user running `host apply`.
 
 use pgec2_core::compression::Compression;
-use pgec2_core::host_spec::{ArchiveSpec, HostSpec, StorageSpec};
+use pgec2_core::host_spec::{ArchiveSpec, EncryptionSpec, HostSpec, StorageSpec};
 
-use crate::config::{AgentConfig, ServerSideEncryption};
+use crate::config::{AgentConfig, EncryptionMode, EncryptionSettings, KeySource, ServerSideEncryption};
 
 /// Why a configuration cannot be rendered (the spec validation normally catches it first).
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +61,26 @@ fn config_for(
             Some(text.parse::<ServerSideEncryption>().map_err(|reason| AgentConfigError::Invalid { field, reason })?)
         }
     };
+    if let Some(encryption) = &storage.encryption {
+        config.encryption = encryption_settings(encryption, field)?;
+    }
     config.compression = compression;
     config.postgres.pgdata = Some(spec.data_directory.clone());
     config.postgres.host = spec.socket_directory().display().to_string();
     config.postgres.port = spec.port;
     config.postgres.user = spec.os_user.clone();
     Ok(config)
+}
+
+/// The `[encryption]` settings of a spec's encryption (key sources as `kms:`, `file:`, `env:`).
+fn encryption_settings(spec: &EncryptionSpec, field: &'static str) -> Result<EncryptionSettings, AgentConfigError> {
+    let invalid = |reason: String| AgentConfigError::Invalid { field, reason };
+    let mode: EncryptionMode = spec.mode.parse().map_err(invalid)?;
+    let key = spec.key.as_deref().map(str::parse::<KeySource>).transpose().map_err(invalid)?;
+    let read_keys =
+        spec.read_keys.iter().map(|key| key.parse()).collect::<Result<Vec<KeySource>, String>>().map_err(invalid)?;
+    let key = key.filter(|_| mode == EncryptionMode::Aes256Gcm);
+    Ok(EncryptionSettings { mode, key, read_keys, kms_endpoint: None })
 }
 
 fn with_header(spec: &HostSpec, purpose: &str, config: &AgentConfig) -> String {
@@ -114,6 +128,22 @@ mod tests {
         assert_eq!(config.postgres.host, "/var/lib/postgresql/run");
         assert_eq!(config.postgres.port, 5432);
         assert_eq!(config.postgres.user, "postgres");
+    }
+
+    #[test]
+    fn the_policy_encryption_reaches_the_agent_configuration() {
+        let mut spec = spec();
+        let archive = spec.archive.as_mut().expect("archive");
+        archive.storage.encryption = Some(Box::new(EncryptionSpec {
+            mode: "aes-256-gcm".into(),
+            key: Some("kms:alias/pgec2".into()),
+            read_keys: vec!["file:/etc/pgec2/old.key".into()],
+        }));
+        let archive = archive.clone();
+        let config = load(&render_own(&spec, &archive).expect("render"));
+        assert_eq!(config.encryption.mode, EncryptionMode::Aes256Gcm);
+        assert_eq!(config.encryption.key, Some(KeySource::Kms("alias/pgec2".into())));
+        assert_eq!(config.encryption.read_keys, vec![KeySource::File("/etc/pgec2/old.key".into())]);
     }
 
     #[test]

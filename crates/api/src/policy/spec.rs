@@ -74,6 +74,13 @@ pub struct BackupPolicySpec {
     #[serde(default)]
     pub method: BackupMethod,
 
+    /// Client-side encryption of WAL segments and backup parts: each is encrypted on the host
+    /// (AES-256-GCM, a data key of its own wrapped by the key below) before it is stored, so
+    /// whoever owns or reads the bucket cannot read the data. Works with every storage and
+    /// with `serverSideEncryption`. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+
     /// Recovery objectives every host of this policy is measured against: `rpo`, the most
     /// committed work (as time) losing a host may lose, and `rto`, the longest a restore may
     /// take. Each host reports `status.recoverability` and the conditions `RpoMet` and `RtoMet`,
@@ -98,6 +105,65 @@ pub struct RecoveryObjectives {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"), length(min = 2, max = 16))]
     pub rto: Option<String>,
+}
+
+/// Client-side encryption of the hosts' WAL and base backups.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[x_kube(validation = rules::ENCRYPTION_NEEDS_KEY)]
+#[serde(rename_all = "camelCase")]
+pub struct Encryption {
+    /// `aes-256-gcm` (default) encrypts new objects; `none` stores them in the clear (objects
+    /// encrypted before stay readable with `readKeys`).
+    #[serde(default)]
+    pub mode: EncryptionMode,
+
+    /// The key-encryption key new objects are encrypted with; required with `aes-256-gcm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<EncryptionKey>,
+
+    /// Older keys, accepted for reading only: after a rotation, list the previous key here and
+    /// old backups and WAL stay restorable without being rewritten. KMS keys need no entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub read_keys: Vec<EncryptionKey>,
+}
+
+/// Client-side encryption modes.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+// The field's description is the one users see; an empty one here keeps it.
+#[schemars(description = "")]
+pub enum EncryptionMode {
+    /// AES-256-GCM.
+    #[default]
+    #[serde(rename = "aes-256-gcm")]
+    Aes256Gcm,
+    /// No encryption of new objects.
+    #[serde(rename = "none")]
+    None,
+}
+
+/// A key-encryption key: exactly one of `kms`, `file` or `env`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(validation = rules::ONE_ENCRYPTION_KEY)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionKey {
+    /// A KMS key id, alias or ARN, e.g. `alias/pgec2-backups`. The hosts' instance profile needs
+    /// `kms:GenerateDataKey` and `kms:Decrypt` on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub kms: Option<String>,
+
+    /// Absolute path, on the host, of a file holding the key (64 hex digits or 32 bytes),
+    /// readable by the PostgreSQL user. Provisioning it is up to you.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/[^\n,]*$"), length(max = 4096))]
+    pub file: Option<String>,
+
+    /// Name of an environment variable, set for the agent and the PostgreSQL server on the
+    /// host, holding the key as 64 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"), length(max = 256))]
+    pub env: Option<String>,
 }
 
 /// How base backups copy the data.

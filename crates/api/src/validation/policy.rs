@@ -5,7 +5,9 @@ use croner::parser::{CronParser, Seconds, Year};
 
 use super::text::parse_duration_seconds;
 use super::{Checker, InvalidSpec};
-use crate::policy::spec::{BackupPolicySpec, S3Storage, ServerSideEncryption, WalArchiving};
+use crate::policy::spec::{
+    BackupPolicySpec, Encryption, EncryptionMode, S3Storage, ServerSideEncryption, WalArchiving,
+};
 use crate::rules;
 
 /// Why a `schedule` is not a cron expression pgec2 accepts.
@@ -83,6 +85,9 @@ impl BackupPolicySpec {
                 check.fail(format!("spec.objectives.{field}"), "must be a positive duration such as 30s, 5m or 1h30m");
             }
         }
+        if let Some(encryption) = &self.encryption {
+            check_encryption(&mut check, encryption);
+        }
         check.finish()
     }
 
@@ -97,6 +102,21 @@ impl WalArchiving {
     pub fn archive_timeout_seconds(&self) -> Option<u32> {
         let seconds = parse_duration_seconds(&self.archive_timeout)?;
         if (1..=86_400).contains(&seconds) { u32::try_from(seconds).ok() } else { None }
+    }
+}
+
+fn check_encryption(check: &mut Checker, encryption: &Encryption) {
+    let has_key = encryption.mode == EncryptionMode::None || encryption.key.is_some();
+    check.rule("spec.encryption", has_key, rules::ENCRYPTION_NEEDS_KEY);
+    let keys = encryption.key.iter().map(|key| ("spec.encryption.key".to_string(), key));
+    let read_keys =
+        encryption.read_keys.iter().enumerate().map(|(index, key)| (format!("spec.encryption.readKeys[{index}]"), key));
+    for (field, key) in keys.chain(read_keys) {
+        let sources = usize::from(key.kms.is_some()) + usize::from(key.file.is_some()) + usize::from(key.env.is_some());
+        check.rule(&field, sources == 1, rules::ONE_ENCRYPTION_KEY);
+        if key.file.as_ref().is_some_and(|path| !path.starts_with('/') || path.contains(['\n', ','])) {
+            check.fail(&field, "file must be an absolute path on one line, without ','");
+        }
     }
 }
 

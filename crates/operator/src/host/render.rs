@@ -12,7 +12,7 @@ use pgec2_core::host_spec::{
 };
 use sha2::Digest;
 
-use crate::archive::storage_spec;
+use crate::archive::policy_storage_spec;
 use crate::cloud::{AgentDownload, HostCommand, HostInstance, HostLayout};
 
 /// The purpose of setup commands, as the cloud records it.
@@ -115,7 +115,7 @@ fn archive_spec(policy: &BackupPolicy, prefix: &str) -> Result<ArchiveSpec, Rend
         .and_then(|seconds| u32::try_from(seconds).ok())
         .ok_or_else(|| RenderError::ArchiveTimeout(policy.metadata.name.clone().unwrap_or_default()))?;
     Ok(ArchiveSpec {
-        storage: storage_spec(&policy.spec.storage, prefix),
+        storage: policy_storage_spec(policy, prefix),
         compression: match policy.spec.compression {
             pgec2_api::Compression::Zstd => Algorithm::Zstd,
             pgec2_api::Compression::Lz4 => Algorithm::Lz4,
@@ -164,7 +164,7 @@ fn recovery_spec(recovery: &RecoveryBootstrap, policy: &BackupPolicy, host: &Pos
     // existed name the spec's.
     let chosen = host.status.as_ref().and_then(|status| status.restore.as_ref());
     RecoverySpec {
-        source: storage_spec(&policy.spec.storage, &source_prefix),
+        source: policy_storage_spec(policy, &source_prefix),
         backup: chosen.map_or_else(|| recovery.backup.clone(), |restore| restore.backup.clone()),
         target,
         target_action,

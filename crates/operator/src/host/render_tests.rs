@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use pgec2_api::fixtures::{host, policy, target_time};
 
 use super::*;
+use crate::archive::storage_spec;
 use crate::cloud::InstanceState;
 
 fn instance() -> HostInstance {
@@ -60,6 +61,22 @@ fn s3_storage_keeps_bucket_prefix_endpoint_and_encryption() {
     assert_eq!(storage.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
     assert_eq!(storage.server_side_encryption.as_deref(), Some("aws:kms"));
     assert_eq!(storage.storage_class.as_deref(), Some("STANDARD_IA"));
+}
+
+#[test]
+fn the_policy_encryption_goes_with_the_archive_and_the_recovery_source() {
+    let mut nightly = policy("nightly").build();
+    nightly.spec.encryption = Some(pgec2_api::Encryption {
+        mode: pgec2_api::EncryptionMode::Aes256Gcm,
+        key: Some(pgec2_api::EncryptionKey { kms: None, file: Some("/etc/pgec2/archive.key".into()), env: None }),
+        read_keys: vec![pgec2_api::EncryptionKey { kms: Some("alias/old".into()), file: None, env: None }],
+    });
+    let storage = crate::archive::policy_storage_spec(&nightly, "default/db");
+    let encryption = storage.encryption.expect("encryption");
+    assert_eq!(encryption.mode, "aes-256-gcm");
+    assert_eq!(encryption.key.as_deref(), Some("file:/etc/pgec2/archive.key"));
+    assert_eq!(encryption.read_keys, vec!["kms:alias/old".to_string()]);
+    assert_eq!(storage_spec(&nightly.spec.storage, "default/db").encryption, None, "retention needs no key");
 }
 
 #[test]
