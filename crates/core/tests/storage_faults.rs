@@ -131,8 +131,10 @@ async fn retries_stop_when_the_time_budget_is_spent() {
     let started = Instant::now();
     store.delete(&segment()).await.expect_err("keeps failing");
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    // Full jitter below 20 ms averages 10 ms a wait, so about 20 attempts fit in 200 ms; the
+    // budget, not the attempt limit of 1000, is what ends the loop.
     let calls = faults.calls(Operation::Delete);
-    assert!((2..=20).contains(&calls), "expected a handful of attempts within 200ms, got {calls}");
+    assert!((2..=60).contains(&calls), "expected the 200 ms budget to end the retries, got {calls} attempts");
 }
 
 #[tokio::test]
