@@ -189,6 +189,12 @@ fn cel_cases() -> Vec<Case> {
             Rule(rules::KMS_KEY_NEEDS_AWS_KMS),
         ),
         policy("timeout-long", json!({"walArchiving": {"archiveTimeout": "25h"}}), Rule(rules::ARCHIVE_TIMEOUT_RANGE)),
+        policy("encryption-no-key", json!({"encryption": {"mode": "aes-256-gcm"}}), Rule(rules::ENCRYPTION_NEEDS_KEY)),
+        policy(
+            "encryption-two-keys",
+            json!({"encryption": {"key": {"file": "/etc/pgec2/key", "env": "PGEC2_KEY"}}}),
+            Rule(rules::ONE_ENCRYPTION_KEY),
+        ),
     ]
 }
 
