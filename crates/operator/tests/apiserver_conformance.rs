@@ -245,7 +245,11 @@ async fn kubectl_get_shows_the_printer_columns() {
     let table = server.kubectl_ok(&["get", "-n", &namespace, "pgh"], None);
     let mut lines = table.lines();
     let header: Vec<&str> = lines.next().expect("header").split_whitespace().collect();
-    assert_eq!(header, ["NAME", "PHASE", "INSTANCE", "VERSION", "LAST", "BACKUP", "RPO", "RPO", "MET", "AGE"], "{table}");
+    assert_eq!(
+        header,
+        ["NAME", "PHASE", "INSTANCE", "VERSION", "LAST", "BACKUP", "RPO", "RPO", "MET", "AGE"],
+        "{table}"
+    );
     let row: Vec<&str> = lines.next().expect("row").split_whitespace().collect();
     assert_eq!(&row[..4], ["shown", "Ready", "i-0123456789abcdef0", "15"], "{table}");
 
