@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use pgec2_core::layout::Archive;
 
-use super::BackupError;
+use super::{BackupError, Refusal};
 use crate::config::AgentConfig;
 
 /// The source archive's configuration, when backup-fetch writes one.
@@ -124,11 +124,7 @@ impl ClusterConfig {
         let key = archive.layout.cluster_identity().map_err(BackupError::storage("name", "cluster.json"))?;
         let head = archive.storage.head(&key).await.map_err(BackupError::storage("read", key.as_str()))?;
         if head.is_some() {
-            return Err(BackupError::Refused(format!(
-                "--archive-mode: the archive {} is already used by a cluster ({key} exists): a restored copy \
-                 needs an empty archive of its own; choose another prefix",
-                archive.describe()
-            )));
+            return Err(Refusal::ArchiveInUse { archive: archive.describe(), key: key.to_string() }.into());
         }
         Ok(())
     }
@@ -189,16 +185,14 @@ fn new_archive_config(config: &AgentConfig, location: &str) -> Result<AgentConfi
         new.storage.prefix = location.trim_matches('/').to_string();
     }
     let new = AgentConfig::from_file_text(Path::new(ARCHIVE_CONFIG_FILE), &new.to_archive_toml()).map_err(|error| {
-        BackupError::Refused(format!(
-            "invalid --archive-mode {location:?}: expected off, preserve, a storage URL or a prefix ({error})"
-        ))
+        BackupError::from(Refusal::InvalidOption {
+            option: "--archive-mode",
+            value: location.to_string(),
+            expected: format!("off, preserve, a storage URL or a prefix ({error})"),
+        })
     })?;
     if archive_location(&new) == archive_location(config) {
-        return Err(BackupError::Refused(format!(
-            "--archive-mode {location} is the archive this backup is restored from: a restored copy must not \
-             archive into its source; choose another prefix, or --archive-mode preserve to recover the original \
-             cluster itself"
-        )));
+        return Err(Refusal::ArchiveIsSource { location: location.to_string() }.into());
     }
     Ok(new)
 }
@@ -277,11 +271,17 @@ mod tests {
         for same in ["default/prod", "/default/prod/", "s3://bucket/base/default/prod"] {
             let refused = ClusterConfig::plan(&config, &ArchiveMode::New(same.into()));
             assert!(
-                matches!(&refused, Err(BackupError::Refused(message)) if message.contains("must not archive into its source")),
+                matches!(&refused, Err(BackupError::Refused(Refusal::ArchiveIsSource { location })) if location == same),
                 "{same}: {refused:?}"
             );
+            let message = refused.expect_err("refused").to_string();
+            assert!(message.contains("must not archive into its source"), "{message}");
         }
-        assert!(ClusterConfig::plan(&config, &ArchiveMode::New("ftp://x".into())).is_err());
+        let invalid = ClusterConfig::plan(&config, &ArchiveMode::New("ftp://x".into()));
+        assert!(
+            matches!(&invalid, Err(BackupError::Refused(Refusal::InvalidOption { option: "--archive-mode", .. }))),
+            "{invalid:?}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use pgec2_core::retention::{
     self, Applied, Boundary, DEFAULT_GARBAGE_GRACE, DeletionPlan, MIN_GARBAGE_GRACE, PlanOptions, Policy,
 };
 
-use super::BackupError;
+use super::{BackupError, Refusal};
 use crate::cli::DeleteTarget;
 
 /// The policy a `delete` subcommand asks for.
@@ -37,7 +37,10 @@ pub fn damaged_of(target: &DeleteTarget) -> &[String] {
 /// [`MIN_GARBAGE_GRACE`].
 pub fn parse_grace(text: Option<&str>) -> Result<Duration, BackupError> {
     let Some(text) = text else { return Ok(DEFAULT_GARBAGE_GRACE) };
-    let invalid = || BackupError::Refused(format!("invalid --grace-period {text:?}: use e.g. 30m, 6h or 2d"));
+    let invalid = || {
+        let expected = "a duration such as 30m, 6h or 2d".to_string();
+        BackupError::from(Refusal::InvalidOption { option: "--grace-period", value: text.to_string(), expected })
+    };
     if !text.is_empty() && text.bytes().all(|byte| byte == b'0') {
         return Err(below_minimum(text));
     }
@@ -59,10 +62,7 @@ pub fn parse_grace(text: Option<&str>) -> Result<Duration, BackupError> {
 }
 
 fn below_minimum(text: &str) -> BackupError {
-    BackupError::Refused(format!(
-        "--grace-period {text} is below the minimum of 5m: a backup still being written could be deleted; \
-         use at least 5m (the default is 6h)"
-    ))
+    Refusal::GraceTooShort { given: text.to_string() }.into()
 }
 
 /// What `delete` asks for besides the policy.
@@ -162,11 +162,16 @@ mod tests {
         assert_eq!(parse_grace(Some("300s")).expect("seconds"), MIN_GARBAGE_GRACE);
         assert_eq!(parse_grace(Some("2h")).expect("hours"), Duration::from_secs(7200));
         for bad in ["", "h", "10", "5w", "-1h"] {
-            assert!(parse_grace(Some(bad)).is_err(), "{bad}");
+            let refused = parse_grace(Some(bad));
+            assert!(
+                matches!(&refused, Err(BackupError::Refused(Refusal::InvalidOption { option: "--grace-period", value, .. })) if value == bad),
+                "{bad}: {refused:?}"
+            );
         }
         for short in ["0", "0s", "90s", "4m"] {
-            let refused = parse_grace(Some(short)).expect_err(short).to_string();
-            assert!(refused.contains("below the minimum of 5m"), "{refused}");
+            let refused = parse_grace(Some(short)).expect_err(short);
+            assert!(matches!(&refused, BackupError::Refused(Refusal::GraceTooShort { given }) if given == short));
+            assert!(refused.to_string().contains("below the minimum of 5m"), "{refused}");
         }
     }
 }

@@ -33,9 +33,9 @@ use nix::unistd::{Gid, Uid};
 use pgec2_core::manifest::BackupManifest;
 use serde::{Deserialize, Serialize};
 
-use super::BackupError;
 use super::restore_sync::SyncMethod;
 use super::walk::CONTROL_FILE;
+use super::{BackupError, Refusal};
 
 /// The name `global/pg_control` is written under until everything else is durable.
 pub const CONTROL_FILE_PENDING: &str = "global/pg_control.pgec2-restoring";
@@ -158,10 +158,7 @@ impl Destination {
             let location =
                 mapping.get(&tablespace.location).cloned().unwrap_or_else(|| PathBuf::from(&tablespace.location));
             if !location.is_absolute() {
-                return Err(BackupError::Refused(format!(
-                    "tablespace directory {} must be an absolute path",
-                    location.display()
-                )));
+                return Err(Refusal::RelativeTablespace { path: location }.into());
             }
             let hint = format!("map it elsewhere with --tablespace-mapping {}=NEWDIR", tablespace.location);
             destination.check_empty(&location, &format!("tablespace {} directory", tablespace.oid), &hint)?;
@@ -176,18 +173,16 @@ impl Destination {
         match std::fs::read_dir(dir) {
             Ok(mut entries) => {
                 if entries.next().is_some() {
-                    return Err(BackupError::Refused(format!("{what} {} is not empty: {hint}", dir.display())));
+                    let (what, path, remedy) = (what.to_string(), dir.to_path_buf(), hint.to_string());
+                    return Err(Refusal::DirectoryNotEmpty { what, path, remedy }.into());
                 }
                 self.emptied.push(dir.to_path_buf());
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let parent = dir.parent().unwrap_or(Path::new("/"));
                 if !parent.is_dir() {
-                    return Err(BackupError::Refused(format!(
-                        "the parent of {what} {} does not exist: create {} first",
-                        dir.display(),
-                        parent.display()
-                    )));
+                    let (what, path, parent) = (what.to_string(), dir.to_path_buf(), parent.to_path_buf());
+                    return Err(Refusal::MissingParent { what, path, parent }.into());
                 }
                 self.created.push(dir.to_path_buf());
             }
@@ -334,10 +329,7 @@ impl Destination {
 }
 
 fn another_restore(data_dir: &Path) -> BackupError {
-    BackupError::Refused(format!(
-        "another backup-fetch is restoring into {}: wait for it to finish",
-        data_dir.display()
-    ))
+    Refusal::RestoreInProgress { data_dir: data_dir.to_path_buf() }.into()
 }
 
 /// When `data_dir` holds what a killed restore left ([`RESTORE_MARKER`] and no
@@ -361,10 +353,7 @@ pub fn clear_interrupted(data_dir: &Path) -> Result<Option<String>, BackupError>
     })?;
     let text = std::fs::read(&path).map_err(BackupError::io("read", &path))?;
     let content: MarkerContent = serde_json::from_slice(&text).map_err(|error| {
-        BackupError::Refused(format!(
-            "{} holds an interrupted restore whose {RESTORE_MARKER} cannot be read ({error}): remove the directory's contents and retry",
-            data_dir.display()
-        ))
+        BackupError::from(Refusal::UnreadableRestoreMarker { data_dir: data_dir.clone(), reason: error.to_string() })
     })?;
     let interrupted = Destination {
         data_dir: data_dir.clone(),
@@ -415,9 +404,11 @@ pub fn parse_tablespace_mapping(values: &[String]) -> Result<BTreeMap<String, Pa
         .iter()
         .map(|value| match value.split_once('=') {
             Some((old, new)) if !old.is_empty() && new.starts_with('/') => Ok((old.to_string(), PathBuf::from(new))),
-            _ => Err(BackupError::Refused(format!(
-                "invalid --tablespace-mapping {value:?}: expected OLDDIR=NEWDIR with an absolute NEWDIR"
-            ))),
+            _ => Err(BackupError::from(Refusal::InvalidOption {
+                option: "--tablespace-mapping",
+                value: value.clone(),
+                expected: "OLDDIR=NEWDIR with an absolute NEWDIR".into(),
+            })),
         })
         .collect()
 }
@@ -434,10 +425,18 @@ mod tests {
         let manifest = BackupManifest::new("b");
         std::fs::write(dir.path().join("file"), b"x").expect("write");
         let refused = Destination::check(dir.path(), &manifest, &BTreeMap::new());
-        assert!(matches!(refused, Err(BackupError::Refused(message)) if message.contains("is not empty")));
+        assert!(
+            matches!(&refused, Err(BackupError::Refused(Refusal::DirectoryNotEmpty { path, .. })) if path == dir.path()),
+            "{refused:?}"
+        );
+        assert!(refused.expect_err("refused").to_string().contains("is not empty"));
         assert!(Destination::check(&dir.path().join("new"), &manifest, &BTreeMap::new()).is_ok());
         let orphan = Destination::check(&dir.path().join("no/such/dir"), &manifest, &BTreeMap::new());
-        assert!(matches!(orphan, Err(BackupError::Refused(message)) if message.contains("does not exist")));
+        assert!(
+            matches!(&orphan, Err(BackupError::Refused(Refusal::MissingParent { parent, .. })) if parent == &dir.path().join("no/such")),
+            "{orphan:?}"
+        );
+        assert!(orphan.expect_err("refused").to_string().contains("does not exist"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use pgec2_core::retention::RetentionError;
 use pgec2_core::storage::StorageError;
 
 use super::pack::PackError;
+use super::refusal::Refusal;
 use super::walk::WalkError;
 use crate::config::ConfigError;
 use crate::postgres::PostgresError;
@@ -45,9 +46,9 @@ pub enum BackupError {
          the disk (dmesg) and restore again"
     )]
     Durability { what: String, source: std::io::Error },
-    /// A precondition is not met; the message says what to do.
-    #[error("{0}")]
-    Refused(String),
+    /// A precondition is not met: the refusal says what, where and what to do.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     /// Stored data does not match its checksum or its manifest.
     #[error("backup {backup} is damaged: {detail}; restore from another backup")]
     Damaged { backup: String, detail: String },

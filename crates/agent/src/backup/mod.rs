@@ -32,6 +32,7 @@ pub mod pack;
 pub mod parts;
 pub mod push;
 pub mod recovery_conf;
+mod refusal;
 #[cfg(test)]
 mod restore_order_tests;
 pub mod restore_sync;
@@ -43,6 +44,7 @@ pub mod verify;
 pub mod walk;
 
 pub use error::BackupError;
+pub use refusal::Refusal;
 
 /// Loads the configuration and opens the archive.
 async fn open(config_path: Option<&Path>) -> Result<(AgentConfig, Archive), BackupError> {
@@ -86,9 +88,11 @@ pub async fn fetch_command(config_path: Option<&Path>, args: BackupFetchArgs) ->
         standby: args.standby,
         tablespace_mapping: destination::parse_tablespace_mapping(&args.tablespace_mapping)?,
         timeline: match &args.target_timeline {
-            Some(text) => {
-                text.parse().map_err(|reason| BackupError::Refused(format!("invalid --target-timeline: {reason}")))?
-            }
+            Some(text) => text.parse().map_err(|_: String| Refusal::InvalidOption {
+                option: "--target-timeline",
+                value: text.clone(),
+                expected: "latest, current or a timeline id".into(),
+            })?,
             None => TimelineRequest::Latest,
         },
         archive: cluster_config::ArchiveMode::from_args(args.archive_mode.as_deref(), args.archive_config.as_deref()),
@@ -115,12 +119,11 @@ pub async fn fetch_command(config_path: Option<&Path>, args: BackupFetchArgs) ->
 
 /// The recovery target the options ask for (clap allows at most one).
 pub fn recovery_target(args: &RecoveryTargetArgs) -> Result<RecoveryTarget, BackupError> {
-    let invalid = |what: &str, value: &str, expected: &str| {
-        BackupError::Refused(format!("invalid {what} {value:?}: expected {expected}"))
+    let invalid = |option: &'static str, value: &str, expected: &str| {
+        BackupError::from(Refusal::InvalidOption { option, value: value.into(), expected: expected.into() })
     };
     if let Some(time) = &args.target_time {
-        let parsed = pgec2_core::target_time::parse_target_time(time)
-            .map_err(|error| BackupError::Refused(format!("invalid --target-time: {error}")))?;
+        let parsed = pgec2_core::target_time::parse_target_time(time).map_err(Refusal::TargetTime)?;
         return Ok(RecoveryTarget::Time(parsed));
     }
     if let Some(lsn) = &args.target_lsn {
@@ -324,4 +327,23 @@ pub async fn wal_verify_command(config_path: Option<&Path>, args: JsonArgs) -> R
         archive.describe()
     );
     Ok(ExitCode::from(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_recovery_target_is_refused_naming_the_option() {
+        let lsn = RecoveryTargetArgs { target_lsn: Some("3000060".into()), ..Default::default() };
+        let refused = recovery_target(&lsn);
+        assert!(
+            matches!(&refused, Err(BackupError::Refused(Refusal::InvalidOption { option: "--target-lsn", value, .. })) if value == "3000060"),
+            "{refused:?}"
+        );
+        let time = RecoveryTargetArgs { target_time: Some("2026-12-04 15:25:03".into()), ..Default::default() };
+        let refused = recovery_target(&time).expect_err("no time zone");
+        assert!(matches!(refused, BackupError::Refused(Refusal::TargetTime(_))), "{refused:?}");
+        assert!(refused.to_string().starts_with("invalid --target-time: \"2026-12-04 15:25:03\" has no time zone"));
+    }
 }

@@ -29,9 +29,9 @@ use pgec2_core::manifest::BackupManifest;
 use pgec2_core::storage::{ObjectKey, PutMode};
 use pgec2_core::wal::{SegmentSize, TimelineId};
 
-use super::BackupError;
 use super::upload::{PART_SIZE, PartWriter};
 use super::walk::walk_data_directory;
+use super::{BackupError, Refusal};
 use crate::config::AgentConfig;
 use crate::postgres::backup_api::label_timeline;
 use crate::postgres::{self, BackupSession, BackupStart, BackupStop, ServerFacts};
@@ -157,16 +157,10 @@ pub(super) fn stopped_backup_info(
 
 pub(super) fn check_server(facts: &ServerFacts, pgdata: Option<&Path>) -> Result<PathBuf, BackupError> {
     if facts.in_recovery {
-        return Err(BackupError::Refused(
-            "the server is a standby (in recovery): run backup-push on the primary".to_string(),
-        ));
+        return Err(Refusal::Standby.into());
     }
     if facts.archive_mode == "off" {
-        return Err(BackupError::Refused(
-            "archive_mode is off: a backup is only restorable with its WAL; set archive_mode = on and \
-             archive_command = 'pgec2-agent wal-push %p', restart PostgreSQL, and retry"
-                .to_string(),
-        ));
+        return Err(Refusal::ArchivingOff.into());
     }
     let server_dir = facts.data_directory.clone();
     let Some(given) = pgdata else { return Ok(server_dir) };
@@ -175,11 +169,7 @@ pub(super) fn check_server(facts: &ServerFacts, pgdata: Option<&Path>) -> Result
         _ => given == server_dir,
     };
     if !same {
-        return Err(BackupError::Refused(format!(
-            "{} is not the data directory of the server the agent connects to ({}): fix --pgdata/PGDATA or PGHOST/PGPORT",
-            given.display(),
-            server_dir.display()
-        )));
+        return Err(Refusal::WrongDataDirectory { given: given.to_path_buf(), server: server_dir }.into());
     }
     Ok(given.to_path_buf())
 }
@@ -189,13 +179,8 @@ pub(super) async fn check_owner(archive: &Archive, facts: &ServerFacts) -> Resul
     if let Some(owner) = identity::read_owner(archive).await?
         && owner.system_identifier != facts.system_identifier
     {
-        return Err(BackupError::Refused(format!(
-            "the archive {} belongs to the cluster with system identifier {}, not to this cluster ({}): \
-             point this cluster at its own storage prefix",
-            archive.describe(),
-            owner.system_identifier,
-            facts.system_identifier
-        )));
+        let (owner, pushing) = (owner.system_identifier, facts.system_identifier);
+        return Err(identity::IdentityError::ForeignCluster { archive: archive.describe(), owner, pushing }.into());
     }
     Ok(())
 }
@@ -239,17 +224,11 @@ pub(super) async fn wait_for_wal(
         let key = archive.layout.wal_file(&name).map_err(BackupError::storage("name", &name))?;
         while archive.storage.head(&key).await.map_err(BackupError::storage("check", key.as_str()))?.is_none() {
             if wal_dir.is_some_and(|dir| crate::wal::queue_cap::was_dropped(dir, &name)) {
-                return Err(BackupError::Refused(format!(
-                    "WAL segment {name} the backup needs was dropped by the archive queue cap \
-                     (transfer.archive_queue_max_mb): the backup was not committed; fix archiving, then retry"
-                )));
+                return Err(Refusal::WalDropped { segment: name }.into());
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(BackupError::Refused(format!(
-                    "WAL segment {name} the backup needs is not in the archive {} after {WAL_ARRIVAL_TIMEOUT:?}: \
-                     check archive_command and pg_stat_archiver; the backup was not committed",
-                    archive.describe()
-                )));
+                let (segment, archive) = (name, archive.describe());
+                return Err(Refusal::WalMissing { segment, archive, waited: WAL_ARRIVAL_TIMEOUT }.into());
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(WAL_POLL.1);
@@ -278,11 +257,85 @@ pub(super) async fn check_objects_present(
     for key in expected {
         let key = key.map_err(BackupError::storage("name", &manifest.backup))?;
         if !present.contains(key.as_str()) {
-            return Err(BackupError::Refused(format!(
-                "{key} disappeared before the backup was committed (was `delete garbage` run with a short grace period?): \
-                 the backup was not committed; run backup-push again"
-            )));
+            return Err(Refusal::ObjectVanished { key: key.to_string() }.into());
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use pgec2_core::identity::{ClusterIdentity, IdentityError};
+    use pgec2_core::layout::ArchiveLayout;
+    use pgec2_core::storage::memory::MemoryStorage;
+
+    use super::*;
+
+    fn primary(data_directory: &Path) -> ServerFacts {
+        ServerFacts {
+            version_num: 150_000,
+            system_identifier: 7,
+            data_directory: data_directory.to_path_buf(),
+            wal_segment_size: 16 << 20,
+            archive_mode: "on".into(),
+            in_recovery: false,
+        }
+    }
+
+    #[test]
+    fn backup_push_refuses_a_standby_a_server_without_archiving_and_another_data_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let facts = primary(dir.path());
+        assert_eq!(check_server(&facts, Some(dir.path())).expect("the server's own directory"), dir.path());
+        let standby = ServerFacts { in_recovery: true, ..primary(dir.path()) };
+        assert!(matches!(check_server(&standby, None), Err(BackupError::Refused(Refusal::Standby))));
+        let off = ServerFacts { archive_mode: "off".into(), ..primary(dir.path()) };
+        let refused = check_server(&off, None).expect_err("archiving is off");
+        assert!(matches!(refused, BackupError::Refused(Refusal::ArchivingOff)));
+        assert!(refused.to_string().contains("archive_command = 'pgec2-agent wal-push %p'"), "{refused}");
+        let other = dir.path().join("other");
+        let refused = check_server(&facts, Some(&other));
+        assert!(
+            matches!(&refused, Err(BackupError::Refused(Refusal::WrongDataDirectory { given, server })) if given == &other && server == dir.path()),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn backup_push_refuses_an_archive_another_cluster_owns() {
+        let archive = Archive::new(Arc::new(MemoryStorage::new()), ArchiveLayout::root());
+        let dir = tempfile::tempdir().expect("tempdir");
+        check_owner(&archive, &primary(dir.path())).await.expect("an unclaimed archive");
+        let owner = ClusterIdentity::new(8, None, None);
+        let key = archive.layout.cluster_identity().expect("key");
+        catalog::put_json(&archive, &key, &owner, PutMode::CreateNew).await.expect("claim");
+        let refused = check_owner(&archive, &primary(dir.path())).await.expect_err("another cluster's archive");
+        assert!(
+            matches!(&refused, BackupError::Identity(error) if matches!(**error, IdentityError::ForeignCluster { owner: 8, pushing: 7, .. })),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_backup_whose_part_vanished_is_not_committed() {
+        let archive = Archive::new(Arc::new(MemoryStorage::new()), ArchiveLayout::root());
+        let mut manifest = BackupManifest::new("base_1");
+        manifest.parts.push(pgec2_core::manifest::PartInfo {
+            index: 0,
+            content_bytes: 1,
+            stored_bytes: 1,
+            checksum: String::new(),
+        });
+        for key in [archive.layout.backup_manifest("base_1"), archive.layout.backup_label("base_1")] {
+            archive.storage.put(&key.expect("key"), Bytes::from_static(b"x"), PutMode::CreateNew).await.expect("put");
+        }
+        let refused = check_objects_present(&archive, &manifest, false).await.expect_err("the part is missing");
+        let part = archive.layout.backup_part("base_1", 0).expect("key");
+        assert!(
+            matches!(&refused, BackupError::Refused(Refusal::ObjectVanished { key }) if key == part.as_str()),
+            "{refused:?}"
+        );
+    }
 }

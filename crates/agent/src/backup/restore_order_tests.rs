@@ -17,11 +17,11 @@ use pgec2_core::manifest::{BackupManifest, Chunk, DirectoryEntry, FileEntry, Par
 use pgec2_core::storage::PutMode;
 use pgec2_core::storage::memory::MemoryStorage;
 
-use super::BackupError;
 use super::destination::{CONTROL_FILE_PENDING, Destination, Durability, Journal, RESTORE_MARKER, clear_interrupted};
 use super::extract::extract;
 use super::restore_sync::SyncMethod;
 use super::walk::CONTROL_FILE;
+use super::{BackupError, Refusal};
 
 /// Bytes of content per part in these tests: small, so files span parts.
 const PART: usize = 1000;
@@ -201,8 +201,10 @@ async fn a_failed_sync_fails_the_restore_naming_what_was_not_made_durable() {
     }
 }
 
-fn is_refused<T>(result: Result<T, BackupError>, expected: &str) -> bool {
-    matches!(&result, Err(BackupError::Refused(message)) if message.contains(expected))
+fn is_refused_as_running<T>(result: Result<T, BackupError>, data: &Path) -> bool {
+    let refused =
+        matches!(&result, Err(BackupError::Refused(Refusal::RestoreInProgress { data_dir })) if data_dir == data);
+    refused && result.is_err_and(|error| error.to_string().starts_with("another backup-fetch is restoring into"))
 }
 
 fn empty_manifest() -> BackupManifest {
@@ -223,8 +225,8 @@ fn a_killed_restore_is_cleared_by_the_next_one_and_a_running_one_is_refused() {
     std::fs::write(data.join("base/half-written"), b"partial").expect("write");
 
     // Still running: neither cleared nor restored into by a second run.
-    assert!(is_refused(clear_interrupted(&data), "another backup-fetch is restoring"));
-    assert!(is_refused(destination.mark_in_progress("base_2"), "another backup-fetch is restoring"));
+    assert!(is_refused_as_running(clear_interrupted(&data), &data));
+    assert!(is_refused_as_running(destination.mark_in_progress("base_2"), &data));
 
     // Killed: its lock is gone, its files stay.
     drop(marker);

@@ -25,10 +25,10 @@ use pgec2_core::layout::Archive;
 use pgec2_core::manifest::BackupManifest;
 use pgec2_core::storage::PutMode;
 
-use super::BackupError;
 use super::push::{
     PushOptions, check_objects_present, check_owner, check_server, stopped_backup_info, store_label_files, wait_for_wal,
 };
+use super::{BackupError, Refusal};
 use crate::config::AgentConfig;
 use crate::postgres::{self, BackupSession, ServerFacts};
 
@@ -82,11 +82,8 @@ pub async fn push_snapshot_backup(
     // 7. Commit once the snapshot is complete.
     let completed = wait_for_answer(archive, &name, COMPLETED, wait).await?;
     if completed.snapshot_id != taken.snapshot_id {
-        return Err(BackupError::Refused(format!(
-            "the operator reported snapshot {} complete for backup {name}, but {} was taken: \
-             the backup was not committed; run it again",
-            completed.snapshot_id, taken.snapshot_id
-        )));
+        let (reported, taken) = (completed.snapshot_id, taken.snapshot_id);
+        return Err(Refusal::SnapshotMismatch { backup: name, reported, taken }.into());
     }
     info.stored_bytes = stored_bytes;
     check_objects_present(archive, &manifest, !stop.tablespace_map.is_empty()).await?;
@@ -109,11 +106,8 @@ async fn wait_for_answer(
             return Ok(answer);
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(BackupError::Refused(format!(
-                "no {object} for the snapshot of backup {backup} in {} after {wait:?}: is the operator running \
-                 and does the BackupPolicy say `method: snapshot`? the backup was not committed",
-                archive.describe()
-            )));
+            let (backup, answer, archive) = (backup.to_string(), object.to_string(), archive.describe());
+            return Err(Refusal::NoSnapshotAnswer { backup, answer, archive, waited: wait }.into());
         }
         tokio::time::sleep(POLL).await;
     }
@@ -124,11 +118,11 @@ async fn wait_for_answer(
 pub fn refuse_snapshot(backups: &catalog::BackupSet, name: &str) -> Result<(), BackupError> {
     let snapshot = backups.committed.iter().find(|backup| backup.name == name && backup.kind == BackupKind::Snapshot);
     match snapshot {
-        Some(backup) => Err(BackupError::Refused(format!(
-            "backup {name} is a volume snapshot ({}), its files are not in the archive: restore it by creating \
-             a volume from the snapshot (the operator's bootstrap.restore does), or name another backup (backup-list)",
-            backup.snapshot_id.as_deref().unwrap_or("unknown id")
-        ))),
+        Some(backup) => Err(Refusal::SnapshotNotInArchive {
+            backup: name.to_string(),
+            snapshot_id: backup.snapshot_id.clone().unwrap_or_else(|| "unknown id".to_string()),
+        }
+        .into()),
         None => Ok(()),
     }
 }

@@ -28,9 +28,9 @@ use pgec2_core::layout::Archive;
 use pgec2_core::recovery_window::TimelineRequest;
 use serde::{Deserialize, Serialize};
 
-use super::BackupError;
 use super::cluster_config::{ArchiveMode, ClusterConfig};
 use super::recovery_conf::{RecoverySettings, read_auto_conf};
+use super::{BackupError, Refusal};
 use crate::config::AgentConfig;
 use crate::wal::durable::{sync_parent, write_atomically};
 
@@ -167,18 +167,10 @@ async fn plan(archive: &Archive, request: &SnapshotRestoreRequest) -> Result<Res
     let backups = catalog::scan_backups(archive).await?;
     let wal = catalog::load_wal_archive(archive, backups.segment_size()).await?;
     let Some(backup) = backups.committed.iter().find(|backup| backup.name == request.name) else {
-        return Err(BackupError::Refused(format!(
-            "backup {} is not a committed backup in {}: the data directory was left as it is; run backup-list",
-            request.name,
-            archive.describe()
-        )));
+        return Err(Refusal::NotCommitted { backup: request.name.clone(), archive: archive.describe() }.into());
     };
     if backup.kind != BackupKind::Snapshot {
-        return Err(BackupError::Refused(format!(
-            "backup {} is an object-store backup, not a volume snapshot: restore it with backup-fetch into an empty \
-             directory; the data directory was left as it is",
-            request.name
-        )));
+        return Err(Refusal::NotASnapshot { backup: request.name.clone() }.into());
     }
     let snapshots = backups.of_kind(BackupKind::Snapshot);
     Ok(catalog::plan_restore(&snapshots, &wal, &request.name, &request.target, TimelineRequest::Latest)?)
@@ -212,11 +204,7 @@ fn refuse_running(data_dir: &Path) -> Result<(), BackupError> {
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
     let here = std::fs::canonicalize(data_dir).ok();
     if cwd.is_some() && cwd == here {
-        return Err(BackupError::Refused(format!(
-            "PostgreSQL (pid {pid}) runs in {}: a live cluster is never prepared for recovery; stop it, or restore \
-             into a volume created from the snapshot",
-            data_dir.display()
-        )));
+        return Err(Refusal::ServerRunning { pid, data_dir: data_dir.to_path_buf() }.into());
     }
     Ok(())
 }
@@ -228,14 +216,13 @@ fn check_system_identifier(data_dir: &Path, backup: &BackupInfo) -> Result<(), B
     let bytes = std::fs::read(&path).map_err(BackupError::io("read", &path))?;
     let identifier = bytes.first_chunk::<8>().map(|first| u64::from_le_bytes(*first));
     if identifier != Some(backup.system_identifier) {
-        return Err(BackupError::Refused(format!(
-            "{} belongs to cluster {} but backup {} was taken of cluster {}: the volume was not created from this \
-             backup's snapshot; nothing was changed",
-            path.display(),
-            identifier.map_or_else(|| "unknown".to_string(), |identifier| identifier.to_string()),
-            backup.name,
-            backup.system_identifier
-        )));
+        return Err(Refusal::OtherCluster {
+            control_file: path,
+            found: identifier,
+            backup: backup.name.clone(),
+            expected: backup.system_identifier,
+        }
+        .into());
     }
     Ok(())
 }
@@ -332,6 +319,10 @@ mod tests {
         check_system_identifier(dir.path(), &backup).expect("same cluster");
         backup.system_identifier = 8;
         let refused = check_system_identifier(dir.path(), &backup).expect_err("another cluster");
+        assert!(
+            matches!(&refused, BackupError::Refused(Refusal::OtherCluster { found: Some(7), expected: 8, .. })),
+            "{refused:?}"
+        );
         assert!(refused.to_string().contains("belongs to cluster 7"), "{refused}");
     }
 

@@ -14,11 +14,11 @@ use pgec2_core::manifest::BackupManifest;
 use pgec2_core::recovery_window::{TimelineChoice, TimelineRequest};
 use pgec2_core::walg::{Method, WalgArchive, WalgBackup, WalgError, tar};
 
-use crate::backup::BackupError;
 use crate::backup::cluster_config::ClusterConfig;
 use crate::backup::destination::{CONTROL_FILE_PENDING, Destination, clear_interrupted};
 use crate::backup::fetch::{FetchRequest, FetchSummary};
 use crate::backup::recovery_conf::{RecoverySettings, read_auto_conf};
+use crate::backup::{BackupError, Refusal};
 use crate::config::AgentConfig;
 
 /// Where the pg_control partition is unpacked before its file moves into place.
@@ -60,7 +60,8 @@ pub async fn fetch_walg_backup(
         return Err(WalgError::Delta { name: backup.name.clone() }.into());
     }
     if !request.tablespace_mapping.is_empty() {
-        return Err(BackupError::Refused("--tablespace-mapping is not supported for wal-g backups".to_string()));
+        let refusal = Refusal::UnsupportedForWalg { option: "--tablespace-mapping", backup: backup.name.clone() };
+        return Err(refusal.into());
     }
     if let Some(removed) = clear_interrupted(&request.dest)? {
         eprintln!("note: {removed}");
