@@ -6,12 +6,19 @@
 //! `import-check` reports the backups and a gap when a segment is removed; retention keeps what
 //! a wal-g backup replays and never deletes wal-g's objects.
 //!
+//! Encrypted wal-g archives: walross supports wal-g's libsodium encryption (`WALG_LIBSODIUM_KEY`,
+//! `_KEY_PATH`, `_KEY_TRANSFORM`), so it writes them here under the real PostgreSQL; walross
+//! encrypts with the dryoc crate, as pgec2 reads, so the format's match with libsodium itself is
+//! proved separately by pgec2-core's unit tests on objects libsodium wrote
+//! (crates/core/src/walg/testdata).
+//!
 //! walross is found through `$PGEC2_WALG_BINARY`, else `walrus` on PATH, else
 //! `~/.cargo/bin/walrus`; scripts/install-deps.sh installs it.
 
 mod backup_support;
 mod wal_common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -21,6 +28,8 @@ use pgec2_testkit::{MotoServer, PgCluster, Scratch, as_postgres};
 use wal_common::{Agent, run_with_deadline, runtime, switch_segment, wait_until_archived};
 
 const BUCKET: &str = "walg-switch";
+/// The libsodium key wal-g encrypts with in the encrypted tests, as hex.
+const LIBSODIUM_KEY_HEX: &str = "5f0c8a3e9b7d41a2c6e1f0b3d8a7c5e2941b6d3f0a8c7e5b2d4f6a1c3e5b7d90";
 
 /// The wal-g-compatible tool, or a panic saying how to install it.
 fn walrus_binary() -> PathBuf {
@@ -61,6 +70,31 @@ impl Switch {
         );
         let agent = Agent::with_config(scratch, &toml, Vec::new());
         let walg_env = vec![("WALG_FILE_PREFIX".to_string(), walg_dir.display().to_string())];
+        Self::with_agent(agent, walg_dir, walg_env, compression, None)
+    }
+
+    /// Both archives in directories, wal-g's encrypted with libsodium key [`LIBSODIUM_KEY_HEX`]
+    /// from a key file, which pgec2 reads as wal-g does (`[walg]` in its configuration).
+    fn start_encrypted(compression: &'static str) -> Self {
+        let scratch = Scratch::new().expect("scratch");
+        let archive = scratch.subdir("archive").expect("archive dir");
+        let walg_dir = scratch.subdir("walg").expect("wal-g dir");
+        let key_file = scratch.path().join("libsodium.key");
+        std::fs::write(&key_file, format!("{LIBSODIUM_KEY_HEX}\n")).expect("key file");
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).expect("chmod key file");
+        let toml = format!(
+            "[storage]\nurl = \"file://{}\"\nwalg_prefix = \"file://{}\"\n\n[walg]\nlibsodium_key_path = \"{}\"\n\
+             libsodium_key_transform = \"hex\"\n",
+            archive.display(),
+            walg_dir.display(),
+            key_file.display()
+        );
+        let agent = Agent::with_config(scratch, &toml, Vec::new());
+        let walg_env = vec![
+            ("WALG_FILE_PREFIX".to_string(), walg_dir.display().to_string()),
+            ("WALG_LIBSODIUM_KEY_PATH".to_string(), key_file.display().to_string()),
+            ("WALG_LIBSODIUM_KEY_TRANSFORM".to_string(), "hex".to_string()),
+        ];
         Self::with_agent(agent, walg_dir, walg_env, compression, None)
     }
 
@@ -164,8 +198,8 @@ impl Switch {
 
 /// The story every compression variant runs: rows before the switch reach wal-g's archive,
 /// rows after it pgec2's; a restore to a time after the switch brings back exactly the rows
-/// committed up to it.
-fn restores_across_the_switch(switch: Switch, compression: &str) {
+/// committed up to it. Returns the switch for more checks.
+fn restores_across_the_switch(switch: Switch, compression: &str) -> Switch {
     let (switch, second) = Switch::through_the_switch(switch);
     commit_batch(&switch.primary.cluster, 3);
     switch.primary.archive_current_wal();
@@ -183,6 +217,7 @@ fn restores_across_the_switch(switch: Switch, compression: &str) {
     let history = restored.psql("SELECT count(*) > 0 FROM pgbench_history").expect("pgbench_history");
     assert_eq!(history, "t", "the pgbench load before the backup's end is there");
     restored.stop().expect("stop");
+    switch
 }
 
 #[test]
@@ -303,4 +338,70 @@ fn wal_fetch_of_a_damaged_wal_g_segment_fails_naming_it_and_writes_nothing() {
 
     let missing = agent.run(&["wal-fetch", "000000010000000000000006", dest.to_str().expect("utf-8")], &out_dir);
     assert_eq!(missing.status.code(), Some(1), "a segment neither archive has is the end of the archive");
+}
+
+/// Whether every object under the wal-g archive's `dir` looks encrypted: none starts as lz4.
+fn all_encrypted(walg_dir: &Path, dir: &str) -> bool {
+    let objects: Vec<PathBuf> = files_under(&walg_dir.join(dir))
+        .into_iter()
+        .filter(|file| file.ends_with(".lz4"))
+        .map(|file| walg_dir.join(dir).join(file))
+        .collect();
+    !objects.is_empty()
+        && objects.iter().all(|file| !std::fs::read(file).expect("read").starts_with(&[0x04, 0x22, 0x4d, 0x18]))
+}
+
+#[test]
+fn an_encrypted_wal_g_history_restores_past_the_switch_with_the_key_wal_g_used() {
+    let switch = restores_across_the_switch(Switch::start_encrypted("lz4"), "lz4, libsodium");
+    assert!(all_encrypted(&switch.walg_dir, "wal_005"), "wal-g encrypted its WAL");
+    assert!(all_encrypted(&switch.walg_dir, "basebackups_005"), "wal-g encrypted its partitions");
+    let report = switch.agent(&["import-check", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&report.stdout).expect("import-check --json");
+    assert_eq!(json["read_check"]["error"], serde_json::Value::Null, "the newest backup reads: {json}");
+}
+
+/// Rewrites the agent's configuration: the same archives, with `walg_section` as `[walg]`.
+fn reconfigure(switch: &Switch, walg_section: &str) {
+    let config = &switch.primary.agent.config;
+    let text = std::fs::read_to_string(config).expect("read config");
+    let storage = text.split("[walg]").next().expect("storage section").trim_end();
+    std::fs::write(config, format!("{storage}\n\n[walg]\n{walg_section}")).expect("write config");
+}
+
+#[test]
+fn an_encrypted_wal_g_archive_read_without_its_key_or_with_another_fails_naming_the_key_and_writes_nothing() {
+    let switch = Switch::start_encrypted("lz4");
+    switch.walg_backup_under_load();
+    commit_batch(&switch.primary.cluster, 1);
+    let segment = switch_segment(&switch.primary.cluster);
+    wait_until_archived(&switch.primary.cluster, &segment);
+    let out_dir = switch.primary.agent.scratch.subdir("out").expect("out dir");
+    let wal_dest = out_dir.join("RECOVERYXLOG");
+    let wrong_key = format!("libsodium_key = \"{}\"\nlibsodium_key_transform = \"hex\"\n", "ab".repeat(32));
+    for (walg_section, named) in
+        [("", "WALG_LIBSODIUM_KEY"), (wrong_key.as_str(), "walg.libsodium_key (WALG_LIBSODIUM_KEY)")]
+    {
+        reconfigure(&switch, walg_section);
+        let listed = switch.agent(&["backup-list", "--json"]);
+        assert_success("backup-list (sentinels are not encrypted)", &listed);
+
+        let fetched = switch.agent(&["wal-fetch", &segment, wal_dest.to_str().expect("utf-8")]);
+        let stderr = String::from_utf8_lossy(&fetched.stderr);
+        assert!(!fetched.status.success(), "wal-fetch fails without the right key");
+        assert!(stderr.contains(named) && stderr.contains(&format!("wal_005/{segment}.lz4")), "{stderr}");
+        assert_eq!(std::fs::read_dir(&out_dir).expect("read out dir").count(), 0, "wal-fetch wrote nothing");
+
+        let (dest, restored) = switch.primary.restore("no-key", "LATEST", &[]);
+        let stderr = String::from_utf8_lossy(&restored.stderr);
+        assert!(!restored.status.success(), "backup-fetch fails without the right key");
+        let first_line = stderr.lines().next().unwrap_or_default();
+        assert!(first_line.contains(named) && first_line.contains("basebackups_005/"), "{stderr}");
+        assert!(!dest.exists() || files_under(&dest).is_empty(), "nothing restored is left: {:?}", files_under(&dest));
+
+        let checked = switch.agent(&["import-check", "--json"]);
+        assert_eq!(checked.status.code(), Some(2), "import-check fails the read check");
+        let json: serde_json::Value = serde_json::from_slice(&checked.stdout).expect("import-check --json");
+        assert!(json["read_check"]["error"].as_str().is_some_and(|error| error.contains(named)), "{json}");
+    }
 }

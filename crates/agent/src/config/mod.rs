@@ -34,11 +34,13 @@ pub mod settings;
 mod storage;
 #[cfg(test)]
 mod tests;
+pub mod walg;
 
 pub use check::check_command;
 pub use encryption::{EncryptionMode, EncryptionSettings, KeySource};
 pub use settings::Source;
 pub use storage::{ServerSideEncryption, StorageSettings};
+pub use walg::WalgSettings;
 
 /// Where the configuration file is looked for when neither `--config` nor `$PGEC2_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/pgec2/agent.toml";
@@ -53,6 +55,8 @@ pub struct AgentConfig {
     pub encryption: EncryptionSettings,
     pub transfer: TransferSettings,
     pub postgres: PostgresSettings,
+    /// Reading an encrypted wal-g archive.
+    pub walg: WalgSettings,
 }
 
 /// Parallelism and deadlines of transfers.
@@ -241,6 +245,7 @@ impl Default for AgentConfig {
             encryption: EncryptionSettings::default(),
             transfer: TransferSettings::default(),
             postgres: PostgresSettings::default(),
+            walg: WalgSettings::default(),
         }
     }
 }

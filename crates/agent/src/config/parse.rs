@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use pgec2_core::compression::{Algorithm, Compression};
 use pgec2_core::layout::ArchiveLayout;
+use pgec2_core::walg::KeyTransform;
 
 use super::encryption::{EncryptionMode, EncryptionSettings, KeySource, parse_read_keys, read_keys_text};
 use super::settings::{Layers, Source, Value, setting_for};
 use super::storage::{ServerSideEncryption, StorageSettings, validate_endpoint, validate_url};
-use super::{AgentConfig, ConfigError, PostgresSettings, TransferSettings};
+use super::{AgentConfig, ConfigError, PostgresSettings, TransferSettings, WalgSettings};
 
 /// Upper bound of every concurrency setting (more only exhausts sockets and memory).
 const MAX_CONCURRENCY: usize = 256;
@@ -77,7 +78,26 @@ pub(super) fn from_layers(layers: &Layers) -> Result<AgentConfig, ConfigError> {
             parse_seconds,
         )?,
     };
-    Ok(AgentConfig { file: None, storage, compression, encryption, transfer, postgres })
+    let walg = walg_from(&reader)?;
+    Ok(AgentConfig { file: None, storage, compression, encryption, transfer, postgres, walg })
+}
+
+/// The `[walg]` section: at most one of wal-g's inline key and key file.
+fn walg_from(reader: &Reader<'_>) -> Result<WalgSettings, ConfigError> {
+    let walg = WalgSettings {
+        libsodium_key: reader.optional("walg.libsodium_key", |text| Ok(text.to_string()))?,
+        libsodium_key_path: reader.optional("walg.libsodium_key_path", parse_absolute_path)?,
+        libsodium_key_transform: reader.or("walg.libsodium_key_transform", KeyTransform::None, str::parse)?,
+    };
+    if walg.libsodium_key.is_some() && walg.libsodium_key_path.is_some() {
+        let value = reader.layers.get("walg.libsodium_key_path").cloned().unwrap_or(default_value());
+        return Err(invalid(
+            "walg.libsodium_key_path",
+            &value,
+            "set only one of walg.libsodium_key and walg.libsodium_key_path",
+        ));
+    }
+    Ok(walg)
 }
 
 /// The `[encryption]` section: at most one key for writing, required by `aes-256-gcm`.
@@ -163,6 +183,11 @@ pub(super) fn to_values(config: &AgentConfig) -> Vec<(&'static str, Option<Strin
         ("postgres.database", text(&postgres.database)),
         ("postgres.password", postgres.password.clone()),
         ("postgres.connect_timeout_secs", text(&postgres.connect_timeout.as_secs())),
+        ("walg.libsodium_key", config.walg.libsodium_key.clone()),
+        ("walg.libsodium_key_path", config.walg.libsodium_key_path.as_ref().map(|path| path.display().to_string())),
+        ("walg.libsodium_key_transform", {
+            Some(config.walg.libsodium_key_transform).filter(|t| *t != KeyTransform::None).map(|t| t.to_string())
+        }),
     ];
     debug_assert!(values.iter().all(|(key, _)| setting_for(key).is_some()));
     values

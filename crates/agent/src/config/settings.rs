@@ -101,6 +101,22 @@ pub const SETTINGS: &[Setting] = &[
     setting("postgres.database", &["PGDATABASE"], "database"),
     Setting { key: "postgres.password", env: &["PGPASSWORD"], secret: true, help: "password" },
     setting("postgres.connect_timeout_secs", &["PGCONNECT_TIMEOUT"], "connection timeout"),
+    Setting {
+        key: "walg.libsodium_key",
+        env: &["PGEC2_WALG_LIBSODIUM_KEY", "WALG_LIBSODIUM_KEY"],
+        secret: true,
+        help: "wal-g's libsodium key, to read an encrypted wal-g archive",
+    },
+    setting(
+        "walg.libsodium_key_path",
+        &["PGEC2_WALG_LIBSODIUM_KEY_PATH", "WALG_LIBSODIUM_KEY_PATH"],
+        "a file holding wal-g's libsodium key",
+    ),
+    setting(
+        "walg.libsodium_key_transform",
+        &["PGEC2_WALG_LIBSODIUM_KEY_TRANSFORM", "WALG_LIBSODIUM_KEY_TRANSFORM"],
+        "how wal-g reads the key text: none, base64 or hex",
+    ),
 ];
 
 /// Looks a setting up by key.

@@ -17,7 +17,9 @@ use pgec2_core::walg::WalgArchive;
 
 use crate::config::{AgentConfig, ConfigError};
 
-/// The wal-g archive the configuration points at, if any.
+/// The wal-g archive the configuration points at, if any, read with wal-g's libsodium key when
+/// one is set (`[walg]`).
 pub async fn open(config: &AgentConfig) -> Result<Option<WalgArchive>, ConfigError> {
-    Ok(config.storage.open_walg().await?.map(WalgArchive::new))
+    let Some(storage) = config.storage.open_walg().await? else { return Ok(None) };
+    Ok(Some(WalgArchive::new(storage).with_key(config.walg.libsodium_key()?)))
 }

@@ -12,7 +12,7 @@ use pgec2_core::catalog::{self, RecoveryTarget};
 use pgec2_core::layout::Archive;
 use pgec2_core::manifest::BackupManifest;
 use pgec2_core::recovery_window::{TimelineChoice, TimelineRequest};
-use pgec2_core::walg::{Method, WalgArchive, WalgBackup, WalgError, tar};
+use pgec2_core::walg::{ContentReader, WalgArchive, WalgBackup, WalgError, tar};
 
 use crate::backup::cluster_config::ClusterConfig;
 use crate::backup::destination::{CONTROL_FILE_PENDING, Destination, clear_interrupted};
@@ -120,7 +120,7 @@ impl Restore<'_> {
             stored_bytes += stored.len() as u64;
             let control = key.contains("/pg_control.");
             let into = if control { data_dir.join(CONTROL_STAGING) } else { data_dir.clone() };
-            let unpacked = unpack(self.backup.name.clone(), key.clone(), stored, into).await?;
+            let unpacked = unpack(self.backup.name.clone(), self.walg.content(key), stored, into).await?;
             files += unpacked.files as usize;
             bytes += unpacked.bytes;
         }
@@ -186,22 +186,22 @@ impl Restore<'_> {
     }
 }
 
-/// Decompresses and unpacks one stored partition into `into`, off the async workers.
+/// Decrypts, decompresses and unpacks one stored partition into `into`, off the async workers.
 async fn unpack(
     backup: String,
-    key: String,
+    content: ContentReader,
     stored: bytes::Bytes,
     into: PathBuf,
 ) -> Result<tar::Unpacked, BackupError> {
     let task = tokio::task::spawn_blocking(move || {
-        let method = key.rsplit_once('.').and_then(|(_, ext)| Method::from_suffix(ext));
-        let decoder = method.and_then(|method| method.decoder(&stored[..])).ok_or_else(|| WalgError::Unsupported {
-            key: key.clone(),
-            method: method.map(|m| m.to_string()).unwrap_or("unknown".to_string()),
-        })?;
+        let decoder = content.open(&stored[..])?;
         tar::unpack(decoder, &into).map_err(|error| match error {
             tar::TarError::Write { path, error } => BackupError::Io { action: "write", path, source: error },
-            error => damaged(&backup, format!("{key}: {error}")),
+            tar::TarError::Read(error) | tar::TarError::Broken { error, .. } => match content.explain(&error) {
+                failure @ WalgError::Decrypt { .. } => failure.into(),
+                _ => damaged(&backup, format!("{}: {error}", content.key())),
+            },
+            error => damaged(&backup, format!("{}: {error}", content.key())),
         })
     });
     task.await.map_err(|error| BackupError::Task(error.to_string()))?

@@ -1,10 +1,11 @@
 //! `wal-fetch` from the wal-g archive: a file pgec2's archive does not have (WAL that wal-g
-//! pushed before the switch), decompressed and written atomically.
+//! pushed before the switch), decrypted when wal-g encrypted it, decompressed and written
+//! atomically: a wrong key or a damaged object leaves nothing at the destination.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use pgec2_core::walg::{Method, WAL_DIR, WalgArchive, WalgError};
+use pgec2_core::walg::{WalgArchive, WalgError};
 
 use crate::wal::WalError;
 use crate::wal::durable;
@@ -16,18 +17,17 @@ pub async fn fetch(walg: &WalgArchive, file: &str, dest: &Path) -> Result<Option
     let walg_error = |error: WalgError| WalError::Walg { file: file.to_string(), reason: error.to_string() };
     let Some(key) = walg.find_wal(file).await.map_err(walg_error)? else { return Ok(None) };
     let stored = walg.get(&key).await.map_err(walg_error)?;
-    let method = key.strip_prefix(WAL_DIR).and_then(Method::split).map(|(_, method)| method);
+    let content = walg.content(&key);
     let (file, dest): (String, PathBuf) = (file.to_string(), dest.to_path_buf());
     let task = tokio::task::spawn_blocking(move || {
-        let unreadable =
-            || WalError::Walg { file: file.clone(), reason: format!("{key} uses a compression pgec2 does not read") };
-        let mut decoder = method.and_then(|method| method.decoder(&stored[..])).ok_or_else(unreadable)?;
+        let unreadable = |error: WalgError| WalError::Walg { file: file.clone(), reason: error.to_string() };
+        let mut decoder = content.open(&stored[..]).map_err(unreadable)?;
         let mut start = Vec::with_capacity(START_LEN);
         let mut failed_read = None;
         durable::write_atomically_with(&dest, |out| {
             let mut piece = vec![0u8; 256 * 1024];
             loop {
-                let read = decoder.read(&mut piece).inspect_err(|error| failed_read = Some(error.to_string()))?;
+                let read = decoder.read(&mut piece).inspect_err(|error| failed_read = Some(content.explain(error)))?;
                 if read == 0 {
                     return Ok(());
                 }
@@ -37,9 +37,7 @@ pub async fn fetch(walg: &WalgArchive, file: &str, dest: &Path) -> Result<Option
             }
         })
         .map_err(|error| match failed_read.take() {
-            Some(reason) => {
-                WalError::Walg { file: file.clone(), reason: format!("{key} does not decompress: {reason}") }
-            }
+            Some(failure) => unreadable(failure),
             None => WalError::Write { path: dest.clone(), error },
         })?;
         Ok(Some(start))

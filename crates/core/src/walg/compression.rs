@@ -34,6 +34,17 @@ impl Method {
         Some((name, Self::from_suffix(ext)?))
     }
 
+    /// Whether `stored` plainly is not data of this method (its magic number differs), as an
+    /// encrypted object is not; `false` when the method has no magic number (brotli, lzma).
+    pub fn starts_unlike(self, stored: &[u8]) -> bool {
+        let magic: &[u8] = match self {
+            Self::Lz4 => &[0x04, 0x22, 0x4d, 0x18],
+            Self::Zstd => &[0x28, 0xb5, 0x2f, 0xfd],
+            Self::Brotli | Self::Lzma => return false,
+        };
+        !stored.starts_with(magic)
+    }
+
     /// A reader of `stored`'s decompressed content; `None` when the decoder cannot be set up.
     pub fn decoder<'a>(self, stored: impl Read + 'a) -> Option<Box<dyn Read + 'a>> {
         match self {

@@ -8,11 +8,14 @@
 //!   restored last;
 //! - `wal_005/<file>.<ext>`: WAL segments, `.history` and `.backup` files.
 //!
-//! `<ext>` names the compression ([`compression::Method`]: lz4, zstd, brotli, lzma). Encrypted
-//! archives and delta backups are not read.
+//! `<ext>` names the compression ([`compression::Method`]: lz4, zstd, brotli, lzma). With
+//! `WALG_LIBSODIUM_KEY` wal-g encrypts the compressed partitions and WAL (not the JSON sentinels);
+//! [`WalgArchive::with_key`] reads them ([`libsodium`], [`content`]). Delta backups are not read.
 
 pub mod compression;
+pub mod content;
 pub mod continuity;
+pub mod libsodium;
 pub mod sentinel;
 pub mod tar;
 
@@ -21,6 +24,8 @@ use std::sync::Arc;
 use crate::storage::{ObjectKey, Storage, StorageError};
 
 pub use compression::Method;
+pub use content::ContentReader;
+pub use libsodium::{KeyTransform, LibsodiumKey};
 pub use sentinel::Sentinel;
 
 /// Where wal-g keeps base backups.
@@ -43,6 +48,15 @@ pub enum WalgError {
     Delta { name: String },
     #[error("no wal-g backup {name} under the wal-g prefix: run backup-list to see the wal-g backups")]
     NoSuchBackup { name: String },
+    #[error(
+        "wal-g object {key} is encrypted (it does not start as {method} data) and no wal-g libsodium key is set: \
+         set walg.libsodium_key or walg.libsodium_key_path (WALG_LIBSODIUM_KEY, WALG_LIBSODIUM_KEY_PATH) as wal-g had it"
+    )]
+    MissingKey { key: String, method: Method },
+    #[error("failed to read wal-g object {key}: {error}")]
+    Decrypt { key: String, error: libsodium::LibsodiumError },
+    #[error("wal-g object {key} does not decompress: {reason}")]
+    Unreadable { key: String, reason: String },
 }
 
 /// One finished wal-g backup.
@@ -63,15 +77,27 @@ impl WalgBackup {
     }
 }
 
-/// A wal-g archive: its store, keys relative to the wal-g prefix.
+/// A wal-g archive: its store, keys relative to the wal-g prefix, and wal-g's libsodium key
+/// when the archive is encrypted.
 #[derive(Clone)]
 pub struct WalgArchive {
     pub storage: Arc<dyn Storage>,
+    libsodium: Option<LibsodiumKey>,
 }
 
 impl WalgArchive {
     pub fn new(storage: Arc<dyn Storage>) -> Self {
-        Self { storage }
+        Self { storage, libsodium: None }
+    }
+
+    /// The same archive read with wal-g's libsodium key.
+    pub fn with_key(self, key: Option<LibsodiumKey>) -> Self {
+        Self { libsodium: key, ..self }
+    }
+
+    /// How to read the content of the stored object `key` (decrypted, decompressed).
+    pub fn content(&self, key: &str) -> ContentReader {
+        ContentReader::new(key, self.libsodium.clone())
     }
 
     fn key(&self, key: &str) -> Result<ObjectKey, WalgError> {
@@ -149,7 +175,7 @@ impl WalgArchive {
             .find(|key| key.strip_prefix(WAL_DIR).and_then(Method::split).is_some_and(|(name, _)| name == file)))
     }
 
-    /// The stored (still compressed) bytes of `key`.
+    /// The stored (still compressed and encrypted) bytes of `key`.
     pub async fn get(&self, key: &str) -> Result<bytes::Bytes, WalgError> {
         let object = self.key(key)?;
         self.storage.get(&object).await.map_err(|error| WalgError::Storage { key: key.to_string(), error })

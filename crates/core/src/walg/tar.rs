@@ -10,8 +10,8 @@ use std::path::{Component, Path, PathBuf};
 pub enum TarError {
     #[error("failed to read the tar stream: {0}")]
     Read(io::Error),
-    #[error("the tar stream is damaged: {0}")]
-    Damaged(String),
+    #[error("the tar stream is damaged: it ends or breaks inside {name}: {error}")]
+    Broken { name: String, error: io::Error },
     #[error("refusing tar entry {0:?}: it points outside the destination")]
     UnsafePath(String),
     #[error("failed to write {}: {error}", path.display())]
@@ -40,9 +40,7 @@ pub fn unpack(input: impl Read, dest: &Path) -> Result<Unpacked, TarError> {
         let is_file = entry.header().entry_type().is_file();
         let size = entry.size();
         let inside = entry.unpack_in(dest).map_err(|error| match error.kind() {
-            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
-                TarError::Damaged(format!("it ends or breaks inside {name}: {error}"))
-            }
+            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => TarError::Broken { name: name.clone(), error },
             _ => TarError::Write { path: path.clone(), error },
         })?;
         if !inside {
