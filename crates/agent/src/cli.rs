@@ -296,6 +296,10 @@ pub struct DeleteArgs {
     /// restore or standby then fails).
     #[arg(long, global = true)]
     pub ignore_leases: bool,
+    /// Also delete wal-g's backups over the window (sentinel first) and wal-g's WAL older than
+    /// the oldest kept backup, under storage.walg_prefix (retain and before only).
+    #[arg(long = "include-wal-g", global = true)]
+    pub include_walg: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -405,3 +405,51 @@ fn an_encrypted_wal_g_archive_read_without_its_key_or_with_another_fails_naming_
         assert!(json["read_check"]["error"].as_str().is_some_and(|error| error.contains(named)), "{json}");
     }
 }
+
+#[test]
+fn delete_with_include_wal_g_deletes_the_wal_g_backups_over_the_window_and_wal_g_wal_before_the_oldest_kept_backup() {
+    let (switch, _) = Switch::through_the_switch(Switch::start("zstd"));
+    switch.primary.backup();
+    commit_batch(&switch.primary.cluster, 3);
+    switch.primary.archive_current_wal();
+    let walg_before = files_under(&switch.walg_dir);
+    let plan_of = |output: &Output| -> serde_json::Value {
+        assert_success("delete", output);
+        serde_json::from_slice(&output.stdout).expect("delete --json")
+    };
+
+    let by_default = plan_of(&switch.agent(&["delete", "retain", "1", "--confirm", "--json"]));
+    let walg_name = by_default["walg"]["over_window_kept"][0].as_str().expect("the wal-g backup is over the window");
+    assert!(by_default["walg"]["backups"].as_array().is_some_and(Vec::is_empty), "{by_default}");
+    assert_eq!(files_under(&switch.walg_dir), walg_before, "without --include-wal-g no wal-g object is deleted");
+
+    let dry_run = plan_of(&switch.agent(&["delete", "retain", "1", "--include-wal-g", "--json"]));
+    assert_eq!(dry_run["walg"]["backups"][0], walg_name, "{dry_run}");
+    assert_eq!(files_under(&switch.walg_dir), walg_before, "a dry run deletes nothing");
+
+    let confirmed = plan_of(&switch.agent(&["delete", "retain", "1", "--include-wal-g", "--confirm", "--json"]));
+    let own_start = switch.primary.backups()[0].start_lsn;
+    let boundary = format!("{:08X}{:08X}", own_start.0 >> 32, (own_start.0 & 0xffff_ffff) >> 24);
+    let left = files_under(&switch.walg_dir);
+    assert!(left.iter().all(|file| file.starts_with("wal_005/")), "the wal-g backup is gone: {left:?}");
+    assert!(
+        left.iter().all(|file| file.contains(".history") || file["wal_005/".len() + 8..] >= *boundary.as_str()),
+        "only wal-g WAL from the kept backup's start ({boundary}) on is left: {left:?} ({confirmed})"
+    );
+    assert!(!confirmed["walg"]["wal"].as_array().is_some_and(Vec::is_empty), "old wal-g WAL went: {confirmed}");
+    let listed = switch.agent(&["backup-list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("backup-list --json");
+    assert!(listed.as_array().expect("list").iter().all(|entry| entry["format"] != "wal-g"), "{listed}");
+
+    let mut restored = switch.primary.restore_copy("after-walg-retention", "LATEST", &[]);
+    assert_eq!(batches_present(&restored), vec![1, 2, 3], "pgec2's backup still restores to the end");
+    restored.stop().expect("stop");
+}
+
+#[test]
+fn include_wal_g_with_garbage_is_refused_naming_where_it_applies() {
+    let switch = Switch::start("zstd");
+    let garbage = switch.agent(&["delete", "garbage", "--include-wal-g"]);
+    assert!(!garbage.status.success());
+    assert!(String::from_utf8_lossy(&garbage.stderr).contains("--include-wal-g applies to retain and before"));
+}

@@ -238,24 +238,38 @@ pub async fn verify_command(config_path: Option<&Path>, args: BackupVerifyArgs) 
     }
 }
 
-/// `delete`: prints the plan, applies it with `--confirm`.
+/// `delete`: prints the plan, applies it with `--confirm`. With `storage.walg_prefix`, wal-g's
+/// backups count toward the window and are deleted only with `--include-wal-g`.
 pub async fn delete_command(config_path: Option<&Path>, args: DeleteArgs) -> Result<ExitCode, BackupError> {
+    let (config, archive) = open(config_path).await?;
+    let policy = delete::policy_of(&args.what);
+    let walg = crate::walg::retention::WalgRetention::load(&config, &archive, &policy, args.include_walg).await?;
     let options = delete::DeleteOptions {
         grace: delete::parse_grace(args.grace_period.as_deref())?,
         confirm: args.confirm,
         damaged: delete::damaged_of(&args.what).to_vec(),
         ignore_leases: args.ignore_leases,
-        keep_wal_from: None,
+        keep_wal_from: walg.as_ref().and_then(|walg| walg.keep_wal_from()),
     };
-    let (config, archive) = open(config_path).await?;
-    let options = delete::DeleteOptions { keep_wal_from: crate::walg::list::wal_floor(&config).await?, ..options };
-    let (plan, applied) = delete::delete(&archive, &delete::policy_of(&args.what), &options).await?;
+    let own_policy = walg.as_ref().map(|walg| walg.window.own_policy.clone()).unwrap_or(policy);
+    let (plan, applied) = delete::delete(&archive, &own_policy, &options).await?;
+    let size = catalog::scan_backups(&archive).await?.segment_size();
+    let walg_plan = match &walg {
+        Some(walg) => Some(walg.plan(&plan, size).await?),
+        None => None,
+    };
+    if let (Some(walg), Some(walg_plan), true) = (&walg, &walg_plan, args.confirm) {
+        walg.apply(walg_plan).await?;
+    }
     if args.json {
         let mut report = serde_json::to_value(&plan)
             .map_err(|error| BackupError::Task(format!("failed to render JSON: {error}")))?;
         report["kept_at_deletion"] = serde_json::to_value(&applied.kept).unwrap_or_default();
+        report["walg"] = serde_json::to_value(&walg_plan).unwrap_or_default();
         println!("{}", to_json(&report)?);
     } else {
+        let verb = if args.confirm { "deleted" } else { "would delete" };
+        print!("{}", walg_plan.map(|walg_plan| crate::walg::retention::render(&walg_plan, verb)).unwrap_or_default());
         print!("{}", delete::render(&plan, &applied, args.confirm));
     }
     Ok(ExitCode::SUCCESS)

@@ -29,6 +29,9 @@ pub enum Refusal {
          backup-push and restore that; nothing was written"
     )]
     UnsupportedForWalg { option: &'static str, backup: String },
+    /// `delete --include-wal-g` where it cannot apply.
+    #[error("--include-wal-g {0}")]
+    IncludeWalg(&'static str),
 
     /// A restore directory (the data directory or a tablespace's) holds files.
     #[error("{what} {} is not empty: {remedy}", path.display())]

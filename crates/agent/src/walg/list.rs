@@ -42,11 +42,3 @@ pub async fn backups(walg: &WalgArchive) -> Result<Vec<ListedWalgBackup>, Backup
         })
         .collect())
 }
-
-/// Where the oldest wal-g backup starts, when `storage.walg_prefix` is set and holds one:
-/// retention keeps pgec2's WAL from there on, which a restore of a wal-g backup replays.
-pub async fn wal_floor(config: &crate::config::AgentConfig) -> Result<Option<pgec2_core::wal::Lsn>, BackupError> {
-    let Some(walg) = super::open(config).await? else { return Ok(None) };
-    let backups = walg.backups().await?;
-    Ok(backups.iter().map(|backup| backup.sentinel.start_lsn).min().map(pgec2_core::wal::Lsn))
-}

@@ -4,13 +4,15 @@
 //! - [`restore`]: `backup-fetch` of a wal-g backup;
 //! - [`wal`]: `wal-fetch` serving wal-g's WAL when pgec2's archive lacks a file;
 //! - [`list`]: wal-g's backups in `backup-list`;
-//! - [`check`]: `import-check`, what a wal-g prefix would let pgec2 restore.
+//! - [`check`]: `import-check`, what a wal-g prefix would let pgec2 restore;
+//! - [`retention`]: `delete` counting wal-g's backups, deleting them only with `--include-wal-g`.
 //!
-//! Read-only: nothing here writes or deletes under the wal-g prefix.
+//! Nothing here writes under the wal-g prefix; only `delete … --include-wal-g` deletes there.
 
 pub mod check;
 pub mod list;
 pub mod restore;
+pub mod retention;
 pub mod wal;
 
 use pgec2_core::walg::WalgArchive;

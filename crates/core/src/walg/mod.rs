@@ -8,6 +8,9 @@
 //!   restored last;
 //! - `wal_005/<file>.<ext>`: WAL segments, `.history` and `.backup` files.
 //!
+//! pgec2 never writes this layout; it deletes from it only when `delete … --include-wal-g` asks
+//! ([`retention`]).
+//!
 //! `<ext>` names the compression ([`compression::Method`]: lz4, zstd, brotli, lzma). With
 //! `WALG_LIBSODIUM_KEY` wal-g encrypts the compressed partitions and WAL (not the JSON sentinels);
 //! [`WalgArchive::with_key`] reads them ([`libsodium`], [`content`]). Delta backups are not read.
@@ -16,6 +19,7 @@ pub mod compression;
 pub mod content;
 pub mod continuity;
 pub mod libsodium;
+pub mod retention;
 pub mod sentinel;
 pub mod tar;
 
@@ -179,6 +183,31 @@ impl WalgArchive {
     pub async fn get(&self, key: &str) -> Result<bytes::Bytes, WalgError> {
         let object = self.key(key)?;
         self.storage.get(&object).await.map_err(|error| WalgError::Storage { key: key.to_string(), error })
+    }
+
+    /// The names of the directories under `basebackups_005/` (finished or not).
+    pub async fn backup_dirs(&self) -> Result<Vec<String>, WalgError> {
+        let mut dirs: Vec<String> = self
+            .list(BACKUPS_DIR)
+            .await?
+            .iter()
+            .filter_map(|object| {
+                object.key.as_str().strip_prefix(BACKUPS_DIR)?.split_once('/').map(|(dir, _)| dir.to_string())
+            })
+            .collect();
+        dirs.dedup();
+        Ok(dirs)
+    }
+
+    /// Every key under `prefix`.
+    pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, WalgError> {
+        Ok(self.list(prefix).await?.into_iter().map(|object| object.key.as_str().to_string()).collect())
+    }
+
+    /// Deletes `key`: only retention does, when told to (`delete … --include-wal-g`).
+    pub async fn delete(&self, key: &str) -> Result<(), WalgError> {
+        let object = self.key(key)?;
+        self.storage.delete(&object).await.map_err(|error| WalgError::Storage { key: key.to_string(), error })
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<crate::storage::ObjectMeta>, WalgError> {
