@@ -198,13 +198,7 @@ pub struct BackupFetchArgs {
     /// Backup name, or LATEST (the newest backup that ends before the target, if one is given).
     pub name: String,
     #[command(flatten)]
-    pub target: RecoveryTargetArgs,
-    /// What to do when the target is reached.
-    #[arg(long, value_parser = ["promote", "pause", "shutdown"])]
-    pub target_action: Option<String>,
-    /// Restore as a standby that keeps following the archive (standby.signal).
-    #[arg(long)]
-    pub standby: bool,
+    pub recovery: RecoveryArgs,
     /// Timeline to recover along: latest (default: the newest timeline in the archive that
     /// descends from the backup), current (the backup's own) or a timeline id.
     #[arg(long, value_name = "latest|current|N")]
@@ -212,6 +206,30 @@ pub struct BackupFetchArgs {
     /// Restore the tablespace that was in OLDDIR into NEWDIR instead (repeatable).
     #[arg(long, value_name = "OLDDIR=NEWDIR")]
     pub tablespace_mapping: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotRestoreArgs {
+    /// The data directory on the volume created from the snapshot.
+    pub data_dir: PathBuf,
+    /// The snapshot backup's name (the volume must be made from its snapshot).
+    pub name: String,
+    #[command(flatten)]
+    pub recovery: RecoveryArgs,
+}
+
+/// How a restored cluster recovers and where it archives: the options `backup-fetch` and
+/// `snapshot-restore` share.
+#[derive(Debug, Args, Default, PartialEq, Eq)]
+pub struct RecoveryArgs {
+    #[command(flatten)]
+    pub target: RecoveryTargetArgs,
+    /// What to do when the target is reached.
+    #[arg(long, value_parser = ["promote", "pause", "shutdown"])]
+    pub target_action: Option<String>,
+    /// Restore as a standby that keeps following the archive (standby.signal).
+    #[arg(long)]
+    pub standby: bool,
     /// Where the restored cluster archives its WAL: off (default: archive_mode = off, the copy
     /// never writes into its source's archive), preserve (keep the restored archive settings:
     /// only for the original cluster recovering after a disaster), or a new, empty archive: a
@@ -223,31 +241,8 @@ pub struct BackupFetchArgs {
     pub archive_config: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
-pub struct SnapshotRestoreArgs {
-    /// The data directory on the volume created from the snapshot.
-    pub data_dir: PathBuf,
-    /// The snapshot backup's name (the volume must be made from its snapshot).
-    pub name: String,
-    #[command(flatten)]
-    pub target: RecoveryTargetArgs,
-    /// What to do when the target is reached.
-    #[arg(long, value_parser = ["promote", "pause", "shutdown"])]
-    pub target_action: Option<String>,
-    /// Prepare a standby that keeps following the archive (standby.signal).
-    #[arg(long)]
-    pub standby: bool,
-    /// Where the restored cluster archives its WAL, as for backup-fetch: off (default),
-    /// preserve, or a new, empty archive (URL or prefix).
-    #[arg(long, value_name = "off|preserve|URL|PREFIX", conflicts_with = "archive_config")]
-    pub archive_mode: Option<String>,
-    /// Archive with this agent configuration file (the cluster's own archive), as host apply does.
-    #[arg(long, value_name = "FILE")]
-    pub archive_config: Option<PathBuf>,
-}
-
 /// At most one recovery target; none recovers to the end of the archive.
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Args, Default, PartialEq, Eq)]
 #[group(multiple = false)]
 pub struct RecoveryTargetArgs {
     /// Recover up to this time, as recovery_target_time takes it: psql's output
@@ -349,7 +344,32 @@ pub enum ConfigCommand {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_annotation;
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn backup_fetch_and_snapshot_restore_read_the_recovery_options_alike() {
+        let options =
+            ["--target-lsn", "0/3000060", "--target-action", "promote", "--standby", "--archive-mode", "default/copy"];
+        let parse = |command: [&str; 4]| Cli::try_parse_from(command.into_iter().chain(options)).expect(command[1]);
+        let fetch = parse(["pgec2-agent", "backup-fetch", "/d", "LATEST"]).command;
+        let snapshot = parse(["pgec2-agent", "snapshot-restore", "/d", "base_1"]).command;
+        let (Command::BackupFetch(fetch), Command::SnapshotRestore(snapshot)) = (fetch, snapshot) else {
+            panic!("the subcommands were not recognised");
+        };
+        let expected = RecoveryArgs {
+            target: RecoveryTargetArgs { target_lsn: Some("0/3000060".into()), ..Default::default() },
+            target_action: Some("promote".into()),
+            standby: true,
+            archive_mode: Some("default/copy".into()),
+            archive_config: None,
+        };
+        assert_eq!(fetch.recovery, expected);
+        assert_eq!(snapshot.recovery, expected);
+        let both = ["pgec2-agent", "snapshot-restore", "/d", "b", "--archive-mode", "off", "--archive-config", "/c"];
+        assert!(Cli::try_parse_from(both).is_err(), "--archive-mode and --archive-config exclude each other");
+    }
 
     #[test]
     fn an_annotation_flag_parses_into_its_key_and_value_or_names_the_rule_it_breaks() {

@@ -280,25 +280,9 @@ mod tests {
     }
 
     fn backup(name: &str, timeline: TimelineId, start_segment: u64, finish_segment: u64) -> BackupInfo {
-        BackupInfo {
-            name: name.into(),
-            start_time: Utc.timestamp_opt(start_segment as i64, 0).single().expect("time"),
-            finish_time: Utc.timestamp_opt(finish_segment as i64, 0).single().expect("time"),
-            start_lsn: Lsn(start_segment * SEGMENT + 0x28),
-            finish_lsn: Lsn(finish_segment * SEGMENT + 0x100),
-            timeline,
-            pg_version: 150000,
-            system_identifier: 1,
-            data_bytes: 0,
-            stored_bytes: 0,
-            permanent: false,
-            wal_segment_size: SEGMENT,
-            next_xid: None,
-            annotations: Default::default(),
-            kind: Default::default(),
-            snapshot_id: None,
-            format: 1,
-        }
+        let time = |seconds: u64| Utc.timestamp_opt(seconds as i64, 0).single().expect("time");
+        let builder = BackupInfo::builder().named(name).timeline(timeline).segments(start_segment, finish_segment);
+        builder.times(time(start_segment), time(finish_segment)).build()
     }
 
     #[test]

@@ -80,12 +80,13 @@ pub async fn push_command(config_path: Option<&Path>, args: BackupPushArgs) -> R
 
 /// `backup-fetch`: restores and prints what was restored and how to start it.
 pub async fn fetch_command(config_path: Option<&Path>, args: BackupFetchArgs) -> Result<ExitCode, BackupError> {
+    let recovery = args.recovery;
     let request = fetch::FetchRequest {
-        target: recovery_target(&args.target)?,
+        target: recovery_target(&recovery.target)?,
         dest: args.dest,
         name: args.name,
-        action: args.target_action,
-        standby: args.standby,
+        action: recovery.target_action,
+        standby: recovery.standby,
         tablespace_mapping: destination::parse_tablespace_mapping(&args.tablespace_mapping)?,
         timeline: match &args.target_timeline {
             Some(text) => text.parse().map_err(|_: String| Refusal::InvalidOption {
@@ -95,7 +96,10 @@ pub async fn fetch_command(config_path: Option<&Path>, args: BackupFetchArgs) ->
             })?,
             None => TimelineRequest::Latest,
         },
-        archive: cluster_config::ArchiveMode::from_args(args.archive_mode.as_deref(), args.archive_config.as_deref()),
+        archive: cluster_config::ArchiveMode::from_args(
+            recovery.archive_mode.as_deref(),
+            recovery.archive_config.as_deref(),
+        ),
     };
     let (config, archive) = open(config_path).await?;
     let summary = match crate::walg::restore::choose(&config, &archive, &request).await? {

@@ -148,13 +148,14 @@ pub async fn command(
     config_path: Option<&Path>,
     args: crate::cli::SnapshotRestoreArgs,
 ) -> Result<std::process::ExitCode, BackupError> {
+    let recovery = args.recovery;
     let request = SnapshotRestoreRequest {
-        target: super::recovery_target(&args.target)?,
+        target: super::recovery_target(&recovery.target)?,
         data_dir: args.data_dir,
         name: args.name,
-        action: args.target_action,
-        standby: args.standby,
-        archive: ArchiveMode::from_args(args.archive_mode.as_deref(), args.archive_config.as_deref()),
+        action: recovery.target_action,
+        standby: recovery.standby,
+        archive: ArchiveMode::from_args(recovery.archive_mode.as_deref(), recovery.archive_config.as_deref()),
     };
     let config = AgentConfig::load(config_path)?;
     let archive = config.storage().await?;
@@ -267,6 +268,8 @@ fn write(data_dir: &Path, name: &str, content: &[u8]) -> Result<(), BackupError>
 
 #[cfg(test)]
 mod tests {
+    use pgec2_core::wal::Lsn;
+
     use super::*;
 
     #[test]
@@ -327,25 +330,6 @@ mod tests {
     }
 
     fn sample_backup() -> BackupInfo {
-        let now = Utc::now();
-        BackupInfo {
-            name: "base_1".into(),
-            start_time: now,
-            finish_time: now,
-            start_lsn: pgec2_core::wal::Lsn(0x100),
-            finish_lsn: pgec2_core::wal::Lsn(0x200),
-            timeline: 1,
-            pg_version: 150000,
-            system_identifier: 0,
-            data_bytes: 0,
-            stored_bytes: 0,
-            permanent: false,
-            wal_segment_size: 16 * 1024 * 1024,
-            next_xid: None,
-            annotations: Default::default(),
-            kind: BackupKind::Snapshot,
-            snapshot_id: Some("snap-1".into()),
-            format: 1,
-        }
+        BackupInfo::builder().named("base_1").lsns(Lsn(0x100), Lsn(0x200)).snapshot("snap-1").build()
     }
 }

@@ -193,24 +193,10 @@ mod tests {
     }
 
     pub(crate) fn sample() -> BackupInfo {
-        BackupInfo {
-            name: "base_20260131T120000Z_000000010000000002000028".into(),
-            start_time: Utc.timestamp_opt(1_769_860_800, 0).single().expect("time"),
-            finish_time: Utc.timestamp_opt(1_769_860_860, 0).single().expect("time"),
-            start_lsn: Lsn(0x2_000028),
-            finish_lsn: Lsn(0x2_000100),
-            timeline: 1,
-            pg_version: 150012,
-            system_identifier: 7_312_345_678_901_234_567,
-            data_bytes: 1000,
-            stored_bytes: 300,
-            permanent: false,
-            wal_segment_size: 16 * 1024 * 1024,
-            next_xid: Some(740),
-            annotations: Default::default(),
-            kind: BackupKind::ObjectStore,
-            snapshot_id: None,
-            format: BACKUP_INFO_FORMAT,
-        }
+        let builder = BackupInfo::builder().named("base_20260131T120000Z_000000010000000002000028");
+        let builder = builder
+            .times(crate::catalog::fixtures::at(0), crate::catalog::fixtures::at(60))
+            .lsns(Lsn(0x2_000028), Lsn(0x2_000100));
+        builder.pg_version(150012).system_identifier(7_312_345_678_901_234_567).bytes(1000, 300).next_xid(740).build()
     }
 }

@@ -29,6 +29,7 @@ use crate::storage::{ObjectKey, ObjectMeta, PutMode, StorageError};
 use crate::wal::SegmentSize;
 
 mod backup_info;
+pub mod fixtures;
 mod restore_plan;
 pub mod snapshot;
 mod timeline;

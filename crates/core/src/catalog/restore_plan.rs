@@ -264,25 +264,8 @@ mod tests {
 
     /// A backup from segment `start` to `finish`, finishing at `at(finish * 100 - 50)`.
     fn backup(name: &str, start: u64, finish: u64) -> BackupInfo {
-        BackupInfo {
-            name: name.into(),
-            start_time: at(start as i64 * 100 - 90),
-            finish_time: at(finish as i64 * 100 - 50),
-            start_lsn: Lsn(start * SEGMENT + 0x28),
-            finish_lsn: Lsn(finish * SEGMENT + 0x100),
-            timeline: 1,
-            pg_version: 150000,
-            system_identifier: 1,
-            data_bytes: 0,
-            stored_bytes: 0,
-            permanent: false,
-            wal_segment_size: SEGMENT,
-            next_xid: Some(start * 1000),
-            annotations: Default::default(),
-            kind: Default::default(),
-            snapshot_id: None,
-            format: 1,
-        }
+        let builder = BackupInfo::builder().named(name).segments(start, finish);
+        builder.times(at(start as i64 * 100 - 90), at(finish as i64 * 100 - 50)).next_xid(start * 1000).build()
     }
 
     fn backups() -> Vec<BackupInfo> {

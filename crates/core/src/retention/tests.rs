@@ -21,26 +21,10 @@ fn at(seconds: i64) -> DateTime<Utc> {
 }
 
 fn backup(start_segment: u64, permanent: bool) -> BackupInfo {
-    let start_lsn = Lsn(start_segment * SEGMENT + 0x28);
-    BackupInfo {
-        name: BackupName::new(at(start_segment as i64 * 100), 1, start_lsn).to_string(),
-        start_time: at(start_segment as i64 * 100),
-        finish_time: at(start_segment as i64 * 100 + 50),
-        start_lsn,
-        finish_lsn: Lsn(start_segment * SEGMENT + 0x1000),
-        timeline: 1,
-        pg_version: 150000,
-        system_identifier: 42,
-        data_bytes: 1,
-        stored_bytes: 1,
-        permanent,
-        wal_segment_size: SEGMENT,
-        next_xid: None,
-        annotations: Default::default(),
-        kind: Default::default(),
-        snapshot_id: None,
-        format: 1,
-    }
+    let builder = BackupInfo::builder().times(at(start_segment as i64 * 100), at(start_segment as i64 * 100 + 50));
+    let builder = builder.lsns(Lsn(start_segment * SEGMENT + 0x28), Lsn(start_segment * SEGMENT + 0x1000));
+    let builder = builder.system_identifier(42).bytes(1, 1);
+    if permanent { builder.permanent() } else { builder }.build()
 }
 
 fn wal(segments: std::ops::Range<u64>) -> WalArchive {

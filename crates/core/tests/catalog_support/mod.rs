@@ -11,38 +11,21 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use chrono::{DateTime, TimeZone, Utc};
-use pgec2_core::catalog::{self, BackupInfo, BackupName};
+use chrono::{DateTime, Utc};
+use pgec2_core::catalog::{self, BackupInfo, fixtures};
 use pgec2_core::layout::Archive;
 use pgec2_core::leases::{self, Lease, LeaseKind};
 use pgec2_core::storage::PutMode;
 use pgec2_core::wal::{Lsn, SegmentSize};
 
-pub const SEGMENT: u64 = 16 * 1024 * 1024;
+pub const SEGMENT: u64 = fixtures::SEGMENT;
 
 /// The commit record of a backup starting in segment `start` (on timeline 1).
 pub fn backup_info(start: u64) -> BackupInfo {
-    let start_time = Utc.timestamp_opt(1_769_860_800 + start as i64 * 100, 0).single().expect("time");
-    let start_lsn = Lsn(start * SEGMENT + 0x28);
-    BackupInfo {
-        name: BackupName::new(start_time, 1, start_lsn).to_string(),
-        start_time,
-        finish_time: start_time + chrono::Duration::seconds(50),
-        start_lsn,
-        finish_lsn: Lsn(start * SEGMENT + 0x1000),
-        timeline: 1,
-        pg_version: 150000,
-        system_identifier: 42,
-        data_bytes: 1,
-        stored_bytes: 1,
-        permanent: false,
-        wal_segment_size: SEGMENT,
-        next_xid: None,
-        annotations: Default::default(),
-        kind: Default::default(),
-        snapshot_id: None,
-        format: 1,
-    }
+    let start_time = fixtures::at(start as i64 * 100);
+    let builder = BackupInfo::builder().times(start_time, start_time + chrono::Duration::seconds(50));
+    let builder = builder.lsns(Lsn(start * SEGMENT + 0x28), Lsn(start * SEGMENT + 0x1000));
+    builder.system_identifier(42).bytes(1, 1).build()
 }
 
 /// Writes a backup's part and manifest (uncommitted so far).

@@ -138,7 +138,7 @@ async fn apply_host(ctx: &HostContext, api: &Api<PostgresHost>, cached: &Postgre
     let mut draft = Draft::new(host.status.as_ref(), host.metadata.generation, now)
         .expecting(host.recovery().is_some(), host.policy_name().is_some());
     if let Err(invalid) = validate::validate(host, &policies) {
-        return park(ctx, api, host, draft, &invalid).await;
+        return hold(ctx, api, host, draft, Hold::Invalid(&invalid)).await;
     }
     if host.spec.paused {
         draft.paused();
@@ -147,7 +147,7 @@ async fn apply_host(ctx: &HostContext, api: &Api<PostgresHost>, cached: &Postgre
     }
     let observation = match observe::observe(ctx, host, &policies).await? {
         Ok(observation) => observation,
-        Err(invalid) => return park(ctx, api, host, draft, &invalid).await,
+        Err(invalid) => return hold(ctx, api, host, draft, Hold::Invalid(&invalid)).await,
     };
     draft.instance(observation.instance.as_ref(), observation.layout.as_ref());
     if policies.archive.is_none() {
@@ -174,7 +174,7 @@ async fn apply_host(ctx: &HostContext, api: &Api<PostgresHost>, cached: &Postgre
             .map_err(|source| Error::RecoveryCheck { host: host.qualified_name(), source: Box::new(source) })?;
         return match checked {
             Ok(reachable) => choose_restore(ctx, api, host, draft, &reachable).await,
-            Err(unreachable) => hold_restore(ctx, api, host, draft, &unreachable).await,
+            Err(unreachable) => hold(ctx, api, host, draft, Hold::Unreachable(&unreachable)).await,
         };
     }
     let converged = step == plan::Step::Converged;
@@ -275,47 +275,39 @@ async fn choose_restore(
     Ok(Action::requeue(Duration::from_millis(200)))
 }
 
-/// Holds a restore host whose recovery target the source's archive cannot reach: condition,
-/// no instance. Looked at again in a while when more backups or WAL may make it reachable.
-async fn hold_restore(
+/// Why a host is held back with no instance.
+enum Hold<'a> {
+    /// Its spec cannot be acted on: phase Failed until the spec changes.
+    Invalid(&'a validate::Invalid),
+    /// Its restore target is beyond the source's archive: looked at again in a while when more
+    /// backups or WAL may make it reachable, Failed otherwise.
+    Unreachable(&'a recovery_check::Unreachable),
+}
+
+/// Holds a host back: writes why in its status (Ready) and a Warning event the first time that
+/// message shows.
+async fn hold(
     ctx: &HostContext,
     api: &Api<PostgresHost>,
     host: &PostgresHost,
     mut draft: Draft,
-    unreachable: &recovery_check::Unreachable,
+    why: Hold<'_>,
 ) -> Result<Action, Error> {
-    draft.restore_unreachable(unreachable);
-    write_held(ctx, api, host, draft, unreachable.reason, &unreachable.message).await?;
-    Ok(if unreachable.may_resolve { Action::requeue(RESTORE_RECHECK) } else { Action::await_change() })
-}
-
-/// Parks a host whose spec cannot be acted on: condition, phase Failed, no requeue.
-async fn park(
-    ctx: &HostContext,
-    api: &Api<PostgresHost>,
-    host: &PostgresHost,
-    mut draft: Draft,
-    invalid: &validate::Invalid,
-) -> Result<Action, Error> {
-    draft.invalid(invalid);
-    write_held(ctx, api, host, draft, invalid.reason, &invalid.message).await?;
-    Ok(Action::await_change())
-}
-
-/// Writes the status of a host held back with `reason` and `message` in Ready, and a Warning
-/// event the first time that message shows.
-async fn write_held(
-    ctx: &HostContext,
-    api: &Api<PostgresHost>,
-    host: &PostgresHost,
-    draft: Draft,
-    reason: &str,
-    message: &str,
-) -> Result<(), Error> {
-    let already = host.condition(pgec2_api::condition::READY).is_some_and(|ready| ready.message == message);
+    let (reason, message, then) = match why {
+        Hold::Invalid(invalid) => {
+            draft.invalid(invalid);
+            (invalid.reason, &invalid.message, Action::await_change())
+        }
+        Hold::Unreachable(unreachable) => {
+            draft.restore_unreachable(unreachable);
+            let then = if unreachable.may_resolve { Action::requeue(RESTORE_RECHECK) } else { Action::await_change() };
+            (unreachable.reason, &unreachable.message, then)
+        }
+    };
+    let already = host.condition(pgec2_api::condition::READY).is_some_and(|ready| &ready.message == message);
     write_status(api, host, &draft.finish()).await?;
     if !already {
-        events::warning(&ctx.recorder, host, reason, message.to_string()).await;
+        events::warning(&ctx.recorder, host, reason, message.clone()).await;
     }
-    Ok(())
+    Ok(then)
 }
