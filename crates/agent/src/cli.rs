@@ -176,6 +176,18 @@ pub struct BackupPushArgs {
     /// again for it to complete, before giving up (nothing is committed then).
     #[arg(long, default_value_t = 3600)]
     pub snapshot_timeout: u64,
+    /// Copy only the blocks changed since the parent backup started (and new files whole): a
+    /// backup restored with its chain. Takes a full backup instead, and says so, when there is
+    /// nothing to build on or the chain is at its maximum length.
+    #[arg(long)]
+    pub incremental: bool,
+    /// With `--incremental`: the parent, a backup name or LATEST (the default: the newest).
+    #[arg(long, value_name = "NAME|LATEST", requires = "incremental")]
+    pub from: Option<String>,
+    /// With `--incremental`: incrementals a chain may hold on its full backup (default:
+    /// backup.max_incremental_chain, 6).
+    #[arg(long, value_name = "N", requires = "incremental", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_chain: Option<u16>,
 }
 
 /// How `backup-push` copies the data.

@@ -38,8 +38,20 @@ fn operator_commands() -> Vec<AgentCommand> {
                 annotation("pgec2.io/backup-request", "x'; touch /tmp/pwned; echo '$(id) `id` \"q\" --json a=b"),
             ],
             snapshot: false,
+            incremental: false,
         }),
-        AgentCommand::from(BackupPush { permanent: false, annotations: vec![annotation("empty", "")], snapshot: true }),
+        AgentCommand::from(BackupPush {
+            permanent: false,
+            annotations: vec![annotation("empty", "")],
+            snapshot: true,
+            incremental: false,
+        }),
+        AgentCommand::from(BackupPush {
+            permanent: false,
+            annotations: vec![annotation("pgec2.io/schedule-tick", "2026-01-02T03:00:00Z")],
+            snapshot: false,
+            incremental: true,
+        }),
         AgentCommand::from(ArchiveStatus),
         AgentCommand::from(WalReceive {
             slot: "pgec2_wal_receive".into(),
@@ -62,11 +74,14 @@ fn as_contract(command: Command) -> Option<AgentCommand> {
             json: true,
             method,
             snapshot_timeout: 3600,
+            incremental,
+            from: None,
+            max_chain: None,
         }) => {
             let annotations: Option<Vec<_>> =
                 annotations.iter().map(|(key, value)| Annotation::new(key, value).ok()).collect();
             let snapshot = method == pgec2_agent::cli::PushMethod::Snapshot;
-            Some(BackupPush { permanent, annotations: annotations?, snapshot }.into())
+            Some(BackupPush { permanent, annotations: annotations?, snapshot, incremental }.into())
         }
         Command::ArchiveStatus(JsonArgs { json: true }) => Some(ArchiveStatus.into()),
         Command::WalReceive(WalReceiveArgs { slot, spool, partial_interval, receive_timeout: 60, status, json }) => {
@@ -118,6 +133,8 @@ fn backup_info() -> BackupInfo {
         annotations: BTreeMap::from([("pgec2.io/backup-request".into(), "x'\"{ y".into())]),
         kind: pgec2_core::catalog::BackupKind::Snapshot,
         snapshot_id: Some("snap-0123456789abcdef0".into()),
+        backup_type: pgec2_core::catalog::BackupType::Full,
+        parent: None,
         format: pgec2_core::catalog::BACKUP_INFO_FORMAT,
     }
 }

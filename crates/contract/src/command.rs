@@ -6,7 +6,7 @@
 //! | command | stdout (one JSON document, see [`crate::output`]) |
 //! |---|---|
 //! | `host apply SPEC` | `HostReport` (`pgec2_core::host_spec`) |
-//! | `backup-push --json [--permanent] [--annotation K=V]…` | `BackupInfo` (`pgec2_core::catalog`) |
+//! | `backup-push --json [--permanent] [--incremental] [--annotation K=V]…` | `BackupInfo` (`pgec2_core::catalog`) |
 //! | `archive-status --json` | `ArchiverStatus` (`pgec2_core::archiver`) |
 //! | `wal-receive --slot S --spool DIR --partial-interval N` | none: a long-running service |
 //! | `wal-receive --status --json --spool DIR` | `StreamStatus` (`pgec2_core::stream_status`) |
@@ -40,6 +40,9 @@ pub struct BackupPush {
     /// A snapshot backup (`--method snapshot`): the operator snapshots the data volume while
     /// the agent holds the backup open.
     pub snapshot: bool,
+    /// An incremental backup (`--incremental`) on the newest backup: only the blocks changed
+    /// since it started; the agent takes a full backup when the chain is at its maximum length.
+    pub incremental: bool,
 }
 
 /// `archive-status --json`: the state of continuous archiving; prints an `ArchiverStatus`.
@@ -70,13 +73,16 @@ impl AgentCommand {
     pub fn argv(&self) -> Vec<String> {
         match self {
             AgentCommand::HostApply(HostApply { spec }) => vec!["host".into(), "apply".into(), spec.clone()],
-            AgentCommand::BackupPush(BackupPush { permanent, annotations, snapshot }) => {
+            AgentCommand::BackupPush(BackupPush { permanent, annotations, snapshot, incremental }) => {
                 let mut argv = vec!["backup-push".to_string(), "--json".to_string()];
                 if *permanent {
                     argv.push("--permanent".into());
                 }
                 if *snapshot {
                     argv.extend(["--method".to_string(), "snapshot".to_string()]);
+                }
+                if *incremental {
+                    argv.push("--incremental".into());
                 }
                 for annotation in annotations {
                     argv.extend(["--annotation".to_string(), annotation.to_string()]);
@@ -151,7 +157,8 @@ mod tests {
             Annotation::new("pgec2.io/schedule-tick", "2026-01-01T03:00:00Z").expect("annotation"),
             Annotation::new("pgec2.io/backup-request", "a=b c").expect("annotation"),
         ];
-        let command = AgentCommand::from(BackupPush { permanent: true, annotations, snapshot: false });
+        let command =
+            AgentCommand::from(BackupPush { permanent: true, annotations, snapshot: false, incremental: false });
         assert_eq!(
             command.argv(),
             [
@@ -164,5 +171,7 @@ mod tests {
                 "pgec2.io/backup-request=a=b c"
             ]
         );
+        let incremental = AgentCommand::from(BackupPush { incremental: true, ..BackupPush::default() });
+        assert_eq!(incremental.argv(), ["backup-push", "--json", "--incremental"]);
     }
 }

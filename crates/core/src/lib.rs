@@ -14,6 +14,7 @@ pub mod encryption;
 pub mod envelope;
 pub mod host_spec;
 pub mod identity;
+pub mod increment;
 pub mod layout;
 pub mod leases;
 pub mod manifest;

@@ -11,13 +11,30 @@
 //!
 //! The manifest is written after the last part and before `complete.json`, so a committed
 //! backup always has a manifest that describes exactly the parts stored.
+//!
+//! An *incremental* backup (format 2, [`IncrementalOf`]) lists every file of the data directory
+//! too, but a relation file it read page by page holds only the 8 KiB blocks changed since its
+//! parent started ([`BlockDelta`]); the other blocks come from the chain of backups it builds on
+//! (see [`crate::increment`]).
 
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-/// Version of the manifest format this code writes and reads.
+use crate::wal::Lsn;
+
+/// Version of the manifest format of a full backup (read by every agent version).
 pub const MANIFEST_FORMAT: u32 = 1;
+
+/// Version of the manifest format of an incremental backup: agents that read only format 1
+/// refuse it rather than restore its blocks as whole files.
+pub const INCREMENTAL_MANIFEST_FORMAT: u32 = 2;
+
+/// PostgreSQL's block size (`BLCKSZ`): the unit an incremental backup copies.
+pub const BLOCK_SIZE: u64 = 8192;
+
+/// Hex digits of each block's checksum in [`BlockDelta::checksums`] (the first 8 bytes of BLAKE3).
+pub const BLOCK_CHECKSUM_HEX: usize = 16;
 
 /// Where tablespace links live inside a data directory.
 pub const TABLESPACE_DIR: &str = "pg_tblspc";
@@ -38,6 +55,86 @@ pub struct BackupManifest {
     pub tablespaces: Vec<Tablespace>,
     /// Every part of the backup, by index from 0.
     pub parts: Vec<PartInfo>,
+    /// For an incremental backup: what it builds on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<IncrementalOf>,
+}
+
+/// The backups an incremental backup builds on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncrementalOf {
+    /// The reference backup: blocks whose page LSN is at least its start LSN were copied.
+    pub parent: String,
+    /// The parent's start LSN.
+    pub since_lsn: Lsn,
+    /// The whole chain this backup builds on, the full backup first and the parent last.
+    pub chain: Vec<String>,
+    /// Files of the parent that no longer exist (dropped relations, removed files).
+    #[serde(default)]
+    pub deleted: Vec<String>,
+}
+
+impl IncrementalOf {
+    /// The full backup at the root of the chain.
+    pub fn full(&self) -> &str {
+        self.chain.first().map_or(self.parent.as_str(), String::as_str)
+    }
+}
+
+/// The blocks of a relation file an incremental backup stored; its content in the parts is
+/// these blocks, in this order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockDelta {
+    /// The file's length when it was read: blocks at or past it in older backups are gone
+    /// (the relation was truncated).
+    pub length: u64,
+    /// Stored blocks as `[first, count]` ranges, ascending and not touching.
+    pub ranges: Vec<[u32; 2]>,
+    /// The first 8 bytes of each stored block's BLAKE3, hex, concatenated in block order.
+    pub checksums: String,
+}
+
+impl BlockDelta {
+    /// How many blocks are stored.
+    pub fn block_count(&self) -> u64 {
+        self.ranges.iter().map(|range| u64::from(range[1])).sum()
+    }
+
+    /// The stored block numbers, in order.
+    pub fn blocks(&self) -> impl Iterator<Item = u32> + '_ {
+        self.ranges.iter().flat_map(|&[first, count]| first..first.saturating_add(count))
+    }
+
+    /// The expected checksum of the `position`-th stored block.
+    pub fn checksum_of(&self, position: usize) -> Option<&str> {
+        self.checksums.get(position * BLOCK_CHECKSUM_HEX..(position + 1) * BLOCK_CHECKSUM_HEX)
+    }
+
+    fn check(&self, size: u64) -> Result<(), String> {
+        let mut next = 0u64;
+        for &[first, count] in &self.ranges {
+            if count == 0 || u64::from(first) < next {
+                return Err(format!("block range [{first}, {count}] is empty, out of order or touches the previous"));
+            }
+            next = u64::from(first) + u64::from(count) + 1;
+        }
+        let blocks = self.block_count();
+        if blocks * BLOCK_SIZE != size {
+            return Err(format!("{blocks} blocks stored but {size} bytes"));
+        }
+        if (next.saturating_sub(1)) * BLOCK_SIZE > self.length {
+            return Err(format!("a stored block lies past the file's length {}", self.length));
+        }
+        if self.checksums.len() as u64 != blocks * BLOCK_CHECKSUM_HEX as u64 {
+            return Err(format!("{} checksum digits for {blocks} blocks", self.checksums.len()));
+        }
+        Ok(())
+    }
+}
+
+/// The checksum recorded for one block: the first 8 bytes of its BLAKE3, hex.
+pub fn block_checksum(hasher: &blake3::Hasher) -> String {
+    hasher.finalize().to_hex()[..BLOCK_CHECKSUM_HEX].to_string()
 }
 
 /// A directory, relative to the data directory.
@@ -61,6 +158,10 @@ pub struct FileEntry {
     pub checksum: String,
     /// Where the bytes are, in file order; empty for an empty file.
     pub chunks: Vec<Chunk>,
+    /// In an incremental backup, a relation file read page by page: the stored bytes are these
+    /// blocks (`size` and `checksum` describe the stored bytes). `None`: the whole file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<BlockDelta>,
 }
 
 /// A piece of a file stored contiguously in one part.
@@ -121,7 +222,7 @@ pub struct Piece {
 /// A manifest that cannot be trusted to restore from.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ManifestError {
-    #[error("manifest format {0} is not supported by this agent (reads format 1): upgrade pgec2-agent")]
+    #[error("manifest format {0} is not supported by this agent (reads formats 1 and 2): upgrade pgec2-agent")]
     UnsupportedFormat(u32),
     #[error("manifest path {0:?} is not a plain relative path inside the data directory")]
     UnsafePath(String),
@@ -135,6 +236,10 @@ pub enum ManifestError {
     BadPartNumbering { count: usize },
     #[error("part {part}: {reason}")]
     BadPart { part: u32, reason: String },
+    #[error("file {path:?}: block list: {reason}")]
+    BadBlocks { path: String, reason: String },
+    #[error("format {format} does not match the manifest's content (incremental: {incremental})")]
+    FormatMismatch { format: u32, incremental: bool },
 }
 
 /// True when `path` is relative, non-empty and has no empty, `.` or `..` components.
@@ -165,8 +270,21 @@ impl BackupManifest {
     /// cover each file exactly and lie inside their parts, parts filled front to back in file
     /// order with no gap or overlap.
     pub fn validate(&self) -> Result<(), ManifestError> {
-        if self.format != MANIFEST_FORMAT {
+        if self.format != MANIFEST_FORMAT && self.format != INCREMENTAL_MANIFEST_FORMAT {
             return Err(ManifestError::UnsupportedFormat(self.format));
+        }
+        let incremental = self.incremental.is_some();
+        if incremental != (self.format == INCREMENTAL_MANIFEST_FORMAT)
+            || (!incremental && self.files.iter().any(|file| file.blocks.is_some()))
+        {
+            return Err(ManifestError::FormatMismatch { format: self.format, incremental });
+        }
+        for file in &self.files {
+            if let Some(blocks) = &file.blocks {
+                blocks
+                    .check(file.size)
+                    .map_err(|reason| ManifestError::BadBlocks { path: file.path.clone(), reason })?;
+            }
         }
         self.validate_paths()?;
         self.validate_parts()?;
@@ -269,6 +387,7 @@ mod tests {
             mtime: 0,
             checksum: String::new(),
             chunks: chunks.iter().map(|&(part, offset, length)| Chunk { part, offset, length }).collect(),
+            blocks: None,
         }
     }
 

@@ -21,8 +21,12 @@
 //! - damaged backups (a commit marker that cannot be read) are listed and kept; `garbage`
 //!   deletes one only when it is named;
 //! - a backup is deleted commit marker first, so an interrupted deletion leaves an uncommitted
-//!   backup that `garbage` finishes.
+//!   backup that `garbage` finishes;
+//! - chains stay whole: `retain N` counts full backups (an incremental lives as long as the
+//!   full backup its chain starts with), and every ancestor of a kept incremental backup is
+//!   kept, whatever the policy (see [`keep_ancestors`]).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -197,6 +201,7 @@ pub fn plan(
     let hold_everything = options.leases.holding_everything(now).next().is_some();
     let live: Vec<&Lease> = options.leases.live(now).collect();
     doomed.retain(|name| !hold_everything && !live.iter().any(|lease| lease.backup_needed && lease.backup == *name));
+    keep_ancestors(&mut doomed, &backups.committed);
     let (kept, deleted): (Vec<&BackupInfo>, Vec<&BackupInfo>) =
         backups.committed.iter().partition(|backup| !doomed.contains(&backup.name));
     let cutoff = now - chrono::Duration::from_std(options.grace).unwrap_or(chrono::Duration::MAX);
@@ -274,9 +279,14 @@ fn doomed_backups(policy: &Policy, committed: &[BackupInfo]) -> Result<Vec<Strin
     let names = match policy {
         Policy::Retain(0) => return Err(RetentionError::RetainNone),
         Policy::Retain(count) => {
-            let unpinned: Vec<&BackupInfo> = unpinned.collect();
-            let excess = unpinned.len().saturating_sub(*count);
-            unpinned[..excess].iter().map(|backup| backup.name.clone()).collect()
+            let fulls: Vec<&BackupInfo> = unpinned.clone().filter(|backup| backup.parent.is_none()).collect();
+            let excess = fulls.len().saturating_sub(*count);
+            let doomed_fulls: BTreeSet<&str> = fulls[..excess].iter().map(|backup| backup.name.as_str()).collect();
+            let parents = parents_of(committed);
+            unpinned
+                .filter(|backup| doomed_fulls.contains(root_of(&parents, &backup.name)))
+                .map(|backup| backup.name.clone())
+                .collect()
         }
         Policy::Before(Boundary::Backup(name)) => {
             let boundary = committed
@@ -296,5 +306,41 @@ fn doomed_backups(policy: &Policy, committed: &[BackupInfo]) -> Result<Vec<Strin
     Ok(names)
 }
 
+/// Each incremental backup's parent, by name.
+fn parents_of(committed: &[BackupInfo]) -> BTreeMap<&str, &str> {
+    committed.iter().filter_map(|backup| Some((backup.name.as_str(), backup.parent.as_deref()?))).collect()
+}
+
+/// The first backup of `name`'s chain (itself for a full backup).
+fn root_of<'a>(parents: &BTreeMap<&'a str, &'a str>, name: &'a str) -> &'a str {
+    let mut current = name;
+    for _ in 0..=parents.len() {
+        match parents.get(current) {
+            Some(parent) => current = parent,
+            None => break,
+        }
+    }
+    current
+}
+
+/// Takes out of `doomed` every ancestor of a backup that stays: an incremental backup is
+/// restorable only with its whole chain.
+fn keep_ancestors(doomed: &mut Vec<String>, committed: &[BackupInfo]) {
+    let parents = parents_of(committed);
+    let mut needed = BTreeSet::new();
+    for backup in committed.iter().filter(|backup| !doomed.contains(&backup.name)) {
+        let mut next = parents.get(backup.name.as_str());
+        while let Some(&parent) = next {
+            if !needed.insert(parent) {
+                break;
+            }
+            next = parents.get(parent);
+        }
+    }
+    doomed.retain(|name| !needed.contains(name.as_str()));
+}
+
+#[cfg(test)]
+mod chain_tests;
 #[cfg(test)]
 mod tests;

@@ -66,7 +66,8 @@ mod tests {
         };
         let hostile = "x'; touch /tmp/pwned; echo '$(id) `id` \"q\"";
         let annotations = vec![Annotation::new("request", hostile).expect("printable")];
-        let command = AgentCommand::from(BackupPush { permanent: false, annotations, snapshot: false });
+        let command =
+            AgentCommand::from(BackupPush { permanent: false, annotations, snapshot: false, incremental: false });
         let script = agent_script(&layout, &command).expect("script");
         let output = Command::new("/bin/sh").arg("-c").arg(&script).output().expect("run script");
         let printed = String::from_utf8_lossy(&output.stdout);

@@ -56,6 +56,8 @@ pub enum BackupError {
     Undecryptable { backup: String, object: String, error: pgec2_core::encryption::KeyError },
     #[error(transparent)]
     Walg(#[from] pgec2_core::walg::WalgError),
+    #[error(transparent)]
+    Incremental(#[from] super::increment::IncrementalError),
     #[error("an internal task failed: {0}")]
     Task(String),
 }

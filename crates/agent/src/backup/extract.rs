@@ -40,7 +40,7 @@ use super::stages::{Stage, StageTimes};
 const PREALLOCATE_FROM: u64 = 1024 * 1024;
 
 /// A decoded part: its index and content (a buffer from the content pool).
-type Decoded = Result<(u32, Vec<u8>), BackupError>;
+pub(super) type Decoded = Result<(u32, Vec<u8>), BackupError>;
 
 /// What a decoder takes, in this order: a free content buffer, then the next stored part.
 type DecodeInput = Mutex<(Receiver<Vec<u8>>, tokio::sync::mpsc::Receiver<StoredPart>)>;
@@ -56,12 +56,55 @@ pub async fn extract(
     let started = Instant::now();
     let times = Arc::new(StageTimes::default());
     let directories = create_directories(&manifest, &destination)?;
+    let (sync, method) = start_sync(&destination)?;
+    let writer = {
+        let (manifest, destination, times) = (manifest.clone(), destination.clone(), times.clone());
+        move |decoded, content_free| write_parts(&manifest, &destination, sync, decoded, content_free, &times)
+    };
+    let (stored, sync) = run_pipeline(archive, &manifest, concurrency, &times, writer).await?;
+    finish_restore(&manifest, &destination, &directories, sync, &times)?;
+    times.log_restore(&manifest.backup, method, started.elapsed(), manifest.data_bytes(), stored);
+    Ok(stored)
+}
+
+/// Starts the durability machinery for `destination`.
+pub(super) fn start_sync(destination: &Destination) -> Result<(RestoreSync, SyncMethod), BackupError> {
     let roots = destination.roots();
     let method = destination.sync_method.unwrap_or_else(|| SyncMethod::choose(&roots));
-    let sync = RestoreSync::start(method, &roots, destination.journal.clone())?;
+    Ok((RestoreSync::start(method, &roots, destination.journal.clone())?, method))
+}
+
+/// Links, directory modes, then one durability step for everything written.
+pub(super) fn finish_restore(
+    manifest: &BackupManifest,
+    destination: &Destination,
+    directories: &[PathBuf],
+    sync: RestoreSync,
+    times: &StageTimes,
+) -> Result<(), BackupError> {
+    create_links(manifest, destination)?;
+    set_directory_modes(manifest, destination, directories)?;
+    let sync_started = Instant::now();
+    sync.finish(directories)?;
+    for path in destination.roots_and_parents() {
+        destination.sync_directory(&path)?;
+    }
+    times.add(Stage::Sync, sync_started.elapsed());
+    Ok(())
+}
+
+/// Downloads and decodes `manifest`'s parts and hands them, decoded, to `writer` on a
+/// blocking thread (which gets the decoded parts as they come and gives content buffers back).
+/// Returns the stored bytes downloaded and what the writer returned.
+pub(super) async fn run_pipeline<R: Send + 'static>(
+    archive: &Archive,
+    manifest: &Arc<BackupManifest>,
+    concurrency: usize,
+    times: &Arc<StageTimes>,
+    writer: impl FnOnce(Receiver<Decoded>, SyncSender<Vec<u8>>) -> Result<R, BackupError> + Send + 'static,
+) -> Result<(u64, R), BackupError> {
     let concurrency = concurrency.max(1);
     let decoders = concurrency.min(std::thread::available_parallelism().map_or(2, |cores| cores.get()));
-
     let (stored_free, stored_pool) = tokio::sync::mpsc::channel::<Vec<u8>>(concurrency + decoders);
     for _ in 0..concurrency + decoders {
         let _ = stored_free.try_send(Vec::new());
@@ -79,25 +122,11 @@ pub async fn extract(
         std::thread::spawn(move || decode_loop(&manifest, &keyring, &input, &output, &stored_free, &times));
     }
     drop((decoded_sender, stored_free, decode_input));
-
-    let writer = {
-        let (manifest, destination, times) = (manifest.clone(), destination.clone(), times.clone());
-        tokio::task::spawn_blocking(move || write_parts(&manifest, &destination, sync, decoded, content_free, &times))
-    };
-    let producer = download_in_order(archive, &manifest, concurrency, stored_pool, parts_sender, &times);
+    let writer = tokio::task::spawn_blocking(move || writer(decoded, content_free));
+    let producer = download_in_order(archive, manifest, concurrency, stored_pool, parts_sender, times);
     let (produced, written) = tokio::join!(producer, writer);
-    let sync = written.map_err(|error| BackupError::Task(error.to_string()))??;
-    let stored = produced?;
-    create_links(&manifest, &destination)?;
-    set_directory_modes(&manifest, &destination, &directories)?;
-    let sync_started = Instant::now();
-    sync.finish(&directories)?;
-    for path in destination.roots_and_parents() {
-        destination.sync_directory(&path)?;
-    }
-    times.add(Stage::Sync, sync_started.elapsed());
-    times.log_restore(&manifest.backup, method, started.elapsed(), manifest.data_bytes(), stored);
-    Ok(stored)
+    let written = written.map_err(|error| BackupError::Task(error.to_string()))??;
+    Ok((produced?, written))
 }
 
 /// A decoder thread: takes a free content buffer, then the next stored part (in that order, so
@@ -139,8 +168,20 @@ fn write_parts(
     times: &StageTimes,
 ) -> Result<RestoreSync, BackupError> {
     let mut sink = RestoreSink { manifest, destination, current: None, unsynced: 0, sync, times };
-    let mut assembler = Assembler::new(manifest)?;
     write_empty_files(manifest, &mut sink)?;
+    feed_parts(manifest, decoded, content_free, times, &mut sink)?;
+    Ok(sink.sync)
+}
+
+/// Cuts decoded parts, in index order, into files for `sink`, verifying every file's checksum.
+pub(super) fn feed_parts(
+    manifest: &BackupManifest,
+    decoded: Receiver<Decoded>,
+    content_free: SyncSender<Vec<u8>>,
+    times: &StageTimes,
+    sink: &mut dyn FileSink,
+) -> Result<(), BackupError> {
+    let mut assembler = Assembler::new(manifest)?;
     let mut waiting = BTreeMap::new();
     let mut next = 0u32;
     let mut wait_started = Instant::now();
@@ -149,7 +190,7 @@ fn write_parts(
         waiting.insert(index, content);
         while let Some(content) = waiting.remove(&next) {
             times.add(Stage::WriterWait, wait_started.elapsed());
-            let mismatches = assembler.feed(next, &content, &mut sink)?;
+            let mismatches = assembler.feed(next, &content, sink)?;
             if let Some(mismatch) = mismatches.into_iter().next() {
                 let detail = format!(
                     "file {} hashes to {}, the manifest says {}",
@@ -165,11 +206,14 @@ fn write_parts(
     if next as usize != manifest.parts.len() {
         return Err(BackupError::Task(format!("the restore stopped before part {next} was written")));
     }
-    Ok(sink.sync)
+    Ok(())
 }
 
 /// Creates the manifest's directories (0700 while restoring; final modes are set at the end).
-fn create_directories(manifest: &BackupManifest, destination: &Destination) -> Result<Vec<PathBuf>, BackupError> {
+pub(super) fn create_directories(
+    manifest: &BackupManifest,
+    destination: &Destination,
+) -> Result<Vec<PathBuf>, BackupError> {
     let mut created = Vec::with_capacity(manifest.directories.len());
     for directory in &manifest.directories {
         let path = destination.resolve(manifest, &directory.path);
@@ -224,6 +268,11 @@ fn set_directory_modes(
     Ok(())
 }
 
+/// Creates a file that must not exist yet, readable by its owner only until it is complete.
+pub(super) fn create_new_file(path: &std::path::Path) -> Result<File, BackupError> {
+    OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(BackupError::io("create", path))
+}
+
 /// Writes files as the [`Assembler`] hands them over.
 struct RestoreSink<'a> {
     manifest: &'a BackupManifest,
@@ -238,12 +287,7 @@ struct RestoreSink<'a> {
 impl FileSink for RestoreSink<'_> {
     fn begin(&mut self, file: &FileEntry) -> Result<(), BackupError> {
         let path = self.destination.resolve(self.manifest, &file.path);
-        let handle = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(BackupError::io("create", &path))?;
+        let handle = create_new_file(&path)?;
         if file.size >= PREALLOCATE_FROM {
             // Reserves the file's blocks in one extent; advice only (not every file system can).
             let length = i64::try_from(file.size).unwrap_or(i64::MAX);

@@ -5,7 +5,8 @@
 //!    work;
 //! 2. read the catalog, pick the backup and timeline, refuse a target that cannot be reached
 //!    (see [`pgec2_core::catalog::plan_restore`]);
-//! 3. read the manifest, check the tablespace directories;
+//! 3. read the manifest, check the tablespace directories; for an incremental backup, check that
+//!    every backup of its chain is there and readable (see [`super::chain_restore`]);
 //! 4. mark the restore in progress; restore directories, files (checksums verified, fsynced)
 //!    and links;
 //! 5. write `backup_label` and `tablespace_map`, the recovery and archive settings, the agent
@@ -22,11 +23,13 @@ use std::sync::Arc;
 use chrono::Utc;
 use pgec2_core::catalog::{self, RecoveryTarget, RestorePlan};
 use pgec2_core::envelope::{self, EnvelopeError};
+use pgec2_core::increment::final_length;
 use pgec2_core::layout::Archive;
 use pgec2_core::manifest::BackupManifest;
 use pgec2_core::recovery_window::{TimelineRequest, diverged_ancestors};
 
 use super::BackupError;
+use super::chain_restore::{extract_chain, load_chain};
 use super::cluster_config::{ArchiveMode, ClusterConfig};
 use super::destination::{Destination, RestoreMarker, clear_interrupted};
 use super::extract::extract;
@@ -94,21 +97,22 @@ pub async fn fetch_backup(
     }
 
     // 3. Read the manifest; check the tablespace directories.
+    // An incremental backup's whole chain is checked here, before anything is written.
     let manifest = Arc::new(catalog::read_manifest(archive, &name).await?);
     let destination = Arc::new(Destination::check(&request.dest, &manifest, &request.tablespace_mapping)?);
-    check_keys(archive, &manifest).await?;
+    let chain = load_chain(archive, &backups, manifest.clone()).await?;
 
     // 4–6. Restore; on failure, remove what was written (once the marker is ours: a second
     // backup-fetch racing into the same directory fails there and removes nothing).
     destination.create_roots()?;
     let marker = destination.mark_in_progress(&name)?;
     let restore = Restore { archive, plan: &plan, cluster_config: &cluster_config, request };
-    match restore.run(marker, manifest.clone(), destination.clone(), config.transfer.download_concurrency).await {
+    match restore.run(marker, &chain, destination.clone(), config.transfer.download_concurrency).await {
         Ok(downloaded_bytes) => Ok(FetchSummary {
             backup: name,
             dest: destination.data_dir.clone(),
             files: manifest.files.len(),
-            data_bytes: manifest.data_bytes(),
+            data_bytes: manifest.files.iter().map(final_length).sum(),
             downloaded_bytes,
             timeline: plan.timeline.timeline,
             target: request.target.to_string(),
@@ -123,7 +127,7 @@ pub async fn fetch_backup(
 
 /// An encrypted backup restores only with its key: the first part's data key is unwrapped
 /// before anything is written, so a wrong or missing key fails with nothing to clean up.
-async fn check_keys(archive: &Archive, manifest: &BackupManifest) -> Result<(), BackupError> {
+pub(super) async fn check_keys(archive: &Archive, manifest: &BackupManifest) -> Result<(), BackupError> {
     let Some(first) = manifest.parts.first() else { return Ok(()) };
     let key = archive
         .layout
@@ -155,15 +159,20 @@ impl Restore<'_> {
     async fn run(
         &self,
         marker: RestoreMarker,
-        manifest: Arc<BackupManifest>,
+        chain: &[Arc<BackupManifest>],
         destination: Arc<Destination>,
         concurrency: usize,
     ) -> Result<u64, BackupError> {
-        // 4. Directories, files, links (each fsynced), under a lease that keeps the backup and
-        // its WAL from retention.
+        let Some(manifest) = chain.last().cloned() else { return Ok(0) };
+        // 4. Directories, files, links (each fsynced), under a lease that keeps the backup (and
+        // so its chain) and its WAL from retention.
         let _lease =
             crate::lease::hold_for_restore(self.archive, self.plan, &destination, self.request.standby).await?;
-        let downloaded = extract(self.archive, manifest.clone(), destination.clone(), concurrency).await?;
+        let downloaded = if chain.len() > 1 {
+            extract_chain(self.archive, chain, destination.clone(), concurrency).await?
+        } else {
+            extract(self.archive, manifest.clone(), destination.clone(), concurrency).await?
+        };
 
         // 5. backup_label, tablespace_map, settings, agent configuration, signal file.
         let (archive, name) = (self.archive, &self.plan.backup.name);

@@ -22,12 +22,14 @@ use crate::cli::{
 };
 use crate::config::AgentConfig;
 
+pub mod chain_restore;
 pub mod cluster_config;
 pub mod delete;
 pub mod destination;
 mod error;
 pub mod extract;
 pub mod fetch;
+pub mod increment;
 pub mod pack;
 pub mod parts;
 pub mod push;
@@ -60,7 +62,18 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String, BackupError> {
 /// `backup-push`: prints the new backup's name (or its commit record with `--json`).
 pub async fn push_command(config_path: Option<&Path>, args: BackupPushArgs) -> Result<ExitCode, BackupError> {
     let (config, archive) = open(config_path).await?;
-    let options = push::PushOptions { permanent: args.permanent, annotations: args.annotations.into_iter().collect() };
+    if args.incremental && args.method == crate::cli::PushMethod::Snapshot {
+        return Err(increment::IncrementalError::WithSnapshot.into());
+    }
+    let incremental = args.incremental.then(|| increment::IncrementalRequest {
+        from: args.from.clone().unwrap_or_else(|| "LATEST".to_string()),
+        max_chain: args.max_chain.map_or(config.transfer.max_incremental_chain, usize::from),
+    });
+    let options = push::PushOptions {
+        permanent: args.permanent,
+        annotations: args.annotations.into_iter().collect(),
+        incremental,
+    };
     let info = match args.method {
         crate::cli::PushMethod::ObjectStore => {
             push::push_backup(&config, &archive, args.pgdata.as_deref(), options).await?
@@ -175,16 +188,21 @@ pub async fn list_command(config_path: Option<&Path>, args: BackupListArgs) -> R
         println!("{}", list_json(&backups.committed, walg.as_deref())?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<48} {:<25} {:>3} {:>14} {:>14} pinned", "name", "finished", "tli", "data bytes", "stored bytes");
+    println!(
+        "{:<48} {:<25} {:>3} {:>14} {:>14} {:<6} {:<11} parent",
+        "name", "finished", "tli", "data bytes", "stored bytes", "pinned", "type"
+    );
     for backup in &backups.committed {
         println!(
-            "{:<48} {:<25} {:>3} {:>14} {:>14} {}",
+            "{:<48} {:<25} {:>3} {:>14} {:>14} {:<6} {:<11} {}",
             backup.name,
             backup.finish_time.format("%Y-%m-%dT%H:%M:%SZ"),
             backup.timeline,
             backup.data_bytes,
             backup.stored_bytes,
-            if backup.permanent { "yes" } else { "no" }
+            if backup.permanent { "yes" } else { "no" },
+            backup.backup_type.as_str(),
+            backup.parent.as_deref().unwrap_or("-")
         );
     }
     for backup in walg.iter().flatten() {

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::Read;
 
 use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
-use pgec2_core::manifest::{Chunk, FileEntry};
+use pgec2_core::manifest::{BLOCK_SIZE, BlockDelta, Chunk, FileEntry, block_checksum};
 
 use super::stages::{Stage, StageTimes};
 use super::walk::SourceFile;
@@ -54,7 +54,15 @@ pub fn pack_files(
     mut buffers: impl FnMut() -> Option<Vec<u8>>,
     mut emit: impl FnMut(PackedPart) -> bool,
 ) -> Result<Packed, PackError> {
-    let mut packer = Packer { part_size, current: None, index: 0, times, buffers: &mut buffers, emit: &mut emit };
+    let mut packer = Packer {
+        part_size,
+        page_batch: Vec::new(),
+        current: None,
+        index: 0,
+        times,
+        buffers: &mut buffers,
+        emit: &mut emit,
+    };
     let mut entries = Vec::with_capacity(files.len());
     for source in files {
         if let Some(entry) = packer.pack_file(source)? {
@@ -67,6 +75,8 @@ pub fn pack_files(
 
 struct Packer<'e, B: FnMut() -> Option<Vec<u8>>, E: FnMut(PackedPart) -> bool> {
     part_size: usize,
+    /// The read buffer of [`Packer::pack_pages`], kept between files.
+    page_batch: Vec<u8>,
     /// The part being filled, taken from `buffers` when the first byte goes into it.
     current: Option<Vec<u8>>,
     index: u32,
@@ -89,6 +99,9 @@ impl<B: FnMut() -> Option<Vec<u8>>, E: FnMut(PackedPart) -> bool> Packer<'_, B, 
             Err(error) => return Err(read_error(error)),
         };
         let expected = file.metadata().map_err(read_error)?.len();
+        if let Some(since) = source.pages_since {
+            return self.pack_pages(source, file, since).map(Some);
+        }
         // Read ahead the whole file at the kernel's largest window; advice only, so a refusal
         // (a file system without readahead) changes nothing.
         let _ = posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL);
@@ -121,7 +134,57 @@ impl<B: FnMut() -> Option<Vec<u8>>, E: FnMut(PackedPart) -> bool> Packer<'_, B, 
             mtime: source.mtime,
             checksum: hasher.finalize().to_hex().to_string(),
             chunks,
+            blocks: None,
         }))
+    }
+
+    /// Copies the blocks of a relation file whose page LSN is at least `since`, or zero (a
+    /// page being initialised may be new): reads `PAGE_BATCH` blocks at a time, so memory
+    /// stays bounded whatever the file's size. A partial block at the end (the file was being
+    /// extended) is left out: WAL replay from this backup's start writes it.
+    fn pack_pages(&mut self, source: SourceFile, mut file: File, since: u64) -> Result<FileEntry, PackError> {
+        let read_error = |error| PackError::Read { path: source.absolute.display().to_string(), source: error };
+        let mut batch = std::mem::take(&mut self.page_batch);
+        batch.resize(PAGE_BATCH * BLOCK, 0);
+        let mut delta = DeltaBuilder::default();
+        let mut block = 0u32;
+        loop {
+            let read = self.times.time(Stage::Read, || read_full(&mut file, &mut batch)).map_err(read_error)?;
+            for page in batch[..read - read % BLOCK].chunks_exact(BLOCK) {
+                if page_lsn(page).is_none_or(|lsn| lsn == 0 || lsn >= since) {
+                    self.times.time(Stage::Checksum, || delta.add(block, page));
+                    self.append(page, &mut delta.chunks)?;
+                }
+                block += 1;
+            }
+            if read < batch.len() {
+                break;
+            }
+        }
+        self.page_batch = batch;
+        Ok(delta.entry(source, u64::from(block) * BLOCK as u64))
+    }
+
+    /// Appends `bytes` to the current part(s), extending `chunks`.
+    fn append(&mut self, mut bytes: &[u8], chunks: &mut Vec<Chunk>) -> Result<(), PackError> {
+        while !bytes.is_empty() {
+            let (index, part_size) = (self.index, self.part_size);
+            let current = self.current_part()?;
+            let start = current.len();
+            let take = (part_size - start).min(bytes.len());
+            current.extend_from_slice(&bytes[..take]);
+            match chunks.last_mut() {
+                Some(last) if last.part == index && last.offset + last.length == start as u64 => {
+                    last.length += take as u64
+                }
+                _ => chunks.push(Chunk { part: index, offset: start as u64, length: take as u64 }),
+            }
+            bytes = &bytes[take..];
+            if current.len() >= part_size {
+                self.flush()?;
+            }
+        }
+        Ok(())
     }
 
     /// The part being filled, starting one in a free buffer when there is none.
@@ -149,6 +212,70 @@ impl<B: FnMut() -> Option<Vec<u8>>, E: FnMut(PackedPart) -> bool> Packer<'_, B, 
     }
 }
 
+/// PostgreSQL's block size, as a length.
+const BLOCK: usize = BLOCK_SIZE as usize;
+
+/// Blocks read at once by [`Packer::pack_pages`] (256 KiB).
+const PAGE_BATCH: usize = 32;
+
+/// The LSN in a page's header (`pd_lsn`: two 32-bit halves, high first, in the machine's byte
+/// order, as PostgreSQL writes them).
+pub fn page_lsn(page: &[u8]) -> Option<u64> {
+    let high = u32::from_ne_bytes(page.get(0..4)?.try_into().ok()?);
+    let low = u32::from_ne_bytes(page.get(4..8)?.try_into().ok()?);
+    Some((u64::from(high) << 32) | u64::from(low))
+}
+
+/// Reads until `buffer` is full or the file ends; returns the bytes read.
+fn read_full(file: &mut File, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
+}
+
+/// The entry of a relation file copied block by block, built as its blocks are chosen.
+#[derive(Default)]
+struct DeltaBuilder {
+    hasher: blake3::Hasher,
+    ranges: Vec<[u32; 2]>,
+    checksums: String,
+    chunks: Vec<Chunk>,
+    stored: u64,
+}
+
+impl DeltaBuilder {
+    fn add(&mut self, block: u32, page: &[u8]) {
+        self.hasher.update(page);
+        let mut page_hasher = blake3::Hasher::new();
+        page_hasher.update(page);
+        self.checksums.push_str(&block_checksum(&page_hasher));
+        match self.ranges.last_mut() {
+            Some([first, count]) if *first + *count == block => *count += 1,
+            _ => self.ranges.push([block, 1]),
+        }
+        self.stored += page.len() as u64;
+    }
+
+    fn entry(self, source: SourceFile, length: u64) -> FileEntry {
+        FileEntry {
+            path: source.relative,
+            size: self.stored,
+            mode: source.mode,
+            mtime: source.mtime,
+            checksum: self.hasher.finalize().to_hex().to_string(),
+            chunks: self.chunks,
+            blocks: Some(BlockDelta { length, ranges: self.ranges, checksums: self.checksums }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -160,7 +287,7 @@ mod tests {
     fn source(dir: &Path, name: &str, content: &[u8]) -> SourceFile {
         let absolute = dir.join(name);
         std::fs::write(&absolute, content).expect("write");
-        SourceFile { relative: name.to_string(), absolute, mode: 0o600, mtime: 0 }
+        SourceFile { relative: name.to_string(), absolute, mode: 0o600, mtime: 0, pages_since: None }
     }
 
     #[test]
@@ -171,7 +298,13 @@ mod tests {
             source(dir.path(), "small", b"hello"),
             source(dir.path(), "empty", b""),
             source(dir.path(), "big", &big),
-            SourceFile { relative: "gone".into(), absolute: dir.path().join("gone"), mode: 0o600, mtime: 0 },
+            SourceFile {
+                relative: "gone".into(),
+                absolute: dir.path().join("gone"),
+                mode: 0o600,
+                mtime: 0,
+                pages_since: None,
+            },
         ];
         let mut parts = Vec::new();
         let packed = pack_files(

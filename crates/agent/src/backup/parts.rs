@@ -285,7 +285,15 @@ mod tests {
 
     fn entry(path: &str, content: &[u8], chunks: Vec<Chunk>) -> FileEntry {
         let checksum = blake3::hash(content).to_hex().to_string();
-        FileEntry { path: path.into(), size: content.len() as u64, mode: 0o600, mtime: 0, checksum, chunks }
+        FileEntry {
+            path: path.into(),
+            size: content.len() as u64,
+            mode: 0o600,
+            mtime: 0,
+            checksum,
+            chunks,
+            blocks: None,
+        }
     }
 
     #[test]

@@ -20,15 +20,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use pgec2_core::catalog::{self, BACKUP_INFO_FORMAT, BackupInfo, BackupName};
+use pgec2_core::catalog::{self, BACKUP_INFO_FORMAT, BackupInfo, BackupName, BackupType};
 use pgec2_core::compression::{Algorithm, Compression};
 use pgec2_core::envelope;
 use pgec2_core::identity;
 use pgec2_core::layout::Archive;
-use pgec2_core::manifest::BackupManifest;
+use pgec2_core::manifest::{BackupManifest, INCREMENTAL_MANIFEST_FORMAT};
 use pgec2_core::storage::{ObjectKey, PutMode};
 use pgec2_core::wal::{SegmentSize, TimelineId};
 
+use super::increment::{self, IncrementalRequest};
 use super::upload::{PART_SIZE, PartWriter};
 use super::walk::walk_data_directory;
 use super::{BackupError, Refusal};
@@ -49,6 +50,8 @@ pub struct PushOptions {
     pub permanent: bool,
     /// Notes recorded in its commit record.
     pub annotations: BTreeMap<String, String>,
+    /// An incremental backup (`--incremental`): only blocks changed since the parent.
+    pub incremental: Option<IncrementalRequest>,
 }
 
 /// Takes a base backup; returns its commit record.
@@ -58,23 +61,30 @@ pub async fn push_backup(
     pgdata: Option<&Path>,
     options: PushOptions,
 ) -> Result<BackupInfo, BackupError> {
-    let PushOptions { permanent, annotations } = options;
-    // 1. Connect and check the server.
+    let PushOptions { permanent, annotations, incremental } = options;
+    // 1. Connect and check the server; an incremental backup finds its parent.
     let client = postgres::connect(&config.postgres).await?;
     let facts = ServerFacts::read(&client).await?;
     let pgdata = check_server(&facts, pgdata.or(config.pgdata()))?;
     check_owner(archive, &facts).await?;
+    let parent = match &incremental {
+        Some(request) => increment::choose_parent(archive, request, facts.system_identifier).await?,
+        None => None,
+    };
 
     // 2. Start the backup; its start names it.
     let (session, start) = BackupSession::start(&client, facts.version_num, "pgec2-agent backup-push").await?;
     let name = BackupName::new(start.time, start.timeline, start.lsn).to_string();
     tracing::info!(backup = %name, lsn = %start.lsn, "backup started");
+    let parent = parent.filter(|parent| same_timeline(parent, &start));
 
-    // 3. List and copy the files.
+    // 3. List and copy the files (an incremental: changed blocks of the parent's relation files).
     let walk_root = pgdata.clone();
-    let tree = tokio::task::spawn_blocking(move || walk_data_directory(&walk_root))
+    let mut tree = tokio::task::spawn_blocking(move || walk_data_directory(&walk_root))
         .await
         .map_err(|error| BackupError::Task(error.to_string()))??;
+    let deleted =
+        parent.as_ref().map(|parent| increment::plan_files(&mut tree.files, &parent.manifest, parent.info.start_lsn.0));
     let writer = PartWriter {
         archive: archive.clone(),
         backup: name.clone(),
@@ -103,6 +113,12 @@ pub async fn push_backup(
     manifest.symlinks = tree.symlinks;
     manifest.tablespaces = tree.tablespaces;
     manifest.parts = parts;
+    if let Some(parent) = &parent {
+        manifest.format = INCREMENTAL_MANIFEST_FORMAT;
+        manifest.incremental = Some(parent.incremental_of(deleted.unwrap_or_default()));
+        info.backup_type = BackupType::Incremental;
+        info.parent = Some(parent.info.name.clone());
+    }
     let manifest_key = archive.layout.backup_manifest(&name).map_err(BackupError::storage("name", &name))?;
     stored_bytes +=
         catalog::put_json_sized(archive, &manifest_key, &manifest, PutMode::CreateNew, config.compression).await?;
@@ -123,7 +139,19 @@ pub async fn push_backup(
     Ok(info)
 }
 
-/// Refuses a standby, a server without archiving, or a data directory that is not the server's.
+/// False (with a note) when the parent is on another timeline than the new backup: after a
+/// promotion or a restore, block LSNs no longer tell what changed since the parent.
+fn same_timeline(parent: &increment::Parent, start: &BackupStart) -> bool {
+    if parent.info.timeline == start.timeline {
+        return true;
+    }
+    eprintln!(
+        "note: the parent backup {} is on timeline {}, the server on timeline {}: taking a full backup",
+        parent.info.name, parent.info.timeline, start.timeline
+    );
+    false
+}
+
 /// The commit record of an object-store backup that `stop` ended (its sizes still zero); a
 /// snapshot backup sets its kind and snapshot id on it.
 pub(super) fn stopped_backup_info(
@@ -151,10 +179,13 @@ pub(super) fn stopped_backup_info(
         annotations,
         kind: catalog::BackupKind::ObjectStore,
         snapshot_id: None,
+        backup_type: BackupType::Full,
+        parent: None,
         format: BACKUP_INFO_FORMAT,
     }
 }
 
+/// Refuses a standby, a server without archiving, or a data directory that is not the server's.
 pub(super) fn check_server(facts: &ServerFacts, pgdata: Option<&Path>) -> Result<PathBuf, BackupError> {
     if facts.in_recovery {
         return Err(Refusal::Standby.into());

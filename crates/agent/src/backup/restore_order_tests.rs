@@ -59,6 +59,7 @@ async fn stored_backup() -> (Archive, BackupManifest) {
             mtime: 0,
             checksum,
             chunks,
+            blocks: None,
         });
     }
     manifest.symlinks.push(SymlinkEntry { path: "pg_wal/link".into(), target: "/nowhere".into() });

@@ -52,6 +52,9 @@ pub struct SourceFile {
     pub absolute: PathBuf,
     pub mode: u32,
     pub mtime: i64,
+    /// Copy only the blocks whose page LSN is at least this (or zero): a relation file of an
+    /// incremental backup (see [`super::increment`]). `None`: the whole file.
+    pub pages_since: Option<u64>,
 }
 
 /// Everything a backup copies, in copy order.
@@ -151,7 +154,8 @@ fn add_symlink(path: &Path, child: &str, parent: &str, tree: &mut SourceTree) ->
 }
 
 fn source_file(relative: String, absolute: PathBuf, metadata: &Metadata) -> SourceFile {
-    SourceFile { relative, absolute, mode: metadata.permissions().mode() & 0o7777, mtime: metadata.mtime() }
+    let mode = metadata.permissions().mode() & 0o7777;
+    SourceFile { relative, absolute, mode, mtime: metadata.mtime(), pages_since: None }
 }
 
 fn read_dir_sorted(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {

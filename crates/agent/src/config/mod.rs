@@ -73,6 +73,9 @@ pub struct TransferSettings {
     /// Above this many MiB of WAL waiting to be archived, `wal-push` drops segments (reports
     /// them archived without storing them) and records the hole; `None`: never (the default).
     pub archive_queue_max_mb: Option<u64>,
+    /// Incremental backups a chain may hold on its full backup (`backup.max_incremental_chain`);
+    /// `backup-push --incremental` takes a full backup past it.
+    pub max_incremental_chain: usize,
 }
 
 impl Default for TransferSettings {
@@ -84,6 +87,7 @@ impl Default for TransferSettings {
             command_timeout: Duration::from_secs(300),
             archive_async: false,
             archive_queue_max_mb: None,
+            max_incremental_chain: crate::backup::increment::DEFAULT_MAX_CHAIN,
         }
     }
 }

@@ -64,6 +64,11 @@ pub(super) fn from_layers(layers: &Layers) -> Result<AgentConfig, ConfigError> {
         archive_async: reader.or("transfer.archive_async", defaults.transfer.archive_async, parse_bool)?,
         archive_queue_max_mb: reader
             .optional("transfer.archive_queue_max_mb", |text| parse_number(text, 16, 1 << 40))?,
+        max_incremental_chain: reader.or(
+            "backup.max_incremental_chain",
+            defaults.transfer.max_incremental_chain,
+            |text| parse_number(text, 1, 1000),
+        )?,
     };
     let postgres = PostgresSettings {
         pgdata: reader.optional("postgres.pgdata", parse_absolute_path)?,
@@ -176,6 +181,7 @@ pub(super) fn to_values(config: &AgentConfig) -> Vec<(&'static str, Option<Strin
         ("transfer.command_timeout_secs", text(&transfer.command_timeout.as_secs())),
         ("transfer.archive_async", text(&transfer.archive_async)),
         ("transfer.archive_queue_max_mb", transfer.archive_queue_max_mb.map(|mb| mb.to_string())),
+        ("backup.max_incremental_chain", text(&transfer.max_incremental_chain)),
         ("postgres.pgdata", postgres.pgdata.as_ref().map(|path| path.display().to_string())),
         ("postgres.host", text(&postgres.host)),
         ("postgres.port", text(&postgres.port)),

@@ -94,6 +94,11 @@ pub const SETTINGS: &[Setting] = &[
         "above this much WAL waiting to be archived, wal-push drops segments and records the hole (off unless set)",
     ),
     setting("transfer.command_timeout_secs", &["PGEC2_COMMAND_TIMEOUT"], "deadline of one wal-push or wal-fetch"),
+    setting(
+        "backup.max_incremental_chain",
+        &["PGEC2_MAX_INCREMENTAL_CHAIN"],
+        "incremental backups a chain may hold on its full one; backup-push --incremental takes a full past it",
+    ),
     setting("postgres.pgdata", &["PGDATA"], "data directory"),
     setting("postgres.host", &["PGHOST"], "host name or socket directory"),
     setting("postgres.port", &["PGPORT"], "port"),

@@ -55,8 +55,35 @@ pub struct BackupInfo {
     /// The volume snapshot of a `snapshot` backup, as its cloud names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
+    /// `full`, or `incremental`: only the blocks changed since `parent` started were copied.
+    #[serde(rename = "type", default)]
+    pub backup_type: BackupType,
+    /// The backup an incremental one builds on (`null` for a full backup).
+    #[serde(default)]
+    pub parent: Option<String>,
     #[serde(default = "default_format")]
     pub format: u32,
+}
+
+/// Whether a backup holds every file or only what changed since its parent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupType {
+    /// Every file copied whole.
+    #[default]
+    Full,
+    /// Changed blocks of relation files, other files whole; restored with its chain.
+    Incremental,
+}
+
+impl BackupType {
+    /// The name used in JSON and listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupType::Full => "full",
+            BackupType::Incremental => "incremental",
+        }
+    }
 }
 
 /// How a backup's data was copied.

@@ -12,7 +12,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::{BACKUP_INFO_FORMAT, BackupInfo, BackupKind, BackupName};
+use super::{BACKUP_INFO_FORMAT, BackupInfo, BackupKind, BackupName, BackupType};
 use crate::wal::{Lsn, TimelineId};
 
 /// The segment size of built backups.
@@ -53,6 +53,8 @@ impl BackupInfo {
             annotations: Default::default(),
             kind: BackupKind::ObjectStore,
             snapshot_id: None,
+            backup_type: BackupType::Full,
+            parent: None,
             format: BACKUP_INFO_FORMAT,
         };
         BackupInfoBuilder { info, named: false }.segments(2, 2)
@@ -120,6 +122,13 @@ impl BackupInfoBuilder {
     pub fn snapshot(mut self, snapshot_id: &str) -> Self {
         self.info.kind = BackupKind::Snapshot;
         self.info.snapshot_id = Some(snapshot_id.to_string());
+        self
+    }
+
+    /// An incremental backup built on `parent`.
+    pub fn incremental_of(mut self, parent: &BackupInfo) -> Self {
+        self.info.backup_type = BackupType::Incremental;
+        self.info.parent = Some(parent.name.clone());
         self
     }
 

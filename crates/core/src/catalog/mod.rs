@@ -35,7 +35,7 @@ pub mod snapshot;
 mod timeline;
 mod wal_archive;
 
-pub use backup_info::{BACKUP_INFO_FORMAT, BackupInfo, BackupKind, BackupName};
+pub use backup_info::{BACKUP_INFO_FORMAT, BackupInfo, BackupKind, BackupName, BackupType};
 pub use restore_plan::{RecoveryTarget, RestorePlan, TargetError, plan_restore};
 pub use timeline::{TimelineError, TimelineHistory, TimelineSpan};
 pub use wal_archive::{ArchivedSegment, LaterWal, WalArchive};

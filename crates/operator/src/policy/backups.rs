@@ -51,7 +51,12 @@ pub const SNAPSHOT_METHOD: &str = "snapshot";
 
 /// The agent command that takes a backup for `trigger` (a snapshot backup when `snapshot`).
 pub fn backup_command(trigger: &Trigger, snapshot: bool) -> AgentCommand {
-    AgentCommand::from(BackupPush { permanent: false, annotations: trigger.annotations(), snapshot })
+    AgentCommand::from(BackupPush {
+        permanent: false,
+        annotations: trigger.annotations(),
+        snapshot,
+        incremental: false,
+    })
 }
 
 /// The shell command that takes a backup on a host: the agent with the configuration host apply
