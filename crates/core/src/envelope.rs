@@ -24,6 +24,7 @@ use crate::compression::{self, Algorithm, Compression, CompressionError, Compres
 use crate::encryption::{KeyError, Keyring};
 
 mod encrypted;
+pub mod frames;
 
 pub use encrypted::CHUNK_LEN;
 use encrypted::Encrypting;
@@ -160,7 +161,7 @@ const READ_PIECE: usize = 256 * 1024;
 /// bytes and one piece, never the whole content. `size_hint` (the expected content length)
 /// sizes the output buffer (up to [`MAX_OUTPUT_RESERVATION`]); it grows beyond if needed.
 pub fn seal_reader(
-    reader: &mut impl Read,
+    reader: &mut (impl Read + Send),
     size_hint: usize,
     compression: Compression,
 ) -> Result<(Vec<u8>, Header), EnvelopeError> {
@@ -170,17 +171,52 @@ pub fn seal_reader(
 /// Like [`seal_reader`], encrypted when `keyring` has a writing key (the payload is encrypted
 /// in place once compressed: no second copy of the object).
 pub fn seal_reader_with(
-    reader: &mut impl Read,
+    reader: &mut (impl Read + Send),
     size_hint: usize,
     compression: Compression,
     keyring: &Keyring,
+) -> Result<(Vec<u8>, Header), EnvelopeError> {
+    seal_reader_parallel(reader, size_hint, compression, keyring, 1)
+}
+
+/// Like [`seal_reader_with`], zstd content compressed by `workers` threads as a series of
+/// independent frames (see [`frames`]); other algorithms stream on the calling thread.
+pub fn seal_reader_parallel(
+    reader: &mut (impl Read + Send),
+    size_hint: usize,
+    compression: Compression,
+    keyring: &Keyring,
+    workers: usize,
 ) -> Result<(Vec<u8>, Header), EnvelopeError> {
     let encrypting = Encrypting::for_keyring(keyring)?;
     let headers_len = HEADER_LEN + encrypting.as_ref().map_or(0, Encrypting::header_len);
     let reservation = size_hint.min(MAX_OUTPUT_RESERVATION);
     let mut out = Vec::with_capacity(headers_len + reservation + reservation / CHUNK_LEN * 16 + 16);
     out.resize(headers_len, 0);
-    let mut compressor = compression.stream_appending(out)?;
+    let sealed = match compression.algorithm {
+        Algorithm::Zstd => frames::compress_frames(reader, compression, workers, &mut out)?,
+        Algorithm::None | Algorithm::Lz4 => stream_pieces(reader, compression, &mut out)?,
+    };
+    let header = Header {
+        algorithm: compression.algorithm,
+        content_len: sealed.content_len,
+        content_hash: sealed.content_hash,
+        encrypted: encrypting.is_some(),
+    };
+    match encrypting {
+        None => out[..HEADER_LEN].copy_from_slice(&header_bytes(&header)),
+        Some(encrypting) => encrypting.finish(&mut out, &header)?,
+    }
+    Ok((out, header))
+}
+
+/// Compresses `reader` as one stream, a [`READ_PIECE`] at a time, appending to `out`.
+fn stream_pieces(
+    reader: &mut impl Read,
+    compression: Compression,
+    out: &mut Vec<u8>,
+) -> Result<frames::Sealed, EnvelopeError> {
+    let mut compressor = compression.stream_appending(std::mem::take(out))?;
     let mut hasher = blake3::Hasher::new();
     let mut piece = vec![0u8; READ_PIECE];
     let mut content_len = 0u64;
@@ -195,18 +231,8 @@ pub fn seal_reader_with(
         compressor.write(&piece[..read])?;
         content_len += read as u64;
     }
-    let header = Header {
-        algorithm: compression.algorithm,
-        content_len,
-        content_hash: *hasher.finalize().as_bytes(),
-        encrypted: encrypting.is_some(),
-    };
-    let mut stored = compressor.finish()?;
-    match encrypting {
-        None => stored[..HEADER_LEN].copy_from_slice(&header_bytes(&header)),
-        Some(encrypting) => encrypting.finish(&mut stored, &header)?,
-    }
-    Ok((stored, header))
+    *out = compressor.finish()?;
+    Ok(frames::Sealed { content_len, content_hash: *hasher.finalize().as_bytes() })
 }
 
 fn header_bytes(header: &Header) -> [u8; HEADER_LEN] {

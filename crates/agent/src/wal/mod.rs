@@ -62,6 +62,7 @@ pub async fn push_command(config_path: Option<&Path>, args: WalPushArgs) -> Resu
     let outcome = with_deadline("archive", &file, config.transfer.command_timeout, async {
         let archive = config.storage().await?;
         let cap = config.transfer.archive_queue_max_mb;
+        let workers = push::compression_workers(config.transfer.upload_concurrency);
         match &data_dir {
             Some(data_dir) if config.transfer.archive_async => {
                 let concurrency = config.transfer.upload_concurrency;
@@ -70,9 +71,9 @@ pub async fn push_command(config_path: Option<&Path>, args: WalPushArgs) -> Resu
             }
             Some(data_dir) if cap.is_some() => match drop_if_over_cap(&path, data_dir, cap)? {
                 Some(outcome) => Ok(outcome),
-                None => push(&archive, config.compression, &path, Some(data_dir.as_path())).await,
+                None => push::push_inline(&archive, config.compression, &path, Some(data_dir), workers).await,
             },
-            _ => push(&archive, config.compression, &path, data_dir.as_deref()).await,
+            _ => push::push_inline(&archive, config.compression, &path, data_dir.as_deref(), workers).await,
         }
     })
     .await?;
