@@ -10,6 +10,12 @@
 #   SCALE=20 RANDOM_MB=256 REPEAT=1 scripts/bench-backup.sh  # a quick run
 #   TOOLS=pgec2 STORAGES=file scripts/bench-backup.sh        # one tool, one storage
 #
+# The row `limit` is the machine's limit measured in the same run (local directory only): the
+# same data directory through `tar | zstd -$LEVEL -T$PARALLEL` into one file, and back through
+# `zstd -d | tar -x` then `sync`. pgec2 runs at PGEC2_LOG=info, so each of its logs
+# ($ROOT/logs/*-pgec2-*) ends with the busy seconds of each stage (`copy stages`,
+# `restore stages`); they are collected into $ROOT/stages.txt.
+#
 # Needs: PostgreSQL 15 (Debian), pgbackrest, walrus (cargo install wal-rus), moto_server, python3
 # with boto3, /usr/bin/time (scripts/install-deps.sh), and a release build of the agent
 # (cargo build --release --locked -p pgec2-agent --bin pgec2-agent). Runs as root.
@@ -21,6 +27,7 @@
 # the restore is not started (recovery time is PostgreSQL's, the same for all).
 set -euo pipefail
 
+TOOLS=${TOOLS:-"pgec2 pgbackrest walrus limit"}
 # shellcheck source=scripts/bench-common.sh
 source "$(dirname "$0")/bench-common.sh"
 SCALE=${SCALE:-100}
@@ -44,8 +51,13 @@ load_data() {
 tool_command() {
   local tool=$1 storage=$2 action=$3 dest=${4:-}
   case "$tool-$action" in
-    pgec2-backup) echo "$(pgec2_cmd "$storage") backup-push --pgdata $ROOT/data" ;;
-    pgec2-restore) echo "$(pgec2_cmd "$storage") backup-fetch $dest LATEST" ;;
+    pgec2-backup) echo "PGEC2_LOG=info $(pgec2_cmd "$storage") backup-push --pgdata $ROOT/data" ;;
+    pgec2-restore) echo "PGEC2_LOG=info $(pgec2_cmd "$storage") backup-fetch $dest LATEST" ;;
+    limit-backup)
+      echo "mkdir -p $ROOT/repo-limit && tar -cf - --warning=none --exclude=./pg_wal -C $ROOT/data ." \
+        "| zstd -q -$LEVEL -T$PARALLEL -o $ROOT/repo-limit/data.tar.zst"
+      ;;
+    limit-restore) echo "zstd -q -d -T$PARALLEL -c $ROOT/repo-limit/data.tar.zst | tar -xf - -C $dest && sync" ;;
     pgbackrest-backup) echo "$(pgbackrest_cmd) --type=full backup" ;;
     pgbackrest-restore) echo "$(pgbackrest_cmd) --pg1-path=$dest restore" ;;
     walrus-backup) echo "$(walrus_cmd "$storage") backup-push --fast $ROOT/data" ;;
@@ -59,6 +71,7 @@ forget_backups() {
   location=$(repository_location "$tool" "$storage" backups)
   case "$storage-$tool" in
     file-pgbackrest) rm -rf "$ROOT/repo-pgbackrest" ;;
+    *-limit) rm -rf "$ROOT/repo-limit" ;;
     s3-pgbackrest) s3_delete "$HTTPS_URL" pgbackrest/ ;;
     file-*) rm -rf "$location" ;;
     s3-*) read -r url prefix <<<"$location" && s3_delete "$url" "$prefix" ;;
@@ -84,6 +97,7 @@ timed() {
 run_cell() {
   local rep=$1 storage=$2 tool=$3 data_bytes=$4
   local dest=$ROOT/restore name="$storage-$tool-$rep"
+  [ "$tool-$storage" = limit-s3 ] && return 0
   [ "$tool" = pgbackrest ] && pgbackrest_reset "$storage"
   cat "$ROOT"/data/base/*/* >/dev/null 2>&1 || true
   local backup restore stored
@@ -94,6 +108,10 @@ run_cell() {
   restore=$(timed "$ROOT/logs/$name-restore.log" "$(tool_command "$tool" "$storage" restore "$dest")")
   rm -rf "$dest"
   forget_backups "$tool" "$storage"
+  if [ "$tool" = pgec2 ]; then
+    grep -h "stages" "$ROOT/logs/$name-backup.log" "$ROOT/logs/$name-restore.log" \
+      | sed -e 's/\x1b\[[0-9;]*m//g' -e "s/^/$name /" >>"$ROOT/stages.txt" || true
+  fi
   awk -v rep="$rep" -v s="$storage" -v t="$tool" -v bytes="$data_bytes" -v stored="$stored" \
     -v b="$backup" -v r="$restore" 'BEGIN {
     split(b, B, " "); split(r, R, " "); mb = bytes / 1048576;

@@ -247,6 +247,7 @@ repository_location() {
     pgbackrest-wal) path=repo-pgbackrest/archive ;;
     walrus-backups) path=repo-walrus/basebackups_005 ;;
     walrus-wal) path=repo-walrus/wal_005 ;;
+    limit-*) path=repo-limit ;;
   esac
   if [ "$storage" = file ]; then
     echo "$ROOT/$path"

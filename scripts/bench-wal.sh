@@ -17,6 +17,8 @@
 # sequential loop, peak RSS of one push (max over all calls), CPU ms per push, stored MB; fetch
 # MB/s (uncompressed bytes / loop time), fetch p50 latency, peak RSS of one fetch. The background
 # prefetchers' CPU and memory are not in the fetch figures (they are not children of the call).
+# pgec2's pushes log their stages (`wal-push stages`, PGEC2_LOG=pgec2_agent::wal=debug); the
+# median of each stage per storage is printed at the end ($ROOT/wal-stages.md).
 set -euo pipefail
 
 ROOT=${ROOT:-/tmp/pgec2-bench-wal}
@@ -50,6 +52,7 @@ segment_count() { find "$SOURCE" -maxdepth 1 -regextype posix-extended -regex '.
 tool_command() {
   local tool=$1 storage=$2 action=$3
   case "$tool-$action" in
+    pgec2-push) echo "$(pgec2_cmd "$storage" | sed 's/^env /env PGEC2_LOG=pgec2_agent::wal=debug /') wal-push" ;;
     pgec2-*) echo "$(pgec2_cmd "$storage") wal-$action" ;;
     pgbackrest-push) echo "$(pgbackrest_cmd) archive-push" ;;
     pgbackrest-fetch) echo "$(pgbackrest_cmd) archive-get" ;;
@@ -139,6 +142,27 @@ main() {
     done
   done
   summarize wal "$RESULTS" | tee "$ROOT/wal-summary.md"
+  stage_medians | tee "$ROOT/wal-stages.md"
+}
+
+# Median milliseconds of each stage of pgec2's pushes, per storage, from the push logs.
+stage_medians() {
+  python3 - "$ROOT"/logs/*-pgec2-*-push.log <<'EOF'
+import re, statistics, sys
+stages = {}
+for path in sys.argv[1:]:
+    storage = path.rsplit("/", 1)[1].split("-")[0]
+    for line in open(path, errors="replace"):
+        line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+        if "wal-push stages" in line:
+            for name, value in re.findall(r"(\w+)_ms=([0-9.]+)", line):
+                stages.setdefault(storage, {}).setdefault(name, []).append(float(value))
+names = ("read", "identify", "seal", "guards", "store")
+print("| storage | " + " | ".join(f"{name} ms (p50)" for name in names) + " |")
+print("|---|---:|---:|---:|---:|---:|")
+for storage, values in stages.items():
+    print(f"| {storage} | " + " | ".join(f"{statistics.median(values.get(name, [0])):.1f}" for name in names) + " |")
+EOF
 }
 
 main "$@"
