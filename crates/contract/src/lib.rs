@@ -7,10 +7,15 @@
 //!   validation, all from the one list;
 //! - [`command`]: the agent commands the operator sends, as values that render their argv, with
 //!   [`annotation`] (the notes `backup-push` records) and [`shell`] (quoting them for the host);
-//! - [`output`]: how a `--json` answer is read: the whole stdout is one JSON document.
+//! - [`output`]: how a `--json` answer is read: the whole stdout is one JSON document;
+//! - [`storage`] (server-side encryption) and [`recovery`] (the recovery target and what
+//!   PostgreSQL does there): the spellings the CRDs, the HostSpec and the agent's configuration
+//!   share; the `schema` feature derives their JSON schema for the CRDs.
 
 pub mod annotation;
 pub mod command;
 pub mod output;
 pub mod parameters;
+pub mod recovery;
 pub mod shell;
+pub mod storage;

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::compression::Algorithm;
+use crate::storage::url::ServerSideEncryption;
 
 mod report;
 mod validate;
@@ -217,9 +218,8 @@ pub struct StorageSpec {
     pub endpoint: Option<String>,
     #[serde(default)]
     pub storage_class: Option<String>,
-    /// `AES256` or `aws:kms`.
     #[serde(default)]
-    pub server_side_encryption: Option<String>,
+    pub server_side_encryption: Option<ServerSideEncryption>,
     #[serde(default)]
     pub kms_key_id: Option<String>,
     /// Client-side encryption of the archive's WAL segments and backup parts; none when absent.
@@ -314,38 +314,8 @@ fn default_latest() -> String {
     "LATEST".to_string()
 }
 
-/// `recovery_target_action`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TargetAction {
-    #[default]
-    Promote,
-    Pause,
-    Shutdown,
-}
-
-impl TargetAction {
-    /// The value PostgreSQL and `backup-fetch --target-action` take.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TargetAction::Promote => "promote",
-            TargetAction::Pause => "pause",
-            TargetAction::Shutdown => "shutdown",
-        }
-    }
-}
-
-/// Exactly one recovery target.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum RecoveryTarget {
-    /// RFC 3339 timestamp.
-    Time(String),
-    Lsn(String),
-    Xid(String),
-    Name(String),
-    Immediate,
-}
+/// `recovery_target_*` and `recovery_target_action`, spelled as the PostgresHost CRD spells them.
+pub use pgec2_contract::recovery::{RecoveryTarget, TargetAction};
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -367,6 +337,18 @@ pub(crate) mod tests {
             "agentBinary": "/srv/hosts/db1/bin/pgec2-agent"
         }))
         .expect("valid spec")
+    }
+
+    #[test]
+    fn server_side_encryption_keeps_its_json_spelling_and_an_unknown_one_is_refused() {
+        let mut json = serde_json::to_value(local_spec()).expect("json");
+        json["archive"]["storage"]["serverSideEncryption"] = serde_json::json!("aws:kms");
+        let spec: HostSpec = serde_json::from_value(json.clone()).expect("aws:kms");
+        let storage = &spec.archive.as_ref().expect("archive").storage;
+        assert_eq!(storage.server_side_encryption, Some(ServerSideEncryption::AwsKms));
+        assert_eq!(serde_json::to_value(&spec).expect("json"), json);
+        json["archive"]["storage"]["serverSideEncryption"] = serde_json::json!("aes256");
+        assert!(serde_json::from_value::<HostSpec>(json).is_err());
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub fn storage_spec(storage: &BackupStorage, prefix: &str) -> StorageSpec {
         spec.region = s3.region.clone();
         spec.endpoint = s3.endpoint.clone();
         spec.storage_class = s3.storage_class.and_then(|class| enum_text(&class));
-        spec.server_side_encryption = s3.server_side_encryption.and_then(|encryption| enum_text(&encryption));
+        spec.server_side_encryption = s3.server_side_encryption;
         spec.kms_key_id = s3.kms_key_id.clone();
     } else if let Some(local) = &storage.local {
         spec.url = format!("file://{}", local.path.trim_end_matches('/'));

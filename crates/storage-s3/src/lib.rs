@@ -28,12 +28,12 @@ macro_rules! with_write_options {
     ($request:expr, $store:expr) => {{
         let request = $request.set_storage_class($store.storage_class.clone());
         match &$store.settings.encryption {
-            Some(ServerSideEncryption::Aes256) => {
+            Some(ObjectEncryption { sse: ServerSideEncryption::Aes256, .. }) => {
                 request.server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
             }
-            Some(ServerSideEncryption::Kms { key_id }) => request
+            Some(ObjectEncryption { sse: ServerSideEncryption::AwsKms, kms_key_id }) => request
                 .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
-                .set_ssekms_key_id(key_id.clone()),
+                .set_ssekms_key_id(kms_key_id.clone()),
             None => request,
         }
     }};
@@ -66,7 +66,7 @@ use pgec2_core::storage::{ObjectKey, ObjectMeta, PutMode, Storage, StorageError,
 
 pub use self::multipart::MultipartSettings;
 pub use self::open::open_storage;
-pub use pgec2_core::storage::url::ServerSideEncryption;
+pub use pgec2_core::storage::url::{ObjectEncryption, ServerSideEncryption};
 
 /// Bytes of a request body that may still sit in the kernel's send buffer once the HTTP client
 /// has taken the last of it (Linux grows a TCP send buffer up to 4 MiB).
@@ -91,7 +91,7 @@ pub struct S3Settings {
     pub endpoint: Option<String>,
     /// `STANDARD`, `STANDARD_IA`, `INTELLIGENT_TIERING`, ...; `None` for the bucket's default.
     pub storage_class: Option<String>,
-    pub encryption: Option<ServerSideEncryption>,
+    pub encryption: Option<ObjectEncryption>,
     pub timeouts: Timeouts,
     pub multipart: MultipartSettings,
     /// Keys per ListObjectsV2 page (1 to 1000).

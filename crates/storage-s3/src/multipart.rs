@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use super::errors::storage_error;
-use super::{S3Storage, ServerSideEncryption};
+use super::{ObjectEncryption, S3Storage, ServerSideEncryption};
 use pgec2_core::storage::{ObjectKey, PutMode, Storage, StorageError};
 
 /// S3 accepts at most this many parts in one upload.

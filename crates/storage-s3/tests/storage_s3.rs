@@ -11,7 +11,7 @@ use aws_sdk_s3::types::{ServerSideEncryption as SdkEncryption, StorageClass};
 use bytes::Bytes;
 use pgec2_core::storage::retry::{RetryPolicy, Retrying};
 use pgec2_core::storage::{ObjectKey, PutMode, Storage, StorageError, Timeouts};
-use pgec2_storage_s3::{MultipartSettings, S3Settings, S3Storage, ServerSideEncryption};
+use pgec2_storage_s3::{MultipartSettings, ObjectEncryption, S3Settings, S3Storage, ServerSideEncryption};
 use pgec2_testkit::{FaultProxy, MotoServer, ProxyMode};
 use storage_support::{fresh_bucket, moto, raw_client};
 
@@ -65,7 +65,7 @@ async fn encryption_and_storage_class_apply_to_small_and_multipart_objects() {
     let server = moto();
     let bucket = bucket(&server, "encryption").await;
     let settings = S3Settings {
-        encryption: Some(ServerSideEncryption::Aes256),
+        encryption: Some(ObjectEncryption { sse: ServerSideEncryption::Aes256, kms_key_id: None }),
         storage_class: Some("STANDARD_IA".to_string()),
         ..settings(&server, &bucket, "archive")
     };
@@ -90,7 +90,7 @@ async fn a_kms_key_id_is_sent_with_every_write() {
     let bucket = bucket(&server, "kms").await;
     let key_id = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555";
     let settings = S3Settings {
-        encryption: Some(ServerSideEncryption::Kms { key_id: Some(key_id.to_string()) }),
+        encryption: Some(ObjectEncryption { sse: ServerSideEncryption::AwsKms, kms_key_id: Some(key_id.to_string()) }),
         ..settings(&server, &bucket, "")
     };
     let storage = store(&server, settings).await;

@@ -33,7 +33,7 @@ pub(super) fn from_layers(layers: &Layers) -> Result<AgentConfig, ConfigError> {
         min_throughput: reader
             .or("storage.min_throughput", defaults.storage.min_throughput, |text| parse_number(text, 1, u64::MAX))?,
     };
-    if storage.kms_key_id.is_some() && storage.sse != Some(ServerSideEncryption::Kms) {
+    if storage.kms_key_id.is_some() && storage.sse != Some(ServerSideEncryption::AwsKms) {
         let value = reader.layers.get("storage.kms_key_id").cloned().unwrap_or(default_value());
         return Err(invalid("storage.kms_key_id", &value, "a KMS key needs storage.sse = \"aws:kms\""));
     }

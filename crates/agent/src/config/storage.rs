@@ -1,10 +1,10 @@
 //! Storage settings: which store, how to reach it, and how objects are written there.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pgec2_core::host_spec::StorageSpec;
+pub use pgec2_core::storage::url::ServerSideEncryption;
 use pgec2_core::storage::url::{StorageConfig, StorageUrl};
 use pgec2_core::storage::{Storage, StorageError, Timeouts};
 use pgec2_storage_s3::open_storage;
@@ -60,16 +60,7 @@ impl StorageSettings {
 
     /// What [`open_storage`] needs to open this store.
     pub fn storage_config(&self) -> StorageConfig {
-        StorageConfig {
-            url: self.url.clone(),
-            endpoint: self.endpoint.clone(),
-            region: self.region.clone(),
-            storage_class: self.storage_class.clone(),
-            sse: self.sse.map(|sse| sse.to_string()),
-            kms_key_id: self.kms_key_id.clone(),
-            timeouts: self.timeouts(),
-            ..StorageConfig::default()
-        }
+        StorageConfig::from(self)
     }
 
     /// Opens the store (retries and timeouts included).
@@ -88,32 +79,43 @@ impl StorageSettings {
     }
 }
 
-/// S3 server-side encryption.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ServerSideEncryption {
-    /// `AES256`: S3-managed keys.
-    Aes256,
-    /// `aws:kms`: a KMS key (the account's default unless `kms_key_id` is set).
-    Kms,
-}
-
-impl fmt::Display for ServerSideEncryption {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ServerSideEncryption::Aes256 => "AES256",
-            ServerSideEncryption::Kms => "aws:kms",
-        })
+/// The settings of a HostSpec's storage location; timeouts at their defaults, no wal-g archive.
+impl From<&StorageSpec> for StorageSettings {
+    fn from(spec: &StorageSpec) -> Self {
+        Self {
+            url: spec.url.clone(),
+            prefix: spec.prefix.clone().unwrap_or_default(),
+            endpoint: spec.endpoint.clone(),
+            region: spec.region.clone(),
+            sse: spec.server_side_encryption,
+            kms_key_id: spec.kms_key_id.clone(),
+            storage_class: spec.storage_class.clone(),
+            ..Self::default()
+        }
     }
 }
 
-impl FromStr for ServerSideEncryption {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "AES256" => Ok(ServerSideEncryption::Aes256),
-            "aws:kms" => Ok(ServerSideEncryption::Kms),
-            _ => Err("expected AES256 or aws:kms".to_string()),
+/// The storage location these settings name (client-side encryption is the `[encryption]`
+/// section's, not the location's).
+impl From<&StorageSettings> for StorageSpec {
+    fn from(settings: &StorageSettings) -> Self {
+        StorageSpec {
+            url: settings.url.clone(),
+            prefix: Some(settings.prefix.clone()).filter(|prefix| !prefix.is_empty()),
+            region: settings.region.clone(),
+            endpoint: settings.endpoint.clone(),
+            storage_class: settings.storage_class.clone(),
+            server_side_encryption: settings.sse,
+            kms_key_id: settings.kms_key_id.clone(),
+            encryption: None,
         }
+    }
+}
+
+/// What opening the store needs: the location's options and these timeouts.
+impl From<&StorageSettings> for StorageConfig {
+    fn from(settings: &StorageSettings) -> Self {
+        StorageConfig { timeouts: settings.timeouts(), ..StorageConfig::from(&StorageSpec::from(settings)) }
     }
 }
 
@@ -141,5 +143,48 @@ pub(super) fn validate_endpoint(text: &str) -> Result<String, String> {
     match rest {
         Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(text.trim_end_matches('/').to_string()),
         _ => Err("expected an http:// or https:// URL".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn s3_location() -> StorageSpec {
+        StorageSpec {
+            url: "s3://backups/prod".into(),
+            prefix: Some("default/db".into()),
+            region: Some("eu-central-1".into()),
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            storage_class: Some("STANDARD_IA".into()),
+            server_side_encryption: Some(ServerSideEncryption::AwsKms),
+            kms_key_id: Some("alias/pg".into()),
+            encryption: None,
+        }
+    }
+
+    #[test]
+    fn a_host_spec_location_round_trips_through_the_agent_settings() {
+        for location in [s3_location(), StorageSpec::new("file:///srv/archive")] {
+            let settings = StorageSettings::from(&location);
+            assert_eq!(StorageSpec::from(&settings), location);
+        }
+        let settings = StorageSettings::from(&s3_location());
+        assert_eq!((settings.prefix.as_str(), settings.sse), ("default/db", Some(ServerSideEncryption::AwsKms)));
+    }
+
+    #[test]
+    fn the_settings_open_the_store_their_location_names_with_their_timeouts() {
+        let settings = StorageSettings { timeout: Duration::from_secs(7), ..StorageSettings::from(&s3_location()) };
+        let config = StorageConfig::from(&settings);
+        assert_eq!(StorageConfig { timeouts: settings.timeouts(), ..StorageConfig::from(&s3_location()) }, config);
+        assert_eq!(config.timeouts.operation, Duration::from_secs(7));
+        let encryption = config.encryption().expect("valid").expect("encrypted");
+        assert_eq!(
+            (encryption.sse, encryption.kms_key_id.as_deref()),
+            (ServerSideEncryption::AwsKms, Some("alias/pg"))
+        );
     }
 }

@@ -15,7 +15,7 @@
 use pgec2_core::compression::Compression;
 use pgec2_core::host_spec::{ArchiveSpec, EncryptionSpec, HostSpec, StorageSpec};
 
-use crate::config::{AgentConfig, EncryptionMode, EncryptionSettings, KeySource, ServerSideEncryption};
+use crate::config::{AgentConfig, EncryptionMode, EncryptionSettings, KeySource, StorageSettings};
 
 /// Why a configuration cannot be rendered (the spec validation normally catches it first).
 #[derive(Debug, thiserror::Error)]
@@ -48,19 +48,7 @@ fn config_for(
     compression: Compression,
     field: &'static str,
 ) -> Result<AgentConfig, AgentConfigError> {
-    let mut config = AgentConfig::default();
-    config.storage.url = storage.url.clone();
-    config.storage.prefix = storage.prefix.clone().unwrap_or_default();
-    config.storage.endpoint = storage.endpoint.clone();
-    config.storage.region = storage.region.clone();
-    config.storage.storage_class = storage.storage_class.clone();
-    config.storage.kms_key_id = storage.kms_key_id.clone();
-    config.storage.sse = match storage.server_side_encryption.as_deref() {
-        None => None,
-        Some(text) => {
-            Some(text.parse::<ServerSideEncryption>().map_err(|reason| AgentConfigError::Invalid { field, reason })?)
-        }
-    };
+    let mut config = AgentConfig { storage: StorageSettings::from(storage), ..AgentConfig::default() };
     if let Some(encryption) = &storage.encryption {
         config.encryption = encryption_settings(encryption, field)?;
     }
@@ -96,6 +84,7 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use pgec2_core::compression::Algorithm;
+    use pgec2_core::storage::url::ServerSideEncryption;
 
     use super::*;
     use crate::host::test_support::spec;
@@ -115,14 +104,14 @@ mod tests {
         archive.storage.url = "s3://pgec2-backups/base".into();
         archive.storage.prefix = Some("default/db1".into());
         archive.storage.region = Some("eu-west-1".into());
-        archive.storage.server_side_encryption = Some("aws:kms".into());
+        archive.storage.server_side_encryption = Some(ServerSideEncryption::AwsKms);
         archive.compression = Algorithm::Lz4;
         let archive = archive.clone();
         let config = load(&render_own(&spec, &archive).expect("render"));
         assert_eq!(config.storage.url, "s3://pgec2-backups/base");
         assert_eq!(config.storage.prefix, "default/db1");
         assert_eq!(config.storage.region.as_deref(), Some("eu-west-1"));
-        assert_eq!(config.storage.sse, Some(ServerSideEncryption::Kms));
+        assert_eq!(config.storage.sse, Some(ServerSideEncryption::AwsKms));
         assert_eq!(config.compression.algorithm, Algorithm::Lz4);
         assert_eq!(config.postgres.pgdata, Some(PathBuf::from("/var/lib/postgresql/15/main")));
         assert_eq!(config.postgres.host, "/var/lib/postgresql/run");

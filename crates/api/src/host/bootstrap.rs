@@ -182,15 +182,5 @@ pub struct RecoveryTarget {
     pub immediate: Option<bool>,
 }
 
-/// What PostgreSQL does on reaching the recovery target (`recovery_target_action`).
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum TargetAction {
-    /// End recovery and accept writes.
-    #[default]
-    Promote,
-    /// Pause replay, read-only, until promoted by hand.
-    Pause,
-    /// Stop the server.
-    Shutdown,
-}
+/// What PostgreSQL does on reaching the recovery target, spelled as the HostSpec spells it.
+pub use pgec2_contract::recovery::TargetAction;

@@ -54,30 +54,18 @@ impl PostgresHost {
     }
 }
 
-/// The one recovery target a [`RecoveryTarget`] selects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RecoveryPoint<'a> {
-    /// `recovery_target_time`, with a zone (RFC 3339 or psql's form).
-    Time(&'a str),
-    /// `recovery_target_lsn`.
-    Lsn(&'a str),
-    /// `recovery_target_xid`.
-    Xid(&'a str),
-    /// `recovery_target_name`.
-    Name(&'a str),
-    /// `recovery_target = 'immediate'`.
-    Immediate,
-}
+/// The one recovery target a [`RecoveryTarget`] selects, as the HostSpec carries it.
+pub use pgec2_contract::recovery::RecoveryTarget as RecoveryPoint;
 
 impl RecoveryTarget {
     /// The selected target, or None when the target does not have exactly one field set (a
     /// spec that [`crate::PostgresHostSpec::validate`] refuses).
-    pub fn point(&self) -> Option<RecoveryPoint<'_>> {
+    pub fn point(&self) -> Option<RecoveryPoint> {
         let candidates = [
-            self.time.as_deref().map(RecoveryPoint::Time),
-            self.lsn.as_deref().map(RecoveryPoint::Lsn),
-            self.xid.as_deref().map(RecoveryPoint::Xid),
-            self.name.as_deref().map(RecoveryPoint::Name),
+            self.time.clone().map(RecoveryPoint::Time),
+            self.lsn.clone().map(RecoveryPoint::Lsn),
+            self.xid.clone().map(RecoveryPoint::Xid),
+            self.name.clone().map(RecoveryPoint::Name),
             (self.immediate == Some(true)).then_some(RecoveryPoint::Immediate),
         ];
         let mut chosen = candidates.into_iter().flatten();

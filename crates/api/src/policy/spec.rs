@@ -269,18 +269,8 @@ pub enum S3StorageClass {
     GlacierIr,
 }
 
-/// S3 server-side encryption.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-// The field's description is the one users see; an empty one here keeps it.
-#[schemars(description = "")]
-pub enum ServerSideEncryption {
-    /// S3-managed keys (SSE-S3).
-    #[serde(rename = "AES256")]
-    Aes256,
-    /// AWS KMS keys (SSE-KMS).
-    #[serde(rename = "aws:kms")]
-    AwsKms,
-}
+/// S3 server-side encryption, spelled as the HostSpec and the agent spell it.
+pub use pgec2_contract::storage::ServerSideEncryption;
 
 /// How many base backups are kept.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

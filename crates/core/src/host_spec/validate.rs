@@ -4,6 +4,7 @@ use std::path::Path;
 
 use super::{BootstrapSpec, HostSpec, Profile, StorageSpec};
 use crate::compression::Compression;
+use crate::storage::url::ServerSideEncryption;
 
 /// The parameters pgec2 sets itself (the one list, shared with the CRD's rule); a spec's
 /// `parameters` may not set them. `wal_level` is allowed, as `replica` or `logical`.
@@ -174,15 +175,11 @@ fn validate_storage(field: &'static str, storage: &StorageSpec) -> Result<(), Sp
     {
         return Err(SpecError::Storage { field, reason: format!("prefix {prefix:?} must be relative, without '..'") });
     }
-    match (storage.server_side_encryption.as_deref(), &storage.kms_key_id) {
-        (None | Some("AES256"), None) | (Some("aws:kms"), _) => Ok(()),
-        (None | Some("AES256"), Some(_)) => {
+    match (storage.server_side_encryption, &storage.kms_key_id) {
+        (None | Some(ServerSideEncryption::Aes256), Some(_)) => {
             Err(SpecError::Storage { field, reason: "kmsKeyId needs serverSideEncryption aws:kms".to_string() })
         }
-        (Some(other), _) => Err(SpecError::Storage {
-            field,
-            reason: format!("serverSideEncryption {other:?} is not AES256 or aws:kms"),
-        }),
+        _ => Ok(()),
     }
 }
 
@@ -297,7 +294,7 @@ mod tests {
         storage.kms_key_id = Some("alias/pg".into());
         assert!(matches!(spec.validate(), Err(SpecError::Storage { .. })), "a KMS key without aws:kms");
         let storage = &mut spec.archive.as_mut().expect("archive").storage;
-        storage.server_side_encryption = Some("aws:kms".into());
+        storage.server_side_encryption = Some(ServerSideEncryption::AwsKms);
         assert_eq!(spec.validate(), Ok(()));
         let storage = &mut spec.archive.as_mut().expect("archive").storage;
         storage.prefix = Some("default/../other".into());

@@ -11,13 +11,15 @@ use super::retry::{RetryPolicy, Retrying};
 use super::{Storage, StorageError, Timeouts};
 use crate::host_spec::StorageSpec;
 
-/// Server-side encryption of stored objects (S3).
+pub use pgec2_contract::storage::ServerSideEncryption;
+
+/// How written objects are encrypted at rest (S3): [`StorageConfig::encryption`] resolves it
+/// from the `sse` and `kms_key_id` options.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ServerSideEncryption {
-    /// `AES256`: S3-managed keys.
-    Aes256,
-    /// `aws:kms`: a KMS key, the account's default S3 key unless `key_id` is set.
-    Kms { key_id: Option<String> },
+pub struct ObjectEncryption {
+    pub sse: ServerSideEncryption,
+    /// The KMS key of `aws:kms`; the account's default S3 key when absent.
+    pub kms_key_id: Option<String>,
 }
 
 /// Everything needed to open a store.
@@ -31,8 +33,8 @@ pub struct StorageConfig {
     pub region: Option<String>,
     /// S3 storage class of written objects.
     pub storage_class: Option<String>,
-    /// `AES256` or `aws:kms`; S3 only.
-    pub sse: Option<String>,
+    /// S3 only.
+    pub sse: Option<ServerSideEncryption>,
     /// KMS key for `aws:kms`; the account's default S3 key when absent.
     pub kms_key_id: Option<String>,
     pub timeouts: Timeouts,
@@ -53,7 +55,7 @@ impl From<&StorageSpec> for StorageConfig {
             endpoint: spec.endpoint.clone(),
             region: spec.region.clone(),
             storage_class: spec.storage_class.clone(),
-            sse: spec.server_side_encryption.clone(),
+            sse: spec.server_side_encryption,
             kms_key_id: spec.kms_key_id.clone(),
             ..Self::default()
         }
@@ -96,17 +98,19 @@ impl StorageUrl {
 
 impl StorageConfig {
     /// The server-side encryption the `sse` and `kms_key_id` options ask for.
-    pub fn encryption(&self) -> Result<Option<ServerSideEncryption>, StorageError> {
+    pub fn encryption(&self) -> Result<Option<ObjectEncryption>, StorageError> {
         let invalid = |reason: &str| StorageError::InvalidUrl { url: self.url.clone(), reason: reason.to_string() };
-        match (self.sse.as_deref(), &self.kms_key_id) {
+        let kms_key_id = self.kms_key_id.clone();
+        match (self.sse, &self.kms_key_id) {
             (None, None) => Ok(None),
-            (Some("AES256"), None) => Ok(Some(ServerSideEncryption::Aes256)),
-            (Some("AES256"), Some(_)) => Err(invalid("a KMS key id needs server-side encryption aws:kms, not AES256")),
-            (Some("aws:kms"), key_id) | (None, key_id @ Some(_)) => {
-                Ok(Some(ServerSideEncryption::Kms { key_id: key_id.clone() }))
+            (Some(ServerSideEncryption::Aes256), None) => {
+                Ok(Some(ObjectEncryption { sse: ServerSideEncryption::Aes256, kms_key_id }))
             }
-            (Some(other), _) => {
-                Err(invalid(&format!("unknown server-side encryption {other:?}: expected AES256 or aws:kms")))
+            (Some(ServerSideEncryption::Aes256), Some(_)) => {
+                Err(invalid("a KMS key id needs server-side encryption aws:kms, not AES256"))
+            }
+            (Some(ServerSideEncryption::AwsKms), _) | (None, Some(_)) => {
+                Ok(Some(ObjectEncryption { sse: ServerSideEncryption::AwsKms, kms_key_id }))
             }
         }
     }
@@ -142,18 +146,19 @@ mod tests {
 
     #[test]
     fn encryption_options_are_checked() {
-        let with = |sse: Option<&str>, key: Option<&str>| StorageConfig {
-            sse: sse.map(str::to_string),
+        let with = |sse: Option<ServerSideEncryption>, key: Option<&str>| StorageConfig {
+            sse,
             kms_key_id: key.map(str::to_string),
             ..StorageConfig::new("s3://bucket")
         };
+        let resolved = |sse, key: Option<&str>| Some(ObjectEncryption { sse, kms_key_id: key.map(str::to_string) });
         assert_eq!(with(None, None).encryption().expect("none"), None);
-        assert_eq!(with(Some("AES256"), None).encryption().expect("aes"), Some(ServerSideEncryption::Aes256));
-        assert_eq!(
-            with(Some("aws:kms"), Some("alias/pg")).encryption().expect("kms"),
-            Some(ServerSideEncryption::Kms { key_id: Some("alias/pg".into()) })
-        );
-        assert!(with(Some("AES256"), Some("alias/pg")).encryption().is_err());
-        assert!(with(Some("aes256"), None).encryption().is_err());
+        let aes = with(Some(ServerSideEncryption::Aes256), None).encryption().expect("aes");
+        assert_eq!(aes, resolved(ServerSideEncryption::Aes256, None));
+        let kms = with(Some(ServerSideEncryption::AwsKms), Some("alias/pg")).encryption().expect("kms");
+        assert_eq!(kms, resolved(ServerSideEncryption::AwsKms, Some("alias/pg")));
+        let key_alone = with(None, Some("alias/pg")).encryption().expect("a key alone means aws:kms");
+        assert_eq!(key_alone, resolved(ServerSideEncryption::AwsKms, Some("alias/pg")));
+        assert!(with(Some(ServerSideEncryption::Aes256), Some("alias/pg")).encryption().is_err());
     }
 }

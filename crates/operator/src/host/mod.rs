@@ -228,13 +228,8 @@ fn restoring(host: &PostgresHost) -> bool {
 /// What a restore reads: source, backup and target.
 fn restore_note(host: &PostgresHost) -> String {
     let Some(recovery) = host.recovery() else { return String::new() };
-    use pgec2_api::host::RecoveryPoint;
     let target = match recovery.target.as_ref().and_then(|target| target.point()) {
-        Some(RecoveryPoint::Time(time)) => format!("time {time}"),
-        Some(RecoveryPoint::Lsn(lsn)) => format!("LSN {lsn}"),
-        Some(RecoveryPoint::Xid(xid)) => format!("transaction {xid}"),
-        Some(RecoveryPoint::Name(name)) => format!("restore point {name:?}"),
-        Some(RecoveryPoint::Immediate) => "the backup's consistent point".to_string(),
+        Some(point) => point.describe(),
         None if host.spec.standby => "the end of the archive, following it as a standby".to_string(),
         None => "the end of the archive".to_string(),
     };

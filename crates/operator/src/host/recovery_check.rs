@@ -114,11 +114,11 @@ fn unreachable(source: &str, policy: &str, error: &TargetError) -> Unreachable {
 }
 
 /// The spec's recovery target as the restore planner takes it.
-fn catalog_target(point: RecoveryPoint<'_>) -> Result<RecoveryTarget, String> {
+fn catalog_target(point: RecoveryPoint) -> Result<RecoveryTarget, String> {
     let field = "spec.bootstrap.recovery.target";
     Ok(match point {
         RecoveryPoint::Time(text) => {
-            RecoveryTarget::Time(parse_target_time(text).map_err(|error| format!("{field}.time: {error}"))?)
+            RecoveryTarget::Time(parse_target_time(&text).map_err(|error| format!("{field}.time: {error}"))?)
         }
         RecoveryPoint::Lsn(text) => RecoveryTarget::Lsn(
             text.parse().map_err(|_| format!("{field}.lsn {text:?} is not an LSN such as 0/3000060"))?,
@@ -126,7 +126,7 @@ fn catalog_target(point: RecoveryPoint<'_>) -> Result<RecoveryTarget, String> {
         RecoveryPoint::Xid(text) => {
             RecoveryTarget::Xid(text.parse().map_err(|_| format!("{field}.xid {text:?} is not a transaction id"))?)
         }
-        RecoveryPoint::Name(name) => RecoveryTarget::Name(name.to_string()),
+        RecoveryPoint::Name(name) => RecoveryTarget::Name(name),
         RecoveryPoint::Immediate => RecoveryTarget::Immediate,
     })
 }
@@ -137,16 +137,16 @@ mod tests {
 
     #[test]
     fn spec_targets_become_planner_targets() {
-        let time = catalog_target(RecoveryPoint::Time("2026-01-31T12:00:00+01:00")).expect("time");
+        let time = catalog_target(RecoveryPoint::Time("2026-01-31T12:00:00+01:00".into())).expect("time");
         assert_eq!(time, RecoveryTarget::Time("2026-01-31T11:00:00Z".parse().expect("utc")));
-        assert_eq!(catalog_target(RecoveryPoint::Xid("7415")), Ok(RecoveryTarget::Xid(7415)));
-        assert!(matches!(catalog_target(RecoveryPoint::Lsn("0/3000060")), Ok(RecoveryTarget::Lsn(_))));
-        let psql = catalog_target(RecoveryPoint::Time("2026-01-31 12:00:00.25+01")).expect("psql's form");
+        assert_eq!(catalog_target(RecoveryPoint::Xid("7415".into())), Ok(RecoveryTarget::Xid(7415)));
+        assert!(matches!(catalog_target(RecoveryPoint::Lsn("0/3000060".into())), Ok(RecoveryTarget::Lsn(_))));
+        let psql = catalog_target(RecoveryPoint::Time("2026-01-31 12:00:00.25+01".into())).expect("psql's form");
         assert_eq!(psql, RecoveryTarget::Time("2026-01-31T11:00:00.25Z".parse().expect("utc")));
-        assert!(catalog_target(RecoveryPoint::Time("yesterday")).is_err());
-        let no_zone = catalog_target(RecoveryPoint::Time("2026-01-31 12:00:00")).expect_err("no zone");
+        assert!(catalog_target(RecoveryPoint::Time("yesterday".into())).is_err());
+        let no_zone = catalog_target(RecoveryPoint::Time("2026-01-31 12:00:00".into())).expect_err("no zone");
         assert!(no_zone.starts_with("spec.bootstrap.recovery.target.time: ") && no_zone.contains("no time zone"));
-        assert!(catalog_target(RecoveryPoint::Lsn("0/zz")).is_err());
+        assert!(catalog_target(RecoveryPoint::Lsn("0/zz".into())).is_err());
     }
 
     #[test]

@@ -3,13 +3,10 @@
 
 use std::time::Duration;
 
-use pgec2_api::{BackupPolicy, Bootstrap, PostgresHost, RecoveryBootstrap, TargetAction};
+use pgec2_api::{BackupPolicy, Bootstrap, PostgresHost, RecoveryBootstrap};
 use pgec2_core::bootstrap::{self, BootstrapParams};
 use pgec2_core::compression::Algorithm;
-use pgec2_core::host_spec::{
-    ArchiveSpec, BootstrapSpec, DataVolume, HostSpec, InitdbSpec, Profile, RecoverySpec, RecoveryTarget,
-    TargetAction as CoreTargetAction,
-};
+use pgec2_core::host_spec::{ArchiveSpec, BootstrapSpec, DataVolume, HostSpec, InitdbSpec, Profile, RecoverySpec};
 use sha2::Digest;
 
 use crate::archive::policy_storage_spec;
@@ -145,21 +142,7 @@ fn bootstrap_spec(bootstrap: &Bootstrap, source_policy: Option<&BackupPolicy>, h
 fn recovery_spec(recovery: &RecoveryBootstrap, policy: &BackupPolicy, host: &PostgresHost) -> RecoverySpec {
     let namespace = host.metadata.namespace.clone().unwrap_or_default();
     let source_prefix = format!("{namespace}/{}", recovery.source.host);
-    let target = recovery.target.as_ref().and_then(|target| {
-        use pgec2_api::host::RecoveryPoint;
-        Some(match target.point()? {
-            RecoveryPoint::Time(time) => RecoveryTarget::Time(time.to_string()),
-            RecoveryPoint::Lsn(lsn) => RecoveryTarget::Lsn(lsn.to_string()),
-            RecoveryPoint::Xid(xid) => RecoveryTarget::Xid(xid.to_string()),
-            RecoveryPoint::Name(name) => RecoveryTarget::Name(name.to_string()),
-            RecoveryPoint::Immediate => RecoveryTarget::Immediate,
-        })
-    });
-    let target_action = match recovery.target_action {
-        TargetAction::Promote => CoreTargetAction::Promote,
-        TargetAction::Pause => CoreTargetAction::Pause,
-        TargetAction::Shutdown => CoreTargetAction::Shutdown,
-    };
+    let target = recovery.target.as_ref().and_then(|target| target.point());
     // The backup chosen before the launch (`status.restore`); hosts restored before that record
     // existed name the spec's.
     let chosen = host.status.as_ref().and_then(|status| status.restore.as_ref());
@@ -167,7 +150,7 @@ fn recovery_spec(recovery: &RecoveryBootstrap, policy: &BackupPolicy, host: &Pos
         source: policy_storage_spec(policy, &source_prefix),
         backup: chosen.map_or_else(|| recovery.backup.clone(), |restore| restore.backup.clone()),
         target,
-        target_action,
+        target_action: recovery.target_action,
         from_snapshot: chosen.is_some_and(|restore| restore.from_snapshot()),
     }
 }

@@ -59,8 +59,14 @@ fn s3_storage_keeps_bucket_prefix_endpoint_and_encryption() {
     assert_eq!(storage.url, "s3://backups/prod");
     assert_eq!(storage.prefix.as_deref(), Some("default/db"));
     assert_eq!(storage.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
-    assert_eq!(storage.server_side_encryption.as_deref(), Some("aws:kms"));
+    assert_eq!(storage.server_side_encryption, Some(pgec2_api::ServerSideEncryption::AwsKms));
     assert_eq!(storage.storage_class.as_deref(), Some("STANDARD_IA"));
+    // What the operator opens for retention is what the host's agent opens.
+    let config = pgec2_core::storage::url::StorageConfig::from(&storage);
+    let encryption = config.encryption().expect("valid").expect("encrypted");
+    assert_eq!((encryption.sse, encryption.kms_key_id), (pgec2_api::ServerSideEncryption::AwsKms, None));
+    let url = pgec2_core::storage::url::StorageUrl::parse(&config.url).expect("url");
+    assert_eq!(url, pgec2_core::storage::url::StorageUrl::S3 { bucket: "backups".into(), prefix: "prod".into() });
 }
 
 #[test]
@@ -109,8 +115,8 @@ fn a_recovery_reads_the_source_hosts_prefix_with_its_target() {
     let spec = host_spec(&restored, &policies, &instance(), &local_layout()).expect("spec");
     let BootstrapSpec::Recovery(recovery) = spec.bootstrap else { panic!("expected a recovery bootstrap") };
     assert_eq!(recovery.source.prefix.as_deref(), Some("default/db"));
-    assert_eq!(recovery.target, Some(RecoveryTarget::Time("2026-01-31T12:00:00Z".into())));
-    assert_eq!(recovery.target_action, CoreTargetAction::Promote);
+    assert_eq!(recovery.target, Some(pgec2_core::host_spec::RecoveryTarget::Time("2026-01-31T12:00:00Z".into())));
+    assert_eq!(recovery.target_action, pgec2_core::host_spec::TargetAction::Promote);
 }
 
 #[test]
