@@ -258,6 +258,19 @@ repository_location() {
   fi
 }
 
+# Removes a tool's backups (pgec2 keeps its WAL archive, which archive_command feeds).
+forget_backups() {
+  local tool=$1 storage=$2 location url prefix
+  location=$(repository_location "$tool" "$storage" backups)
+  case "$storage-$tool" in
+    file-pgbackrest) rm -rf "$ROOT/repo-pgbackrest" ;;
+    *-limit) rm -rf "$ROOT/repo-limit" ;;
+    s3-pgbackrest) s3_delete "$HTTPS_URL" pgbackrest/ ;;
+    file-*) rm -rf "$location" ;;
+    s3-*) read -r url prefix <<<"$location" && s3_delete "$url" "$prefix" ;;
+  esac
+}
+
 # Bytes stored at a repository_location.
 location_bytes() {
   local url prefix

@@ -48,6 +48,7 @@ pub fn policy(name: &str) -> PolicyBuilder {
     let spec = BackupPolicySpec {
         storage: BackupStorage { s3: None, local: Some(LocalStorage { path: "/var/lib/pgec2/backups".into() }) },
         schedule: "0 3 * * *".into(),
+        incremental_schedule: None,
         time_zone: None,
         suspend: false,
         retention: Retention::default(),
@@ -238,6 +239,12 @@ impl PolicyBuilder {
     /// Sets `spec.schedule`.
     pub fn schedule(mut self, schedule: &str) -> Self {
         self.policy.spec.schedule = schedule.to_string();
+        self
+    }
+
+    /// Sets `spec.incrementalSchedule`.
+    pub fn incremental_schedule(mut self, schedule: &str) -> Self {
+        self.policy.spec.incremental_schedule = Some(schedule.to_string());
         self
     }
 

@@ -176,6 +176,12 @@ pub const IMMEDIATE_IS_TRUE: CelRule =
 pub const ONE_STORAGE_BACKEND: CelRule =
     CelRule { rule: "has(self.s3) != has(self.local)", message: "storage needs exactly one of s3 or local" };
 
+/// `spec`: incremental backups copy blocks into the storage; a snapshot cannot be incremental.
+pub const INCREMENTAL_NEEDS_OBJECT_STORE: CelRule = CelRule {
+    rule: "!has(self.incrementalSchedule) || !has(self.method) || self.method == 'objectStore'",
+    message: "incrementalSchedule needs method objectStore: snapshot backups cannot be incremental",
+};
+
 /// `spec.storage.s3`: a KMS key only with KMS encryption.
 pub const KMS_KEY_NEEDS_AWS_KMS: CelRule = CelRule {
     rule: "!has(self.kmsKeyId) || (has(self.serverSideEncryption) && self.serverSideEncryption == 'aws:kms')",
@@ -202,7 +208,7 @@ pub const ARCHIVE_TIMEOUT_RANGE: CelRule = CelRule {
 
 /// Every rule with the schema path (below `openAPIV3Schema`) it is attached to, for tests and
 /// documentation.
-pub const ALL: [(&str, CelRule); 28] = [
+pub const ALL: [(&str, CelRule); 29] = [
     ("PostgresHost spec", STANDBY_NEEDS_RECOVERY),
     ("PostgresHost spec.postgresVersion", POSTGRES_VERSION_IMMUTABLE),
     ("PostgresHost spec.bootstrap", BOOTSTRAP_IMMUTABLE),
@@ -225,6 +231,7 @@ pub const ALL: [(&str, CelRule); 28] = [
     ("PostgresHost spec.bootstrap", ONE_BOOTSTRAP_MODE),
     ("PostgresHost spec.bootstrap.recovery.target", ONE_RECOVERY_TARGET),
     ("PostgresHost spec.bootstrap.recovery.target.immediate", IMMEDIATE_IS_TRUE),
+    ("BackupPolicy spec", INCREMENTAL_NEEDS_OBJECT_STORE),
     ("BackupPolicy spec.storage", ONE_STORAGE_BACKEND),
     ("BackupPolicy spec.storage.s3", KMS_KEY_NEEDS_AWS_KMS),
     ("BackupPolicy spec.walArchiving.archiveTimeout", ARCHIVE_TIMEOUT_RANGE),

@@ -369,3 +369,18 @@ fn values_that_could_break_out_of_config_files_or_commands_are_refused() {
     set(&mut manifest, "spec.storage", json!({"local": {"path": "relative/backups"}}));
     assert_refused_by_schema(&judge(&manifest, None));
 }
+
+#[test]
+fn an_incremental_schedule_needs_object_store_backups_and_a_cron_expression() {
+    let mut snapshot = policy();
+    set(&mut snapshot, "spec.incrementalSchedule", json!("0 3 * * 1-6"));
+    set(&mut snapshot, "spec.method", json!("snapshot"));
+    assert_refused_by_rule(&judge(&snapshot, None), "BackupPolicy", "spec", rules::INCREMENTAL_NEEDS_OBJECT_STORE);
+    let mut bad = policy();
+    set(&mut bad, "spec.incrementalSchedule", json!("0 25 * * *"));
+    let verdict = judge(&bad, None);
+    assert!(
+        verdict.rust_messages().iter().any(|message| message.contains("not a valid cron expression")),
+        "{verdict:#?}"
+    );
+}

@@ -25,6 +25,10 @@ pub struct BackupPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_schedule_time: Option<Time>,
 
+    /// The `incrementalSchedule` tick that was last run (not when it was noticed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_incremental_schedule_time: Option<Time>,
+
     /// The next schedule tick, absent while suspended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_schedule_time: Option<Time>,
@@ -87,7 +91,8 @@ pub struct ActiveBackup {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
     /// `snapshot` when the backup is a volume snapshot the operator takes while the command
-    /// holds the backup open; absent for an object-store backup.
+    /// holds the backup open, `incremental` for an incremental backup (`incrementalSchedule`);
+    /// absent for a full object-store backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
 }

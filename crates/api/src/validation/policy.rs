@@ -70,6 +70,12 @@ impl BackupPolicySpec {
         if let Err(error) = parse_schedule(&self.schedule) {
             check.fail("spec.schedule", error.to_string());
         }
+        if let Some(Err(error)) = self.incremental_schedule.as_deref().map(parse_schedule) {
+            check.fail("spec.incrementalSchedule", error.to_string());
+        }
+        let incremental_ok =
+            self.incremental_schedule.is_none() || self.method == crate::policy::spec::BackupMethod::ObjectStore;
+        check.rule("spec", incremental_ok, rules::INCREMENTAL_NEEDS_OBJECT_STORE);
         if let Some(zone) = &self.time_zone
             && !is_time_zone_name(zone)
         {

@@ -34,6 +34,8 @@ pub const SCHEDULE_TICK_ANNOTATION: &str = "pgec2.io/schedule-tick";
 pub struct Trigger {
     pub tick: Option<Timestamp>,
     pub request: Option<String>,
+    /// The tick is one of `incrementalSchedule`: `backup-push --incremental`.
+    pub incremental: bool,
 }
 
 impl Trigger {
@@ -49,14 +51,13 @@ impl Trigger {
 /// `ActiveBackup.method` of a snapshot backup.
 pub const SNAPSHOT_METHOD: &str = "snapshot";
 
+/// `ActiveBackup.method` of an incremental backup.
+pub const INCREMENTAL_METHOD: &str = "incremental";
+
 /// The agent command that takes a backup for `trigger` (a snapshot backup when `snapshot`).
 pub fn backup_command(trigger: &Trigger, snapshot: bool) -> AgentCommand {
-    AgentCommand::from(BackupPush {
-        permanent: false,
-        annotations: trigger.annotations(),
-        snapshot,
-        incremental: false,
-    })
+    let incremental = trigger.incremental && !snapshot;
+    AgentCommand::from(BackupPush { permanent: false, annotations: trigger.annotations(), snapshot, incremental })
 }
 
 /// The shell command that takes a backup on a host: the agent with the configuration host apply
@@ -154,7 +155,9 @@ fn active_backup(host: &str, command_id: String, now: Timestamp, trigger: &Trigg
         start_time: Time(now),
         schedule_tick: trigger.tick.map(Time),
         request: trigger.request.clone(),
-        method: snapshot.then(|| SNAPSHOT_METHOD.to_string()),
+        method: snapshot
+            .then(|| SNAPSHOT_METHOD.to_string())
+            .or(trigger.incremental.then(|| INCREMENTAL_METHOD.into())),
     }
 }
 
@@ -292,14 +295,14 @@ mod tests {
     #[test]
     fn the_trigger_is_recorded_as_annotations() {
         let tick: Timestamp = "2026-01-01T03:00:00Z".parse().expect("time");
-        let both = Trigger { tick: Some(tick), request: Some("x y".to_string()) };
+        let both = Trigger { tick: Some(tick), request: Some("x y".to_string()), incremental: false };
         let rendered: Vec<String> = both.annotations().iter().map(ToString::to_string).collect();
         assert_eq!(
             rendered,
             vec!["pgec2.io/schedule-tick=2026-01-01T03:00:00Z".to_string(), "pgec2.io/backup-request=x y".to_string()]
         );
         assert!(Trigger::default().annotations().is_empty());
-        let odd = Trigger { tick: None, request: Some(format!("a\nb{}", "c".repeat(2000))) };
+        let odd = Trigger { tick: None, request: Some(format!("a\nb{}", "c".repeat(2000))), incremental: false };
         let annotation = odd.annotations()[0].to_string();
         assert!(annotation.starts_with("pgec2.io/backup-request=a bccc"), "{annotation}");
         assert_eq!(annotation.len(), "pgec2.io/backup-request=".len() + 1024);

@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod backups;
 pub mod host_status;
+mod incremental;
 pub mod schedule;
 pub mod snapshots;
 mod status;
@@ -137,8 +138,10 @@ async fn reconcile_policy(cached: &BackupPolicy, pctx: &PolicyContext) -> Result
     };
     let now = Timestamp::now();
     let mut draft = status::Draft::new(&policy, now);
-    let schedule = match Schedule::parse(&policy.spec.schedule, policy.spec.time_zone.as_deref()) {
-        Ok(schedule) => schedule,
+    let schedules = Schedule::parse(&policy.spec.schedule, policy.spec.time_zone.as_deref())
+        .and_then(|full| Ok((full, incremental::schedule_of(&policy)?)));
+    let (schedule, incremental_schedule) = match schedules {
+        Ok(schedules) => schedules,
         Err(invalid) => {
             draft.invalid_schedule(&invalid.to_string());
             status::write(&ctx.client, &policy, draft.finish()).await?;
@@ -158,9 +161,15 @@ async fn reconcile_policy(cached: &BackupPolicy, pctx: &PolicyContext) -> Result
     backups::finish_running(ctx, &policy, &hosts, &mut draft).await;
     let due =
         if policy.spec.suspend { None } else { schedule.due_tick(draft.last_schedule(), created(&policy, now), now) };
+    let due_incremental = incremental_schedule
+        .as_ref()
+        .filter(|_| !policy.spec.suspend)
+        .and_then(|incremental| incremental.due_tick(draft.last_incremental_schedule(), created(&policy, now), now));
+    let (tick, incremental) = incremental::choose(due, due_incremental);
     let mut started_any = false;
     for host in &hosts {
-        let trigger = Trigger { tick: due, request: host.pending_backup_request().map(str::to_string) };
+        let request = host.pending_backup_request().map(str::to_string);
+        let trigger = Trigger { tick, incremental: incremental && request.is_none(), request };
         if trigger == Trigger::default() {
             continue;
         }
@@ -173,9 +182,12 @@ async fn reconcile_policy(cached: &BackupPolicy, pctx: &PolicyContext) -> Result
     if let Some(tick) = due {
         draft.scheduled(tick);
     }
+    if let Some(tick) = due_incremental {
+        draft.incremental_scheduled(tick);
+    }
     draft.next_schedule(if policy.spec.suspend { None } else { schedule.next_after(now) });
     // Record started backups and the handled tick before the slower catalog reads.
-    let policy = if started_any || due.is_some() {
+    let policy = if started_any || tick.is_some() {
         status::write(&ctx.client, &policy, draft.snapshot()).await?
     } else {
         policy
@@ -203,7 +215,8 @@ async fn reconcile_policy(cached: &BackupPolicy, pctx: &PolicyContext) -> Result
     }
     let busy = !draft.active().is_empty();
     status::write(&ctx.client, &policy, draft.finish()).await?;
-    Ok(requeue(busy, policy.spec.suspend, schedule.next_after(now), now))
+    let next_incremental = incremental_schedule.and_then(|incremental| incremental.next_after(now));
+    Ok(requeue(busy, policy.spec.suspend, incremental::earliest(schedule.next_after(now), next_incremental), now))
 }
 
 /// The policy's creation time (ticks before it never run).

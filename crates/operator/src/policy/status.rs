@@ -58,6 +58,15 @@ impl Draft {
         self.status.last_schedule_time = Some(Time(tick));
     }
 
+    /// The incremental tick handled last (`lastIncrementalScheduleTime`).
+    pub fn last_incremental_schedule(&self) -> Option<Timestamp> {
+        self.status.last_incremental_schedule_time.as_ref().map(|time| time.0)
+    }
+
+    pub fn incremental_scheduled(&mut self, tick: Timestamp) {
+        self.status.last_incremental_schedule_time = Some(Time(tick));
+    }
+
     pub fn next_schedule(&mut self, next: Option<Timestamp>) {
         self.status.next_schedule_time = next.map(Time);
     }
