@@ -218,6 +218,8 @@ impl PolicyBuilder {
             storage_class: None,
             server_side_encryption: None,
             kms_key_id: None,
+            walg_compatible: None,
+            object_lock: None,
         };
         self.policy.spec.storage = BackupStorage { s3: Some(s3), local: None };
         self

@@ -51,8 +51,9 @@ pub use host::status::{
 pub use policy::spec::{
     BackupMethod, BackupPolicy, BackupPolicySpec, BackupStorage, Compression, Encryption, EncryptionKey,
     EncryptionMode, LocalStorage, RecoveryObjectives, Retention, S3Storage, S3StorageClass, ServerSideEncryption,
-    WalArchiving,
+    WalArchiving, WalgCompatibility,
 };
+pub use policy::spec::{ObjectLockMode, ObjectLockPolicy};
 pub use policy::status::{ActiveBackup, BackupPolicyStatus, BackupRun, HostBackupSummary};
 pub use status::{BackupInfo, RecoveryWindow};
 pub use validation::{FieldError, InvalidSpec};

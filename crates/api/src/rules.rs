@@ -200,6 +200,10 @@ pub const ONE_ENCRYPTION_KEY: CelRule = CelRule {
     message: "an encryption key is exactly one of kms, file or env",
 };
 
+/// `spec.encryption.key` and `readKeys[]`: a KMS endpoint only for a KMS key.
+pub const KMS_ENDPOINT_NEEDS_KMS: CelRule =
+    CelRule { rule: "!has(self.kmsEndpoint) || has(self.kms)", message: "an encryption key's kmsEndpoint needs kms" };
+
 /// `spec.walArchiving.archiveTimeout`: between one second and one day.
 pub const ARCHIVE_TIMEOUT_RANGE: CelRule = CelRule {
     rule: "duration(self) >= duration('1s') && duration(self) <= duration('24h')",
@@ -208,7 +212,7 @@ pub const ARCHIVE_TIMEOUT_RANGE: CelRule = CelRule {
 
 /// Every rule with the schema path (below `openAPIV3Schema`) it is attached to, for tests and
 /// documentation.
-pub const ALL: [(&str, CelRule); 29] = [
+pub const ALL: [(&str, CelRule); 31] = [
     ("PostgresHost spec", STANDBY_NEEDS_RECOVERY),
     ("PostgresHost spec.postgresVersion", POSTGRES_VERSION_IMMUTABLE),
     ("PostgresHost spec.bootstrap", BOOTSTRAP_IMMUTABLE),
@@ -238,6 +242,8 @@ pub const ALL: [(&str, CelRule); 29] = [
     ("BackupPolicy spec.encryption", ENCRYPTION_NEEDS_KEY),
     ("BackupPolicy spec.encryption.key", ONE_ENCRYPTION_KEY),
     ("BackupPolicy spec.encryption.readKeys[]", ONE_ENCRYPTION_KEY),
+    ("BackupPolicy spec.encryption.key", KMS_ENDPOINT_NEEDS_KMS),
+    ("BackupPolicy spec.encryption.readKeys[]", KMS_ENDPOINT_NEEDS_KMS),
 ];
 
 #[cfg(test)]

@@ -329,6 +329,20 @@ fn encryption_without_a_key_or_with_two_key_sources_is_refused() {
     assert!(judge(&manifest, None).all_accept());
     set(&mut manifest, "spec.encryption", json!({"mode": "none"}));
     assert!(judge(&manifest, None).all_accept());
+    set(&mut manifest, "spec.encryption", json!({"key": {"file": "/k", "kmsEndpoint": "http://kms:8080"}}));
+    assert_refused_by_rule(
+        &judge(&manifest, None),
+        "BackupPolicy",
+        "spec.encryption.key",
+        rules::KMS_ENDPOINT_NEEDS_KMS,
+    );
+    let endpoint = |kms: &str, endpoint: &str| json!({"kms": kms, "kmsEndpoint": endpoint});
+    let two = json!({"key": endpoint("alias/new", "http://kms-a:8080"), "readKeys": [endpoint("alias/old", "http://kms-b:8080")]});
+    set(&mut manifest, "spec.encryption", two);
+    assert!(!judge(&manifest, None).all_accept(), "two KMS endpoints are refused");
+    let same = json!({"key": endpoint("alias/new", "http://kms-a:8080"), "readKeys": [endpoint("alias/old", "http://kms-a:8080")]});
+    set(&mut manifest, "spec.encryption", same);
+    assert!(judge(&manifest, None).all_accept());
 }
 
 #[test]

@@ -225,6 +225,24 @@ pub struct StorageSpec {
     /// Client-side encryption of the archive's WAL segments and backup parts; none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Box<EncryptionSpec>>,
+    /// A wal-g archive read beside this one and S3 Object Lock; none when neither is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<Box<StorageExtensions>>,
+}
+
+/// What a policy adds to an archive: a wal-g archive to read, immutable objects.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageExtensions {
+    /// A wal-g archive (`s3://bucket/prefix`) read beside this one (the agent's
+    /// `storage.walg_prefix`); never written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub walg_prefix: Option<String>,
+    /// S3 Object Lock on every object written: `governance` or `compliance`, with `objectLockDays`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock_days: Option<u32>,
 }
 
 /// Client-side encryption as the agent's `[encryption]` settings take it.
@@ -239,6 +257,9 @@ pub struct EncryptionSpec {
     /// Older keys, for reading, in the same form.
     #[serde(default)]
     pub read_keys: Vec<String>,
+    /// Endpoint of a KMS-compatible service for the `kms:` keys; AWS KMS when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_endpoint: Option<String>,
 }
 
 impl StorageSpec {
@@ -253,7 +274,13 @@ impl StorageSpec {
             server_side_encryption: None,
             kms_key_id: None,
             encryption: None,
+            extensions: None,
         }
+    }
+
+    /// The wal-g archive read beside this one, if any.
+    pub fn walg_prefix(&self) -> Option<&str> {
+        self.extensions.as_ref().and_then(|extensions| extensions.walg_prefix.as_deref())
     }
 
     /// The same location with `prefix`.

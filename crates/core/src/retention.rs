@@ -36,6 +36,7 @@ use crate::catalog::{BackupInfo, BackupName, BackupSet, CatalogError, Damaged, W
 use crate::leases::{Lease, LeaseSet};
 
 mod apply;
+pub mod locks;
 
 pub use apply::{Applied, KeptAtDeletion, apply};
 

@@ -7,11 +7,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use pgec2_api::{BackupPolicy, BackupStorage, Encryption, EncryptionKey, PostgresHost};
 use pgec2_core::catalog::CatalogError;
-use pgec2_core::host_spec::{EncryptionSpec, StorageSpec};
+use pgec2_core::host_spec::{EncryptionSpec, StorageExtensions, StorageSpec};
 use pgec2_core::layout::{Archive, ArchiveLayout};
 use pgec2_core::retention::RetentionError;
 use pgec2_core::storage::StorageError;
 use pgec2_core::storage::url::StorageConfig;
+use pgec2_core::walg::{WalgArchive, WalgError};
 use pgec2_storage_s3::open_storage;
 
 /// Failures reading or pruning a host's archive.
@@ -23,6 +24,8 @@ pub enum ArchiveError {
     Catalog { host: String, source: CatalogError },
     #[error("failed to apply retention to the archive of {host}: {source}")]
     Retention { host: String, source: RetentionError },
+    #[error("failed to read the wal-g archive beside the archive of {host}: {source}")]
+    Walg { host: String, source: WalgError },
 }
 
 /// Opens the archive of `host` under `policy`'s storage.
@@ -41,8 +44,44 @@ pub async fn open_named(policy: &BackupPolicy, name: &str) -> Result<Archive, Ar
     Ok(Archive::new(storage, layout))
 }
 
+/// The wal-g archive a policy with `walgCompatible: read` points at (its bucket and prefix);
+/// `None` for other policies. Retention only reads it: sentinels are not encrypted.
+pub async fn open_walg(policy: &BackupPolicy, host: &str) -> Result<Option<WalgArchive>, ArchiveError> {
+    let spec = storage_spec(&policy.spec.storage, host);
+    let Some(url) = spec.walg_prefix().map(str::to_string) else { return Ok(None) };
+    let config = StorageConfig { url, ..StorageConfig::from(&spec) };
+    let storage =
+        open_storage(&config).await.map_err(|source| ArchiveError::Open { host: host.to_string(), source })?;
+    Ok(Some(WalgArchive::new(storage)))
+}
+
 /// The storage location of one host's archive: the policy's storage with the host's `prefix`.
 pub fn storage_spec(storage: &BackupStorage, prefix: &str) -> StorageSpec {
+    storage_spec_locked(storage, prefix, DEFAULT_LOCK_DAYS)
+}
+
+/// When a policy's objectLock gives no days and its schedule gives no interval.
+const DEFAULT_LOCK_DAYS: u32 = 7;
+
+/// How long a policy keeps a backup, in whole days: `fullBackups` times the interval of its
+/// schedule (the default of `objectLock.days`).
+pub fn retention_days(policy: &BackupPolicy) -> u32 {
+    let schedule = crate::policy::schedule::Schedule::parse(&policy.spec.schedule, policy.spec.time_zone.as_deref());
+    let interval = schedule.ok().and_then(|schedule| {
+        let first = schedule.next_after(Timestamp::now())?;
+        let second = schedule.next_after(first)?;
+        Some(second.as_second() - first.as_second())
+    });
+    let keep = i64::from(policy.spec.retention.full_backups.max(1));
+    interval
+        .map(|seconds| (seconds * keep + 86_399) / 86_400)
+        .and_then(|days| u32::try_from(days).ok())
+        .unwrap_or(DEFAULT_LOCK_DAYS)
+        .max(1)
+}
+
+/// [`storage_spec`] with `lock_days` for an objectLock without days.
+pub fn storage_spec_locked(storage: &BackupStorage, prefix: &str, lock_days: u32) -> StorageSpec {
     let mut spec = StorageSpec {
         url: String::new(),
         prefix: Some(prefix.to_string()),
@@ -52,6 +91,7 @@ pub fn storage_spec(storage: &BackupStorage, prefix: &str) -> StorageSpec {
         server_side_encryption: None,
         kms_key_id: None,
         encryption: None,
+        extensions: None,
     };
     if let Some(s3) = &storage.s3 {
         spec.url = match s3.prefix.as_deref() {
@@ -63,6 +103,15 @@ pub fn storage_spec(storage: &BackupStorage, prefix: &str) -> StorageSpec {
         spec.storage_class = s3.storage_class.and_then(|class| enum_text(&class));
         spec.server_side_encryption = s3.server_side_encryption;
         spec.kms_key_id = s3.kms_key_id.clone();
+        let extensions = StorageExtensions {
+            walg_prefix: s3.walg_compatible.map(|_| spec.url.clone()),
+            object_lock_mode: s3.object_lock.as_ref().and_then(|lock| enum_text(&lock.mode)),
+            object_lock_days: s3
+                .object_lock
+                .as_ref()
+                .map(|lock| lock.days.and_then(|days| u32::try_from(days).ok()).unwrap_or(lock_days)),
+        };
+        spec.extensions = (extensions != StorageExtensions::default()).then(|| Box::new(extensions));
     } else if let Some(local) = &storage.local {
         spec.url = format!("file://{}", local.path.trim_end_matches('/'));
     }
@@ -72,7 +121,7 @@ pub fn storage_spec(storage: &BackupStorage, prefix: &str) -> StorageSpec {
 /// The storage location of one host's archive with the policy's client-side encryption: what
 /// a host writes and restores with (retention, in the operator, needs no key).
 pub fn policy_storage_spec(policy: &BackupPolicy, prefix: &str) -> StorageSpec {
-    let mut spec = storage_spec(&policy.spec.storage, prefix);
+    let mut spec = storage_spec_locked(&policy.spec.storage, prefix, retention_days(policy));
     spec.encryption = policy.spec.encryption.as_ref().map(|encryption| Box::new(encryption_spec(encryption)));
     spec
 }
@@ -88,6 +137,7 @@ fn encryption_spec(encryption: &Encryption) -> EncryptionSpec {
         mode: enum_text(&encryption.mode).unwrap_or_else(|| "none".to_string()),
         key: encryption.key.as_ref().map(key_text),
         read_keys: encryption.read_keys.iter().map(key_text).collect(),
+        kms_endpoint: encryption.key.iter().chain(&encryption.read_keys).find_map(|key| key.kms_endpoint.clone()),
     }
 }
 

@@ -200,7 +200,8 @@ fn the_host_policy_never_allows_deleting_backups_and_stays_in_its_own_prefix() {
                     "{}: hosts must not delete: {action}",
                     statement.sid
                 );
-                assert!(["s3:GetObject", "s3:PutObject", "s3:ListBucket"].contains(&action.as_str()), "{action}");
+                let allowed = ["s3:GetObject", "s3:PutObject", "s3:PutObjectRetention", "s3:ListBucket"];
+                assert!(allowed.contains(&action.as_str()), "{action}");
             }
         }
         let s3 = statement.actions.iter().any(|action| action.starts_with("s3:"));

@@ -21,12 +21,19 @@
 //! fixed deadline; the SDK keeps only a connect timeout. Credentials
 //! come from the AWS default chain (environment, profile, web identity, EC2 instance profile).
 //! Hosts need `s3:PutObject`, `s3:GetObject` and `s3:ListBucket` (without ListBucket S3 answers
-//! 403 instead of 404 for missing objects); deletes need `s3:DeleteObject`.
+//! 403 instead of 404 for missing objects); deletes need `s3:DeleteObject`. With object lock
+//! ([`S3Settings::object_lock`], a bucket created with Object Lock enabled) writes also need
+//! `s3:PutObjectRetention`, and retention `s3:GetObjectRetention`.
 
-/// Sets storage class and server-side encryption on a PutObject or CreateMultipartUpload request.
+/// Sets storage class, object lock and server-side encryption on a PutObject or
+/// CreateMultipartUpload request.
 macro_rules! with_write_options {
     ($request:expr, $store:expr) => {{
-        let request = $request.set_storage_class($store.storage_class.clone());
+        let (lock_mode, lock_until) = $store.lock_headers();
+        let request = $request
+            .set_storage_class($store.storage_class.clone())
+            .set_object_lock_mode(lock_mode)
+            .set_object_lock_retain_until_date(lock_until);
         match &$store.settings.encryption {
             Some(ObjectEncryption { sse: ServerSideEncryption::Aes256, .. }) => {
                 request.server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
@@ -53,7 +60,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::StalledStreamProtectionConfig;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::StorageClass;
+use aws_sdk_s3::types::{ObjectLockMode, StorageClass};
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
@@ -61,6 +68,7 @@ use chrono::{DateTime, Utc};
 
 use self::errors::{Request, storage_error};
 use self::progress_body::BodyProgress;
+use pgec2_core::storage::lock::{LockMode, ObjectLock};
 use pgec2_core::storage::progress::{self, Cut};
 use pgec2_core::storage::{ObjectKey, ObjectMeta, PutMode, Storage, StorageError, Timeouts};
 
@@ -96,6 +104,8 @@ pub struct S3Settings {
     pub multipart: MultipartSettings,
     /// Keys per ListObjectsV2 page (1 to 1000).
     pub list_page_size: i32,
+    /// S3 Object Lock on every object written (the bucket must have Object Lock enabled).
+    pub object_lock: Option<ObjectLock>,
 }
 
 impl S3Settings {
@@ -111,6 +121,7 @@ impl S3Settings {
             timeouts: Timeouts::default(),
             multipart: MultipartSettings::default(),
             list_page_size: 1000,
+            object_lock: None,
         }
     }
 
@@ -210,6 +221,17 @@ impl S3Storage {
 
     pub fn settings(&self) -> &S3Settings {
         &self.settings
+    }
+
+    /// The object lock mode and retention date of an object written now.
+    fn lock_headers(&self) -> (Option<ObjectLockMode>, Option<aws_sdk_s3::primitives::DateTime>) {
+        let Some(lock) = self.settings.object_lock else { return (None, None) };
+        let mode = match lock.mode {
+            LockMode::Governance => ObjectLockMode::Governance,
+            LockMode::Compliance => ObjectLockMode::Compliance,
+        };
+        let until = aws_sdk_s3::primitives::DateTime::from_secs(lock.until(chrono::Utc::now()).timestamp());
+        (Some(mode), Some(until))
     }
 
     fn object_key(&self, key: &str) -> String {
@@ -381,6 +403,22 @@ impl Storage for S3Storage {
                 size: output.content_length().and_then(|length| u64::try_from(length).ok()).unwrap_or(0),
                 last_modified: output.last_modified().and_then(to_chrono),
             })),
+            Err(error) if error.is_not_found() => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The object's `x-amz-object-lock-retain-until-date` from HeadObject (S3 answers it to a
+    /// caller with `s3:GetObjectRetention`), only when this store locks what it writes (other
+    /// stores have no locked objects to ask about).
+    async fn retained_until(&self, key: &ObjectKey) -> Result<Option<DateTime<Utc>>, StorageError> {
+        if self.settings.object_lock.is_none() {
+            return Ok(None);
+        }
+        let store = self.describe();
+        let call = self.client.head_object().bucket(&self.settings.bucket).key(self.object_key(key.as_str())).send();
+        match self.send(self.request(&store, "head-retention", key.as_str()), call).await {
+            Ok(output) => Ok(output.object_lock_retain_until_date().and_then(to_chrono)),
             Err(error) if error.is_not_found() => Ok(None),
             Err(error) => Err(error),
         }

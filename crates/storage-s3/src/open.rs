@@ -27,6 +27,7 @@ pub async fn open_storage(config: &StorageConfig) -> Result<Arc<dyn Storage>, St
                 storage_class: config.storage_class.clone(),
                 encryption: config.encryption()?,
                 timeouts: config.timeouts,
+                object_lock: config.object_lock,
                 ..S3Settings::new(bucket, prefix)
             };
             let backend = S3Storage::connect(settings).await?;

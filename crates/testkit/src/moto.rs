@@ -70,6 +70,20 @@ impl MotoServer {
     }
 
     /// Creates a bucket (path-style addressing).
+    /// Creates `bucket` with S3 Object Lock enabled (which turns on versioning).
+    pub async fn create_locked_bucket(&self, bucket: &str) -> Result<()> {
+        let config = aws_sdk_s3::config::Builder::from(&self.sdk_config().await).force_path_style(true).build();
+        let client = aws_sdk_s3::Client::from_conf(config);
+        client
+            .create_bucket()
+            .bucket(bucket)
+            .object_lock_enabled_for_bucket(true)
+            .send()
+            .await
+            .map_err(|error| HarnessError::Setup(format!("create locked bucket {bucket}: {error:?}")))?;
+        Ok(())
+    }
+
     pub async fn create_bucket(&self, bucket: &str) -> Result<()> {
         let config = aws_sdk_s3::config::Builder::from(&self.sdk_config().await).force_path_style(true).build();
         let client = aws_sdk_s3::Client::from_conf(config);

@@ -9,8 +9,9 @@ use pgec2_core::catalog;
 use pgec2_core::layout::Archive;
 use pgec2_core::leases;
 use pgec2_core::retention::{
-    self, Applied, Boundary, DEFAULT_GARBAGE_GRACE, DeletionPlan, MIN_GARBAGE_GRACE, PlanOptions, Policy,
+    self, Applied, Boundary, DEFAULT_GARBAGE_GRACE, DeletionPlan, MIN_GARBAGE_GRACE, PlanOptions, Policy, locks,
 };
+use pgec2_core::storage::lock::Locked;
 
 use super::{BackupError, Refusal};
 use crate::cli::DeleteTarget;
@@ -78,12 +79,13 @@ pub struct DeleteOptions {
     pub keep_wal_from: Option<pgec2_core::wal::Lsn>,
 }
 
-/// Plans `policy` against the archive and applies it when `options.confirm`.
+/// Plans `policy` against the archive and applies it when `options.confirm`; what an object
+/// lock still holds leaves the plan and is returned.
 pub async fn delete(
     archive: &Archive,
     policy: &Policy,
     options: &DeleteOptions,
-) -> Result<(DeletionPlan, Applied), BackupError> {
+) -> Result<(DeletionPlan, Applied, Vec<Locked>), BackupError> {
     let backups = catalog::scan_backups(archive).await?;
     let wal = catalog::list_wal_archive(archive, backups.segment_size()).await?;
     let leases = leases::load(archive).await?;
@@ -95,18 +97,20 @@ pub async fn delete(
     };
     let mut plan = retention::plan(policy, &backups, &wal, &plan_options)?;
     if let Some(floor) = options.keep_wal_from {
-        let below: std::collections::HashSet<String> =
-            wal.files_before(wal.segment_size.segment_of(floor)).into_iter().collect();
-        plan.wal.retain(|name| below.contains(name));
+        pgec2_core::walg::retention::keep_wal_from(&mut plan, &wal, floor);
     }
+    let locked = locks::hold_locked(archive, &backups, &wal, &mut plan, Utc::now()).await?;
     let applied = if options.confirm { retention::apply(archive, &backups, &plan).await? } else { Applied::default() };
-    Ok((plan, applied))
+    Ok((plan, applied, locked))
 }
 
 /// The plan as text: what goes (or went) and what stays.
-pub fn render(plan: &DeletionPlan, applied: &Applied, confirm: bool) -> String {
+pub fn render(plan: &DeletionPlan, applied: &Applied, locked: &[Locked], confirm: bool) -> String {
     let verb = if confirm { "deleted" } else { "would delete" };
     let mut out = String::new();
+    for entry in locked {
+        out.push_str(&format!("keep {}: locked until {}\n", entry.name, entry.until.to_rfc3339()));
+    }
     let kept_at_deletion = |name: &str| applied.kept.iter().any(|kept| kept.name == name);
     for backup in plan.backups.iter().filter(|name| !kept_at_deletion(name)) {
         out.push_str(&format!("{verb} backup {backup}\n"));

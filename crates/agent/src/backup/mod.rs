@@ -274,7 +274,7 @@ pub async fn delete_command(config_path: Option<&Path>, args: DeleteArgs) -> Res
         keep_wal_from: walg.as_ref().and_then(|walg| walg.keep_wal_from()),
     };
     let own_policy = walg.as_ref().map(|walg| walg.window.own_policy.clone()).unwrap_or(policy);
-    let (plan, applied) = delete::delete(&archive, &own_policy, &options).await?;
+    let (plan, applied, locked) = delete::delete(&archive, &own_policy, &options).await?;
     let size = catalog::scan_backups(&archive).await?.segment_size();
     let walg_plan = match &walg {
         Some(walg) => Some(walg.plan(&plan, size).await?),
@@ -288,11 +288,12 @@ pub async fn delete_command(config_path: Option<&Path>, args: DeleteArgs) -> Res
             .map_err(|error| BackupError::Task(format!("failed to render JSON: {error}")))?;
         report["kept_at_deletion"] = serde_json::to_value(&applied.kept).unwrap_or_default();
         report["walg"] = serde_json::to_value(&walg_plan).unwrap_or_default();
+        report["locked"] = serde_json::to_value(&locked).unwrap_or_default();
         println!("{}", to_json(&report)?);
     } else {
         let verb = if args.confirm { "deleted" } else { "would delete" };
         print!("{}", walg_plan.map(|walg_plan| crate::walg::retention::render(&walg_plan, verb)).unwrap_or_default());
-        print!("{}", delete::render(&plan, &applied, args.confirm));
+        print!("{}", delete::render(&plan, &applied, &locked, args.confirm));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use pgec2_core::compression::{Algorithm, Compression};
 use pgec2_core::layout::ArchiveLayout;
+use pgec2_core::storage::lock::{LockMode, ObjectLock};
 use pgec2_core::walg::KeyTransform;
 
 use super::encryption::{EncryptionMode, EncryptionSettings, KeySource, parse_read_keys, read_keys_text};
@@ -29,6 +30,7 @@ pub(super) fn from_layers(layers: &Layers) -> Result<AgentConfig, ConfigError> {
         kms_key_id: reader.optional("storage.kms_key_id", |text| Ok(text.to_string()))?,
         storage_class: reader.optional("storage.storage_class", validate_storage_class)?,
         walg_prefix: reader.optional("storage.walg_prefix", validate_url)?,
+        object_lock: object_lock_from(&reader)?,
         timeout: reader.or("storage.timeout_secs", defaults.storage.timeout, parse_seconds)?,
         min_throughput: reader
             .or("storage.min_throughput", defaults.storage.min_throughput, |text| parse_number(text, 1, u64::MAX))?,
@@ -85,6 +87,24 @@ pub(super) fn from_layers(layers: &Layers) -> Result<AgentConfig, ConfigError> {
     };
     let walg = walg_from(&reader)?;
     Ok(AgentConfig { file: None, storage, compression, encryption, transfer, postgres, walg })
+}
+
+/// `storage.object_lock_mode` and `storage.object_lock_days`: both or neither.
+fn object_lock_from(reader: &Reader<'_>) -> Result<Option<ObjectLock>, ConfigError> {
+    let mode: Option<LockMode> = reader.optional("storage.object_lock_mode", str::parse)?;
+    let days: Option<u32> = reader.optional("storage.object_lock_days", |text| parse_number(text, 1, 36_500))?;
+    match (mode, days) {
+        (Some(mode), Some(days)) => Ok(Some(ObjectLock { mode, days })),
+        (None, None) => Ok(None),
+        (Some(_), None) => {
+            let value = reader.layers.get("storage.object_lock_mode").cloned().unwrap_or(default_value());
+            Err(invalid("storage.object_lock_mode", &value, "an object lock needs storage.object_lock_days too"))
+        }
+        (None, Some(_)) => {
+            let value = reader.layers.get("storage.object_lock_days").cloned().unwrap_or(default_value());
+            Err(invalid("storage.object_lock_days", &value, "an object lock needs storage.object_lock_mode too"))
+        }
+    }
 }
 
 /// The `[walg]` section: at most one of wal-g's inline key and key file.
@@ -167,6 +187,8 @@ pub(super) fn to_values(config: &AgentConfig) -> Vec<(&'static str, Option<Strin
         ("storage.timeout_secs", text(&storage.timeout.as_secs())),
         ("storage.min_throughput", text(&storage.min_throughput)),
         ("storage.walg_prefix", storage.walg_prefix.clone()),
+        ("storage.object_lock_mode", storage.object_lock.map(|lock| lock.mode.to_string())),
+        ("storage.object_lock_days", storage.object_lock.map(|lock| lock.days.to_string())),
         ("encryption.mode", text(&config.encryption.mode)),
         ("encryption.key_file", key_text(&config.encryption.key, "file")),
         ("encryption.key_env", key_text(&config.encryption.key, "env")),

@@ -53,6 +53,12 @@ pub const SETTINGS: &[Setting] = &[
         "a wal-g archive read beside this one (s3://bucket/path or file:///dir), never written",
     ),
     setting(
+        "storage.object_lock_mode",
+        &["PGEC2_S3_OBJECT_LOCK_MODE"],
+        "S3 Object Lock on every object written: governance or compliance (bucket with Object Lock enabled)",
+    ),
+    setting("storage.object_lock_days", &["PGEC2_S3_OBJECT_LOCK_DAYS"], "days each written object stays locked"),
+    setting(
         "encryption.mode",
         &["PGEC2_ENCRYPTION"],
         "client-side encryption of WAL and backup parts: none or aes-256-gcm",

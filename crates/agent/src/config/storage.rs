@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgec2_core::host_spec::StorageSpec;
+use pgec2_core::storage::lock::ObjectLock;
 pub use pgec2_core::storage::url::ServerSideEncryption;
 use pgec2_core::storage::url::{StorageConfig, StorageUrl};
 use pgec2_core::storage::{Storage, StorageError, Timeouts};
@@ -32,6 +33,8 @@ pub struct StorageSettings {
     /// A wal-g archive (`s3://bucket/path` or `file:///dir`, wal-g's `WALG_*_PREFIX`) read
     /// beside this one: its backups are listed and restorable and its WAL is served. Never written.
     pub walg_prefix: Option<String>,
+    /// S3 Object Lock on every object written (`object_lock_mode`, `object_lock_days`).
+    pub object_lock: Option<ObjectLock>,
 }
 
 impl Default for StorageSettings {
@@ -48,6 +51,7 @@ impl Default for StorageSettings {
             timeout: timeouts.operation,
             min_throughput: timeouts.min_bytes_per_second,
             walg_prefix: None,
+            object_lock: None,
         }
     }
 }
@@ -108,6 +112,7 @@ impl From<&StorageSettings> for StorageSpec {
             server_side_encryption: settings.sse,
             kms_key_id: settings.kms_key_id.clone(),
             encryption: None,
+            extensions: None,
         }
     }
 }
@@ -115,7 +120,11 @@ impl From<&StorageSettings> for StorageSpec {
 /// What opening the store needs: the location's options and these timeouts.
 impl From<&StorageSettings> for StorageConfig {
     fn from(settings: &StorageSettings) -> Self {
-        StorageConfig { timeouts: settings.timeouts(), ..StorageConfig::from(&StorageSpec::from(settings)) }
+        StorageConfig {
+            timeouts: settings.timeouts(),
+            object_lock: settings.object_lock,
+            ..StorageConfig::from(&StorageSpec::from(settings))
+        }
     }
 }
 
@@ -162,6 +171,7 @@ mod tests {
             server_side_encryption: Some(ServerSideEncryption::AwsKms),
             kms_key_id: Some("alias/pg".into()),
             encryption: None,
+            extensions: None,
         }
     }
 

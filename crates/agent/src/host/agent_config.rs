@@ -52,6 +52,8 @@ fn config_for(
     if let Some(encryption) = &storage.encryption {
         config.encryption = encryption_settings(encryption, field)?;
     }
+    config.storage.walg_prefix = storage.walg_prefix().map(str::to_string);
+    config.storage.object_lock = pgec2_core::storage::url::StorageConfig::from(storage).object_lock;
     config.compression = compression;
     config.postgres.pgdata = Some(spec.data_directory.clone());
     config.postgres.host = spec.socket_directory().display().to_string();
@@ -68,7 +70,7 @@ fn encryption_settings(spec: &EncryptionSpec, field: &'static str) -> Result<Enc
     let read_keys =
         spec.read_keys.iter().map(|key| key.parse()).collect::<Result<Vec<KeySource>, String>>().map_err(invalid)?;
     let key = key.filter(|_| mode == EncryptionMode::Aes256Gcm);
-    Ok(EncryptionSettings { mode, key, read_keys, kms_endpoint: None })
+    Ok(EncryptionSettings { mode, key, read_keys, kms_endpoint: spec.kms_endpoint.clone() })
 }
 
 fn with_header(spec: &HostSpec, purpose: &str, config: &AgentConfig) -> String {
@@ -120,16 +122,27 @@ mod tests {
     }
 
     #[test]
-    fn the_policy_encryption_reaches_the_agent_configuration() {
+    fn the_policy_encryption_kms_endpoint_wal_g_prefix_and_object_lock_reach_the_agent_configuration() {
         let mut spec = spec();
         let archive = spec.archive.as_mut().expect("archive");
         archive.storage.encryption = Some(Box::new(EncryptionSpec {
             mode: "aes-256-gcm".into(),
             key: Some("kms:alias/pgec2".into()),
             read_keys: vec!["file:/etc/pgec2/old.key".into()],
+            kms_endpoint: Some("http://127.0.0.1:5000".into()),
+        }));
+        archive.storage.extensions = Some(Box::new(pgec2_core::host_spec::StorageExtensions {
+            walg_prefix: Some("s3://old-backups/orders".into()),
+            object_lock_mode: Some("compliance".into()),
+            object_lock_days: Some(30),
         }));
         let archive = archive.clone();
         let config = load(&render_own(&spec, &archive).expect("render"));
+        assert_eq!(config.encryption.kms_endpoint.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(config.storage.walg_prefix.as_deref(), Some("s3://old-backups/orders"));
+        let lock =
+            pgec2_core::storage::lock::ObjectLock { mode: pgec2_core::storage::lock::LockMode::Compliance, days: 30 };
+        assert_eq!(config.storage.object_lock, Some(lock));
         assert_eq!(config.encryption.mode, EncryptionMode::Aes256Gcm);
         assert_eq!(config.encryption.key, Some(KeySource::Kms("alias/pgec2".into())));
         assert_eq!(config.encryption.read_keys, vec![KeySource::File("/etc/pgec2/old.key".into())]);

@@ -162,8 +162,8 @@ pub enum EncryptionMode {
 }
 
 /// A key-encryption key: exactly one of `kms`, `file` or `env`.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[x_kube(validation = rules::ONE_ENCRYPTION_KEY)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[x_kube(validation = rules::ONE_ENCRYPTION_KEY, validation = rules::KMS_ENDPOINT_NEEDS_KMS)]
 #[serde(rename_all = "camelCase")]
 pub struct EncryptionKey {
     /// A KMS key id, alias or ARN, e.g. `alias/pgec2-backups`. The hosts' instance profile needs
@@ -183,6 +183,13 @@ pub struct EncryptionKey {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"), length(max = 256))]
     pub env: Option<String>,
+
+    /// Endpoint URL of a KMS-compatible service for the `kms` key, e.g. `http://kms.internal:8080`;
+    /// only with `kms`. Default: AWS KMS in the storage's region. Every key of the policy that
+    /// sets it must name the same endpoint (the hosts talk to one KMS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://[^\s/]+(/.*)?$"), length(max = 2048))]
+    pub kms_endpoint: Option<String>,
 }
 
 /// How base backups copy the data.
@@ -259,6 +266,61 @@ pub struct S3Storage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
     pub kms_key_id: Option<String>,
+
+    /// `read`: this bucket and prefix are also a wal-g archive (wal-g's `WALG_S3_PREFIX`, holding
+    /// `basebackups_005/` and `wal_005/`), which the hosts read beside their own archives under
+    /// `<prefix>/<namespace>/<name>/`: its backups are listed and restorable, its WAL is served
+    /// to recovery, and retention keeps the hosts' WAL that its backups replay. Nothing is ever
+    /// written or deleted in wal-g's layout. Use one BackupPolicy per adopted wal-g cluster, so
+    /// an adopted host keeps the recovery window wal-g began. Default: not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub walg_compatible: Option<WalgCompatibility>,
+
+    /// Immutable backups: S3 Object Lock on every object the hosts write (backup parts, labels,
+    /// manifests, commit markers, WAL), so nobody can delete a committed backup or its WAL before
+    /// the lock ends; retention keeps locked objects and reports when they can go. The bucket
+    /// must have been created with Object Lock enabled; the hosts need `s3:PutObjectRetention`
+    /// and the operator `s3:GetObjectRetention` (deploy/iam/). Default: no lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLockPolicy>,
+}
+
+/// S3 Object Lock on what the hosts write.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectLockPolicy {
+    /// `governance` (users with `s3:BypassGovernanceRetention` can still remove a lock) or
+    /// `compliance` (nobody can, the root account included, until the date).
+    pub mode: ObjectLockMode,
+
+    /// Days each object stays locked after it is written, 1 to 36500. Default: as long as
+    /// retention keeps a backup, `retention.fullBackups` times the interval of `schedule`
+    /// (rounded up to whole days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub days: Option<i32>,
+}
+
+/// S3 Object Lock retention modes.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+// The field's description is the one users see; an empty one here keeps it.
+#[schemars(description = "")]
+#[serde(rename_all = "camelCase")]
+pub enum ObjectLockMode {
+    /// Governance mode.
+    Governance,
+    /// Compliance mode.
+    Compliance,
+}
+
+/// How a BackupPolicy treats a wal-g archive at its bucket and prefix.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+// The field's description is the one users see; an empty one here keeps it.
+#[schemars(description = "")]
+pub enum WalgCompatibility {
+    /// Read wal-g's backups and WAL; never write or delete them.
+    #[serde(rename = "read")]
+    Read,
 }
 
 /// A directory on the machine that runs the hosts.

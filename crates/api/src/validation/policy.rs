@@ -123,6 +123,13 @@ fn check_encryption(check: &mut Checker, encryption: &Encryption) {
         if key.file.as_ref().is_some_and(|path| !path.starts_with('/') || path.contains(['\n', ','])) {
             check.fail(&field, "file must be an absolute path on one line, without ','");
         }
+        check.rule(&field, key.kms_endpoint.is_none() || key.kms.is_some(), rules::KMS_ENDPOINT_NEEDS_KMS);
+    }
+    let mut endpoints = encryption.key.iter().chain(&encryption.read_keys).filter_map(|key| key.kms_endpoint.as_ref());
+    if let Some(first) = endpoints.next()
+        && endpoints.any(|other| other != first)
+    {
+        check.fail("spec.encryption", "every kmsEndpoint of the policy's keys must be the same endpoint");
     }
 }
 
@@ -137,6 +144,9 @@ fn check_s3(check: &mut Checker, s3: &S3Storage) {
             "spec.storage.s3.bucket",
             "must be an S3 bucket name: 3 to 63 lowercase letters, digits, dots and hyphens",
         );
+    }
+    if s3.object_lock.as_ref().and_then(|lock| lock.days).is_some_and(|days| !(1..=36_500).contains(&days)) {
+        check.fail("spec.storage.s3.objectLock.days", "must be from 1 to 36500");
     }
     let kms_ok = s3.kms_key_id.is_none() || s3.server_side_encryption == Some(ServerSideEncryption::AwsKms);
     check.rule("spec.storage.s3", kms_ok, rules::KMS_KEY_NEEDS_AWS_KMS);

@@ -45,6 +45,7 @@ pub mod conformance;
 mod create;
 pub mod fault;
 pub mod local;
+pub mod lock;
 pub mod memory;
 pub mod probe;
 pub mod progress;
@@ -249,6 +250,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Removes an object; removing an absent object succeeds.
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError>;
 
+    /// Until when an object lock keeps `key` from deletion ([`lock`]); `None` when it is not
+    /// locked, or when the store has no object lock.
+    async fn retained_until(&self, _key: &ObjectKey) -> Result<Option<chrono::DateTime<chrono::Utc>>, StorageError> {
+        Ok(None)
+    }
+
     /// A short human description used in messages, e.g. `s3://bucket/prefix` or `file:///backups`.
     fn describe(&self) -> String;
 
@@ -311,6 +318,10 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
 
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         (**self).delete(key).await
+    }
+
+    async fn retained_until(&self, key: &ObjectKey) -> Result<Option<chrono::DateTime<chrono::Utc>>, StorageError> {
+        (**self).retained_until(key).await
     }
 
     fn describe(&self) -> String {

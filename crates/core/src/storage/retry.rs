@@ -196,6 +196,10 @@ impl<S: Storage> Storage for Retrying<S> {
         self.run("list", prefix, self.policy.list_deadline, || self.inner.list(prefix)).await
     }
 
+    async fn retained_until(&self, key: &ObjectKey) -> Result<Option<chrono::DateTime<chrono::Utc>>, StorageError> {
+        self.run("retention", key.as_str(), self.budget(0), || self.inner.retained_until(key)).await
+    }
+
     async fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
         self.run("delete", key.as_str(), self.budget(0), || self.inner.delete(key)).await
     }

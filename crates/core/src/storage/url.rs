@@ -39,6 +39,8 @@ pub struct StorageConfig {
     pub kms_key_id: Option<String>,
     pub timeouts: Timeouts,
     pub retry: RetryPolicy,
+    /// S3 Object Lock on every object written; S3 only.
+    pub object_lock: Option<super::lock::ObjectLock>,
 }
 
 impl StorageConfig {
@@ -57,6 +59,10 @@ impl From<&StorageSpec> for StorageConfig {
             storage_class: spec.storage_class.clone(),
             sse: spec.server_side_encryption,
             kms_key_id: spec.kms_key_id.clone(),
+            object_lock: spec.extensions.as_ref().and_then(|extensions| {
+                let mode = extensions.object_lock_mode.as_deref()?.parse().ok()?;
+                Some(super::lock::ObjectLock { mode, days: extensions.object_lock_days? })
+            }),
             ..Self::default()
         }
     }

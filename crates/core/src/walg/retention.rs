@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{BACKUPS_DIR, SENTINEL_SUFFIX, WalgArchive, WalgBackup, WalgError};
-use crate::catalog::BackupInfo;
-use crate::retention::{Boundary, Policy};
+use crate::catalog::{BackupInfo, WalArchive};
+use crate::retention::{Boundary, DeletionPlan, Policy};
 use crate::wal::{Lsn, SegmentSize};
 
 /// The window both kinds of backup share.
@@ -86,6 +86,13 @@ fn walg_boundary<'a>(
             (boundary.clone(), Box::new(move |backup| start.is_some_and(|start| backup.sentinel.start_lsn < start)))
         }
     }
+}
+
+/// Takes out of `plan` the WAL from `floor` on (the start of the oldest wal-g backup left
+/// listed, whose recovery replays pgec2's WAL after the switch).
+pub fn keep_wal_from(plan: &mut DeletionPlan, wal: &WalArchive, floor: Lsn) {
+    let below: BTreeSet<String> = wal.files_before(wal.segment_size.segment_of(floor)).into_iter().collect();
+    plan.wal.retain(|name| below.contains(name));
 }
 
 /// What is deleted under the wal-g prefix.

@@ -67,6 +67,35 @@ fn s3_storage_keeps_bucket_prefix_endpoint_and_encryption() {
     assert_eq!((encryption.sse, encryption.kms_key_id), (pgec2_api::ServerSideEncryption::AwsKms, None));
     let url = pgec2_core::storage::url::StorageUrl::parse(&config.url).expect("url");
     assert_eq!(url, pgec2_core::storage::url::StorageUrl::S3 { bucket: "backups".into(), prefix: "prod".into() });
+    assert_eq!(storage.extensions, None, "no wal-g archive and no lock unless the policy says so");
+}
+
+#[test]
+fn a_wal_g_compatible_policy_points_its_hosts_at_the_wal_g_archive_of_its_bucket_and_prefix() {
+    let mut adopted = policy("adopted").s3("backups", None).build();
+    if let Some(s3) = adopted.spec.storage.s3.as_mut() {
+        s3.prefix = Some("orders".into());
+        s3.walg_compatible = Some(pgec2_api::WalgCompatibility::Read);
+    }
+    let storage = crate::archive::policy_storage_spec(&adopted, "default/orders-db");
+    assert_eq!(storage.walg_prefix(), Some("s3://backups/orders"), "wal-g's WALG_S3_PREFIX");
+    assert_eq!((storage.url.as_str(), storage.prefix.as_deref()), ("s3://backups/orders", Some("default/orders-db")));
+}
+
+#[test]
+fn an_object_lock_without_days_lasts_as_long_as_retention_keeps_a_backup() {
+    let mut locked = policy("locked").s3("backups", None).schedule("0 3 * * *").build();
+    locked.spec.retention.full_backups = 5;
+    if let Some(s3) = locked.spec.storage.s3.as_mut() {
+        s3.object_lock = Some(pgec2_api::ObjectLockPolicy { mode: pgec2_api::ObjectLockMode::Compliance, days: None });
+    }
+    let storage = crate::archive::policy_storage_spec(&locked, "default/db");
+    let extensions = storage.extensions.expect("extensions");
+    assert_eq!(extensions.object_lock_mode.as_deref(), Some("compliance"));
+    assert_eq!(extensions.object_lock_days, Some(5), "five daily backups: five days");
+    let lock =
+        pgec2_core::storage::url::StorageConfig::from(&crate::archive::storage_spec(&locked.spec.storage, "d/b"));
+    assert!(lock.object_lock.is_some(), "retention's store asks for retention dates");
 }
 
 #[test]
@@ -74,14 +103,19 @@ fn the_policy_encryption_goes_with_the_archive_and_the_recovery_source() {
     let mut nightly = policy("nightly").build();
     nightly.spec.encryption = Some(pgec2_api::Encryption {
         mode: pgec2_api::EncryptionMode::Aes256Gcm,
-        key: Some(pgec2_api::EncryptionKey { kms: None, file: Some("/etc/pgec2/archive.key".into()), env: None }),
-        read_keys: vec![pgec2_api::EncryptionKey { kms: Some("alias/old".into()), file: None, env: None }],
+        key: Some(pgec2_api::EncryptionKey { file: Some("/etc/pgec2/archive.key".into()), ..Default::default() }),
+        read_keys: vec![pgec2_api::EncryptionKey {
+            kms: Some("alias/old".into()),
+            kms_endpoint: Some("http://kms.internal:8080".into()),
+            ..Default::default()
+        }],
     });
     let storage = crate::archive::policy_storage_spec(&nightly, "default/db");
     let encryption = storage.encryption.expect("encryption");
     assert_eq!(encryption.mode, "aes-256-gcm");
     assert_eq!(encryption.key.as_deref(), Some("file:/etc/pgec2/archive.key"));
     assert_eq!(encryption.read_keys, vec!["kms:alias/old".to_string()]);
+    assert_eq!(encryption.kms_endpoint.as_deref(), Some("http://kms.internal:8080"), "the KMS endpoint goes along");
     assert_eq!(storage_spec(&nightly.spec.storage, "default/db").encryption, None, "retention needs no key");
 }
 

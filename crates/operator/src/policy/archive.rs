@@ -10,6 +10,9 @@ use pgec2_core::layout::Archive;
 use pgec2_core::leases;
 use pgec2_core::recovery_window;
 use pgec2_core::retention::{self, PlanOptions, Policy};
+use pgec2_core::wal::Lsn;
+use pgec2_core::walg::WalgBackup;
+use pgec2_core::walg::retention as walg_retention;
 
 use crate::archive::{ArchiveError, open, time};
 
@@ -17,15 +20,29 @@ use crate::archive::{ArchiveError, open, time};
 /// then removes garbage: abandoned uncommitted backups, expired leases and WAL older than the
 /// oldest kept backup. Live leases keep what their restores and standbys read; damaged
 /// backups are kept and logged.
+/// With `walgCompatible: read`, wal-g's backups count toward `fullBackups` and the host's WAL
+/// that they replay is kept; wal-g's objects are never deleted.
 pub async fn apply_retention(policy: &BackupPolicy, host: &PostgresHost) -> Result<(), ArchiveError> {
-    apply_retention_to(&open(policy, host).await?, &host.qualified_name(), policy.spec.retention.full_backups).await
+    let name = host.qualified_name();
+    let walg = crate::archive::open_walg(policy, &name).await?;
+    let walg_backups = match walg {
+        Some(walg) => walg.backups().await.map_err(|source| ArchiveError::Walg { host: name.clone(), source })?,
+        None => Vec::new(),
+    };
+    apply_retention_to(&open(policy, host).await?, &name, policy.spec.retention.full_backups, &walg_backups).await
 }
 
-/// [`apply_retention`] on an open archive, keeping `full_backups` backups.
-pub async fn apply_retention_to(archive: &Archive, name: &str, full_backups: i32) -> Result<(), ArchiveError> {
+/// [`apply_retention`] on an open archive, keeping `full_backups` backups of both kinds.
+pub async fn apply_retention_to(
+    archive: &Archive,
+    name: &str,
+    full_backups: i32,
+    walg: &[WalgBackup],
+) -> Result<(), ArchiveError> {
     let keep = usize::try_from(full_backups).unwrap_or(1).max(1);
     let catalog_error = |source| ArchiveError::Catalog { host: name.to_string(), source };
     let retention_error = |source| ArchiveError::Retention { host: name.to_string(), source };
+    let walg_floor = walg.iter().map(|backup| Lsn(backup.sentinel.start_lsn)).min();
     for rule in [Policy::Retain(keep), Policy::Garbage] {
         let backups = catalog::scan_backups(archive).await.map_err(catalog_error)?;
         for damaged in &backups.damaged {
@@ -36,8 +53,18 @@ pub async fn apply_retention_to(archive: &Archive, name: &str, full_backups: i32
         }
         let wal = catalog::list_wal_archive(archive, backups.segment_size()).await.map_err(catalog_error)?;
         let leases = leases::load(archive).await.map_err(catalog_error)?;
-        let plan =
+        let rule = walg_retention::window(&rule, &backups.committed, walg).own_policy;
+        let mut plan =
             retention::plan(&rule, &backups, &wal, &PlanOptions::new(Utc::now(), &leases)).map_err(retention_error)?;
+        if let Some(floor) = walg_floor {
+            walg_retention::keep_wal_from(&mut plan, &wal, floor);
+        }
+        for locked in retention::locks::hold_locked(archive, &backups, &wal, &mut plan, Utc::now())
+            .await
+            .map_err(retention_error)?
+        {
+            tracing::info!(host = %name, object = %locked.name, until = %locked.until, "kept by retention: locked");
+        }
         if !plan.is_empty() {
             tracing::info!(host = %name, ?rule, backups = ?plan.backups, wal_files = plan.wal.len(), held_by = ?plan.held_by, "applying retention");
             let applied = retention::apply(archive, &backups, &plan).await.map_err(retention_error)?;
