@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use pgec2_contract::annotation::Annotation;
+use pgec2_contract::command::SqlCheck;
 
 /// pgec2-agent: backups, WAL archiving, restores and host setup for one PostgreSQL host.
 ///
@@ -64,6 +65,9 @@ pub enum Command {
     /// Report what a wal-g archive would let pgec2 restore: backups, WAL continuity, gaps.
     /// Exit 0 when the newest wal-g backup and all WAL after it are there, 2 otherwise.
     ImportCheck(ImportCheckArgs),
+    /// On a restore drill's copy: wait until recovery has finished, then run pg_amcheck and SQL
+    /// checks; prints what was found (exit 0 whenever the report could be made).
+    DrillCheck(DrillCheckArgs),
     /// Converge this host to a HostSpec (idempotent); prints a JSON report.
     #[command(subcommand)]
     Host(HostCommand),
@@ -77,6 +81,29 @@ pub struct JsonArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillCheckArgs {
+    /// Print JSON (a DrillCheckReport) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Run pg_amcheck on every database (creating the amcheck extension where missing).
+    #[arg(long)]
+    pub amcheck: bool,
+    /// With --amcheck: also check that every heap tuple has its index entries.
+    #[arg(long, requires = "amcheck")]
+    pub heapallindexed: bool,
+    /// A SQL check (repeatable): passes when the first column of the first row it returns is
+    /// true, e.g. `shop=SELECT count(*) > 0 FROM orders`.
+    #[arg(long = "sql", value_name = "DATABASE=SQL", value_parser = SqlCheck::parse)]
+    pub sql: Vec<SqlCheck>,
+    /// Seconds to wait for the server to finish recovery before reporting that it did not.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub recovery_timeout: u64,
+    /// Seconds each check may run.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub check_timeout: u64,
 }
 
 #[derive(Debug, Args)]

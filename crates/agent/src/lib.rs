@@ -17,6 +17,7 @@ pub mod archive_status;
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod drill_check;
 pub mod host;
 pub mod kms;
 pub mod lease;

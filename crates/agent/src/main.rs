@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use pgec2_agent::cli::{Cli, Command, ConfigCommand, HostCommand};
-use pgec2_agent::{archive_status, backup, config, host, wal, wal_receive, walg};
+use pgec2_agent::{archive_status, backup, config, drill_check, host, wal, wal_receive, walg};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -53,6 +53,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Delete(args) => backup::delete_command(config_path, args).await?,
         Command::ArchiveStatus(args) => archive_status::command(config_path, args).await?,
         Command::ImportCheck(args) => walg::check::command(config_path, args).await?,
+        Command::DrillCheck(args) => drill_check::command(config_path, args).await?,
         Command::Host(HostCommand::Apply { spec }) => host::apply_command(&spec).await?,
         Command::Config(ConfigCommand::Check(args)) => config::check_command(config_path, args)?,
     })

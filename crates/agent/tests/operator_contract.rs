@@ -10,12 +10,15 @@ use std::path::PathBuf;
 
 use chrono::{TimeZone, Utc};
 use clap::Parser;
-use pgec2_agent::cli::{BackupPushArgs, Cli, Command, HostCommand, JsonArgs, WalReceiveArgs};
+use pgec2_agent::cli::{BackupPushArgs, Cli, Command, DrillCheckArgs, HostCommand, JsonArgs, WalReceiveArgs};
 use pgec2_contract::annotation::Annotation;
-use pgec2_contract::command::{AgentCommand, ArchiveStatus, BackupPush, HostApply, WalReceive, WalReceiveStatus};
+use pgec2_contract::command::{
+    AgentCommand, ArchiveStatus, BackupPush, DrillCheck, HostApply, SqlCheck, WalReceive, WalReceiveStatus,
+};
 use pgec2_contract::output::parse_json;
 use pgec2_core::archiver::ArchiverStatus;
 use pgec2_core::catalog::BackupInfo;
+use pgec2_core::drill_check::{CheckOutcome, DrillCheckReport};
 use pgec2_core::host_spec::{HostReport, PostgresFacts, Profile, StepOutcome, StepReport};
 use pgec2_core::stream_status::{StreamStatus, StreamWarning};
 use pgec2_core::wal::Lsn;
@@ -59,6 +62,24 @@ fn operator_commands() -> Vec<AgentCommand> {
             partial_interval_seconds: 2,
         }),
         AgentCommand::from(WalReceiveStatus { spool: "/var/lib/pgec2/wal-receive".into() }),
+        AgentCommand::from(DrillCheck {
+            amcheck: false,
+            heapallindexed: false,
+            sql: Vec::new(),
+            recovery_timeout_seconds: 1,
+        }),
+        AgentCommand::from(DrillCheck {
+            amcheck: true,
+            heapallindexed: true,
+            sql: vec![
+                SqlCheck { database: "postgres".into(), sql: "SELECT true".into() },
+                SqlCheck {
+                    database: "shop".into(),
+                    sql: "SELECT count(*) > 0 FROM \"it's\" WHERE a = '--json'\n".into(),
+                },
+            ],
+            recovery_timeout_seconds: 7200,
+        }),
     ]
 }
 
@@ -92,6 +113,14 @@ fn as_contract(command: Command) -> Option<AgentCommand> {
                 _ => None,
             }
         }
+        Command::DrillCheck(DrillCheckArgs {
+            json: true,
+            amcheck,
+            heapallindexed,
+            sql,
+            recovery_timeout,
+            check_timeout: 3600,
+        }) => Some(DrillCheck { amcheck, heapallindexed, sql, recovery_timeout_seconds: recovery_timeout }.into()),
         _ => None,
     }
 }
@@ -169,6 +198,15 @@ fn every_answer_the_agent_renders_is_read_by_the_operators_parser() {
         last_error: None,
         last_error_at: None,
         updated_at: None,
+    });
+    assert_the_operator_reads_back(&DrillCheckReport {
+        recovered: true,
+        recovered_at: Some(Utc.with_ymd_and_hms(2026, 1, 1, 2, 1, 0).single().expect("a time")),
+        recovered_to_lsn: Some("0/3000100".into()),
+        recovered_to_time: Some(Utc.with_ymd_and_hms(2026, 1, 1, 2, 0, 0).single().expect("a time")),
+        archive_mode: "off".into(),
+        checks: vec![CheckOutcome { name: "sql[0]".into(), passed: false, message: "returned \"f\"".into() }],
+        checks_milliseconds: 12,
     });
     assert_the_operator_reads_back(&HostReport {
         host: "shop/orders-db".into(),

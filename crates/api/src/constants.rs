@@ -27,6 +27,12 @@ pub const FIELD_MANAGER: &str = "pgec2-operator";
 /// backup and then records the value in `status.handledBackupRequest`.
 pub const BACKUP_REQUEST_ANNOTATION: &str = "pgec2.io/backup-request";
 
+/// Label on a restore drill's PostgresHost naming the BackupPolicy that runs the drill.
+pub const DRILL_POLICY_LABEL: &str = "pgec2.io/drill-policy";
+
+/// Label on a restore drill's PostgresHost naming the host whose backups it restores.
+pub const DRILL_SOURCE_LABEL: &str = "pgec2.io/drill-of";
+
 /// Condition types in `status.conditions` (Kubernetes `metav1.Condition` shape).
 pub mod condition {
     /// The host serves PostgreSQL and, when a policy is referenced, archives WAL: the summary
@@ -42,6 +48,9 @@ pub mod condition {
     pub const CONTINUOUS_ARCHIVING: &str = "ContinuousArchiving";
     /// The most recent base backup succeeded.
     pub const LAST_BACKUP_SUCCEEDED: &str = "LastBackupSucceeded";
+
+    /// On a `BackupPolicy` with `verification`: the newest restore drill passed.
+    pub const RESTORE_VERIFIED: &str = "RestoreVerified";
 
     /// The host meets its policy's recovery point objective (`objectives.rpo`).
     pub const RPO_MET: &str = "RpoMet";

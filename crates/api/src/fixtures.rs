@@ -56,6 +56,7 @@ pub fn policy(name: &str) -> PolicyBuilder {
         wal_archiving: WalArchiving::default(),
         method: Default::default(),
         objectives: None,
+        verification: None,
         encryption: None,
     };
     PolicyBuilder { policy: BackupPolicy { metadata: metadata(name), spec, status: None } }
@@ -235,6 +236,12 @@ impl PolicyBuilder {
     pub fn objectives(mut self, rpo: Option<&str>, rto: Option<&str>) -> Self {
         let objectives = crate::RecoveryObjectives { rpo: rpo.map(str::to_string), rto: rto.map(str::to_string) };
         self.policy.spec.objectives = Some(objectives);
+        self
+    }
+
+    /// Sets `spec.verification`.
+    pub fn verification(mut self, verification: crate::Verification) -> Self {
+        self.policy.spec.verification = Some(verification);
         self
     }
 

@@ -55,5 +55,9 @@ pub use policy::spec::{
 };
 pub use policy::spec::{ObjectLockMode, ObjectLockPolicy};
 pub use policy::status::{ActiveBackup, BackupPolicyStatus, BackupRun, HostBackupSummary};
+pub use policy::verification::{
+    ActiveDrill, AmcheckCheck, DrillCheckResult, DrillOutcome, DrillPhases, DrillResult, Verification,
+    VerificationCheck, VerificationStatus, VerificationTarget,
+};
 pub use status::{BackupInfo, RecoveryWindow};
 pub use validation::{FieldError, InvalidSpec};

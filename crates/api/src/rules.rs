@@ -210,9 +210,15 @@ pub const ARCHIVE_TIMEOUT_RANGE: CelRule = CelRule {
     message: "walArchiving.archiveTimeout must be between 1s and 24h",
 };
 
+/// `spec.verification.checks[]`: one kind of check per entry.
+pub const ONE_VERIFICATION_CHECK: CelRule = CelRule {
+    rule: "has(self.amcheck) != has(self.sql) && (!has(self.database) || has(self.sql))",
+    message: "a verification check is exactly one of amcheck or sql (database only with sql)",
+};
+
 /// Every rule with the schema path (below `openAPIV3Schema`) it is attached to, for tests and
 /// documentation.
-pub const ALL: [(&str, CelRule); 31] = [
+pub const ALL: [(&str, CelRule); 32] = [
     ("PostgresHost spec", STANDBY_NEEDS_RECOVERY),
     ("PostgresHost spec.postgresVersion", POSTGRES_VERSION_IMMUTABLE),
     ("PostgresHost spec.bootstrap", BOOTSTRAP_IMMUTABLE),
@@ -244,6 +250,7 @@ pub const ALL: [(&str, CelRule); 31] = [
     ("BackupPolicy spec.encryption.readKeys[]", ONE_ENCRYPTION_KEY),
     ("BackupPolicy spec.encryption.key", KMS_ENDPOINT_NEEDS_KMS),
     ("BackupPolicy spec.encryption.readKeys[]", KMS_ENDPOINT_NEEDS_KMS),
+    ("BackupPolicy spec.verification.checks[]", ONE_VERIFICATION_CHECK),
 ];
 
 #[cfg(test)]

@@ -56,6 +56,10 @@ fn the_cluster_role_grants_exactly_what_the_operator_uses() {
             }
         }
     }
+    for verb in ["create", "delete"] {
+        // Restore drills create (server-side apply of a new object) and delete their hosts.
+        expected.insert(format!("pgec2.io/postgreshosts:{verb}"));
+    }
     for group in ["events.k8s.io", ""] {
         for verb in ["create", "patch"] {
             expected.insert(format!("{group}/events:{verb}"));

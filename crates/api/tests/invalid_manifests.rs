@@ -346,6 +346,23 @@ fn encryption_without_a_key_or_with_two_key_sources_is_refused() {
 }
 
 #[test]
+fn a_verification_check_is_exactly_one_of_amcheck_or_sql() {
+    let mut manifest = policy();
+    let checks = |checks: serde_json::Value| json!({"schedule": "0 2 * * *", "checks": checks});
+    set(&mut manifest, "spec.verification", checks(json!([{"amcheck": {}, "sql": "SELECT true"}])));
+    let path = "spec.verification.checks[]";
+    assert_refused_by_rule(&judge(&manifest, None), "BackupPolicy", path, rules::ONE_VERIFICATION_CHECK);
+    set(&mut manifest, "spec.verification", checks(json!([{"amcheck": {}, "database": "shop"}])));
+    assert_refused_by_rule(&judge(&manifest, None), "BackupPolicy", path, rules::ONE_VERIFICATION_CHECK);
+    set(
+        &mut manifest,
+        "spec.verification",
+        checks(json!([{"amcheck": {}}, {"sql": "SELECT true", "database": "shop"}])),
+    );
+    assert!(judge(&manifest, None).all_accept());
+}
+
+#[test]
 fn archive_timeouts_outside_a_second_to_a_day_are_refused() {
     for timeout in ["0s", "25h"] {
         let mut manifest = policy();

@@ -10,6 +10,7 @@
 //! | `archive-status --json` | `ArchiverStatus` (`pgec2_core::archiver`) |
 //! | `wal-receive --slot S --spool DIR --partial-interval N` | none: a long-running service |
 //! | `wal-receive --status --json --spool DIR` | `StreamStatus` (`pgec2_core::stream_status`) |
+//! | `drill-check --json [--amcheck [--heapallindexed]] [--sql DB=SQL]… --recovery-timeout N` | `DrillCheckReport` (`pgec2_core::drill_check`) |
 
 use crate::annotation::Annotation;
 
@@ -21,6 +22,7 @@ pub enum AgentCommand {
     ArchiveStatus(ArchiveStatus),
     WalReceive(WalReceive),
     WalReceiveStatus(WalReceiveStatus),
+    DrillCheck(DrillCheck),
 }
 
 /// `host apply SPEC`: converge the host to the HostSpec in SPEC; prints a `HostReport`.
@@ -68,6 +70,45 @@ pub struct WalReceiveStatus {
     pub spool: String,
 }
 
+/// `drill-check --json`: on a restore drill's copy, wait until recovery has finished, then run
+/// the checks; prints a `DrillCheckReport`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DrillCheck {
+    /// Run `pg_amcheck` on every database (creating the amcheck extension where missing).
+    pub amcheck: bool,
+    /// With `amcheck`: also check that every heap tuple has its index entries.
+    pub heapallindexed: bool,
+    /// SQL checks, in order: each passes when the first column of its first row is true.
+    pub sql: Vec<SqlCheck>,
+    /// Seconds to wait for recovery to finish before reporting that it did not.
+    pub recovery_timeout_seconds: u64,
+}
+
+/// One SQL check of [`DrillCheck`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqlCheck {
+    /// The database it runs in (no `=`: the API's pattern allows none).
+    pub database: String,
+    pub sql: String,
+}
+
+impl SqlCheck {
+    /// `DATABASE=SQL` as the `--sql` option carries it.
+    pub fn to_argument(&self) -> String {
+        format!("{}={}", self.database, self.sql)
+    }
+
+    /// Reads `DATABASE=SQL` (split at the first `=`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.split_once('=') {
+            Some((database, sql)) if !database.is_empty() && !sql.trim().is_empty() => {
+                Ok(Self { database: database.to_string(), sql: sql.to_string() })
+            }
+            _ => Err(format!("{text:?} is not DATABASE=SQL with a database name and a query")),
+        }
+    }
+}
+
 impl AgentCommand {
     /// The arguments after `pgec2-agent --config FILE`.
     pub fn argv(&self) -> Vec<String> {
@@ -102,6 +143,20 @@ impl AgentCommand {
             AgentCommand::WalReceiveStatus(WalReceiveStatus { spool }) => {
                 vec!["wal-receive".into(), "--status".into(), "--json".into(), "--spool".into(), spool.clone()]
             }
+            AgentCommand::DrillCheck(DrillCheck { amcheck, heapallindexed, sql, recovery_timeout_seconds }) => {
+                let mut argv = vec!["drill-check".to_string(), "--json".to_string()];
+                if *amcheck {
+                    argv.push("--amcheck".into());
+                }
+                if *heapallindexed {
+                    argv.push("--heapallindexed".into());
+                }
+                for check in sql {
+                    argv.extend(["--sql".to_string(), check.to_argument()]);
+                }
+                argv.extend(["--recovery-timeout".to_string(), recovery_timeout_seconds.to_string()]);
+                argv
+            }
         }
     }
 
@@ -113,6 +168,7 @@ impl AgentCommand {
             AgentCommand::ArchiveStatus(_) => "archive-status",
             AgentCommand::WalReceive(_) => "wal-receive",
             AgentCommand::WalReceiveStatus(_) => "wal-receive --status",
+            AgentCommand::DrillCheck(_) => "drill-check",
         }
     }
 }
@@ -147,6 +203,12 @@ impl From<WalReceiveStatus> for AgentCommand {
     }
 }
 
+impl From<DrillCheck> for AgentCommand {
+    fn from(command: DrillCheck) -> Self {
+        AgentCommand::DrillCheck(command)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +235,14 @@ mod tests {
         );
         let incremental = AgentCommand::from(BackupPush { incremental: true, ..BackupPush::default() });
         assert_eq!(incremental.argv(), ["backup-push", "--json", "--incremental"]);
+    }
+
+    #[test]
+    fn a_sql_check_round_trips_through_its_argument_and_splits_at_the_first_equals_sign() {
+        let check = SqlCheck { database: "shop".into(), sql: "SELECT 'a=b' = 'a=b'".into() };
+        assert_eq!(SqlCheck::parse(&check.to_argument()), Ok(check));
+        assert!(SqlCheck::parse("=SELECT true").is_err());
+        assert!(SqlCheck::parse("shop=  ").is_err());
+        assert!(SqlCheck::parse("SELECT true").is_err());
     }
 }

@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod bootstrap;
 pub mod catalog;
 pub mod compression;
+pub mod drill_check;
 pub mod encryption;
 pub mod envelope;
 pub mod host_spec;

@@ -2,6 +2,7 @@
 
 pub mod spec;
 pub mod status;
+pub mod verification;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 

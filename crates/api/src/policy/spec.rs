@@ -107,6 +107,12 @@ pub struct BackupPolicySpec {
     /// them as Prometheus metrics. Example: `{rpo: 5m, rto: 30m}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objectives: Option<RecoveryObjectives>,
+
+    /// Restore drills: on their own schedule, restore each host's backups into a throwaway
+    /// host, check the restored data and time the restore (see `status.verification`).
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<super::verification::Verification>,
 }
 
 /// Recovery objectives: durations such as `30s`, `5m` or `1h30m`.

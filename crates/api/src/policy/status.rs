@@ -51,6 +51,10 @@ pub struct BackupPolicyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["host"]))]
     pub hosts: Vec<HostBackupSummary>,
+
+    /// Restore drills (`spec.verification`): the running ones and the last results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<super::verification::VerificationStatus>,
 }
 
 /// One backup run of one host.

@@ -8,6 +8,7 @@ use super::{Checker, InvalidSpec};
 use crate::policy::spec::{
     BackupPolicySpec, Encryption, EncryptionMode, S3Storage, ServerSideEncryption, WalArchiving,
 };
+use crate::policy::verification::Verification;
 use crate::rules;
 
 /// Why a `schedule` is not a cron expression pgec2 accepts.
@@ -94,6 +95,9 @@ impl BackupPolicySpec {
         if let Some(encryption) = &self.encryption {
             check_encryption(&mut check, encryption);
         }
+        if let Some(verification) = &self.verification {
+            check_verification(&mut check, verification);
+        }
         check.finish()
     }
 
@@ -108,6 +112,26 @@ impl WalArchiving {
     pub fn archive_timeout_seconds(&self) -> Option<u32> {
         let seconds = parse_duration_seconds(&self.archive_timeout)?;
         if (1..=86_400).contains(&seconds) { u32::try_from(seconds).ok() } else { None }
+    }
+}
+
+fn check_verification(check: &mut Checker, verification: &Verification) {
+    if let Err(error) = parse_schedule(&verification.schedule) {
+        check.fail("spec.verification.schedule", error.to_string());
+    }
+    if verification.timeout_seconds().is_none() {
+        check.fail("spec.verification.timeout", "must be a positive duration such as 30m or 2h");
+    }
+    for (index, item) in verification.checks.iter().enumerate() {
+        let one = item.amcheck.is_some() != item.sql.is_some() && (item.database.is_none() || item.sql.is_some());
+        check.rule(&format!("spec.verification.checks[{index}]"), one, rules::ONE_VERIFICATION_CHECK);
+    }
+}
+
+impl Verification {
+    /// `timeout` in seconds, or None when it is not a positive duration.
+    pub fn timeout_seconds(&self) -> Option<u64> {
+        parse_duration_seconds(&self.timeout).filter(|seconds| *seconds > 0)
     }
 }
 

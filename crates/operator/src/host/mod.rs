@@ -192,7 +192,8 @@ async fn apply_host(ctx: &HostContext, api: &Api<PostgresHost>, cached: &Postgre
         _ => ctx.archive_checks.forget(&uid),
     }
     if let Some(policy) = policies.archive.as_ref() {
-        draft.recoverability(&policy.spec);
+        let verified_rto = crate::policy::drill::last_verified_rto(policy, &host.qualified_name());
+        draft.recoverability(&policy.spec, verified_rto);
     }
     let status = draft.finish();
     ctx.metrics.host_recoverability(&host.namespace().unwrap_or_default(), &host.name_any(), &status, now);

@@ -248,12 +248,14 @@ impl Draft {
     }
 
     /// `status.recoverability` from the archiver's last reported state and the policy's
-    /// objectives; `RpoMet` and `RtoMet` when the policy sets them.
-    pub fn recoverability(&mut self, policy: &BackupPolicySpec) {
+    /// objectives; `RpoMet` and `RtoMet` when the policy sets them. `verified_rto` is the
+    /// recovery time of the newest passing restore drill of the host, when one is recorded.
+    pub fn recoverability(&mut self, policy: &BackupPolicySpec, verified_rto: Option<i64>) {
         let timeout = policy.wal_archiving.archive_timeout_seconds().map_or(60, i64::from);
         let rpo =
             self.status.archiving.as_ref().and_then(|archiving| objectives::rpo_seconds(archiving, timeout, self.now));
-        let rto = self.status.recoverability.as_ref().and_then(|known| known.last_verified_rto_seconds);
+        let known = self.status.recoverability.as_ref().and_then(|known| known.last_verified_rto_seconds);
+        let rto = verified_rto.or(known);
         self.status.recoverability = Some(Recoverability {
             rpo_seconds: rpo,
             last_verified_rto_seconds: rto,

@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod backups;
+pub mod drill;
 pub mod host_status;
 mod incremental;
 pub mod schedule;
@@ -98,7 +99,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shared<BoxFuture<'static, ()>>) {
     Controller::new(policies, watcher::Config::default())
         .watches(hosts, watcher::Config::default(), |host: PostgresHost| {
             let namespace = host.namespace().unwrap_or_default();
-            host.policy_name().map(|policy| ObjectRef::<BackupPolicy>::new(policy).within(&namespace))
+            let policy = host.policy_name().or_else(|| drill::policy_of(&host));
+            policy.map(|policy| ObjectRef::<BackupPolicy>::new(policy).within(&namespace))
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, Arc::new(PolicyContext::new(ctx)))
@@ -213,10 +215,13 @@ async fn reconcile_policy(cached: &BackupPolicy, pctx: &PolicyContext) -> Result
     if read_catalogs {
         pctx.catalogs_read(&policy_uid);
     }
-    let busy = !draft.active().is_empty();
+    let drills = drill::reconcile(ctx, &policy, &hosts, &mut draft, now).await;
+    let busy = !draft.active().is_empty() || drills.busy;
     status::write(&ctx.client, &policy, draft.finish()).await?;
     let next_incremental = incremental_schedule.and_then(|incremental| incremental.next_after(now));
-    Ok(requeue(busy, policy.spec.suspend, incremental::earliest(schedule.next_after(now), next_incremental), now))
+    let next_backup = incremental::earliest(schedule.next_after(now), next_incremental);
+    let next = [next_backup, drills.next_tick].into_iter().flatten().min();
+    Ok(requeue(busy, policy.spec.suspend, next, now))
 }
 
 /// The policy's creation time (ticks before it never run).

@@ -143,6 +143,25 @@ impl Draft {
         self.status.hosts.iter().map(|summary| summary.host.as_str()).collect()
     }
 
+    /// The restore drills' part of the status (see [`super::drill`]).
+    pub fn verification(&mut self) -> &mut pgec2_api::VerificationStatus {
+        self.status.verification.get_or_insert_with(Default::default)
+    }
+
+    /// The restore drills' part of the status, when it has one.
+    pub fn verification_if_any(&mut self) -> Option<&mut pgec2_api::VerificationStatus> {
+        self.status.verification.as_mut()
+    }
+
+    /// Sets a condition other than the two [`Draft::finish`] derives.
+    pub fn set_condition(&mut self, update: &ConditionUpdate) {
+        conditions::set(&mut self.status.conditions, update, self.generation, self.now);
+    }
+
+    pub fn remove_condition(&mut self, type_: &str) {
+        self.status.conditions.retain(|condition| condition.type_ != type_);
+    }
+
     /// The status as it stands, for a write in the middle of a reconcile (just after backups
     /// were started): the catalog summaries and conditions are left as they were.
     pub fn snapshot(&self) -> BackupPolicyStatus {

@@ -195,6 +195,11 @@ fn cel_cases() -> Vec<Case> {
             json!({"encryption": {"key": {"file": "/etc/pgec2/key", "env": "PGEC2_KEY"}}}),
             Rule(rules::ONE_ENCRYPTION_KEY),
         ),
+        policy(
+            "verification-two-checks",
+            json!({"verification": {"schedule": "0 2 * * *", "checks": [{"amcheck": {}, "sql": "SELECT true"}]}}),
+            Rule(rules::ONE_VERIFICATION_CHECK),
+        ),
     ]
 }
 
