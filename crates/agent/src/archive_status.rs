@@ -28,23 +28,32 @@ pub enum ArchiveStatusError {
 pub async fn command(config_path: Option<&Path>, args: JsonArgs) -> Result<ExitCode, ArchiveStatusError> {
     let config = AgentConfig::load(config_path)?;
     let client = postgres::connect(&config.postgres).await?;
-    let status = postgres::archiver::status(&client).await?;
+    let mut status = postgres::archiver::status(&client).await?;
     let data_dir = match config.pgdata() {
         Some(dir) => Some(dir.to_path_buf()),
         None => data_directory(&client).await,
     };
-    let holes = data_dir.and_then(|dir| queue_cap::holes(&dir.join("pg_wal")));
+    status.archive_holes = data_dir.and_then(|dir| queue_cap::holes(&dir.join("pg_wal")));
+    status.stream = streaming_status();
     if args.json {
-        let mut report = serde_json::to_value(&status)?;
-        report["archive_holes"] = serde_json::to_value(&holes)?;
-        println!("{}", crate::output::json(&report)?);
+        println!("{}", crate::output::json(&status)?);
     } else {
-        if let Some(holes) = &holes {
+        if let Some(holes) = &status.archive_holes {
             println!("archiving: HOLE: {}", holes.describe());
         }
         println!("{}", render_text(&status));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The state of `wal-receive` when the host runs it (its `status.json` in the service's spool).
+fn streaming_status() -> Option<pgec2_core::stream_status::StreamStatus> {
+    let spool = Path::new(crate::host::wal_receive_unit::SPOOL);
+    spool
+        .join(crate::wal_receive::status::STATUS_FILE)
+        .exists()
+        .then(|| crate::wal_receive::status::read(spool).ok())
+        .flatten()
 }
 
 /// The server's data directory, when the connection may read it.

@@ -46,6 +46,9 @@ pub mod condition {
     pub const POSTGRES_READY: &str = "PostgresReady";
     /// WAL archiving works and the newest archived segment is recent enough.
     pub const CONTINUOUS_ARCHIVING: &str = "ContinuousArchiving";
+    /// The archive has no hole: the agent's archive queue cap dropped no WAL segment since the
+    /// newest base backup (False, reason `ArchiveHole`, names the dropped range).
+    pub const ARCHIVE_COMPLETE: &str = "ArchiveComplete";
     /// The most recent base backup succeeded.
     pub const LAST_BACKUP_SUCCEEDED: &str = "LastBackupSucceeded";
 
@@ -59,12 +62,13 @@ pub mod condition {
     pub const RTO_MET: &str = "RtoMet";
 
     /// Every condition type a `PostgresHost` reports.
-    pub const HOST_CONDITIONS: [&str; 8] = [
+    pub const HOST_CONDITIONS: [&str; 9] = [
         READY,
         INSTANCE_RUNNING,
         AGENT_READY,
         POSTGRES_READY,
         CONTINUOUS_ARCHIVING,
+        ARCHIVE_COMPLETE,
         LAST_BACKUP_SUCCEEDED,
         RPO_MET,
         RTO_MET,

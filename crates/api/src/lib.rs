@@ -45,8 +45,9 @@ pub use host::spec::{
     PolicyReference, PostgresHost, PostgresHostSpec, PostgresSpec, RootVolumeSpec, VolumeSpec, VolumeType,
 };
 pub use host::status::{
-    ArchivingStatus, CommandPurpose, CommandState, CommandStatus, Endpoint, HostPhase, PostgresHostStatus,
-    PostgresStatus, RESTORE_OBJECT_STORE, RESTORE_SNAPSHOT, Recoverability, RestoreStatus,
+    ArchiveHolesStatus, ArchivingStatus, CommandPurpose, CommandState, CommandStatus, Endpoint, HostPhase,
+    PostgresHostStatus, PostgresStatus, RESTORE_OBJECT_STORE, RESTORE_SNAPSHOT, Recoverability, RestoreStatus,
+    StreamingStatus,
 };
 pub use policy::spec::{
     BackupMethod, BackupPolicy, BackupPolicySpec, BackupStorage, Compression, Encryption, EncryptionKey,

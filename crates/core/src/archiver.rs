@@ -11,6 +11,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::stream_status::StreamStatus;
+
 /// What the archiver of one server reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchiverStatus {
@@ -33,6 +35,47 @@ pub struct ArchiverStatus {
     /// How long the oldest of them has waited, in seconds (server clock).
     #[serde(default)]
     pub oldest_waiting_seconds: Option<u64>,
+    /// Segments the archive queue cap dropped without archiving them (the agent's record
+    /// `pg_wal/.pgec2-archive-holes`), until a base backup taken after them is committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_holes: Option<ArchiveHoles>,
+    /// WAL streaming (`wal-receive`'s `status.json`), when it runs on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamStatus>,
+}
+
+/// One segment the archive queue cap dropped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedSegment {
+    pub file: String,
+    pub dropped_at: DateTime<Utc>,
+    /// Bytes waiting to be archived when it was dropped, and the cap.
+    pub queue_bytes: u64,
+    pub cap_bytes: u64,
+}
+
+/// The holes in the archive: how many segments were dropped, the first and the last.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveHoles {
+    pub dropped_segments: usize,
+    pub first: DroppedSegment,
+    pub last: DroppedSegment,
+}
+
+impl ArchiveHoles {
+    /// The one-line warning, naming the range and what to do.
+    pub fn describe(&self) -> String {
+        format!(
+            "the archive has a hole: {} WAL segment(s) were dropped by the queue cap (transfer.archive_queue_max_mb), \
+             from {} ({}) to {} ({}); point-in-time recovery cannot cross them: fix archiving, then take a new base \
+             backup",
+            self.dropped_segments,
+            self.first.file,
+            self.first.dropped_at.format("%Y-%m-%dT%H:%M:%SZ"),
+            self.last.file,
+            self.last.dropped_at.format("%Y-%m-%dT%H:%M:%SZ"),
+        )
+    }
 }
 
 /// The operator's reading of an [`ArchiverStatus`].

@@ -1,7 +1,8 @@
 //! Prometheus metrics of the operator: reconciles by kind and outcome, errors by kind and error
 //! label, cloud calls by action and outcome (`pgec2_operator_*`), and the recoverability of each
 //! host (`pgec2_rpo_seconds`, `pgec2_last_verified_rto_seconds`, `pgec2_backup_age_seconds`,
-//! `pgec2_archive_lag_files`, labelled by namespace and host; a value not known is left out).
+//! `pgec2_archive_lag_files`, `pgec2_archive_holes`, `pgec2_wal_stream_lag_seconds`, labelled by
+//! namespace and host; a value not known is left out).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -60,6 +61,8 @@ pub struct RecoverabilityGauges {
     pub last_verified_rto_seconds: HostGauge,
     pub backup_age_seconds: HostGauge,
     pub archive_lag_files: HostGauge,
+    pub archive_holes: HostGauge,
+    pub wal_stream_lag_seconds: HostGauge,
 }
 
 /// Every metric of the operator, registered in one registry.
@@ -93,6 +96,16 @@ impl Default for Metrics {
                 &recoverability.backup_age_seconds,
             ),
             ("pgec2_archive_lag_files", "WAL files waiting to be archived", &recoverability.archive_lag_files),
+            (
+                "pgec2_archive_holes",
+                "WAL segments the archive queue cap dropped (0: the archive has no hole)",
+                &recoverability.archive_holes,
+            ),
+            (
+                "pgec2_wal_stream_lag_seconds",
+                "Seconds since the streamed archive last caught up with the server",
+                &recoverability.wal_stream_lag_seconds,
+            ),
         ];
         for (name, help, gauge) in gauges {
             root.register(name, help, gauge.clone());
@@ -174,6 +187,21 @@ impl Metrics {
             (
                 &self.recoverability.archive_lag_files,
                 status.archiving.as_ref().and_then(|archiving| archiving.waiting_files).map(|files| files as f64),
+            ),
+            (
+                &self.recoverability.archive_holes,
+                status
+                    .archiving
+                    .as_ref()
+                    .map(|archiving| archiving.holes.as_ref().map_or(0.0, |holes| holes.dropped_segments as f64)),
+            ),
+            (
+                &self.recoverability.wal_stream_lag_seconds,
+                status
+                    .archiving
+                    .as_ref()
+                    .and_then(|archiving| archiving.streaming.as_ref()?.lag_seconds)
+                    .map(|s| s as f64),
             ),
         ];
         for (gauge, value) in values {

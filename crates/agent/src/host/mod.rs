@@ -52,7 +52,7 @@ mod test_support;
 mod tls;
 mod tuning;
 mod volume;
-mod wal_receive_unit;
+pub(crate) mod wal_receive_unit;
 
 pub use command::CommandError;
 pub use files::FileError;

@@ -18,7 +18,7 @@ pub const UNIT_NAME: &str = "pgec2-wal-receive.service";
 /// The slot the service streams from.
 pub const SLOT: &str = "pgec2_wal_receive";
 const UNIT_DIRECTORY: &str = "/etc/systemd/system";
-const SPOOL: &str = "/var/lib/pgec2-wal-receive";
+pub(crate) const SPOOL: &str = "/var/lib/pgec2-wal-receive";
 
 /// Renders the unit for the spec.
 pub fn render_unit(spec: &HostSpec) -> String {

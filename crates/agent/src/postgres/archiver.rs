@@ -33,5 +33,7 @@ pub async fn status(client: &Client) -> Result<ArchiverStatus, PostgresError> {
         waiting: u64::try_from(waiting).unwrap_or(0),
         oldest_waiting: oldest.map(|name| name.trim_end_matches(".ready").to_string()),
         oldest_waiting_seconds: oldest_seconds.map(|seconds| u64::try_from(seconds).unwrap_or(0)),
+        archive_holes: None,
+        stream: None,
     })
 }

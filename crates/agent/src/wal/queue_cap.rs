@@ -17,44 +17,12 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use pgec2_core::wal::WalFileName;
-use serde::Serialize;
 
 /// The record of dropped segments, inside `pg_wal` (never part of a base backup).
 pub const HOLES_FILE: &str = ".pgec2-archive-holes";
 
-/// One segment the cap dropped.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DroppedSegment {
-    pub file: String,
-    pub dropped_at: DateTime<Utc>,
-    /// Bytes waiting to be archived when it was dropped, and the cap.
-    pub queue_bytes: u64,
-    pub cap_bytes: u64,
-}
-
-/// What `archive-status` reports about holes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Holes {
-    pub dropped_segments: usize,
-    pub first: DroppedSegment,
-    pub last: DroppedSegment,
-}
-
-impl Holes {
-    /// The one-line warning, naming the range and what to do.
-    pub fn describe(&self) -> String {
-        format!(
-            "the archive has a hole: {} WAL segment(s) were dropped by the queue cap (transfer.archive_queue_max_mb), \
-             from {} ({}) to {} ({}); point-in-time recovery cannot cross them: fix archiving, then take a new base \
-             backup",
-            self.dropped_segments,
-            self.first.file,
-            self.first.dropped_at.format("%Y-%m-%dT%H:%M:%SZ"),
-            self.last.file,
-            self.last.dropped_at.format("%Y-%m-%dT%H:%M:%SZ"),
-        )
-    }
-}
+/// One segment the cap dropped, and what `archive-status` reports about holes.
+pub use pgec2_core::archiver::{ArchiveHoles as Holes, DroppedSegment};
 
 /// Bytes of the WAL files waiting to be archived in `wal_dir` (`.ready` status files).
 pub fn queue_bytes(wal_dir: &Path) -> u64 {

@@ -257,6 +257,64 @@ pub struct ArchivingStatus {
     /// How long the oldest of them has waited, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oldest_waiting_seconds: Option<i64>,
+    /// WAL segments the agent's archive queue cap (`transfer.archive_queue_max_mb`) dropped
+    /// without archiving them, to keep the primary's disk from filling while archiving failed.
+    /// Point-in-time recovery cannot cross them; the record is cleared once a base backup taken
+    /// after the last of them is committed. See the `ArchiveComplete` condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holes: Option<ArchiveHolesStatus>,
+    /// WAL streaming into the archive (`walArchiving.streaming` of the BackupPolicy), as the
+    /// host's `wal-receive` service reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streaming: Option<StreamingStatus>,
+}
+
+/// The holes the archive queue cap made in the archive.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveHolesStatus {
+    /// How many WAL segments were dropped.
+    pub dropped_segments: i64,
+    /// The first dropped segment and when it was dropped.
+    pub first_dropped_wal: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_dropped_time: Option<Time>,
+    /// The last dropped segment and when it was dropped.
+    pub last_dropped_wal: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_dropped_time: Option<Time>,
+}
+
+/// Where WAL streaming stands.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamingStatus {
+    /// `starting`, `streaming`, `reconnecting` (a fault; resuming from the slot) or `stopped`
+    /// (an error retrying cannot get past; see `lastError`).
+    pub state: String,
+    /// The physical replication slot streamed from.
+    pub slot: String,
+    /// The end of WAL durable in the archive (complete segments and the stored `.partial`), and
+    /// when it last advanced or was confirmed current.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_lsn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_time: Option<Time>,
+    /// Bytes of WAL the server has written and the archive does not hold yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<i64>,
+    /// Seconds since `archivedTime`: how far the streamed archive trails the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<i64>,
+    /// The slot's `wal_status` in `pg_replication_slots` (reserved, extended, unreserved, lost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_wal_status: Option<String>,
+    /// Conditions to act on, e.g. `SlotUncapped`, `SlotAtRisk`, `SlotLost`, with their messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// The receiver's most recent error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// A command the operator sent to a host.

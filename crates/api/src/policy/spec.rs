@@ -416,11 +416,20 @@ pub struct WalArchiving {
     #[schemars(regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"), length(min = 2, max = 16))]
     #[x_kube(validation = rules::ARCHIVE_TIMEOUT_RANGE)]
     pub archive_timeout: String,
+    /// Also stream WAL into the archive as it is written (`pgec2-agent wal-receive` on each host,
+    /// from a physical replication slot, beside `archive_command`), uploading the segment being
+    /// filled every few seconds: the recovery point then trails the server by seconds instead of
+    /// up to `archiveTimeout`. The slot keeps WAL on the primary while the receiver is behind,
+    /// bounded by PostgreSQL's `max_slot_wal_keep_size` (set it in `spec.postgres.parameters`).
+    /// Hosts on EC2 run it as a systemd service; local hosts do not stream. `status.archiving.streaming`
+    /// of each host reports it. Default false.
+    #[serde(default)]
+    pub streaming: bool,
 }
 
 impl Default for WalArchiving {
     fn default() -> Self {
-        Self { archive_timeout: default_archive_timeout() }
+        Self { archive_timeout: default_archive_timeout(), streaming: false }
     }
 }
 

@@ -211,7 +211,8 @@ mod tests {
 
     #[test]
     fn archive_timeout_is_between_a_second_and_a_day() {
-        let timeout = |text: &str| WalArchiving { archive_timeout: text.to_string() }.archive_timeout_seconds();
+        let timeout =
+            |text: &str| WalArchiving { archive_timeout: text.to_string(), streaming: false }.archive_timeout_seconds();
         assert_eq!(timeout("60s"), Some(60));
         assert_eq!(timeout("24h"), Some(86_400));
         assert_eq!(timeout("0s"), None);

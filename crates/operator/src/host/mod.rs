@@ -12,6 +12,7 @@
 
 mod apply;
 pub mod archive_check;
+pub mod archive_state;
 mod cleanup;
 pub mod context;
 mod dereference;
@@ -206,10 +207,16 @@ async fn apply_host(ctx: &HostContext, api: &Api<PostgresHost>, cached: &Postgre
     Ok(action)
 }
 
-/// A Warning event when an objective turns missed, a Normal one when it is met again.
+/// A Warning event when an objective turns missed or the archive gets a hole, a Normal one when
+/// it is met or whole again.
 async fn objective_events(ctx: &HostContext, host: &PostgresHost, status: &pgec2_api::PostgresHostStatus) {
-    use pgec2_api::condition::{RPO_MET, RTO_MET};
-    for (type_, missed, met) in [(RPO_MET, "RpoMissed", "RpoMet"), (RTO_MET, "RtoMissed", "RtoMet")] {
+    use pgec2_api::condition::{ARCHIVE_COMPLETE, RPO_MET, RTO_MET};
+    let watched = [
+        (RPO_MET, "RpoMissed", "RpoMet"),
+        (RTO_MET, "RtoMissed", "RtoMet"),
+        (ARCHIVE_COMPLETE, "ArchiveHole", "ArchiveComplete"),
+    ];
+    for (type_, missed, met) in watched {
         let before = host.condition(type_).map(|condition| condition.status.clone());
         let Some(after) = status.conditions.iter().find(|condition| condition.type_ == type_) else { continue };
         match (before.as_deref(), after.status.as_str()) {

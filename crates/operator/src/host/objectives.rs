@@ -10,6 +10,9 @@
 //! - nothing waits: only the current segment is unarchived, and PostgreSQL switches it within
 //!   `archive_timeout` of its first write, so `min(now − lastArchivedTime, archiveTimeout)`:
 //!   an idle server does not miss its objective for want of writes.
+//!
+//! With WAL streaming (`status.archiving.streaming`) the archive also holds the streamed WAL up
+//! to when the receiver last caught up, so the recovery point is the smaller of the two.
 
 use k8s_openapi::jiff::Timestamp;
 use pgec2_api::{ArchivingStatus, RecoveryObjectives};
@@ -18,12 +21,15 @@ use pgec2_api::{ArchivingStatus, RecoveryObjectives};
 pub fn rpo_seconds(archiving: &ArchivingStatus, archive_timeout_seconds: i64, now: Timestamp) -> Option<i64> {
     let waiting = archiving.waiting_files.unwrap_or(0) > 0;
     let since_archived = archiving.last_archived_time.as_ref().map(|time| now.duration_since(time.0).as_secs().max(0));
-    match (since_archived, waiting) {
+    let archived = match (since_archived, waiting) {
         (Some(since), true) => Some(since),
         (Some(since), false) => Some(since.min(archive_timeout_seconds)),
         (None, true) => archiving.oldest_waiting_seconds,
         (None, false) => None,
-    }
+    };
+    let streamed = archiving.streaming.as_ref().and_then(|streaming| streaming.archived_time.as_ref());
+    let streamed = streamed.map(|time| now.duration_since(time.0).as_secs().max(0));
+    [archived, streamed].into_iter().flatten().min()
 }
 
 /// Whether a measured value meets its objective, for a condition.
@@ -110,6 +116,21 @@ mod tests {
         assert_eq!(rpo_seconds(&archiving(Some(0), 0, None), 60, at(20)), Some(20));
         assert_eq!(rpo_seconds(&archiving(None, 2, Some(45)), 60, at(300)), Some(45), "never archived");
         assert_eq!(rpo_seconds(&archiving(None, 0, None), 60, at(300)), None);
+    }
+
+    #[test]
+    fn with_streaming_the_recovery_point_is_when_the_streamed_archive_last_caught_up() {
+        let streaming = |caught_up: i64| pgec2_api::StreamingStatus {
+            state: "streaming".into(),
+            archived_time: Some(Time(at(caught_up))),
+            ..pgec2_api::StreamingStatus::default()
+        };
+        let streamed = ArchivingStatus { streaming: Some(streaming(297)), ..archiving(Some(0), 0, None) };
+        assert_eq!(rpo_seconds(&streamed, 60, at(300)), Some(3), "the .partial trails by seconds");
+        let stalled = ArchivingStatus { streaming: Some(streaming(0)), ..archiving(Some(200), 0, None) };
+        assert_eq!(rpo_seconds(&stalled, 60, at(300)), Some(60), "a stalled receiver: archive_command bounds it");
+        let only_streamed = ArchivingStatus { streaming: Some(streaming(290)), ..archiving(None, 0, None) };
+        assert_eq!(rpo_seconds(&only_streamed, 60, at(300)), Some(10));
     }
 
     #[test]

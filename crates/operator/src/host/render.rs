@@ -120,8 +120,7 @@ fn archive_spec(policy: &BackupPolicy, prefix: &str) -> Result<ArchiveSpec, Rend
         },
         compression_level: 3,
         archive_timeout_seconds: seconds,
-        // BackupPolicy has no field for WAL streaming yet: hosts archive by archive_command only.
-        wal_receive: false,
+        wal_receive: policy.spec.wal_archiving.streaming,
     })
 }
 

@@ -12,8 +12,8 @@ use pgec2_api::{
 use pgec2_core::archiver::{ArchiveHealth, ArchiverStatus};
 use pgec2_core::host_spec::{HostReport, HostSpec};
 
-use super::objectives;
 use super::validate::Invalid;
+use super::{archive_state, objectives};
 use crate::cloud::{self, HostInstance, HostLayout, InstanceState};
 use crate::kube_layer::conditions::{self, ConditionUpdate, Truth};
 
@@ -291,7 +291,11 @@ impl Draft {
             last_failed_time: archiver.last_failed_time.and_then(crate::archive::time),
             waiting_files: i64::try_from(archiver.waiting).ok(),
             oldest_waiting_seconds: archiver.oldest_waiting_seconds.and_then(|seconds| i64::try_from(seconds).ok()),
+            holes: archiver.archive_holes.as_ref().map(archive_state::holes),
+            streaming: archiver.stream.as_ref().map(|stream| archive_state::streaming(stream, self.now)),
         });
+        let (truth, reason, message) = archive_state::completeness(archiver);
+        self.set(condition::ARCHIVE_COMPLETE, truth, reason, message);
         let (truth, reason) = match health {
             ArchiveHealth::Healthy => (Truth::True, "Archiving"),
             ArchiveHealth::InRecovery => (Truth::True, "InRecovery"),
