@@ -50,10 +50,11 @@ mod tests {
         let full = Schedule::parse(&weekly.spec.schedule, None).expect("full schedule");
         let incremental = schedule_of(&weekly).expect("valid").expect("an incremental schedule");
         let created = at("2026-01-01T00:00:00Z");
-        // Monday 2026-01-05 03:00: an incremental tick, no full one.
+        // Monday 2026-01-05 03:00, Sunday's full taken: an incremental tick, no full one.
         let now = at("2026-01-05T03:00:05Z");
+        let sunday_full = Some(at("2026-01-04T03:00:00Z"));
         let (tick, is_incremental) =
-            choose(full.due_tick(None, created, now), incremental.due_tick(None, created, now));
+            choose(full.due_tick(sunday_full, created, now), incremental.due_tick(None, created, now));
         assert_eq!((tick, is_incremental), (Some(at("2026-01-05T03:00:00Z")), true));
         let command = backup_command(&Trigger { tick, request: None, incremental: is_incremental }, false);
         assert!(matches!(&command, AgentCommand::BackupPush(push) if push.incremental), "{command:?}");
