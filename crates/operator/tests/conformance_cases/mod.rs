@@ -196,6 +196,16 @@ fn cel_cases() -> Vec<Case> {
             Rule(rules::ONE_ENCRYPTION_KEY),
         ),
         policy(
+            "kms-endpoint-file-key",
+            json!({"encryption": {"key": {"file": "/etc/pgec2/key", "kmsEndpoint": "https://kms.example"}}}),
+            Rule(rules::KMS_ENDPOINT_NEEDS_KMS),
+        ),
+        policy(
+            "incremental-snapshot",
+            json!({"method": "snapshot", "incrementalSchedule": "0 3 * * 1-6"}),
+            Rule(rules::INCREMENTAL_NEEDS_OBJECT_STORE),
+        ),
+        policy(
             "verification-two-checks",
             json!({"verification": {"schedule": "0 2 * * *", "checks": [{"amcheck": {}, "sql": "SELECT true"}]}}),
             Rule(rules::ONE_VERIFICATION_CHECK),
