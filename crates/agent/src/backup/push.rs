@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
+use pgec2_core::backoff::Backoff;
 use pgec2_core::catalog::{self, BACKUP_INFO_FORMAT, BackupInfo, BackupName, BackupType};
 use pgec2_core::compression::{Algorithm, Compression};
 use pgec2_core::envelope;
@@ -41,7 +42,7 @@ use crate::postgres::{self, BackupSession, BackupStart, BackupStop, ServerFacts}
 /// (as long as PostgreSQL's own wait was given before the agent took it over).
 const WAL_ARRIVAL_TIMEOUT: Duration = crate::postgres::backup_api::STOP_TIMEOUT;
 /// The first and the longest pause between two looks for a segment not yet archived.
-const WAL_POLL: (Duration, Duration) = (Duration::from_millis(10), Duration::from_millis(500));
+const WAL_POLL: Backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(500));
 
 /// What the caller asks of a new backup.
 #[derive(Clone, Debug, Default)]
@@ -249,7 +250,7 @@ pub(super) async fn wait_for_wal(
 ) -> Result<(), BackupError> {
     let size = info.segment_size();
     let deadline = tokio::time::Instant::now() + WAL_ARRIVAL_TIMEOUT;
-    let mut pause = WAL_POLL.0;
+    let mut pauses = WAL_POLL.retries();
     for segment in info.start_segment()..=info.finish_segment() {
         let name = size.segment_name(timeline, segment);
         let key = archive.layout.wal_file(&name).map_err(BackupError::storage("name", &name))?;
@@ -261,8 +262,7 @@ pub(super) async fn wait_for_wal(
                 let (segment, archive) = (name, archive.describe());
                 return Err(Refusal::WalMissing { segment, archive, waited: WAL_ARRIVAL_TIMEOUT }.into());
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(WAL_POLL.1);
+            tokio::time::sleep(pauses.next_delay()).await;
         }
     }
     Ok(())

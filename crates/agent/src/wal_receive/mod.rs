@@ -24,6 +24,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use pgec2_core::backoff::Backoff;
+
 use crate::cli::WalReceiveArgs;
 use crate::config::AgentConfig;
 
@@ -39,8 +41,9 @@ pub mod tail;
 
 pub use error::ReceiveError;
 
-/// Longest pause between two connection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The pause before the first connection attempt after a fault, doubling while attempts fail
+/// without streaming anything, up to 30 s.
+const RECONNECT: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 
 /// `wal-receive`: streams until interrupted (SIGINT/SIGTERM) or an error retrying cannot fix.
 pub async fn command(config_path: Option<&std::path::Path>, args: WalReceiveArgs) -> Result<ExitCode, ReceiveError> {
@@ -54,7 +57,7 @@ pub async fn command(config_path: Option<&std::path::Path>, args: WalReceiveArgs
         data_dir: config.pgdata().map(std::path::Path::to_path_buf),
     };
     let mut status = status::StatusFile::new(&args.spool, &args.slot);
-    let mut backoff = Duration::from_secs(1);
+    let mut reconnects = RECONNECT.retries();
     loop {
         let mut progressed = false;
         let outcome = tokio::select! {
@@ -71,12 +74,15 @@ pub async fn command(config_path: Option<&std::path::Path>, args: WalReceiveArgs
             status.write();
             return Err(error);
         }
-        backoff = if progressed { Duration::from_secs(1) } else { (backoff * 2).min(MAX_BACKOFF) };
-        tracing::warn!(%error, retry_in_s = backoff.as_secs(), "wal-receive: streaming interrupted, resuming from the slot");
+        if progressed {
+            reconnects.reset();
+        }
+        let pause = reconnects.next_delay();
+        tracing::warn!(%error, retry_in_s = pause.as_secs(), "wal-receive: streaming interrupted, resuming from the slot");
         status.failed("reconnecting", &error);
         status.write();
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(pause) => {}
             _ = shutdown_signal() => return Ok(ExitCode::SUCCESS),
         }
     }
