@@ -1,6 +1,7 @@
 //! The agent's side of leases ([`pgec2_core::leases`]): `backup-fetch` takes one when it starts
 //! restoring and keeps it renewed while it copies; the restored cluster's `wal-fetch` calls
-//! renew it while recovery or standby replay runs.
+//! renew it while recovery or standby replay runs. An incremental `backup-push` takes one on
+//! its parent (retention keeps the parent's chain with it) for as long as it runs.
 //!
 //! The lease is also kept in the restored data directory as [`LEASE_FILE`], so that `wal-fetch`
 //! knows its id and expiry without reading the archive: on the normal path a renewal costs one
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
-use pgec2_core::catalog::RestorePlan;
+use pgec2_core::catalog::{BackupInfo, RestorePlan};
 use pgec2_core::layout::Archive;
 use pgec2_core::leases::{self, LEASE_LIFETIME, Lease, LeaseKind};
 use pgec2_core::wal::{Lsn, SegmentSize};
@@ -69,6 +70,64 @@ pub async fn hold_for_restore(
     destination.give(&path)?;
     let renewer = tokio::spawn(renew_every(archive.clone(), lease.clone(), LEASE_LIFETIME / 4));
     Ok(RestoreLease { lease, renewer })
+}
+
+/// A lease held by a running incremental `backup-push` on its parent backup, renewed in the
+/// background until released.
+#[derive(Debug)]
+pub struct PushLease {
+    held: Option<RestoreLease>,
+    archive: Archive,
+}
+
+/// Takes the lease of an incremental backup of `pgdata` building on `parent`: retention keeps
+/// `parent` and its ancestors while it is live. A lease the archive does not accept is a warning
+/// (the push checks its chain again before committing).
+pub async fn hold_for_push(archive: &Archive, parent: &BackupInfo, pgdata: &Path) -> PushLease {
+    let wal_from = parent.segment_size().segment_name(parent.timeline, parent.start_segment());
+    let data_dir = pgdata.display().to_string();
+    let lease = Lease::new(
+        LeaseKind::Backup,
+        &host_name(),
+        &data_dir,
+        &parent.name,
+        wal_from,
+        parent.wal_segment_size,
+        Utc::now(),
+    );
+    let held = match leases::write(archive, &lease).await {
+        Ok(()) => {
+            let renewer = tokio::spawn(renew_every(archive.clone(), lease.clone(), LEASE_LIFETIME / 4));
+            Some(RestoreLease { lease, renewer })
+        }
+        Err(error) => {
+            eprintln!(
+                "warning: could not take a lease on {} for the chain of {} ({error}); a concurrent delete may remove                  it, and this backup would then not be committed: allow this host to put leases/* there",
+                archive.describe(),
+                parent.name
+            );
+            None
+        }
+    };
+    PushLease { held, archive: archive.clone() }
+}
+
+impl PushLease {
+    /// The lease, when the archive took it.
+    pub fn lease(&self) -> Option<&Lease> {
+        self.held.as_ref().map(|held| &held.lease)
+    }
+
+    /// Stops renewing and stores the lease expired, so it protects nothing from now on (a
+    /// failure is a warning: the lease then ends by expiring).
+    pub async fn release(mut self) {
+        let Some(held) = self.held.take() else { return };
+        held.renewer.abort();
+        let released = held.lease.clone().released(Utc::now());
+        if let Err(error) = leases::write(&self.archive, &released).await {
+            tracing::warn!(lease = released.id, %error, "failed to release the backup's lease; it expires by itself");
+        }
+    }
 }
 
 async fn renew_every(archive: Archive, mut lease: Lease, period: Duration) {

@@ -19,19 +19,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backup_support::{start_restored, table_digests};
-use pgec2_agent::backup::cluster_config::ArchiveMode;
-use pgec2_agent::backup::fetch::{FetchRequest, fetch_backup};
 use pgec2_agent::backup::push::{PushOptions, push_backup};
-use pgec2_agent::config::AgentConfig;
 use pgec2_agent::wal;
-use pgec2_core::catalog::{self, RecoveryTarget};
+use pgec2_core::catalog;
 use pgec2_core::compression::Compression;
-use pgec2_core::layout::{Archive, ArchiveLayout};
-use pgec2_core::recovery_window::TimelineRequest;
-use pgec2_core::storage::fault::{Chaos, Fault, FaultHandle, FaultInjecting, Operation, Rule};
-use pgec2_core::storage::local::LocalStorage;
-use pgec2_core::storage::retry::{RetryPolicy, Retrying};
-use pgec2_core::storage::{Storage, Timeouts};
+use pgec2_core::layout::Archive;
+use pgec2_core::storage::fault::{Chaos, Fault, FaultHandle, Operation, Rule};
 use pgec2_testkit::{PgCluster, PgOptions};
 use wal_common::{Agent, archived_content, switch_segment, wait_for};
 
@@ -39,25 +32,13 @@ const SEED: u64 = 0x5eed_0014;
 
 /// The agent's file archive behind the seeded fault injector, retried as the agent retries.
 fn faulty_archive(directory: &Path) -> (Archive, FaultHandle) {
-    let stall = Duration::from_millis(500);
-    let timeouts = Timeouts { operation: stall, min_bytes_per_second: 1024 * 1024 };
-    let local = LocalStorage::new(directory, timeouts).expect("local store");
-    let injector = FaultInjecting::new(local);
-    let faults = injector.handle();
-    faults.set_chaos(Chaos::new(SEED, 0.10).with_hang(stall * 2));
+    let (archive, faults) = backup_support::in_process::faulty_store(directory, true);
+    faults.set_chaos(Chaos::new(SEED, 0.10).with_hang(Duration::from_secs(1)));
     // Besides chaos, the first write of every kind of object loses its answer.
     for kind in ["cluster.json", "wal/", "backup_label", "manifest.json", "complete.json", "parts/000003"] {
         faults.add(Rule::new(Fault::AckLost).on(Operation::Put).matching(move |key| key.contains(kind)).times(1));
     }
-    let policy = RetryPolicy {
-        max_attempts: 12,
-        initial_backoff: Duration::from_millis(5),
-        max_backoff: Duration::from_millis(100),
-        max_elapsed: Duration::from_secs(30),
-        ..RetryPolicy::default()
-    };
-    let storage: Arc<dyn Storage> = Arc::new(Retrying::new(injector, timeouts, policy));
-    (Archive::new(storage, ArchiveLayout::root()), faults)
+    (archive, faults)
 }
 
 /// A primary whose archive_command copies WAL files into `spool`, with pgbench tables.
@@ -71,20 +52,6 @@ fn spooling_primary(agent: &Agent, spool: &Path) -> PgCluster {
     cluster.start().expect("start primary");
     cluster.run_tool("pgbench", &["-i", "-q", "-s", "2"]).expect("pgbench -i");
     cluster
-}
-
-/// The agent's configuration, connecting to `cluster`.
-fn config_for(agent: &Agent, cluster: &PgCluster) -> AgentConfig {
-    let socket = cluster.socket_dir.display().to_string();
-    let port = cluster.port.to_string();
-    AgentConfig::load_with(Some(&agent.config), Path::new("/nonexistent"), &|name| match name {
-        "PGHOST" => Some(socket.clone()),
-        "PGPORT" => Some(port.clone()),
-        "PGUSER" => Some("postgres".to_string()),
-        "PGDATABASE" => Some("postgres".to_string()),
-        _ => None,
-    })
-    .expect("load config")
 }
 
 /// Pushes every complete file of the spool through `archive` until `stop`, retrying a failed
@@ -133,7 +100,7 @@ fn a_backup_under_ten_percent_store_faults_commits_and_restores_every_row() {
     let agent = Agent::with_file_archive();
     let spool = agent.scratch.subdir("spool").expect("spool");
     let primary = spooling_primary(&agent, &spool);
-    let config = config_for(&agent, &primary);
+    let config = backup_support::agent_config(&agent, &primary);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let (archive, faults) = faulty_archive(&agent.scratch.path().join("archive"));
 
@@ -162,17 +129,8 @@ fn a_backup_under_ten_percent_store_faults_commits_and_restores_every_row() {
     assert!(pushed.contains(&last), "the last segment was pushed");
 
     let dest = agent.scratch.subdir("restored").expect("restore parent").join("data");
-    let request = FetchRequest {
-        dest: dest.clone(),
-        name: backup.name.clone(),
-        target: RecoveryTarget::EndOfArchive,
-        action: None,
-        standby: false,
-        tablespace_mapping: Default::default(),
-        timeline: TimelineRequest::Latest,
-        archive: ArchiveMode::Off,
-    };
-    rt.block_on(fetch_backup(&config, &archive, &request)).expect("the restore succeeds under faults");
+    let fetched = backup_support::in_process::fetch(&config, &archive, &backup.name, &dest);
+    fetched.expect("the restore succeeds under faults");
     use_agent_binary(&agent, &dest);
     let restored = start_restored(&agent, "restored", &dest);
     assert_eq!(table_digests(&restored), expected, "the restored tables differ from the source");

@@ -2,13 +2,14 @@
 //! garbage cleanup leave it alone.
 //!
 //! A lease is one object, `leases/<id>.json` (see `docs/storage-layout.md`), written by
-//! `backup-fetch` when it starts restoring and renewed by the restored cluster's `wal-fetch`
-//! calls while recovery or standby replay runs. Hosts may put but never delete, so a lease is
+//! `backup-fetch` and `snapshot-restore` when they start restoring and renewed by the restored
+//! cluster's `wal-fetch` calls while recovery or standby replay runs; and by an incremental
+//! `backup-push` for the chain it builds on, renewed while it runs and released at its end. Hosts may put but never delete, so a lease is
 //! overwritten in place ([`PutMode::Overwrite`]) and ends by expiring; an expired lease protects
 //! nothing and retention removes it.
 //!
-//! A live lease keeps the backup it restores (while `backup_needed`) and every WAL segment from
-//! `wal_from` on, on every timeline. A lease that cannot be read is taken to need everything
+//! A live lease keeps the backup it names (while `backup_needed`), every ancestor of that backup
+//! when it is incremental, and every WAL segment from `wal_from` on, on every timeline. A lease that cannot be read is taken to need everything
 //! until it is older than [`LEASE_LIFETIME`]: it might be a live restore's.
 
 use std::time::Duration;
@@ -40,6 +41,8 @@ pub enum LeaseKind {
     Restore,
     /// A standby replaying the archive for as long as it runs.
     Standby,
+    /// An incremental `backup-push` building on the backup (and its chain) while it runs.
+    Backup,
 }
 
 /// `leases/<id>.json`.
@@ -123,6 +126,15 @@ impl Lease {
         self
     }
 
+    /// The lease given up at `now`: it protects nothing any more, and `delete garbage` removes
+    /// it (hosts may not delete it themselves).
+    pub fn released(mut self, now: DateTime<Utc>) -> Self {
+        self.backup_needed = false;
+        self.renewed_at = now;
+        self.expires_at = now;
+        self
+    }
+
     /// The segment number of `wal_from`; `None` when it cannot be read (then all WAL is kept).
     pub fn wal_from_segment(&self) -> Option<u64> {
         let size = SegmentSize::new(self.wal_segment_size).ok()?;
@@ -147,6 +159,7 @@ impl LeaseKind {
         match self {
             LeaseKind::Restore => "restore",
             LeaseKind::Standby => "standby",
+            LeaseKind::Backup => "backup",
         }
     }
 }
@@ -281,6 +294,8 @@ mod tests {
         assert_eq!(renewed.expires_at, later + chrono::Duration::hours(24));
         assert!(!lease.is_live(now + chrono::Duration::hours(24)));
         assert_eq!(lease.wal_from_segment(), Some(7));
+        let released = renewed.released(later);
+        assert!(!released.is_live(later) && !released.backup_needed);
     }
 
     #[tokio::test]

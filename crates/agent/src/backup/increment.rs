@@ -52,6 +52,11 @@ pub enum IncrementalError {
     #[error("cannot restore backup {restoring}: its chain does not fit together: {error}; nothing was written")]
     Chain { restoring: String, error: ChainError },
     #[error(
+        "refusing to commit incremental backup {backup}: the backup {ancestor} it builds on was deleted while it was \
+         taken ({object} is gone); nothing was committed: take a full backup (backup-push without --incremental)"
+    )]
+    AncestorGone { backup: String, ancestor: String, object: String },
+    #[error(
         "--incremental copies changed blocks into the archive; a snapshot backup (--method snapshot) cannot be \
          incremental: drop one of the two"
     )]
@@ -123,6 +128,33 @@ pub async fn choose_parent(
         return Ok(None);
     }
     Ok(Some(Parent { info, manifest, chain }))
+}
+
+/// The first backup of `chain` whose commit marker or manifest is no longer stored, with the
+/// key of the missing object; `None` while the whole chain is there.
+pub async fn missing_ancestor(archive: &Archive, chain: &[String]) -> Result<Option<(String, String)>, BackupError> {
+    for name in chain {
+        let keys = [archive.layout.backup_complete(name), archive.layout.backup_manifest(name)];
+        for key in keys {
+            let key = key.map_err(BackupError::storage("name", name))?;
+            let stored = archive.storage.head(&key).await.map_err(BackupError::storage("check", key.as_str()))?;
+            if stored.is_none() {
+                return Ok(Some((name.clone(), key.to_string())));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Refuses to commit `backup` when an ancestor in `chain` vanished while it was taken (a
+/// retention run that did not see this push's lease): committed, it could never be restored.
+pub async fn check_chain_before_commit(archive: &Archive, backup: &str, chain: &[String]) -> Result<(), BackupError> {
+    match missing_ancestor(archive, chain).await? {
+        None => Ok(()),
+        Some((ancestor, object)) => {
+            Err(IncrementalError::AncestorGone { backup: backup.to_string(), ancestor, object }.into())
+        }
+    }
 }
 
 /// Marks the files to copy block by block (see the module documentation) and returns the

@@ -1,7 +1,8 @@
 //! `backup-push`: a base backup of the running cluster, told as a story.
 //!
 //! 1. connect and check the server (a primary, archiving on, the data directory we were given,
-//!    the cluster that owns the archive);
+//!    the cluster that owns the archive); an incremental backup chooses its parent and takes a
+//!    lease on it (retention keeps the parent's chain while the lease lives; released at the end);
 //! 2. start the non-exclusive backup (immediate checkpoint) on that one session; its start time,
 //!    timeline and LSN name the backup;
 //! 3. list the data directory and tablespaces, copy the files into parts (parallel compression
@@ -10,7 +11,8 @@
 //! 5. store `backup_label` and `tablespace_map` exactly as returned;
 //! 6. check that every WAL segment from the start to the end is in the archive;
 //! 7. store the manifest, then (pinned backups) the pin;
-//! 8. check every object is still there, then commit: `complete.json`, written last.
+//! 8. check every object is still there (for an incremental, every ancestor's commit marker and
+//!    manifest too: a chain with a hole is never committed), then commit: `complete.json`, last.
 //!
 //! A failure anywhere before step 8 leaves an uncommitted backup that is never listed and that
 //! `delete garbage` removes; the session ends and PostgreSQL aborts the backup.
@@ -62,25 +64,50 @@ pub async fn push_backup(
     pgdata: Option<&Path>,
     options: PushOptions,
 ) -> Result<BackupInfo, BackupError> {
-    let PushOptions { permanent, annotations, incremental } = options;
-    // 1. Connect and check the server; an incremental backup finds its parent.
+    // 1. Connect and check the server; an incremental backup finds its parent and leases its
+    // chain, so that retention keeps it while this backup runs.
     let client = postgres::connect(&config.postgres).await?;
     let facts = ServerFacts::read(&client).await?;
     let pgdata = check_server(&facts, pgdata.or(config.pgdata()))?;
     check_owner(archive, &facts).await?;
-    let parent = match &incremental {
-        Some(request) => increment::choose_parent(archive, request, facts.system_identifier).await?,
-        None => None,
+    let Some(request) = &options.incremental else {
+        return copy_and_commit(config, archive, &client, &facts, &pgdata, None, options).await;
     };
+    let Some(parent) = increment::choose_parent(archive, request, facts.system_identifier).await? else {
+        return copy_and_commit(config, archive, &client, &facts, &pgdata, None, options).await;
+    };
+    let lease = crate::lease::hold_for_push(archive, &parent.info, &pgdata).await;
+    let pushed = match increment::missing_ancestor(archive, &parent.chain).await {
+        Ok(None) => copy_and_commit(config, archive, &client, &facts, &pgdata, Some(parent), options).await,
+        Ok(Some((ancestor, object))) => {
+            let reason = format!("the backup {ancestor} it builds on was deleted meanwhile ({object} is gone)");
+            Err(increment::IncrementalError::UnusableParent { parent: parent.info.name, reason }.into())
+        }
+        Err(error) => Err(error),
+    };
+    lease.release().await;
+    pushed
+}
 
+/// Steps 2 to 8 of a backup on a checked server; `parent` for an incremental backup.
+async fn copy_and_commit(
+    config: &AgentConfig,
+    archive: &Archive,
+    client: &tokio_postgres::Client,
+    facts: &ServerFacts,
+    pgdata: &Path,
+    parent: Option<increment::Parent>,
+    options: PushOptions,
+) -> Result<BackupInfo, BackupError> {
+    let PushOptions { permanent, annotations, .. } = options;
     // 2. Start the backup; its start names it.
-    let (session, start) = BackupSession::start(&client, facts.version_num, "pgec2-agent backup-push").await?;
+    let (session, start) = BackupSession::start(client, facts.version_num, "pgec2-agent backup-push").await?;
     let name = BackupName::new(start.time, start.timeline, start.lsn).to_string();
     tracing::info!(backup = %name, lsn = %start.lsn, "backup started");
     let parent = parent.filter(|parent| same_timeline(parent, &start));
 
     // 3. List and copy the files (an incremental: changed blocks of the parent's relation files).
-    let walk_root = pgdata.clone();
+    let walk_root = pgdata.to_path_buf();
     let mut tree = tokio::task::spawn_blocking(move || walk_data_directory(&walk_root))
         .await
         .map_err(|error| BackupError::Task(error.to_string()))??;
@@ -98,13 +125,12 @@ pub async fn push_backup(
 
     // 4. Stop the backup; step 6 waits for its WAL in the archive.
     let stop = session.stop().await?;
-    drop(client);
 
     // 5. Store backup_label and tablespace_map exactly as returned.
     let mut stored_bytes = store_label_files(archive, &name, &stop).await?;
 
     // 6. Check the WAL from start to end is archived.
-    let mut info = stopped_backup_info(&name, &start, &stop, &facts, permanent, annotations);
+    let mut info = stopped_backup_info(&name, &start, &stop, facts, permanent, annotations);
     wait_for_wal(archive, &info, info.timeline, Some(&pgdata.join("pg_wal"))).await?;
 
     // 7. Store the manifest, then the pin.
@@ -127,10 +153,13 @@ pub async fn push_backup(
         catalog::set_pin_marker(archive, &name).await?;
     }
 
-    // 8. Commit: every object still there, then complete.json last.
+    // 8. Commit: every object still there (an incremental's whole chain too), then complete.json last.
     info.data_bytes = manifest.data_bytes();
     info.stored_bytes = stored_bytes + manifest.stored_part_bytes();
     check_objects_present(archive, &manifest, !stop.tablespace_map.is_empty()).await?;
+    if let Some(parent) = &parent {
+        increment::check_chain_before_commit(archive, &name, &parent.chain).await?;
+    }
     let complete = archive.layout.backup_complete(&name).map_err(BackupError::storage("name", &name))?;
     catalog::put_json(archive, &complete, &info, PutMode::CreateNew).await?;
     tracing::info!(backup = %name, "backup committed");

@@ -13,6 +13,8 @@ use std::time::Duration;
 use pgec2_core::catalog::{self, BackupInfo};
 use pgec2_testkit::{PgCluster, as_postgres};
 
+pub mod in_process;
+
 use crate::wal_common::{
     Agent, COMMAND_DEADLINE, run_with_deadline, runtime, switch_segment, wait_for, wait_until_archived,
 };
@@ -100,6 +102,20 @@ impl Primary {
         let archive = rt.block_on(self.agent.archive());
         rt.block_on(catalog::scan_backups(&archive)).expect("scan backups").committed
     }
+}
+
+/// The agent's configuration connecting to `cluster`, for commands run in the test's process.
+pub fn agent_config(agent: &Agent, cluster: &PgCluster) -> pgec2_agent::config::AgentConfig {
+    let socket = cluster.socket_dir.display().to_string();
+    let port = cluster.port.to_string();
+    pgec2_agent::config::AgentConfig::load_with(Some(&agent.config), Path::new("/nonexistent"), &|name| match name {
+        "PGHOST" => Some(socket.clone()),
+        "PGPORT" => Some(port.clone()),
+        "PGUSER" => Some("postgres".to_string()),
+        "PGDATABASE" => Some("postgres".to_string()),
+        _ => None,
+    })
+    .expect("load config")
 }
 
 /// Runs the agent with `env` (as postgres when `as_postgres_user`, else as the test's user).

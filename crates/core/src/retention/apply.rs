@@ -2,6 +2,8 @@
 //! leases taken meanwhile keep what they need, and an uncommitted backup that was committed or
 //! written to meanwhile is kept.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -46,7 +48,8 @@ pub async fn apply(archive: &Archive, backups: &BackupSet, plan: &DeletionPlan) 
             return Err(RetentionError::LeaseHeld { lease: first.clone(), count: holds.len() });
         }
     }
-    let guard = LeaseGuard { leases: &leases, now, ignore: plan.ignore_leases };
+    let parents = super::parents_of(&backups.committed);
+    let guard = LeaseGuard { leases: &leases, parents, now, ignore: plan.ignore_leases };
     for name in plan.backups.iter().chain(&plan.damaged) {
         if let Some(lease) = guard.needs_backup(name) {
             applied.keep(name, format!("{lease} started reading it"));
@@ -80,9 +83,12 @@ pub async fn apply(archive: &Archive, backups: &BackupSet, plan: &DeletionPlan) 
     Ok(applied)
 }
 
-/// The leases read just before deleting: a restore that began after planning keeps what it reads.
+/// The leases read just before deleting: a restore or an incremental push that began after
+/// planning keeps what it reads (the backup it names and that backup's ancestors).
 struct LeaseGuard<'a> {
     leases: &'a LeaseSet,
+    /// Each incremental backup's parent.
+    parents: BTreeMap<&'a str, &'a str>,
     now: DateTime<Utc>,
     ignore: bool,
 }
@@ -93,7 +99,14 @@ impl LeaseGuard<'_> {
             return None;
         }
         let mut live = self.leases.live(self.now);
-        live.find(|lease| lease.backup_needed && lease.backup == name).map(|lease| lease.describe())
+        live.find(|lease| lease.backup_needed && self.chain_of(&lease.backup).any(|backup| backup == name))
+            .map(|lease| lease.describe())
+    }
+
+    /// `backup`, then its parent, its parent's parent, … up to the full backup.
+    fn chain_of<'b>(&'b self, backup: &'b str) -> impl Iterator<Item = &'b str> + 'b {
+        let steps = self.parents.len() + 1;
+        std::iter::successors(Some(backup), |current| self.parents.get(current).copied()).take(steps)
     }
 
     fn needs_wal(&self, file_name: &str, size: SegmentSize) -> Option<String> {

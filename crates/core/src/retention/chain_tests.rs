@@ -58,3 +58,47 @@ fn a_kept_incremental_keeps_every_ancestor() {
     assert!(plan.backups.is_empty(), "a pinned incremental keeps its chain: {:?}", plan.backups);
     assert_eq!(plan.wal_boundary.as_deref(), Some("000000010000000000000002"));
 }
+
+#[tokio::test]
+async fn a_lease_on_an_incremental_taken_after_planning_keeps_its_whole_chain_at_deletion() {
+    use std::sync::Arc;
+
+    use crate::catalog::{put_json, scan_backups};
+    use crate::layout::{Archive, ArchiveLayout};
+    use crate::leases::{self, Lease, LeaseKind};
+    use crate::storage::PutMode;
+    use crate::storage::memory::MemoryStorage;
+
+    let archive = Archive::new(Arc::new(MemoryStorage::new()), ArchiveLayout::root());
+    let chains = two_chains();
+    for info in &chains {
+        let manifest = archive.layout.backup_manifest(&info.name).expect("key");
+        archive.storage.put(&manifest, bytes::Bytes::from_static(b"m"), PutMode::CreateNew).await.expect("manifest");
+        let complete = archive.layout.backup_complete(&info.name).expect("key");
+        put_json(&archive, &complete, info, PutMode::CreateNew).await.expect("commit");
+    }
+    let backups = scan_backups(&archive).await.expect("scan");
+    let plan = plan_for(Policy::Retain(1), chains.clone());
+    assert_eq!(plan.backups, names(&chains, &[0, 1, 2]), "planned without a lease");
+
+    // An incremental push on inc1a takes its lease after the plan was made.
+    let size = SegmentSize::default();
+    let lease = Lease::new(
+        LeaseKind::Backup,
+        "db1",
+        "/pgdata",
+        &chains[1].name,
+        size.segment_name(1, 3),
+        size.bytes(),
+        chrono::Utc::now(),
+    );
+    leases::write(&archive, &lease).await.expect("lease");
+    let applied =
+        apply(&archive, &backups, &DeletionPlan { planned_at: chrono::Utc::now(), ..plan }).await.expect("apply");
+
+    let kept: Vec<String> = scan_backups(&archive).await.expect("scan").committed.into_iter().map(|b| b.name).collect();
+    assert_eq!(kept, names(&chains, &[0, 1, 3, 4]), "inc1a and the full it builds on stay; inc1b goes");
+    let held: Vec<&str> = applied.kept.iter().map(|kept| kept.name.as_str()).collect();
+    assert_eq!(held, [chains[0].name.as_str(), chains[1].name.as_str()]);
+    assert!(applied.kept[0].reason.contains("backup on db1:/pgdata"), "{:?}", applied.kept);
+}

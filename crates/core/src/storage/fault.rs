@@ -23,6 +23,10 @@
 //! let store = FaultInjecting::new(MemoryStorage::new());
 //! store.handle().set_chaos(Chaos::new(42, 0.10).with_hang(Duration::from_millis(500)));
 //! ```
+//!
+//! A [`Hook`] runs the test's own code before chosen calls, to interleave another command with
+//! the one under test (a deletion between a backup's upload and its commit), or to stop the
+//! caller dead at a chosen call as if its process were killed (a hook that never finishes).
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -130,6 +134,10 @@ impl Chaos {
 
 type KeyPredicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// Code run before a call reaches the faults and the backend: given the operation and the key
+/// (or list prefix), it returns a future the call awaits first, or `None` to go on at once.
+pub type Hook = Arc<dyn Fn(Operation, &str) -> Option<futures::future::BoxFuture<'static, ()>> + Send + Sync>;
+
 /// When a [`Fault`] applies: which operation, which keys, how many times.
 #[derive(Clone)]
 pub struct Rule {
@@ -188,13 +196,27 @@ impl Rule {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     rules: Vec<Rule>,
+    hook: Option<Hook>,
     chaos: Option<(Chaos, StdRng)>,
     calls: [u64; 5],
     injected: u64,
     acks_lost: u64,
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("State")
+            .field("rules", &self.rules)
+            .field("has_hook", &self.hook.is_some())
+            .field("chaos", &self.chaos)
+            .field("calls", &self.calls)
+            .field("injected", &self.injected)
+            .field("acks_lost", &self.acks_lost)
+            .finish()
+    }
 }
 
 /// The shared control of a [`FaultInjecting`] store. Cloning gives another handle to the same faults.
@@ -219,11 +241,23 @@ impl FaultHandle {
         self.state().chaos = Some((chaos, StdRng::seed_from_u64(chaos.seed)));
     }
 
-    /// Removes every rule and the chaos: the store behaves again.
+    /// Runs `hook` before every call from now on (replacing an earlier hook).
+    pub fn set_hook(&self, hook: Hook) {
+        self.state().hook = Some(hook);
+    }
+
+    /// Removes every rule, the hook and the chaos: the store behaves again.
     pub fn clear(&self) {
         let mut state = self.state();
         state.rules.clear();
+        state.hook = None;
         state.chaos = None;
+    }
+
+    /// What the hook (if any) wants done before this call; called without holding the lock.
+    fn hooked(&self, operation: Operation, key: &str) -> Option<futures::future::BoxFuture<'static, ()>> {
+        let hook = self.state().hook.clone()?;
+        hook(operation, key)
     }
 
     /// Answers lost after a successful write so far.
@@ -302,6 +336,9 @@ impl<S: Storage> FaultInjecting<S> {
     /// Applies the fault chosen for this call before it reaches the backend; returns the fault
     /// when it acts after the backend (ack lost, corruption).
     async fn before(&self, operation: Operation, key: &str) -> Result<Option<Fault>, StorageError> {
+        if let Some(hooked) = self.faults.hooked(operation, key) {
+            hooked.await;
+        }
         let store = self.describe();
         match self.faults.take(operation, key) {
             None => Ok(None),
@@ -386,5 +423,43 @@ impl<S: Storage> Storage for FaultInjecting<S> {
 
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::storage::memory::MemoryStorage;
+
+    #[tokio::test]
+    async fn a_hook_runs_before_the_calls_it_chooses_and_sees_the_store_as_it_was() {
+        let store = Arc::new(FaultInjecting::new(MemoryStorage::new()));
+        let seen = Arc::new(AtomicU64::new(0));
+        let (count, inner) = (seen.clone(), store.clone());
+        store.handle().set_hook(Arc::new(move |operation, key| {
+            if operation != Operation::Put || !key.ends_with("complete.json") {
+                return None;
+            }
+            let (count, inner) = (count.clone(), inner.clone());
+            Some(Box::pin(async move {
+                let marker = ObjectKey::new("b/complete.json").expect("key");
+                let stored = inner.inner().head(&marker).await.expect("head");
+                count.fetch_add(if stored.is_none() { 1 } else { 100 }, Ordering::SeqCst);
+            }))
+        }));
+        let part = ObjectKey::new("b/part").expect("key");
+        store.put(&part, Bytes::from_static(b"x"), PutMode::CreateNew).await.expect("put part");
+        assert_eq!(seen.load(Ordering::SeqCst), 0, "the hook chose not to run");
+        let marker = ObjectKey::new("b/complete.json").expect("key");
+        store.put(&marker, Bytes::from_static(b"{}"), PutMode::CreateNew).await.expect("put marker");
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "the hook ran once, before the marker was stored");
+        store.handle().clear();
+        store
+            .put(&ObjectKey::new("c/complete.json").expect("key"), Bytes::new(), PutMode::CreateNew)
+            .await
+            .expect("put");
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "a cleared store runs no hook");
     }
 }
