@@ -168,6 +168,22 @@ impl Destination {
         Ok(destination)
     }
 
+    /// A data directory that exists already and is prepared in place (`snapshot-restore`):
+    /// files written into it go to its owner; nothing is created or removed on failure.
+    pub fn existing(data_dir: &Path) -> Result<Self, BackupError> {
+        let data_dir = absolute(data_dir)?;
+        let owner = owner_for(&data_dir)?;
+        Ok(Self {
+            data_dir,
+            tablespaces: BTreeMap::new(),
+            owner,
+            created: Vec::new(),
+            emptied: Vec::new(),
+            journal: Journal::default(),
+            sync_method: None,
+        })
+    }
+
     /// Refuses a non-empty directory; remembers whether it exists.
     fn check_empty(&mut self, dir: &Path, what: &str, hint: &str) -> Result<(), BackupError> {
         match std::fs::read_dir(dir) {

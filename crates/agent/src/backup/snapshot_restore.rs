@@ -13,8 +13,11 @@
 //!    ([`pgec2_core::catalog::plan_restore`], as `backup-fetch` does);
 //! 3. remove what the running server left that recovery must not see (`postmaster.pid`, the
 //!    WAL in `pg_wal`, replication slots, signal files and labels of an earlier recovery);
-//! 4. write `backup_label` and `tablespace_map` as the backup stored them, the recovery and
-//!    archive settings, the agent configuration files and the signal file, each durably;
+//! 4. take the restore's lease, as `backup-fetch` does ([`crate::lease::hold_for_restore`]):
+//!    retention keeps the backup and the WAL the recovery replays, and the restored cluster's
+//!    `wal-fetch` renews it; write `backup_label` and `tablespace_map` as the backup stored them,
+//!    the recovery and archive settings, the agent configuration files and the signal file,
+//!    each durably;
 //! 5. write [`MARKER`] last.
 //!
 //! Every step can be repeated: an interrupted run is run again from the start, and a directory
@@ -113,7 +116,9 @@ pub async fn prepare(
     // 3. What the running server left.
     remove_leftovers(data_dir)?;
 
-    // 4. Labels, settings, configuration files, signal.
+    // 4. The lease, labels, settings, configuration files, signal.
+    let destination = super::destination::Destination::existing(data_dir)?;
+    let _lease = crate::lease::hold_for_restore(archive, &plan, &destination, request.standby).await?;
     let name = &plan.backup.name;
     let label_key = archive.layout.backup_label(name).map_err(BackupError::storage("name", name))?;
     write(data_dir, "backup_label", &catalog::get_content(archive, &label_key).await?)?;
