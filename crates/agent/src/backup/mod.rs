@@ -22,6 +22,7 @@ use crate::cli::{
 };
 use crate::config::AgentConfig;
 
+pub mod block_check;
 pub mod chain_restore;
 pub mod cluster_config;
 pub mod delete;
@@ -254,9 +255,9 @@ pub async fn verify_command(config_path: Option<&Path>, args: BackupVerifyArgs) 
     } else {
         print!("{}", report.render());
     }
-    match report.problems.first() {
+    match report.first_problem() {
         None => Ok(ExitCode::SUCCESS),
-        Some(first) => Err(BackupError::Damaged { backup: report.backup.clone(), detail: first.clone() }),
+        Some((backup, first)) => Err(BackupError::Damaged { backup: backup.to_string(), detail: first.to_string() }),
     }
 }
 

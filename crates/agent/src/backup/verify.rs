@@ -2,15 +2,22 @@
 //! the manifest, `backup_label` and `tablespace_map` (envelope checksums), every part (envelope
 //! checksum, and size and checksum against the manifest) and every file (BLAKE3 against the
 //! manifest). Problems are collected, not stopped at, so one run names every damaged part.
+//!
+//! An incremental backup's stored blocks are checked one by one against their own checksums
+//! ([`super::block_check`]), and every backup of its chain is verified with it (the report's
+//! `ancestors`), since a restore needs them all. A part whose checksum does not match is still
+//! decoded when its compression allows, so that the damaged file and block are named too.
 
 use futures::StreamExt;
-use pgec2_core::catalog;
+use pgec2_core::catalog::{self, BackupSet};
+use pgec2_core::envelope;
 use pgec2_core::layout::Archive;
-use pgec2_core::manifest::BackupManifest;
+use pgec2_core::manifest::{BackupManifest, PartInfo};
 use serde::Serialize;
 
 use super::BackupError;
-use super::parts::{Assembler, Discard, fetch_part};
+use super::block_check::BlockCheck;
+use super::parts::{Assembler, fetch_part};
 
 /// What `backup-verify` found.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -23,18 +30,52 @@ pub struct VerifyReport {
     pub stored_bytes: u64,
     /// One line per problem, naming the object.
     pub problems: Vec<String>,
+    /// For an incremental backup, the report of every backup of its chain, the full one first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<VerifyReport>,
 }
 
-/// Verifies backup `name` (or `LATEST`), downloading `concurrency` parts at once.
+/// Verifies backup `name` (or `LATEST`) and, when it is incremental, every backup it builds
+/// on, downloading `concurrency` parts at once.
 pub async fn verify_backup(archive: &Archive, name: &str, concurrency: usize) -> Result<VerifyReport, BackupError> {
     let backups = catalog::scan_backups(archive).await?;
     let info = backups.find(name, archive)?.clone();
-    let mut report = VerifyReport { backup: info.name.clone(), ..VerifyReport::default() };
-    let manifest = match catalog::read_manifest(archive, &info.name).await {
+    let (mut report, manifest) = verify_one(archive, &info.name, concurrency).await?;
+    let chain = manifest.and_then(|manifest| manifest.incremental).map(|of| of.chain).unwrap_or_default();
+    for ancestor in chain {
+        report.ancestors.push(verify_ancestor(archive, &backups, &ancestor, concurrency).await?);
+    }
+    report.ok = report.problems.is_empty() && report.ancestors.iter().all(|ancestor| ancestor.ok);
+    Ok(report)
+}
+
+/// Verifies one backup of a chain; one that is no longer committed is a problem of its own.
+async fn verify_ancestor(
+    archive: &Archive,
+    backups: &BackupSet,
+    name: &str,
+    concurrency: usize,
+) -> Result<VerifyReport, BackupError> {
+    if !backups.committed.iter().any(|backup| backup.name == name) {
+        let key = archive.layout.backup_complete(name).map_err(BackupError::storage("name", name))?;
+        let problem = format!("{key}: the chain needs this backup but it is not a committed backup in the archive");
+        return Ok(VerifyReport { backup: name.to_string(), problems: vec![problem], ..VerifyReport::default() });
+    }
+    Ok(verify_one(archive, name, concurrency).await?.0)
+}
+
+/// Verifies the objects of one committed backup; returns its manifest when it could be read.
+async fn verify_one(
+    archive: &Archive,
+    name: &str,
+    concurrency: usize,
+) -> Result<(VerifyReport, Option<BackupManifest>), BackupError> {
+    let mut report = VerifyReport { backup: name.to_string(), ..VerifyReport::default() };
+    let manifest = match catalog::read_manifest(archive, name).await {
         Ok(manifest) => manifest,
         Err(error) => {
             report.problems.push(error.to_string());
-            return Ok(report);
+            return Ok((report, None));
         }
     };
     report.files = manifest.files.len();
@@ -43,7 +84,7 @@ pub async fn verify_backup(archive: &Archive, name: &str, concurrency: usize) ->
     check_label_files(archive, &manifest, &mut report).await?;
     check_parts(archive, &manifest, concurrency, &mut report).await?;
     report.ok = report.problems.is_empty();
-    Ok(report)
+    Ok((report, Some(manifest)))
 }
 
 async fn check_label_files(
@@ -64,8 +105,9 @@ async fn check_label_files(
     Ok(())
 }
 
-/// Checks every part; file checksums are followed until the first unreadable part (a file
-/// continuing past it cannot be checked), part checksums to the end.
+/// Checks every part, and every file's and stored block's checksum as the parts pass. A part
+/// whose checksum fails is decoded anyway when possible, to name the files and blocks it
+/// damages; when it cannot be, files continuing after it are not checked.
 async fn check_parts(
     archive: &Archive,
     manifest: &BackupManifest,
@@ -73,33 +115,67 @@ async fn check_parts(
     report: &mut VerifyReport,
 ) -> Result<(), BackupError> {
     let mut assembler = Some(Assembler::new(manifest)?);
+    let mut blocks = BlockCheck::default();
     let mut parts = futures::stream::iter(manifest.parts.clone())
         .map(|part| fetch_part(archive.clone(), manifest.backup.clone(), part))
         .buffered(concurrency.max(1));
     let mut index = 0u32;
     while let Some(part) = parts.next().await {
-        match part {
+        let content = match part {
             Ok(part) => {
                 report.stored_bytes += part.stored_bytes;
-                if let Some(assembler) = assembler.as_mut() {
-                    for mismatch in assembler.feed(part.index, &part.content, &mut Discard)? {
-                        report.problems.push(format!(
-                            "file {} hashes to {}, the manifest says {}",
-                            mismatch.path, mismatch.actual, mismatch.expected
-                        ));
-                    }
-                }
+                Some(part.content)
             }
             Err(error) => {
                 report.problems.push(error.to_string());
-                if assembler.take().is_some() {
+                let info = manifest.parts.get(index as usize).cloned();
+                let salvaged = match info {
+                    Some(info) => salvage(archive, &manifest.backup, info).await,
+                    None => None,
+                };
+                if salvaged.is_none() && assembler.take().is_some() {
                     report.problems.push(format!("files continuing after part {index} were not checked"));
                 }
+                salvaged
+            }
+        };
+        if let (Some(content), Some(assembler)) = (content, assembler.as_mut()) {
+            for mismatch in assembler.feed(index, &content, &mut blocks)? {
+                report.problems.push(format!(
+                    "file {} hashes to {}, the manifest says {}",
+                    mismatch.path, mismatch.actual, mismatch.expected
+                ));
+            }
+            for mismatch in blocks.mismatches.drain(..) {
+                report.problems.push(format!("backup {}: {mismatch}", manifest.backup));
             }
         }
         index += 1;
     }
     Ok(())
+}
+
+/// The whole content of a part whose checksum failed, read past the failed check, when its
+/// envelope still decodes to the length the manifest records; `None` otherwise.
+async fn salvage(archive: &Archive, backup: &str, part: PartInfo) -> Option<Vec<u8>> {
+    let key = archive.layout.backup_part(backup, part.index).ok()?;
+    let stored = archive.storage.get(&key).await.ok()?;
+    let keyring = archive.keyring.clone();
+    let content = tokio::task::spawn_blocking(move || {
+        let mut reader = envelope::open_reader_with(&stored, &keyring).ok()?;
+        let mut content = Vec::new();
+        let mut piece = vec![0u8; 256 * 1024];
+        while let Ok(read) = reader.read_content(&mut piece) {
+            if read == 0 {
+                break;
+            }
+            content.extend_from_slice(&piece[..read]);
+        }
+        Some(content)
+    })
+    .await
+    .ok()??;
+    (content.len() as u64 == part.content_bytes).then_some(content)
 }
 
 impl VerifyReport {
@@ -117,6 +193,19 @@ impl VerifyReport {
         for problem in &self.problems {
             out.push_str(&format!("  {problem}\n"));
         }
+        for ancestor in &self.ancestors {
+            for (number, line) in ancestor.render().lines().enumerate() {
+                out.push_str(if number == 0 { "  builds on " } else { "  " });
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
         out
+    }
+
+    /// The first problem found, and the backup it is in (this one or an ancestor).
+    pub fn first_problem(&self) -> Option<(&str, &str)> {
+        let own = self.problems.first().map(|problem| (self.backup.as_str(), problem.as_str()));
+        own.or_else(|| self.ancestors.iter().find_map(VerifyReport::first_problem))
     }
 }
