@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use pgec2_contract::annotation::Annotation;
 use pgec2_contract::command::SqlCheck;
+use pgec2_contract::recovery::RecoveryTarget;
 
 /// pgec2-agent: backups, WAL archiving, restores and host setup for one PostgreSQL host.
 ///
@@ -303,6 +304,20 @@ pub struct RecoveryTargetArgs {
     pub target_immediate: bool,
 }
 
+/// The options in the spelling the HostSpec and the CRD share; none is `None` (the end of the
+/// archive). The restore planner reads it with [`pgec2_core::catalog::RecoveryTarget`]'s
+/// `TryFrom`.
+impl From<&RecoveryTargetArgs> for Option<RecoveryTarget> {
+    fn from(args: &RecoveryTargetArgs) -> Self {
+        let text = |text: &Option<String>, target: fn(String) -> RecoveryTarget| text.clone().map(target);
+        text(&args.target_time, RecoveryTarget::Time)
+            .or_else(|| text(&args.target_lsn, RecoveryTarget::Lsn))
+            .or_else(|| text(&args.target_xid, RecoveryTarget::Xid))
+            .or_else(|| text(&args.target_name, RecoveryTarget::Name))
+            .or_else(|| args.target_immediate.then_some(RecoveryTarget::Immediate))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct BackupMarkArgs {
     /// Backup name.
@@ -415,5 +430,23 @@ mod tests {
         assert_eq!(parse_annotation("a.b/c-d_e=x=y"), Ok(("a.b/c-d_e".to_string(), "x=y".to_string())));
         let refused = parse_annotation("sp ace=1").expect_err("a space in the key");
         assert!(refused.contains("letters, digits and ._/-"), "{refused}");
+    }
+
+    #[test]
+    fn each_target_option_becomes_the_target_the_host_spec_spells() {
+        let spelled = |arguments: &[&str]| {
+            let parsed = Cli::try_parse_from([&["pgec2-agent", "backup-fetch", "/d", "LATEST"], arguments].concat());
+            let Command::BackupFetch(args) = parsed.expect("parses").command else { panic!("backup-fetch") };
+            Option::<RecoveryTarget>::from(&args.recovery.target)
+        };
+        assert_eq!(spelled(&[]), None);
+        assert_eq!(
+            spelled(&["--target-time", "2026-01-31 12:00:00+01"]),
+            Some(RecoveryTarget::Time("2026-01-31 12:00:00+01".into()))
+        );
+        assert_eq!(spelled(&["--target-lsn", "0/3000060"]), Some(RecoveryTarget::Lsn("0/3000060".into())));
+        assert_eq!(spelled(&["--target-xid", "7415"]), Some(RecoveryTarget::Xid("7415".into())));
+        assert_eq!(spelled(&["--target-name", "before"]), Some(RecoveryTarget::Name("before".into())));
+        assert_eq!(spelled(&["--target-immediate"]), Some(RecoveryTarget::Immediate));
     }
 }

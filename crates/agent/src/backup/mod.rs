@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use pgec2_core::catalog::{self, RecoveryTarget};
+use pgec2_core::catalog::{self, InvalidTarget, RecoveryTarget};
 use pgec2_core::layout::Archive;
 use pgec2_core::recovery_window::{self, TimelineRequest};
 
@@ -135,28 +135,18 @@ pub async fn fetch_command(config_path: Option<&Path>, args: BackupFetchArgs) ->
     Ok(ExitCode::SUCCESS)
 }
 
-/// The recovery target the options ask for (clap allows at most one).
+/// The recovery target the options ask for (clap allows at most one), refused naming the option
+/// when its value cannot be read.
 pub fn recovery_target(args: &RecoveryTargetArgs) -> Result<RecoveryTarget, BackupError> {
-    let invalid = |option: &'static str, value: &str, expected: &str| {
-        BackupError::from(Refusal::InvalidOption { option, value: value.into(), expected: expected.into() })
-    };
-    if let Some(time) = &args.target_time {
-        let parsed = pgec2_core::target_time::parse_target_time(time).map_err(Refusal::TargetTime)?;
-        return Ok(RecoveryTarget::Time(parsed));
-    }
-    if let Some(lsn) = &args.target_lsn {
-        return lsn
-            .parse()
-            .map(RecoveryTarget::Lsn)
-            .map_err(|_| invalid("--target-lsn", lsn, "an LSN such as 0/3000060"));
-    }
-    if let Some(xid) = &args.target_xid {
-        return xid.parse().map(RecoveryTarget::Xid).map_err(|_| invalid("--target-xid", xid, "a transaction id"));
-    }
-    if let Some(name) = &args.target_name {
-        return Ok(RecoveryTarget::Name(name.clone()));
-    }
-    Ok(if args.target_immediate { RecoveryTarget::Immediate } else { RecoveryTarget::EndOfArchive })
+    let spelled: Option<pgec2_contract::recovery::RecoveryTarget> = args.into();
+    RecoveryTarget::try_from(spelled.as_ref()).map_err(|error| {
+        let (option, value, expected) = match error {
+            InvalidTarget::Time(error) => return Refusal::TargetTime(error).into(),
+            InvalidTarget::Lsn(value) => ("--target-lsn", value, "an LSN such as 0/3000060"),
+            InvalidTarget::Xid(value) => ("--target-xid", value, "a transaction id"),
+        };
+        Refusal::InvalidOption { option, value, expected: expected.into() }.into()
+    })
 }
 
 /// `backup-list`: committed backups, oldest first (the JSON array the command line documents);

@@ -30,13 +30,15 @@ use crate::wal::SegmentSize;
 
 mod backup_info;
 pub mod fixtures;
+mod recovery_target;
 mod restore_plan;
 pub mod snapshot;
 mod timeline;
 mod wal_archive;
 
 pub use backup_info::{BACKUP_INFO_FORMAT, BackupInfo, BackupKind, BackupName, BackupType};
-pub use restore_plan::{RecoveryTarget, RestorePlan, TargetError, plan_restore};
+pub use recovery_target::{InvalidTarget, RecoveryTarget};
+pub use restore_plan::{RestorePlan, TargetError, plan_restore};
 pub use timeline::{TimelineError, TimelineHistory, TimelineSpan};
 pub use wal_archive::{ArchivedSegment, LaterWal, WalArchive};
 

@@ -20,38 +20,9 @@
 //! - xid and restore-point targets cannot be bounded from the archive listing; PostgreSQL stops
 //!   with "recovery ended before configured recovery target was reached" if one is not found.
 
-use chrono::{DateTime, Utc};
-
-use super::{BackupInfo, WalArchive};
+use super::{BackupInfo, RecoveryTarget, WalArchive};
 use crate::recovery_window::{RecoveryPath, TimelineChoice, TimelineRequest, choose_timeline, walk};
 use crate::wal::Lsn;
-
-/// Where recovery stops.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RecoveryTarget {
-    /// Replay every archived segment, then promote.
-    EndOfArchive,
-    /// Stop as soon as the backup is consistent.
-    Immediate,
-    Time(DateTime<Utc>),
-    Lsn(Lsn),
-    Xid(u64),
-    /// A restore point created with `pg_create_restore_point`.
-    Name(String),
-}
-
-impl std::fmt::Display for RecoveryTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RecoveryTarget::EndOfArchive => f.write_str("the end of the archive"),
-            RecoveryTarget::Immediate => f.write_str("the backup's consistent point"),
-            RecoveryTarget::Time(time) => write!(f, "time {}", time.to_rfc3339()),
-            RecoveryTarget::Lsn(lsn) => write!(f, "LSN {lsn}"),
-            RecoveryTarget::Xid(xid) => write!(f, "transaction {xid}"),
-            RecoveryTarget::Name(name) => write!(f, "restore point {name:?}"),
-        }
-    }
-}
 
 /// What a restore will use.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -234,7 +205,7 @@ fn check_target(
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
+    use chrono::{DateTime, TimeZone, Utc};
 
     use super::*;
     use crate::catalog::TimelineHistory;

@@ -7,7 +7,6 @@ use pgec2_api::host::RecoveryPoint;
 use pgec2_api::{BackupPolicy, PostgresHost};
 use pgec2_core::catalog::{self, RecoveryTarget, TargetError};
 use pgec2_core::recovery_window::TimelineRequest;
-use pgec2_core::target_time::parse_target_time;
 
 use crate::archive::{self, ArchiveError};
 use crate::cloud::{Cloud, CloudError, SnapshotState};
@@ -55,12 +54,9 @@ pub async fn check(
         return Ok(Ok(Reachable { backup: String::new(), snapshot_id: None }));
     };
     let source = format!("{}/{}", host.metadata.namespace.as_deref().unwrap_or("default"), recovery.source.host);
-    let target = match recovery.target.as_ref().and_then(|target| target.point()) {
-        None => RecoveryTarget::EndOfArchive,
-        Some(point) => match catalog_target(point) {
-            Ok(target) => target,
-            Err(message) => return Ok(Err(Unreachable { reason: "InvalidSpec", message, may_resolve: false })),
-        },
+    let target = match spec_target(recovery.target.as_ref().and_then(|target| target.point())) {
+        Ok(target) => target,
+        Err(message) => return Ok(Err(Unreachable { reason: "InvalidSpec", message, may_resolve: false })),
     };
     let archive = archive::open_named(policy, &source).await?;
     let catalog_error = |error| CheckError::Catalog { source_host: source.clone(), error };
@@ -113,22 +109,10 @@ fn unreachable(source: &str, policy: &str, error: &TargetError) -> Unreachable {
     Unreachable { reason, message, may_resolve }
 }
 
-/// The spec's recovery target as the restore planner takes it.
-fn catalog_target(point: RecoveryPoint) -> Result<RecoveryTarget, String> {
-    let field = "spec.bootstrap.recovery.target";
-    Ok(match point {
-        RecoveryPoint::Time(text) => {
-            RecoveryTarget::Time(parse_target_time(&text).map_err(|error| format!("{field}.time: {error}"))?)
-        }
-        RecoveryPoint::Lsn(text) => RecoveryTarget::Lsn(
-            text.parse().map_err(|_| format!("{field}.lsn {text:?} is not an LSN such as 0/3000060"))?,
-        ),
-        RecoveryPoint::Xid(text) => {
-            RecoveryTarget::Xid(text.parse().map_err(|_| format!("{field}.xid {text:?} is not a transaction id"))?)
-        }
-        RecoveryPoint::Name(name) => RecoveryTarget::Name(name),
-        RecoveryPoint::Immediate => RecoveryTarget::Immediate,
-    })
+/// The spec's recovery target as the restore planner takes it; a refusal names the field.
+fn spec_target(point: Option<RecoveryPoint>) -> Result<RecoveryTarget, String> {
+    RecoveryTarget::try_from(point.as_ref())
+        .map_err(|error| format!("spec.bootstrap.recovery.target.{}: {error}", error.kind()))
 }
 
 #[cfg(test)]
@@ -136,17 +120,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spec_targets_become_planner_targets() {
-        let time = catalog_target(RecoveryPoint::Time("2026-01-31T12:00:00+01:00".into())).expect("time");
-        assert_eq!(time, RecoveryTarget::Time("2026-01-31T11:00:00Z".parse().expect("utc")));
-        assert_eq!(catalog_target(RecoveryPoint::Xid("7415".into())), Ok(RecoveryTarget::Xid(7415)));
-        assert!(matches!(catalog_target(RecoveryPoint::Lsn("0/3000060".into())), Ok(RecoveryTarget::Lsn(_))));
-        let psql = catalog_target(RecoveryPoint::Time("2026-01-31 12:00:00.25+01".into())).expect("psql's form");
-        assert_eq!(psql, RecoveryTarget::Time("2026-01-31T11:00:00.25Z".parse().expect("utc")));
-        assert!(catalog_target(RecoveryPoint::Time("yesterday".into())).is_err());
-        let no_zone = catalog_target(RecoveryPoint::Time("2026-01-31 12:00:00".into())).expect_err("no zone");
+    fn a_spec_target_that_cannot_be_read_is_refused_naming_its_field() {
+        assert_eq!(spec_target(None), Ok(RecoveryTarget::EndOfArchive));
+        assert_eq!(spec_target(Some(RecoveryPoint::Xid("7415".into()))), Ok(RecoveryTarget::Xid(7415)));
+        let no_zone = spec_target(Some(RecoveryPoint::Time("2026-01-31 12:00:00".into()))).expect_err("no zone");
         assert!(no_zone.starts_with("spec.bootstrap.recovery.target.time: ") && no_zone.contains("no time zone"));
-        assert!(catalog_target(RecoveryPoint::Lsn("0/zz".into())).is_err());
+        let lsn = spec_target(Some(RecoveryPoint::Lsn("0/zz".into()))).expect_err("not hex");
+        assert_eq!(lsn, "spec.bootstrap.recovery.target.lsn: \"0/zz\" is not an LSN such as 0/3000060");
     }
 
     #[test]
