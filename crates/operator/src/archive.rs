@@ -37,7 +37,7 @@ pub async fn open(policy: &BackupPolicy, host: &PostgresHost) -> Result<Archive,
 /// under `policy`'s storage.
 pub async fn open_named(policy: &BackupPolicy, name: &str) -> Result<Archive, ArchiveError> {
     let name = name.to_string();
-    let spec = storage_spec(&policy.spec.storage, &name);
+    let spec = StorageSpec::from(HostStorage::new(&policy.spec.storage, &name));
     let open_error = |source| ArchiveError::Open { host: name.clone(), source };
     let layout = ArchiveLayout::under(spec.prefix.as_deref().unwrap_or_default()).map_err(open_error)?;
     let storage = open_storage(&StorageConfig::from(&spec)).await.map_err(open_error)?;
@@ -47,7 +47,7 @@ pub async fn open_named(policy: &BackupPolicy, name: &str) -> Result<Archive, Ar
 /// The wal-g archive a policy with `walgCompatible: read` points at (its bucket and prefix);
 /// `None` for other policies. Retention only reads it: sentinels are not encrypted.
 pub async fn open_walg(policy: &BackupPolicy, host: &str) -> Result<Option<WalgArchive>, ArchiveError> {
-    let spec = storage_spec(&policy.spec.storage, host);
+    let spec = StorageSpec::from(HostStorage::new(&policy.spec.storage, host));
     let Some(url) = spec.walg_prefix().map(str::to_string) else { return Ok(None) };
     let config = StorageConfig { url, ..StorageConfig::from(&spec) };
     let storage =
@@ -55,9 +55,28 @@ pub async fn open_walg(policy: &BackupPolicy, host: &str) -> Result<Option<WalgA
     Ok(Some(WalgArchive::new(storage)))
 }
 
-/// The storage location of one host's archive: the policy's storage with the host's `prefix`.
-pub fn storage_spec(storage: &BackupStorage, prefix: &str) -> StorageSpec {
-    storage_spec_locked(storage, prefix, DEFAULT_LOCK_DAYS)
+/// One host's archive in a policy's storage: the policy's `storage` with the host's `prefix`
+/// (`<namespace>/<name>`). It becomes the [`StorageSpec`] the host's agent and the operator open
+/// (`StorageSpec::from`); the CRD's shape and the HostSpec's meet only here, in the crate that
+/// links both.
+#[derive(Clone, Copy, Debug)]
+pub struct HostStorage<'a> {
+    storage: &'a BackupStorage,
+    prefix: &'a str,
+    lock_days: u32,
+}
+
+impl<'a> HostStorage<'a> {
+    /// The host's archive under `storage`; an objectLock without days keeps objects for
+    /// `DEFAULT_LOCK_DAYS`.
+    pub fn new(storage: &'a BackupStorage, prefix: &'a str) -> Self {
+        Self { storage, prefix, lock_days: DEFAULT_LOCK_DAYS }
+    }
+
+    /// How long an objectLock without days keeps objects.
+    pub fn lock_days(self, lock_days: u32) -> Self {
+        Self { lock_days, ..self }
+    }
 }
 
 /// When a policy's objectLock gives no days and its schedule gives no interval.
@@ -80,50 +99,44 @@ pub fn retention_days(policy: &BackupPolicy) -> u32 {
         .max(1)
 }
 
-/// [`storage_spec`] with `lock_days` for an objectLock without days.
-pub fn storage_spec_locked(storage: &BackupStorage, prefix: &str, lock_days: u32) -> StorageSpec {
-    let mut spec = StorageSpec {
-        url: String::new(),
-        prefix: Some(prefix.to_string()),
-        region: None,
-        endpoint: None,
-        storage_class: None,
-        server_side_encryption: None,
-        kms_key_id: None,
-        encryption: None,
-        extensions: None,
-    };
-    if let Some(s3) = &storage.s3 {
-        spec.url = match s3.prefix.as_deref() {
-            Some(bucket_prefix) => format!("s3://{}/{bucket_prefix}", s3.bucket),
-            None => format!("s3://{}", s3.bucket),
-        };
-        spec.region = s3.region.clone();
-        spec.endpoint = s3.endpoint.clone();
-        spec.storage_class = s3.storage_class.and_then(|class| enum_text(&class));
-        spec.server_side_encryption = s3.server_side_encryption;
-        spec.kms_key_id = s3.kms_key_id.clone();
-        let extensions = StorageExtensions {
-            walg_prefix: s3.walg_compatible.map(|_| spec.url.clone()),
-            object_lock_mode: s3.object_lock.as_ref().and_then(|lock| enum_text(&lock.mode)),
-            object_lock_days: s3
-                .object_lock
-                .as_ref()
-                .map(|lock| lock.days.and_then(|days| u32::try_from(days).ok()).unwrap_or(lock_days)),
-        };
-        spec.extensions = (extensions != StorageExtensions::default()).then(|| Box::new(extensions));
-    } else if let Some(local) = &storage.local {
-        spec.url = format!("file://{}", local.path.trim_end_matches('/'));
+impl From<HostStorage<'_>> for StorageSpec {
+    fn from(host: HostStorage<'_>) -> Self {
+        if let Some(s3) = &host.storage.s3 {
+            let url = match s3.prefix.as_deref() {
+                Some(bucket_prefix) => format!("s3://{}/{bucket_prefix}", s3.bucket),
+                None => format!("s3://{}", s3.bucket),
+            };
+            let extensions = StorageExtensions {
+                walg_prefix: s3.walg_compatible.map(|_| url.clone()),
+                object_lock_mode: s3.object_lock.as_ref().and_then(|lock| enum_text(&lock.mode)),
+                object_lock_days: s3
+                    .object_lock
+                    .as_ref()
+                    .map(|lock| lock.days.and_then(|days| u32::try_from(days).ok()).unwrap_or(host.lock_days)),
+            };
+            return StorageSpec {
+                prefix: Some(host.prefix.to_string()),
+                region: s3.region.clone(),
+                endpoint: s3.endpoint.clone(),
+                storage_class: s3.storage_class.and_then(|class| enum_text(&class)),
+                server_side_encryption: s3.server_side_encryption,
+                kms_key_id: s3.kms_key_id.clone(),
+                extensions: (extensions != StorageExtensions::default()).then(|| Box::new(extensions)),
+                ..StorageSpec::new(url)
+            };
+        }
+        let url = host.storage.local.as_ref().map(|local| format!("file://{}", local.path.trim_end_matches('/')));
+        StorageSpec { prefix: Some(host.prefix.to_string()), ..StorageSpec::new(url.unwrap_or_default()) }
     }
-    spec
 }
 
 /// The storage location of one host's archive with the policy's client-side encryption: what
 /// a host writes and restores with (retention, in the operator, needs no key).
 pub fn policy_storage_spec(policy: &BackupPolicy, prefix: &str) -> StorageSpec {
-    let mut spec = storage_spec_locked(&policy.spec.storage, prefix, retention_days(policy));
-    spec.encryption = policy.spec.encryption.as_ref().map(|encryption| Box::new(encryption_spec(encryption)));
-    spec
+    StorageSpec {
+        encryption: policy.spec.encryption.as_ref().map(|encryption| Box::new(encryption_spec(encryption))),
+        ..StorageSpec::from(HostStorage::new(&policy.spec.storage, prefix).lock_days(retention_days(policy)))
+    }
 }
 
 fn encryption_spec(encryption: &Encryption) -> EncryptionSpec {

@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 
 use pgec2_api::fixtures::{host, policy, target_time};
+use pgec2_core::host_spec::StorageSpec;
 
 use super::*;
-use crate::archive::storage_spec;
+use crate::archive::HostStorage;
 use crate::cloud::InstanceState;
 
 fn instance() -> HostInstance {
@@ -55,7 +56,7 @@ fn s3_storage_keeps_bucket_prefix_endpoint_and_encryption() {
         s3.server_side_encryption = Some(pgec2_api::ServerSideEncryption::AwsKms);
         s3.storage_class = Some(pgec2_api::S3StorageClass::StandardIa);
     }
-    let storage = storage_spec(&nightly.spec.storage, "default/db");
+    let storage = StorageSpec::from(HostStorage::new(&nightly.spec.storage, "default/db"));
     assert_eq!(storage.url, "s3://backups/prod");
     assert_eq!(storage.prefix.as_deref(), Some("default/db"));
     assert_eq!(storage.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
@@ -93,8 +94,10 @@ fn an_object_lock_without_days_lasts_as_long_as_retention_keeps_a_backup() {
     let extensions = storage.extensions.expect("extensions");
     assert_eq!(extensions.object_lock_mode.as_deref(), Some("compliance"));
     assert_eq!(extensions.object_lock_days, Some(5), "five daily backups: five days");
-    let lock =
-        pgec2_core::storage::url::StorageConfig::from(&crate::archive::storage_spec(&locked.spec.storage, "d/b"));
+    let lock = pgec2_core::storage::url::StorageConfig::from(&StorageSpec::from(HostStorage::new(
+        &locked.spec.storage,
+        "d/b",
+    )));
     assert!(lock.object_lock.is_some(), "retention's store asks for retention dates");
 }
 
@@ -116,7 +119,11 @@ fn the_policy_encryption_goes_with_the_archive_and_the_recovery_source() {
     assert_eq!(encryption.key.as_deref(), Some("file:/etc/pgec2/archive.key"));
     assert_eq!(encryption.read_keys, vec!["kms:alias/old".to_string()]);
     assert_eq!(encryption.kms_endpoint.as_deref(), Some("http://kms.internal:8080"), "the KMS endpoint goes along");
-    assert_eq!(storage_spec(&nightly.spec.storage, "default/db").encryption, None, "retention needs no key");
+    assert_eq!(
+        StorageSpec::from(HostStorage::new(&nightly.spec.storage, "default/db")).encryption,
+        None,
+        "retention needs no key"
+    );
 }
 
 #[test]
