@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::local_mode::kinds::{Kind, UnknownKind};
+use crate::local_mode::{Kind, UnknownKind};
 use crate::telemetry::LogFormat;
 
 /// What `pgec2-operator --help` explains after the usage.

@@ -43,7 +43,7 @@ impl Backend {
     /// Local mode's in-memory API (with the validators that stand in for the CRDs' rules).
     fn memory(scratch: &Scratch) -> Self {
         let api_dir = scratch.subdir("api").expect("api directory");
-        let server = pgec2_operator::local_mode::kinds::api_server(&api_dir).expect("in-memory API");
+        let server = pgec2_operator::local_mode::api_server(&api_dir).expect("in-memory API");
         Self { name: "in-memory", client: server.client(), namespace: "parity".into(), _memory: Some(server) }
     }
 

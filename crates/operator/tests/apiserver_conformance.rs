@@ -145,7 +145,7 @@ async fn every_invalid_spec_is_refused_by_both_servers_with_the_promised_message
     let namespace = server.namespace(&client, "invalid").await;
     let scratch = pgec2_testkit::Scratch::new().expect("scratch");
     let memory =
-        pgec2_operator::local_mode::kinds::api_server(&scratch.subdir("api").expect("api dir")).expect("in-memory API");
+        pgec2_operator::local_mode::api_server(&scratch.subdir("api").expect("api dir")).expect("in-memory API");
     let memory_client = memory.client();
     for case in cases() {
         check(&case, "the real API server", refusal(&client, &namespace, &case).await);

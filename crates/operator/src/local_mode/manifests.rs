@@ -120,13 +120,6 @@ fn default_namespace(object: &mut Value) -> String {
     }
 }
 
-/// Reads and parses one file.
-pub fn read(path: &Path) -> Result<Vec<Manifest>, ManifestError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
-    parse(path, &text)
-}
-
 /// The manifest files named by `paths`: files as given, and the `.yaml`/`.yml` files directly
 /// inside directories (not recursive; hidden files and editor backups skipped), sorted.
 pub fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ManifestError> {

@@ -19,27 +19,42 @@
 //! <state>/hosts/<ns>/<name>/   one host: host.json, volume/data (PGDATA), volume/run (socket), commands/
 //! ```
 //!
-//! - [`sources`]: files → API (with [`manifests`] parsing and [`kinds`] naming);
-//! - [`progress`]: API → lines on stdout; [`table`]: the `kubectl get`-like tables;
-//! - [`hosts`]: start and stop the hosts' PostgreSQL with local mode; [`pidfile`]: one run per
-//!   state directory.
-
-pub mod hosts;
-pub mod kinds;
-pub mod manifests;
-pub mod pidfile;
-pub mod progress;
-pub mod sources;
-pub mod table;
+//! Inside (private; nothing outside local mode reaches in):
+//! - `sources`: files → API (with `manifests` parsing and `kinds` naming);
+//! - `progress`: API → lines on stdout; `table`: the `kubectl get`-like tables;
+//! - `hosts`: start and stop the hosts' PostgreSQL with local mode; `pidfile`: one run per
+//!   state directory;
+//! - `run`, `get`, `stop`: the three commands.
+//!
+//! The boundary: the rest of the operator crate (and its tests) use only the names below:
+//! - [`run`], [`get`], [`stop`]: `pgec2-operator local run|get|stop`, with [`init_logging`],
+//!   [`StateDir`] and [`LocalModeError`];
+//! - [`Kind`], [`UnknownKind`]: the kinds local mode serves, as `local get KIND` names them;
+//! - [`api_server`]: the in-memory API that serves them (the scenario tests run it too).
+//!
+//! Local mode itself uses the operator's public faces only: [`crate::operator::Operator`],
+//! [`crate::cloud::local`], [`crate::context::Config`], [`crate::metrics::Metrics`], the
+//! command-line arguments in [`crate::cli`] and [`crate::run::shutdown_signal`].
 
 mod get;
+mod hosts;
+mod kinds;
+mod manifests;
+mod pidfile;
+mod progress;
 mod run;
+mod sources;
 mod stop;
+mod table;
 
 use std::path::{Path, PathBuf};
 
 pub use get::get;
+pub use hosts::HostProcessError;
+pub use kinds::{Kind, UnknownKind, api_server};
+pub use pidfile::PidFileError;
 pub use run::run;
+pub use sources::SourceError;
 pub use stop::stop;
 
 use crate::cloud::local::LocalError;

@@ -88,8 +88,8 @@ impl TestEnv {
         let scratch = Scratch::new().expect("scratch directory");
         let state_dir = scratch.subdir("state").expect("state directory");
         let server = MemoryApiServer::new()
-            .with_resource(pgec2_operator::local_mode::kinds::Kind::PostgresHost.resource_type())
-            .with_resource(pgec2_operator::local_mode::kinds::Kind::BackupPolicy.resource_type());
+            .with_resource(pgec2_operator::local_mode::Kind::PostgresHost.resource_type())
+            .with_resource(pgec2_operator::local_mode::Kind::BackupPolicy.resource_type());
         let client = server.client();
         let mut env = Self {
             scratch,

@@ -12,7 +12,7 @@ use pgec2_api::PostgresHost;
 use pgec2_kube_memory::MemoryApiServer;
 use pgec2_operator::cloud::AgentDownload;
 use pgec2_operator::host::{self, HostContext};
-use pgec2_operator::local_mode::kinds::Kind;
+use pgec2_operator::local_mode::Kind;
 use pgec2_operator::{Config, Operator};
 
 use super::FakeCloud;
