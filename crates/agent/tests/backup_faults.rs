@@ -81,20 +81,6 @@ async fn push_spool(archive: Archive, spool: PathBuf, data_dir: PathBuf, stop: A
     }
 }
 
-/// Points the restored copy's restore_command at the agent binary (the in-process restore wrote
-/// the test binary's path) and switches its archiving off.
-fn use_agent_binary(agent: &Agent, data_dir: &Path) {
-    let auto_conf = data_dir.join("postgresql.auto.conf");
-    let text = std::fs::read_to_string(&auto_conf).expect("read postgresql.auto.conf");
-    let mut lines: Vec<String> =
-        text.lines().filter(|line| !line.starts_with("restore_command")).map(str::to_string).collect();
-    lines.push(agent.restore_command());
-    lines.push("archive_mode = off".to_string());
-    std::fs::write(&auto_conf, lines.join("\n") + "\n").expect("write postgresql.auto.conf");
-    let status = std::process::Command::new("chown").args(["-R", "postgres:postgres"]).arg(data_dir).status();
-    assert!(status.expect("chown").success(), "chown the restored data directory");
-}
-
 #[test]
 fn a_backup_under_ten_percent_store_faults_commits_and_restores_every_row() {
     let agent = Agent::with_file_archive();
@@ -131,7 +117,7 @@ fn a_backup_under_ten_percent_store_faults_commits_and_restores_every_row() {
     let dest = agent.scratch.subdir("restored").expect("restore parent").join("data");
     let fetched = backup_support::in_process::fetch(&config, &archive, &backup.name, &dest);
     fetched.expect("the restore succeeds under faults");
-    use_agent_binary(&agent, &dest);
+    backup_support::in_process::use_agent_binary(&agent, &dest);
     let restored = start_restored(&agent, "restored", &dest);
     assert_eq!(table_digests(&restored), expected, "the restored tables differ from the source");
 

@@ -19,8 +19,8 @@ use backup_support::in_process::{
     agent_runtime, archive_dir, faulty_archive, fetch, give_to_postgres, hooked_archive, push_incremental,
     push_incremental_async,
 };
-use backup_support::{Primary, assert_success, table_digests};
-use pgec2_core::catalog::{BackupInfo, BackupType};
+use backup_support::{Primary, table_digests};
+use pgec2_core::catalog::BackupType;
 use pgec2_core::storage::fault::{Chaos, Fault, Hook, Operation, Rule};
 
 const SEED: u64 = 0x5eed_0019;
@@ -31,14 +31,6 @@ fn sql(primary: &Primary, statement: &str) {
 
 fn committed(primary: &Primary) -> Vec<String> {
     primary.backups().into_iter().map(|backup| backup.name).collect()
-}
-
-/// `backup-push --incremental` with the agent binary.
-fn binary_incremental(primary: &Primary) -> BackupInfo {
-    let data_dir = primary.cluster.data_dir.display().to_string();
-    let output = primary.agent(&["backup-push", "--json", "--incremental", "--pgdata", &data_dir]);
-    assert_success("backup-push --incremental", &output);
-    serde_json::from_slice(&output.stdout).expect("commit record")
 }
 
 /// Archives the current WAL, restores `backup` with the agent binary and compares every table.
@@ -85,7 +77,7 @@ fn an_incremental_push_under_store_faults_commits_a_restorable_chain_or_lists_no
     assert!(refused.to_string().contains("SlowDown"), "{refused}");
     assert_eq!(committed(&primary), vec![full.name.clone(), pushed.name.clone()], "nothing new is listed");
     give_to_postgres(&archive_dir(&primary));
-    let next = binary_incremental(&primary);
+    let next = primary.incremental();
     assert_eq!(next.parent.as_deref(), Some(pushed.name.as_str()));
     assert_restores_exactly(&primary, "after-throttling", &next.name);
 }
@@ -95,12 +87,17 @@ fn a_chain_whose_middle_backup_has_a_corrupt_or_unreadable_part_fails_to_restore
     let primary = Primary::start();
     let full = primary.backup();
     sql(&primary, "UPDATE pgbench_accounts SET abalance = 5 WHERE aid <= 3000");
-    let middle = binary_incremental(&primary);
-    sql(&primary, "UPDATE pgbench_accounts SET abalance = 6 WHERE aid <= 3000");
-    let newest = binary_incremental(&primary);
+    let middle = primary.incremental();
+    sql(&primary, "UPDATE pgbench_accounts SET abalance = 6 WHERE aid > 90000");
+    let newest = primary.incremental();
     assert_eq!(newest.parent.as_deref(), Some(middle.name.as_str()));
     primary.archive_current_wal();
-    let part = format!("backups/{}/parts/000000", middle.name);
+    // The middle backup's part holding the blocks it changed, which the newest did not change again.
+    let accounts = primary.cluster.psql("SELECT pg_relation_filepath('pgbench_accounts')").expect("file path");
+    let recorded = primary.manifest(&middle.name);
+    let file = recorded.files.iter().find(|file| file.path == accounts).expect("the accounts table in the middle");
+    assert!(file.blocks.is_some(), "stored as changed blocks");
+    let part = format!("backups/{}/parts/{:06}", middle.name, file.chunks[0].part);
 
     for (case, fault) in [("corrupt", Fault::Corrupt), ("unreadable", Fault::Permanent)] {
         let (archive, faults) = faulty_archive(&primary, true);
@@ -178,7 +175,7 @@ fn a_push_stopped_after_any_number_of_store_calls_commits_nothing_and_the_next_p
     }
 
     give_to_postgres(&archive_dir(&primary));
-    let next = binary_incremental(&primary);
+    let next = primary.incremental();
     assert_eq!(next.parent.as_deref(), Some(parent.name.as_str()), "the next push builds on the last committed");
     assert_restores_exactly(&primary, "after-kills", &next.name);
 }

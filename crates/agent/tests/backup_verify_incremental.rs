@@ -7,10 +7,8 @@ mod backup_support;
 mod wal_common;
 
 use backup_support::{Primary, assert_success, stderr};
-use pgec2_core::catalog::{self, BackupInfo};
-use pgec2_core::manifest::BackupManifest;
 use pgec2_testkit::Scratch;
-use wal_common::{Agent, runtime};
+use wal_common::Agent;
 
 /// A primary whose agent stores parts uncompressed, so a byte of a stored block can be found
 /// and flipped in place.
@@ -21,27 +19,14 @@ fn uncompressed_primary() -> Primary {
     Primary::start_with(Agent::with_config(scratch, &config, Vec::new()))
 }
 
-fn incremental(primary: &Primary) -> BackupInfo {
-    let data_dir = primary.cluster.data_dir.display().to_string();
-    let output = primary.agent(&["backup-push", "--json", "--incremental", "--pgdata", &data_dir]);
-    assert_success("backup-push --incremental", &output);
-    serde_json::from_slice(&output.stdout).expect("commit record")
-}
-
-fn manifest(primary: &Primary, name: &str) -> BackupManifest {
-    let rt = runtime();
-    let archive = rt.block_on(primary.agent.archive());
-    rt.block_on(catalog::read_manifest(&archive, name)).expect("read manifest")
-}
-
 #[test]
 fn backup_verify_checks_every_backup_of_a_chain_and_names_a_damaged_block() {
     let primary = uncompressed_primary();
     let full = primary.backup();
     primary.cluster.psql("UPDATE pgbench_accounts SET abalance = 1 WHERE aid <= 3000").expect("update");
-    let middle = incremental(&primary);
+    let middle = primary.incremental();
     primary.cluster.psql("UPDATE pgbench_accounts SET abalance = 2 WHERE aid <= 3000").expect("update");
-    let newest = incremental(&primary);
+    let newest = primary.incremental();
     let verified = primary.agent(&["backup-verify", "--json", &newest.name]);
     assert_success("backup-verify of an intact chain", &verified);
     let report: serde_json::Value = serde_json::from_slice(&verified.stdout).expect("json");
@@ -50,7 +35,7 @@ fn backup_verify_checks_every_backup_of_a_chain_and_names_a_damaged_block() {
     assert_eq!(ancestors, [full.name.as_str(), middle.name.as_str()], "every backup of the chain is verified");
 
     // One byte of the middle backup's third stored block of a relation file flips on disk.
-    let recorded = manifest(&primary, &middle.name);
+    let recorded = primary.manifest(&middle.name);
     let file = recorded
         .files
         .iter()

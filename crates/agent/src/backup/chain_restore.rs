@@ -11,10 +11,11 @@
 //! 4. the backups' parts are read oldest first, through the same download and decode pipeline
 //!    as a full restore (every part's and every file's checksum verified); each block is
 //!    written once, by the backup that supplies it, and each block of an incremental is checked
-//!    against its own checksum as it is written;
+//!    against its own checksum as it is written. A part holding no file that its backup
+//!    supplies blocks of (all superseded by newer backups) is not downloaded at all;
 //! 5. modes, times, links, then one durability step, as for a full restore.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::PathBuf;
@@ -125,14 +126,16 @@ pub async fn extract_chain(
         if supplies.is_empty() {
             continue;
         }
+        let skipped = unneeded_parts(manifest, &supplies);
         let backup = manifest.backup.clone();
         let mut sink =
             ChainSink { backup, newest: newest.clone(), destination: destination.clone(), supplies, current: None };
         let writer = {
             let (manifest, times) = (manifest.clone(), times.clone());
-            move |decoded, content_free| feed_parts(&manifest, decoded, content_free, &times, &mut sink)
+            let skipped = skipped.clone();
+            move |decoded, content_free| feed_parts(&manifest, &skipped, decoded, content_free, &times, &mut sink)
         };
-        stored += run_pipeline(archive, manifest, concurrency, &times, writer).await?.0;
+        stored += run_pipeline(archive, manifest, &skipped, concurrency, &times, writer).await?.0;
     }
     for file in &newest.files {
         let path = destination.resolve(&newest, &file.path);
@@ -147,6 +150,19 @@ pub async fn extract_chain(
     let data_bytes = newest.files.iter().map(final_length).sum();
     times.log_restore(&newest.backup, method, started.elapsed(), data_bytes, stored);
     Ok(stored)
+}
+
+/// The parts of `manifest` holding no piece of a file it supplies blocks of: every block in
+/// them is superseded by a newer backup of the chain (or belongs to a file deleted since), so
+/// the restore does not download them.
+fn unneeded_parts(manifest: &BackupManifest, supplies: &BTreeMap<String, BlockSet>) -> BTreeSet<u32> {
+    let needed: BTreeSet<u32> = manifest
+        .files
+        .iter()
+        .filter(|file| supplies.get(&file.path).is_some_and(|blocks| !blocks.is_empty()))
+        .flat_map(|file| file.chunks.iter().map(|chunk| chunk.part))
+        .collect();
+    manifest.parts.iter().map(|part| part.index).filter(|index| !needed.contains(index)).collect()
 }
 
 /// Creates every file of the newest backup, empty and at its final length.

@@ -16,7 +16,7 @@
 //! Memory: `concurrency + decoders` buffers of stored (compressed) bytes and `decoders + 1`
 //! buffers of part content, allocated once and reused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -61,7 +61,7 @@ pub async fn extract(
         let (manifest, destination, times) = (manifest.clone(), destination.clone(), times.clone());
         move |decoded, content_free| write_parts(&manifest, &destination, sync, decoded, content_free, &times)
     };
-    let (stored, sync) = run_pipeline(archive, &manifest, concurrency, &times, writer).await?;
+    let (stored, sync) = run_pipeline(archive, &manifest, &BTreeSet::new(), concurrency, &times, writer).await?;
     finish_restore(&manifest, &destination, &directories, sync, &times)?;
     times.log_restore(&manifest.backup, method, started.elapsed(), manifest.data_bytes(), stored);
     Ok(stored)
@@ -93,12 +93,13 @@ pub(super) fn finish_restore(
     Ok(())
 }
 
-/// Downloads and decodes `manifest`'s parts and hands them, decoded, to `writer` on a
+/// Downloads and decodes `manifest`'s parts (but `skipped`) and hands them, decoded, to `writer` on a
 /// blocking thread (which gets the decoded parts as they come and gives content buffers back).
 /// Returns the stored bytes downloaded and what the writer returned.
 pub(super) async fn run_pipeline<R: Send + 'static>(
     archive: &Archive,
     manifest: &Arc<BackupManifest>,
+    skipped: &BTreeSet<u32>,
     concurrency: usize,
     times: &Arc<StageTimes>,
     writer: impl FnOnce(Receiver<Decoded>, SyncSender<Vec<u8>>) -> Result<R, BackupError> + Send + 'static,
@@ -123,10 +124,12 @@ pub(super) async fn run_pipeline<R: Send + 'static>(
     }
     drop((decoded_sender, stored_free, decode_input));
     let writer = tokio::task::spawn_blocking(move || writer(decoded, content_free));
-    let producer = download_in_order(archive, manifest, concurrency, stored_pool, parts_sender, times);
+    let producer = download_in_order(archive, manifest, skipped, concurrency, stored_pool, parts_sender, times);
     let (produced, written) = tokio::join!(producer, writer);
-    let written = written.map_err(|error| BackupError::Task(error.to_string()))??;
-    Ok((produced?, written))
+    let written = written.map_err(|error| BackupError::Task(error.to_string()))?;
+    // A failed download comes first: the writer then only saw its parts stop coming.
+    let produced = produced?;
+    Ok((produced, written?))
 }
 
 /// A decoder thread: takes a free content buffer, then the next stored part (in that order, so
@@ -169,13 +172,16 @@ fn write_parts(
 ) -> Result<RestoreSync, BackupError> {
     let mut sink = RestoreSink { manifest, destination, current: None, unsynced: 0, sync, times };
     write_empty_files(manifest, &mut sink)?;
-    feed_parts(manifest, decoded, content_free, times, &mut sink)?;
+    feed_parts(manifest, &BTreeSet::new(), decoded, content_free, times, &mut sink)?;
     Ok(sink.sync)
 }
 
-/// Cuts decoded parts, in index order, into files for `sink`, verifying every file's checksum.
+/// Cuts decoded parts, in index order, into files for `sink`, verifying every file's checksum;
+/// `skipped` parts are not downloaded, and the files with a piece in one reach neither `sink`
+/// nor a check.
 pub(super) fn feed_parts(
     manifest: &BackupManifest,
+    skipped: &BTreeSet<u32>,
     decoded: Receiver<Decoded>,
     content_free: SyncSender<Vec<u8>>,
     times: &StageTimes,
@@ -185,6 +191,13 @@ pub(super) fn feed_parts(
     let mut waiting = BTreeMap::new();
     let mut next = 0u32;
     let mut wait_started = Instant::now();
+    let skip_ahead = |assembler: &mut Assembler, next: &mut u32| {
+        while skipped.contains(next) {
+            assembler.skip(*next);
+            *next += 1;
+        }
+    };
+    skip_ahead(&mut assembler, &mut next);
     while let Ok(part) = decoded.recv() {
         let (index, content) = part?;
         waiting.insert(index, content);
@@ -200,6 +213,7 @@ pub(super) fn feed_parts(
             }
             let _ = content_free.try_send(content);
             next += 1;
+            skip_ahead(&mut assembler, &mut next);
             wait_started = Instant::now();
         }
     }

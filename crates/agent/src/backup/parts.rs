@@ -10,7 +10,7 @@
 //! decompressed, before any of its bytes reaches a file (a damaged part fails the restore, which
 //! then removes what it wrote).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use pgec2_core::encryption::Keyring;
@@ -76,19 +76,20 @@ pub async fn download_part(
     Ok(StoredPart { info: part, key: key.to_string(), stored })
 }
 
-/// Downloads the manifest's parts, `concurrency` at once (each in its own task, so downloads
+/// Downloads the manifest's parts but `skipped`, `concurrency` at once (each in its own task, so downloads
 /// go on while the decoders are busy), each into a buffer from `free`, and hands them on in
 /// index order. Returns the number of stored bytes downloaded.
 pub async fn download_in_order(
     archive: &Archive,
     manifest: &BackupManifest,
+    skipped: &BTreeSet<u32>,
     concurrency: usize,
     mut free: tokio::sync::mpsc::Receiver<Vec<u8>>,
     next: tokio::sync::mpsc::Sender<StoredPart>,
     times: &StageTimes,
 ) -> Result<u64, BackupError> {
     let mut pending: VecDeque<JoinHandle<Result<(StoredPart, Duration), BackupError>>> = VecDeque::new();
-    let mut parts = manifest.parts.iter().cloned();
+    let mut parts = manifest.parts.iter().filter(|part| !skipped.contains(&part.index)).cloned();
     let mut stored = 0u64;
     let outcome = loop {
         while pending.len() < concurrency {
@@ -197,6 +198,8 @@ pub struct Assembler<'m> {
     manifest: &'m BackupManifest,
     pieces: Vec<Vec<Piece>>,
     current: Option<(usize, blake3::Hasher)>,
+    /// Files with a piece in a part that was skipped: neither passed on nor verified.
+    incomplete: BTreeSet<usize>,
 }
 
 impl<'m> Assembler<'m> {
@@ -205,7 +208,19 @@ impl<'m> Assembler<'m> {
             backup: manifest.backup.clone(),
             detail: format!("manifest: {error}"),
         })?;
-        Ok(Self { manifest, pieces, current: None })
+        Ok(Self { manifest, pieces, current: None, incomplete: BTreeSet::new() })
+    }
+
+    /// Part `index` is not read (nothing the restore needs is in it): the files with a piece in
+    /// it are not passed to the sink, nor verified, from now on.
+    pub fn skip(&mut self, index: u32) {
+        let pieces = std::mem::take(self.pieces.get_mut(index as usize).unwrap_or(&mut Vec::new()));
+        for piece in pieces {
+            self.incomplete.insert(piece.file);
+            if self.current.as_ref().is_some_and(|(current, _)| *current == piece.file) {
+                self.current = None;
+            }
+        }
     }
 
     /// Feeds part `index` (parts must come in index order); returns the files completed in it
@@ -219,6 +234,9 @@ impl<'m> Assembler<'m> {
         let mut mismatches = Vec::new();
         let pieces = std::mem::take(self.pieces.get_mut(index as usize).unwrap_or(&mut Vec::new()));
         for piece in pieces {
+            if self.incomplete.contains(&piece.file) {
+                continue;
+            }
             let file = &self.manifest.files[piece.file];
             if self.current.as_ref().is_none_or(|(current, _)| *current != piece.file) {
                 sink.begin(file)?;

@@ -22,6 +22,7 @@ use pgec2_core::storage::retry::{RetryPolicy, Retrying};
 use pgec2_core::storage::{Storage, Timeouts};
 
 use super::Primary;
+use crate::wal_common::Agent;
 use crate::wal_common::{COMMAND_DEADLINE, run_with_deadline};
 
 /// The primary's file archive directory.
@@ -121,4 +122,18 @@ pub fn fetch(config: &AgentConfig, archive: &Archive, backup: &str, dest: &Path)
 pub fn give_to_postgres(path: &Path) {
     let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(path).status().expect("chown");
     assert!(status.success(), "chown {}", path.display());
+}
+
+/// Points the restored copy's restore_command at the agent binary (the in-process restore wrote
+/// the test binary's path) and switches its archiving off.
+pub fn use_agent_binary(agent: &Agent, data_dir: &Path) {
+    let auto_conf = data_dir.join("postgresql.auto.conf");
+    let text = std::fs::read_to_string(&auto_conf).expect("read postgresql.auto.conf");
+    let mut lines: Vec<String> =
+        text.lines().filter(|line| !line.starts_with("restore_command")).map(str::to_string).collect();
+    lines.push(agent.restore_command());
+    lines.push("archive_mode = off".to_string());
+    std::fs::write(&auto_conf, lines.join("\n") + "\n").expect("write postgresql.auto.conf");
+    let status = std::process::Command::new("chown").args(["-R", "postgres:postgres"]).arg(data_dir).status();
+    assert!(status.expect("chown").success(), "chown the restored data directory");
 }

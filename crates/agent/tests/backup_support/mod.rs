@@ -62,6 +62,21 @@ impl Primary {
         serde_json::from_slice(&output.stdout).expect("backup-push --json prints the commit record")
     }
 
+    /// `backup-push --json --incremental` (on the latest backup); returns the commit record.
+    pub fn incremental(&self) -> BackupInfo {
+        let data_dir = self.cluster.data_dir.display().to_string();
+        let output = self.agent(&["backup-push", "--json", "--incremental", "--pgdata", &data_dir]);
+        assert_success("backup-push --incremental", &output);
+        serde_json::from_slice(&output.stdout).expect("backup-push --json prints the commit record")
+    }
+
+    /// The stored manifest of backup `name`.
+    pub fn manifest(&self, name: &str) -> pgec2_core::manifest::BackupManifest {
+        let rt = runtime();
+        let archive = rt.block_on(self.agent.archive());
+        rt.block_on(catalog::read_manifest(&archive, name)).expect("read manifest")
+    }
+
     /// Switches to a new segment and waits until the completed one is archived.
     pub fn archive_current_wal(&self) {
         wait_until_archived(&self.cluster, &switch_segment(&self.cluster));
