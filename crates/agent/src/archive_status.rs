@@ -34,7 +34,7 @@ pub async fn command(config_path: Option<&Path>, args: JsonArgs) -> Result<ExitC
         None => data_directory(&client).await,
     };
     status.archive_holes = data_dir.and_then(|dir| queue_cap::holes(&dir.join("pg_wal")));
-    status.stream = streaming_status();
+    status.stream = streaming_status(&config);
     if args.json {
         println!("{}", crate::output::json(&status)?);
     } else {
@@ -46,9 +46,11 @@ pub async fn command(config_path: Option<&Path>, args: JsonArgs) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-/// The state of `wal-receive` when the host runs it (its `status.json` in the service's spool).
-fn streaming_status() -> Option<pgec2_core::stream_status::StreamStatus> {
-    let spool = Path::new(crate::host::wal_receive_unit::SPOOL);
+/// The state of `wal-receive` when the host runs it (its `status.json` in its spool: the
+/// configured one, else the ec2 service's).
+fn streaming_status(config: &AgentConfig) -> Option<pgec2_core::stream_status::StreamStatus> {
+    let default = Path::new(pgec2_core::host_spec::EC2_WAL_RECEIVE_SPOOL);
+    let spool = config.postgres.wal_receive_spool.as_deref().unwrap_or(default);
     spool
         .join(crate::wal_receive::status::STATUS_FILE)
         .exists()

@@ -17,9 +17,11 @@ use crate::storage::url::ServerSideEncryption;
 
 mod report;
 mod validate;
+mod wal_receive;
 
 pub use report::{HostReport, PostgresFacts, StepOutcome, StepReport};
 pub use validate::{MANAGED_PARAMETERS, SpecError};
+pub use wal_receive::{EC2_WAL_RECEIVE_SPOOL, WAL_RECEIVE_PARTIAL_INTERVAL_SECONDS, WAL_RECEIVE_SLOT};
 
 /// The whole desired state of one host.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -189,7 +191,8 @@ pub struct ArchiveSpec {
     pub archive_timeout_seconds: u32,
     /// Also stream WAL into the archive with `pgec2-agent wal-receive` (beside archive_command),
     /// so the recovery point trails the server by seconds. In the ec2 profile `host apply` runs
-    /// it as the systemd service `pgec2-wal-receive.service`; the local profile does not run it.
+    /// it as the systemd service `pgec2-wal-receive.service`; in the local profile the operator's
+    /// local cloud runs it beside PostgreSQL (see [`HostSpec::wal_receive_argv`]).
     #[serde(default)]
     pub wal_receive: bool,
 }

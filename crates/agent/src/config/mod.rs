@@ -104,6 +104,9 @@ pub struct PostgresSettings {
     pub database: String,
     pub password: Option<String>,
     pub connect_timeout: Duration,
+    /// The spool of the `wal-receive` streaming from this server, when one does (its
+    /// `status.json` is what `archive-status` reports); `None`: the ec2 service's spool.
+    pub wal_receive_spool: Option<PathBuf>,
 }
 
 impl Default for PostgresSettings {
@@ -116,6 +119,7 @@ impl Default for PostgresSettings {
             database: "postgres".to_string(),
             password: None,
             connect_timeout: Duration::from_secs(10),
+            wal_receive_spool: None,
         }
     }
 }

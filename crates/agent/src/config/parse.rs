@@ -84,6 +84,7 @@ pub(super) fn from_layers(layers: &Layers) -> Result<AgentConfig, ConfigError> {
             defaults.postgres.connect_timeout,
             parse_seconds,
         )?,
+        wal_receive_spool: reader.optional("postgres.wal_receive_spool", parse_absolute_path)?,
     };
     let walg = walg_from(&reader)?;
     Ok(AgentConfig { file: None, storage, compression, encryption, transfer, postgres, walg })
@@ -211,6 +212,7 @@ pub(super) fn to_values(config: &AgentConfig) -> Vec<(&'static str, Option<Strin
         ("postgres.database", text(&postgres.database)),
         ("postgres.password", postgres.password.clone()),
         ("postgres.connect_timeout_secs", text(&postgres.connect_timeout.as_secs())),
+        ("postgres.wal_receive_spool", postgres.wal_receive_spool.as_ref().map(|path| path.display().to_string())),
         ("walg.libsodium_key", config.walg.libsodium_key.clone()),
         ("walg.libsodium_key_path", config.walg.libsodium_key_path.as_ref().map(|path| path.display().to_string())),
         ("walg.libsodium_key_transform", {

@@ -112,6 +112,11 @@ pub const SETTINGS: &[Setting] = &[
     setting("postgres.database", &["PGDATABASE"], "database"),
     Setting { key: "postgres.password", env: &["PGPASSWORD"], secret: true, help: "password" },
     setting("postgres.connect_timeout_secs", &["PGCONNECT_TIMEOUT"], "connection timeout"),
+    setting(
+        "postgres.wal_receive_spool",
+        &["PGEC2_WAL_RECEIVE_SPOOL"],
+        "spool of the wal-receive streaming from this server (default /var/lib/pgec2-wal-receive)",
+    ),
     Setting {
         key: "walg.libsodium_key",
         env: &["PGEC2_WALG_LIBSODIUM_KEY", "WALG_LIBSODIUM_KEY"],

@@ -59,6 +59,7 @@ fn config_for(
     config.postgres.host = spec.socket_directory().display().to_string();
     config.postgres.port = spec.port;
     config.postgres.user = spec.os_user.clone();
+    config.postgres.wal_receive_spool = Some(spec.wal_receive_spool());
     Ok(config)
 }
 

@@ -1,32 +1,31 @@
 //! Step `wal-receive`: WAL streaming as a service beside PostgreSQL (ec2 profile), when the
 //! spec's archive asks for it (`archive.walReceive`). The unit runs `pgec2-agent wal-receive`
-//! as the OS user with the host's own agent configuration, restarts it whenever it exits, and
-//! keeps its spool in `/var/lib/pgec2-wal-receive` (systemd's StateDirectory). Turning streaming
-//! off stops and disables the unit and drops its slot, so the slot holds no WAL.
+//! ([`HostSpec::wal_receive_argv`], the one definition of its command line) as the OS user with
+//! the host's own agent configuration, restarts it whenever it exits, and keeps its spool in
+//! `/var/lib/pgec2-wal-receive` (systemd's StateDirectory). Turning streaming off stops and
+//! disables the unit and drops its slot, so the slot holds no WAL. In the local profile the
+//! operator's local cloud runs the same command line as a process.
 
 use std::path::Path;
 
-use pgec2_core::host_spec::{HostSpec, Profile};
+use pgec2_contract::shell;
+use pgec2_core::host_spec::{HostSpec, Profile, WAL_RECEIVE_SLOT};
 
 use super::command::Cmd;
 use super::postgres::Server;
-use super::render_conf::agent_command;
 use super::{Done, FileError, StepError, files};
 
 /// The unit's name.
 pub const UNIT_NAME: &str = "pgec2-wal-receive.service";
 /// The slot the service streams from.
-pub const SLOT: &str = "pgec2_wal_receive";
+pub const SLOT: &str = WAL_RECEIVE_SLOT;
 const UNIT_DIRECTORY: &str = "/etc/systemd/system";
-pub(crate) const SPOOL: &str = "/var/lib/pgec2-wal-receive";
 
 /// Renders the unit for the spec.
 pub fn render_unit(spec: &HostSpec) -> String {
-    let command = agent_command(
-        &spec.agent_binary,
-        &spec.agent_config_path,
-        &format!("wal-receive --slot {SLOT} --spool {SPOOL} --partial-interval 2"),
-    );
+    let command = spec.wal_receive_argv().iter().map(|word| shell::word(word).unwrap_or_default()).collect::<Vec<_>>();
+    let environment =
+        spec.wal_receive_environment().iter().map(|(key, value)| format!("{key}={value}")).collect::<Vec<_>>();
     format!(
         "# Managed by pgec2-agent host apply for {host}: edits are overwritten.\n\
          [Unit]\n\
@@ -37,7 +36,7 @@ pub fn render_unit(spec: &HostSpec) -> String {
          [Service]\n\
          User={user}\n\
          ExecStart={command}\n\
-         Environment=PGHOST={socket} PGPORT={port} PGUSER={user} PGDATABASE=postgres PGDATA={data}\n\
+         Environment={environment}\n\
          StateDirectory=pgec2-wal-receive\n\
          Restart=always\n\
          RestartSec=5\n\
@@ -46,24 +45,18 @@ pub fn render_unit(spec: &HostSpec) -> String {
          WantedBy=multi-user.target\n",
         host = spec.host,
         user = spec.os_user,
-        socket = spec.socket_directory().display(),
-        port = spec.port,
-        data = spec.data_directory.display(),
+        command = command.join(" "),
+        environment = environment.join(" "),
     )
-}
-
-/// Whether the spec asks for streaming: archiving on, streaming on, not a standby.
-pub fn wanted(spec: &HostSpec) -> bool {
-    spec.archive.as_ref().is_some_and(|archive| archive.wal_receive) && !spec.standby
 }
 
 /// Installs and runs the unit when wanted; stops it, disables it and drops its slot otherwise.
 pub async fn converge(spec: &HostSpec, server: &Server) -> Result<Done, StepError> {
     if spec.profile == Profile::Local {
-        return Ok(Done::skipped("local profile: run `pgec2-agent wal-receive` yourself to stream WAL"));
+        return Ok(Done::skipped("local profile: the local cloud runs wal-receive beside PostgreSQL"));
     }
     let path = Path::new(UNIT_DIRECTORY).join(UNIT_NAME);
-    if !wanted(spec) {
+    if !spec.streams_wal() {
         if !path.exists() {
             return Ok(Done::skipped("streaming is off"));
         }
@@ -105,18 +98,5 @@ mod tests {
         assert!(unit.contains("User=postgres\n") && unit.contains("Restart=always\n"), "{unit}");
         assert!(unit.contains("PGHOST=/var/run/postgresql PGPORT=5432 "), "{unit}");
         assert!(unit.contains("PGDATA=/var/lib/postgresql/15/main\n"), "{unit}");
-    }
-
-    #[test]
-    fn streaming_runs_only_when_the_archive_asks_for_it_and_never_on_a_standby() {
-        let mut spec = spec();
-        assert!(!wanted(&spec), "off by default");
-        spec.archive.as_mut().expect("archive").wal_receive = true;
-        assert!(wanted(&spec));
-        spec.standby = true;
-        assert!(!wanted(&spec), "a standby archives nothing of its own");
-        spec.standby = false;
-        spec.archive = None;
-        assert!(!wanted(&spec));
     }
 }

@@ -6,6 +6,7 @@
 //!                                 agent/     the installed agent, its config and the HostSpec
 //!                                 volume/    the "data volume" (PGDATA is volume/data)
 //!                                 commands/  one directory per command (script, output, exit)
+//!                                 wal-receive.json, wal-receive.log  WAL streaming (see [`wal_receive`])
 //! <state>/snapshots/<namespace>/<name>-<t>/  copies of volumes terminated with Snapshot
 //! <state>/volume-snapshots/<id>/             snapshots of backups (see [`snapshots`])
 //! ```
@@ -28,8 +29,10 @@ use super::{
 mod command;
 mod files;
 mod host_os;
+mod process;
 mod record;
 pub mod snapshots;
+pub mod wal_receive;
 
 use files::{OsUser, io_error};
 use record::{HostRecord, RecordState, VolumeState};
@@ -94,16 +97,42 @@ pub struct LocalCloud {
     agent: AgentDownload,
     /// Serialises launches and terminations (port choice, record updates).
     lock: tokio::sync::Mutex<()>,
+    /// The hosts' WAL receivers' supervisor, while this cloud lives.
+    supervisor: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for LocalCloud {
+    fn drop(&mut self) {
+        if let Some(supervisor) = self.supervisor.take() {
+            supervisor.abort();
+        }
+    }
 }
 
 impl LocalCloud {
-    /// Prepares the state directory and installs the agent binary into it.
+    /// Prepares the state directory and installs the agent binary into it. Inside a tokio
+    /// runtime it also starts the supervisor of the hosts' WAL receivers ([`wal_receive`]),
+    /// which runs until the cloud is dropped.
     pub fn new(config: LocalCloudConfig) -> Result<Self, LocalError> {
         let user = OsUser::detect()?;
         files::create_traversable(&config.state_dir)?;
         files::check_traversable(&config.state_dir, &user)?;
         let agent = install_agent(&config.agent_binary, &config.state_dir.join("bin"))?;
-        Ok(Self { config, user, agent, lock: tokio::sync::Mutex::new(()) })
+        let mut cloud = Self { config, user, agent, lock: tokio::sync::Mutex::new(()), supervisor: None };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            cloud.supervisor = Some(runtime.spawn(cloud.wal_receive_supervisor().run()));
+        }
+        Ok(cloud)
+    }
+
+    /// The supervisor of the hosts' WAL receivers.
+    pub fn wal_receive_supervisor(&self) -> wal_receive::Supervisor {
+        wal_receive::Supervisor {
+            hosts_root: self.hosts_root(),
+            user: self.user.clone(),
+            postgres_root: self.config.postgres_root.clone(),
+            environment: self.command_environment(),
+        }
     }
 
     /// The state directory.
@@ -227,6 +256,10 @@ impl LocalCloud {
             return Ok(());
         };
         command::stop_all(&dir)?;
+        let receiver_dir = dir.clone();
+        tokio::task::spawn_blocking(move || wal_receive::stop(&receiver_dir))
+            .await
+            .map_err(|error| LocalError::Setup(format!("failed to stop wal-receive: {error}")))??;
         host_os::stop_postgres(&self.data_directory(host), &self.config.postgres_root).await?;
         match disposal {
             VolumeDisposal::Retain => {

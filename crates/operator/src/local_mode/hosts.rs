@@ -78,10 +78,13 @@ pub fn scan(state_dir: &Path) -> Result<Vec<LocalHost>, HostProcessError> {
     Ok(hosts)
 }
 
-/// Stops the host's PostgreSQL with a fast shutdown (connections closed, data flushed, a
-/// shutdown checkpoint written), immediate if that does not finish in time. Answers whether a
-/// server was running.
+/// Stops the host's WAL receiver, then its PostgreSQL with a fast shutdown (connections closed,
+/// data flushed, a shutdown checkpoint written), immediate if that does not finish in time.
+/// Answers whether a server was running.
 pub async fn stop(host: &LocalHost) -> Result<bool, HostProcessError> {
+    if let Err(error) = crate::cloud::local::wal_receive::stop(&host.dir) {
+        tracing::warn!(host = %host.key(), %error, "failed to stop wal-receive");
+    }
     let Some(pid) = host.postmaster() else { return Ok(false) };
     let signal = |signal| match kill(Pid::from_raw(pid), signal) {
         Ok(()) | Err(nix::Error::ESRCH) => Ok(()),

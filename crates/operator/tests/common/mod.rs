@@ -304,12 +304,13 @@ impl Drop for TestEnv {
     }
 }
 
-/// `pg_ctl stop -m immediate` for every host data directory with a running server.
+/// Stops every host's WAL receiver and `pg_ctl stop -m immediate` every running server.
 pub fn stop_all_postgres(state_dir: &Path) {
     let Ok(namespaces) = std::fs::read_dir(state_dir.join("hosts")) else { return };
     for namespace in namespaces.flatten() {
         let Ok(hosts) = std::fs::read_dir(namespace.path()) else { continue };
         for host in hosts.flatten() {
+            let _ = pgec2_operator::cloud::local::wal_receive::stop(&host.path());
             let data = host.path().join("volume/data");
             if data.join("postmaster.pid").exists() {
                 let pg_ctl = postgres_bin_dir().map(|dir| dir.join("pg_ctl")).unwrap_or_else(|_| "pg_ctl".into());

@@ -12,7 +12,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use super::LocalError;
+use super::{LocalError, process};
 use pgec2_contract::output::tail;
 
 use super::files::{io_error, read_text, write_atomic};
@@ -61,8 +61,8 @@ pub async fn start(
     let dir = command_dir(host_dir, &id);
     std::fs::create_dir_all(&dir).map_err(io_error(format!("create {}", dir.display())))?;
     write_atomic(&dir.join(SCRIPT), command.script.as_bytes())?;
-    let mut process = tokio::process::Command::new("/bin/sh");
-    process
+    let mut shell = tokio::process::Command::new("/bin/sh");
+    shell
         .arg("-c")
         .arg(WRAPPER)
         .arg("pgec2-host-command")
@@ -77,7 +77,7 @@ pub async fn start(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0);
-    let mut child = process.spawn().map_err(io_error(format!("start command {id} ({})", command.purpose)))?;
+    let mut child = shell.spawn().map_err(io_error(format!("start command {id} ({})", command.purpose)))?;
     let pid = child.id().and_then(|pid| i32::try_from(pid).ok()).unwrap_or_default();
     let record = CommandRecord {
         id: id.clone(),
@@ -85,7 +85,7 @@ pub async fn start(
         started_at: now_seconds(),
         timeout_seconds: command.timeout.as_secs().max(1),
         pid,
-        process_start: process_start_time(pid),
+        process_start: process::start_time(pid),
     };
     save(&dir, &record)?;
     tokio::spawn(async move {
@@ -219,27 +219,7 @@ pub fn running(host_dir: &Path, purpose: &str) -> Result<Vec<String>, LocalError
 
 /// True when the recorded process still runs (and is the same process, not a reused pid).
 fn is_alive(record: &CommandRecord) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", record.pid)) else {
-        return false;
-    };
-    let Some((state, start)) = parse_stat(&stat) else {
-        return false;
-    };
-    state != 'Z' && state != 'X' && (record.process_start.is_none() || record.process_start == Some(start))
-}
-
-fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&stat).map(|(_, start)| start)
-}
-
-/// State and start time (field 22) of a `/proc/<pid>/stat` line.
-fn parse_stat(stat: &str) -> Option<(char, u64)> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    let start = fields.get(19)?.parse().ok()?;
-    Some((state, start))
+    process::is_alive(record.pid, record.process_start)
 }
 
 #[cfg(test)]
@@ -260,12 +240,6 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "command {id} did not finish");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    #[test]
-    fn parse_stat_reads_state_and_start_time_even_with_spaces_in_the_name() {
-        let line = "42 (sh (x) y) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
-        assert_eq!(parse_stat(line), Some(('S', 987654)));
     }
 
     #[tokio::test]
