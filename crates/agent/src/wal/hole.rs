@@ -77,12 +77,14 @@ pub async fn judge(archive: &Archive, file: &str, timeline: TimelineId, data_dir
     if let Some(later) = wal.wal_after(timeline, segment) {
         return Ok(Miss::Hole { why: later.to_string() });
     }
-    // A time later than the newest archived segment cannot be reached: every commit in the
-    // archive was archived after it happened (backup-fetch refuses such targets the same way).
+    // A time later than the newest archived segment (or the streamed `.partial` of this one)
+    // cannot be reached: every commit in the archive was archived after it happened
+    // (backup-fetch refuses such targets the same way).
+    let archived = newest_archive_time(&wal, timeline).max(wal.partial_stored_at(timeline, segment));
     if let Some(target @ (name, value)) = &target
         && name == "recovery_target_time"
         && let Ok(time) = parse_target_time(value)
-        && newest_archive_time(&wal, timeline).is_some_and(|archived| archived < time)
+        && archived.is_some_and(|archived| archived < time)
     {
         return Ok(beyond(target, "after the newest archived segment"));
     }

@@ -160,6 +160,18 @@ fn select_backup<'b>(
     })
 }
 
+/// Until when the path's WAL is archived: the last store of the streamed `.partial` of the
+/// segment after the complete ones (recovery reads it when the segment itself is missing),
+/// else the archiving of the last complete segment.
+fn archived_until(path: &RecoveryPath, wal: &WalArchive) -> Option<chrono::DateTime<chrono::Utc>> {
+    let end = path.end.as_ref()?;
+    let streamed = [path.timeline, end.timeline]
+        .into_iter()
+        .filter_map(|timeline| wal.partial_stored_at(timeline, end.segment + 1))
+        .max();
+    streamed.or(end.last_modified)
+}
+
 fn check_target(
     backup: &BackupInfo,
     wal: &WalArchive,
@@ -175,7 +187,7 @@ fn check_target(
             if *time < backup.finish_time {
                 return Err(before_end(backup.finish_time.to_rfc3339()));
             }
-            let archived_at = path.end.as_ref().and_then(|segment| segment.last_modified);
+            let archived_at = archived_until(path, wal);
             if let Some(archived_at) = archived_at.filter(|archived_at| time > archived_at) {
                 let end = format!("archived at {}", archived_at.to_rfc3339());
                 return Err(TargetError::AfterArchiveEnd { target: target.to_string(), end, gap });
@@ -255,6 +267,24 @@ mod tests {
         assert_eq!(plan(RecoveryTarget::Xid(4_999)), Ok("b2".to_string()));
         assert_eq!(plan(RecoveryTarget::EndOfArchive), Ok("b5".to_string()));
         assert!(matches!(plan(RecoveryTarget::Time(at(0))), Err(TargetError::NoBackupBeforeTarget { .. })));
+    }
+
+    #[test]
+    fn a_time_target_in_the_streamed_partial_after_the_last_complete_segment_is_reachable() {
+        let mut wal = wal(&[2, 3, 4, 5, 6]);
+        let partial = ObjectMeta {
+            key: ObjectKey::new(format!("wal/{}.partial", SegmentSize::default().segment_name(1, 7))).expect("key"),
+            size: 1,
+            last_modified: Some(at(640)),
+        };
+        let mut listing: Vec<ObjectMeta> = wal.segments[&1].values().cloned().collect();
+        listing.push(partial);
+        wal = WalArchive::from_listing(listing, "wal/", SegmentSize::default());
+        let plan = |seconds| {
+            plan_restore(&backups(), &wal, "LATEST", &RecoveryTarget::Time(at(seconds)), TimelineRequest::Latest)
+        };
+        assert!(plan(630).is_ok(), "the stream stored WAL until 640");
+        assert!(matches!(plan(641), Err(TargetError::AfterArchiveEnd { .. })), "{:?}", plan(641));
     }
 
     #[test]

@@ -180,6 +180,13 @@ impl WalArchive {
         })
     }
 
+    /// When the `.partial` copy of segment `segment` on `timeline` was last stored: the WAL
+    /// streamed past the complete segments (`wal-receive` replaces it with longer copies).
+    pub fn partial_stored_at(&self, timeline: TimelineId, segment: u64) -> Option<DateTime<Utc>> {
+        let name = format!("{}.partial", self.segment_size.segment_name(timeline, segment));
+        self.other_files.iter().find(|(file, _, _)| *file == name).and_then(|(_, _, meta)| meta.last_modified)
+    }
+
     /// Every WAL file name in the archive (for deleting everything).
     pub fn all_file_names(&self) -> Vec<String> {
         let mut names = self.files_before(u64::MAX);
