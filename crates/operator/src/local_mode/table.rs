@@ -41,13 +41,15 @@ pub fn render(listing: &Listing<'_>) -> String {
 }
 
 fn host_table(listing: &Listing<'_>, qualified: bool) -> Table {
-    let mut table = Table::new(&["NAME", "PHASE", "ENDPOINT", "VERSION", "LAST BACKUP", "AGE", "MESSAGE"]);
+    let mut table = Table::new(&["NAME", "PHASE", "ENDPOINT", "VERSION", "LAST BACKUP", "RPO", "AGE", "MESSAGE"]);
     for host in listing.hosts {
         let status = host.status.clone().unwrap_or_default();
         let endpoint = status.endpoint.as_ref().map(|endpoint| format!("{}:{}", endpoint.host, endpoint.port));
         let last_backup = status.last_backup.as_ref().map(|backup| backup.name.clone()).or_else(|| {
             policy_backup_of(listing.policies, host) // before the host's own status carries it
         });
+        // The recovery point the archive check last reported (seconds of committed work at risk).
+        let rpo = status.recoverability.as_ref().and_then(|recoverability| recoverability.rpo_seconds);
         let message = match status.phase {
             Some(HostPhase::Ready) => String::new(),
             _ => shorten(status.message.as_deref().unwrap_or_default()),
@@ -58,6 +60,7 @@ fn host_table(listing: &Listing<'_>, qualified: bool) -> Table {
             or_none(endpoint),
             or_none(status.postgres.and_then(|postgres| postgres.version)),
             or_none(last_backup),
+            or_none(rpo.map(|seconds| format!("{seconds}s"))),
             age(host.metadata.creation_timestamp.as_ref(), listing.now),
             message,
         ]);
@@ -189,6 +192,7 @@ mod tests {
                 postgres: Some(PostgresStatus { version: Some("15.8".into()), ..PostgresStatus::default() }),
                 last_backup: serde_json::from_value(serde_json::json!({"name": "base_000000010000000000000004"})).ok(),
                 message: Some("PostgreSQL 15.8 is ready".into()),
+                recoverability: Some(pgec2_api::Recoverability { rpo_seconds: Some(3), ..Default::default() }),
                 ..PostgresHostStatus::default()
             })
             .build();
@@ -233,9 +237,9 @@ mod tests {
         let listing =
             Listing { hosts: &hosts, policies: &policies, kinds: &Kind::ALL, now: at("2025-01-01T12:10:00Z") };
         let expected = "\
-NAME                         PHASE       ENDPOINT          VERSION   LAST BACKUP                     AGE   MESSAGE
-postgreshost/primary         Ready       127.0.0.1:40123   15.8      base_000000010000000000000004   10m
-postgreshost/shop/restored   Restoring   <none>            <none>    <none>                          45s   restoring from backups xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…
+NAME                         PHASE       ENDPOINT          VERSION   LAST BACKUP                     RPO      AGE   MESSAGE
+postgreshost/primary         Ready       127.0.0.1:40123   15.8      base_000000010000000000000004   3s       10m
+postgreshost/shop/restored   Restoring   <none>            <none>    <none>                          <none>   45s   restoring from backups xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…
 
 NAME                SCHEDULE      LAST BACKUP                              NEXT BACKUP            HOSTS   AGE
 backuppolicy/demo   */5 * * * *   primary: base_000000010000000000000004   2025-01-01T12:15:00Z   0       2d
