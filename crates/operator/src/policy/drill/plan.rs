@@ -78,18 +78,22 @@ pub fn drill_host(
     host
 }
 
-/// The point a `randomInWindow` drill recovers to: drawn uniformly from `window`, from a seed
-/// of the policy, the source and the tick, so that a restarted operator draws the same point.
-/// None when the window is not known yet.
+/// The point a `randomInWindow` drill recovers to: a whole second drawn uniformly from the
+/// seconds after the window's first one up to its last, from a seed of the policy, the source
+/// and the tick, so that a restarted operator draws the same point. Status times carry no
+/// fraction, so the window's start may lie up to a second after `firstRecoverableTime`: its
+/// own second is left out (a target before the oldest backup's end cannot be restored). None
+/// when the window is not known yet or spans less than that.
 pub fn random_target(window: &RecoveryWindow, seed: &str) -> Option<Timestamp> {
     let first = window.first_recoverable_time.as_ref()?.0;
     let last = window.last_recoverable_time.as_ref()?.0;
-    let span = last.as_second().checked_sub(first.as_second()).filter(|span| *span >= 0)?;
+    let first_second = first.as_second() + 1;
+    let span = last.as_second().checked_sub(first_second).filter(|span| *span >= 0)?;
     let digest = sha2::Sha256::digest(seed.as_bytes());
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&digest[..8]);
     let offset = u64::from_le_bytes(bytes) % (u64::try_from(span).ok()? + 1);
-    Timestamp::from_second(first.as_second() + i64::try_from(offset).ok()?).ok().map(|time| time.max(first).min(last))
+    Timestamp::from_second(first_second + i64::try_from(offset).ok()?).ok()
 }
 
 /// Whole seconds from `start` to `end`, rounded up; None when `end` is missing.

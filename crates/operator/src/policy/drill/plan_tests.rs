@@ -63,15 +63,22 @@ fn a_random_target_lies_within_the_window_and_is_the_same_for_the_same_seed() {
     for tick in 0..200 {
         let seed = format!("uid/default/db/{tick}");
         let target = random_target(&window, &seed).expect("a target");
-        assert!(target >= at("2026-01-01T00:00:00Z") && target <= at("2026-01-01T06:00:00Z"), "{target}");
+        assert!(target > at("2026-01-01T00:00:00Z") && target <= at("2026-01-01T06:00:00Z"), "{target}");
         assert_eq!(random_target(&window, &seed), Some(target), "a restarted operator draws the same point");
         seen.insert(target);
     }
     assert!(seen.len() > 150, "the targets spread over the window: {} distinct", seen.len());
     let point = window_of_one_second();
-    assert_eq!(random_target(&point, "x"), Some(at("2026-01-01T00:00:00Z")));
+    assert_eq!(random_target(&point, "x"), None, "no whole second surely inside it");
+    // The window's first second may start after its (truncated) first time: it is left out.
+    let two_seconds = window_of_two_seconds();
+    assert_eq!(random_target(&two_seconds, "x"), Some(at("2026-01-01T00:00:01Z")));
     let unknown = RecoveryWindow { last_recoverable_time: None, ..window };
     assert_eq!(random_target(&unknown, "x"), None);
+}
+
+fn window_of_two_seconds() -> RecoveryWindow {
+    window("2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z")
 }
 
 fn window_of_one_second() -> RecoveryWindow {
