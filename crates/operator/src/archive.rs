@@ -64,18 +64,25 @@ pub struct HostStorage<'a> {
     storage: &'a BackupStorage,
     prefix: &'a str,
     lock_days: u32,
+    encryption: Option<&'a Encryption>,
 }
 
 impl<'a> HostStorage<'a> {
-    /// The host's archive under `storage`; an objectLock without days keeps objects for
-    /// `DEFAULT_LOCK_DAYS`.
+    /// The host's archive under `storage`, as the operator opens it for retention and catalogs:
+    /// without a key, and an objectLock without days keeps objects for `DEFAULT_LOCK_DAYS`.
     pub fn new(storage: &'a BackupStorage, prefix: &'a str) -> Self {
-        Self { storage, prefix, lock_days: DEFAULT_LOCK_DAYS }
+        Self { storage, prefix, lock_days: DEFAULT_LOCK_DAYS, encryption: None }
     }
 
-    /// How long an objectLock without days keeps objects.
-    pub fn lock_days(self, lock_days: u32) -> Self {
-        Self { lock_days, ..self }
+    /// The host's archive under `policy`, as a host writes and restores with it: the policy's
+    /// client-side encryption, and an objectLock without days lasts as long as retention keeps
+    /// a backup ([`retention_days`]).
+    pub fn of_policy(policy: &'a BackupPolicy, prefix: &'a str) -> Self {
+        Self {
+            lock_days: retention_days(policy),
+            encryption: policy.spec.encryption.as_ref(),
+            ..Self::new(&policy.spec.storage, prefix)
+        }
     }
 }
 
@@ -101,41 +108,40 @@ pub fn retention_days(policy: &BackupPolicy) -> u32 {
 
 impl From<HostStorage<'_>> for StorageSpec {
     fn from(host: HostStorage<'_>) -> Self {
-        if let Some(s3) = &host.storage.s3 {
-            let url = match s3.prefix.as_deref() {
-                Some(bucket_prefix) => format!("s3://{}/{bucket_prefix}", s3.bucket),
-                None => format!("s3://{}", s3.bucket),
-            };
-            let extensions = StorageExtensions {
-                walg_prefix: s3.walg_compatible.map(|_| url.clone()),
-                object_lock_mode: s3.object_lock.as_ref().and_then(|lock| enum_text(&lock.mode)),
-                object_lock_days: s3
-                    .object_lock
-                    .as_ref()
-                    .map(|lock| lock.days.and_then(|days| u32::try_from(days).ok()).unwrap_or(host.lock_days)),
-            };
-            return StorageSpec {
-                prefix: Some(host.prefix.to_string()),
-                region: s3.region.clone(),
-                endpoint: s3.endpoint.clone(),
-                storage_class: s3.storage_class.and_then(|class| enum_text(&class)),
-                server_side_encryption: s3.server_side_encryption,
-                kms_key_id: s3.kms_key_id.clone(),
-                extensions: (extensions != StorageExtensions::default()).then(|| Box::new(extensions)),
-                ..StorageSpec::new(url)
-            };
+        StorageSpec {
+            prefix: Some(host.prefix.to_string()),
+            encryption: host.encryption.map(|encryption| Box::new(encryption_spec(encryption))),
+            ..location(host.storage, host.lock_days)
         }
-        let url = host.storage.local.as_ref().map(|local| format!("file://{}", local.path.trim_end_matches('/')));
-        StorageSpec { prefix: Some(host.prefix.to_string()), ..StorageSpec::new(url.unwrap_or_default()) }
     }
 }
 
-/// The storage location of one host's archive with the policy's client-side encryption: what
-/// a host writes and restores with (retention, in the operator, needs no key).
-pub fn policy_storage_spec(policy: &BackupPolicy, prefix: &str) -> StorageSpec {
+/// Where `storage` is: its URL and, on S3, the bucket's options.
+fn location(storage: &BackupStorage, lock_days: u32) -> StorageSpec {
+    let Some(s3) = &storage.s3 else {
+        let url = storage.local.as_ref().map(|local| format!("file://{}", local.path.trim_end_matches('/')));
+        return StorageSpec::new(url.unwrap_or_default());
+    };
+    let url = match s3.prefix.as_deref() {
+        Some(bucket_prefix) => format!("s3://{}/{bucket_prefix}", s3.bucket),
+        None => format!("s3://{}", s3.bucket),
+    };
+    let extensions = StorageExtensions {
+        walg_prefix: s3.walg_compatible.map(|_| url.clone()),
+        object_lock_mode: s3.object_lock.as_ref().and_then(|lock| enum_text(&lock.mode)),
+        object_lock_days: s3
+            .object_lock
+            .as_ref()
+            .map(|lock| lock.days.and_then(|days| u32::try_from(days).ok()).unwrap_or(lock_days)),
+    };
     StorageSpec {
-        encryption: policy.spec.encryption.as_ref().map(|encryption| Box::new(encryption_spec(encryption))),
-        ..StorageSpec::from(HostStorage::new(&policy.spec.storage, prefix).lock_days(retention_days(policy)))
+        region: s3.region.clone(),
+        endpoint: s3.endpoint.clone(),
+        storage_class: s3.storage_class.and_then(|class| enum_text(&class)),
+        server_side_encryption: s3.server_side_encryption,
+        kms_key_id: s3.kms_key_id.clone(),
+        extensions: (extensions != StorageExtensions::default()).then(|| Box::new(extensions)),
+        ..StorageSpec::new(url)
     }
 }
 

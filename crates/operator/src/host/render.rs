@@ -6,10 +6,12 @@ use std::time::Duration;
 use pgec2_api::{BackupPolicy, Bootstrap, PostgresHost, RecoveryBootstrap};
 use pgec2_core::bootstrap::{self, BootstrapParams};
 use pgec2_core::compression::Algorithm;
-use pgec2_core::host_spec::{ArchiveSpec, BootstrapSpec, DataVolume, HostSpec, InitdbSpec, Profile, RecoverySpec};
+use pgec2_core::host_spec::{
+    ArchiveSpec, BootstrapSpec, DataVolume, HostSpec, InitdbSpec, Profile, RecoverySpec, StorageSpec,
+};
 use sha2::Digest;
 
-use crate::archive::policy_storage_spec;
+use crate::archive::HostStorage;
 use crate::cloud::{AgentDownload, HostCommand, HostInstance, HostLayout};
 
 /// The purpose of setup commands, as the cloud records it.
@@ -112,7 +114,7 @@ fn archive_spec(policy: &BackupPolicy, prefix: &str) -> Result<ArchiveSpec, Rend
         .and_then(|seconds| u32::try_from(seconds).ok())
         .ok_or_else(|| RenderError::ArchiveTimeout(policy.metadata.name.clone().unwrap_or_default()))?;
     Ok(ArchiveSpec {
-        storage: policy_storage_spec(policy, prefix),
+        storage: StorageSpec::from(HostStorage::of_policy(policy, prefix)),
         compression: match policy.spec.compression {
             pgec2_api::Compression::Zstd => Algorithm::Zstd,
             pgec2_api::Compression::Lz4 => Algorithm::Lz4,
@@ -146,7 +148,7 @@ fn recovery_spec(recovery: &RecoveryBootstrap, policy: &BackupPolicy, host: &Pos
     // existed name the spec's.
     let chosen = host.status.as_ref().and_then(|status| status.restore.as_ref());
     RecoverySpec {
-        source: policy_storage_spec(policy, &source_prefix),
+        source: StorageSpec::from(HostStorage::of_policy(policy, &source_prefix)),
         backup: chosen.map_or_else(|| recovery.backup.clone(), |restore| restore.backup.clone()),
         target,
         target_action: recovery.target_action,

@@ -78,7 +78,7 @@ fn a_wal_g_compatible_policy_points_its_hosts_at_the_wal_g_archive_of_its_bucket
         s3.prefix = Some("orders".into());
         s3.walg_compatible = Some(pgec2_api::WalgCompatibility::Read);
     }
-    let storage = crate::archive::policy_storage_spec(&adopted, "default/orders-db");
+    let storage = StorageSpec::from(HostStorage::of_policy(&adopted, "default/orders-db"));
     assert_eq!(storage.walg_prefix(), Some("s3://backups/orders"), "wal-g's WALG_S3_PREFIX");
     assert_eq!((storage.url.as_str(), storage.prefix.as_deref()), ("s3://backups/orders", Some("default/orders-db")));
 }
@@ -90,7 +90,7 @@ fn an_object_lock_without_days_lasts_as_long_as_retention_keeps_a_backup() {
     if let Some(s3) = locked.spec.storage.s3.as_mut() {
         s3.object_lock = Some(pgec2_api::ObjectLockPolicy { mode: pgec2_api::ObjectLockMode::Compliance, days: None });
     }
-    let storage = crate::archive::policy_storage_spec(&locked, "default/db");
+    let storage = StorageSpec::from(HostStorage::of_policy(&locked, "default/db"));
     let extensions = storage.extensions.expect("extensions");
     assert_eq!(extensions.object_lock_mode.as_deref(), Some("compliance"));
     assert_eq!(extensions.object_lock_days, Some(5), "five daily backups: five days");
@@ -113,7 +113,7 @@ fn the_policy_encryption_goes_with_the_archive_and_the_recovery_source() {
             ..Default::default()
         }],
     });
-    let storage = crate::archive::policy_storage_spec(&nightly, "default/db");
+    let storage = StorageSpec::from(HostStorage::of_policy(&nightly, "default/db"));
     let encryption = storage.encryption.expect("encryption");
     assert_eq!(encryption.mode, "aes-256-gcm");
     assert_eq!(encryption.key.as_deref(), Some("file:/etc/pgec2/archive.key"));
