@@ -106,14 +106,10 @@ run_cell() {
       B[1], mb / B[1], B[2], B[3] / 1024, R[1], mb / R[1], R[2], R[3] / 1024, stored / 1048576 }' | tee -a "$RESULTS"
 }
 
-main() {
-  bench_setup
-  versions | tee "$ROOT/versions.txt"
-  init_cluster "$(pgec2_cmd file) wal-push %p && $(pgec2_cmd s3) wal-push %p"
-  echo "loading pgbench scale $SCALE and $RANDOM_MB MB of random bytes" >&2
-  load_data
-  local data_bytes
-  data_bytes=$(du -sb --exclude=pg_wal "$ROOT/data" | cut -f1)
+# Writes $RESULTS: its header, then every tool on every storage, REPEAT times, in an order that
+# rotates between repetitions. $1: bytes of the data directory (without pg_wal).
+run_cells() {
+  local data_bytes=$1 rep storage tool
   echo "rep,storage,tool,data_mb,backup_s,backup_mb_s,backup_cpu_s,backup_rss_mb,restore_s,restore_mb_s,restore_cpu_s,restore_rss_mb,stored_mb" | tee "$RESULTS"
   for ((rep = 1; rep <= REPEAT; rep++)); do
     for storage in $STORAGES; do
@@ -122,7 +118,19 @@ main() {
       done
     done
   done
+}
+
+main() {
+  bench_setup
+  versions | tee "$ROOT/versions.txt"
+  init_cluster "$(pgec2_cmd file) wal-push %p && $(pgec2_cmd s3) wal-push %p"
+  echo "loading pgbench scale $SCALE and $RANDOM_MB MB of random bytes" >&2
+  load_data
+  local data_bytes
+  data_bytes=$(du -sb --exclude=pg_wal "$ROOT/data" | cut -f1)
+  run_cells "$data_bytes"
   summarize backup "$RESULTS" | tee "$ROOT/backup-summary.md"
 }
 
-main "$@"
+# Sourced by scripts/bench-scaling.sh for its functions; run directly, it benchmarks.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi
