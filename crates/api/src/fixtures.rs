@@ -55,6 +55,7 @@ pub fn policy(name: &str) -> PolicyBuilder {
         compression: Compression::default(),
         wal_archiving: WalArchiving::default(),
         method: Default::default(),
+        snapshot_lock: None,
         objectives: None,
         verification: None,
         encryption: None,
@@ -229,6 +230,12 @@ impl PolicyBuilder {
     /// Sets `spec.method`.
     pub fn method(mut self, method: crate::BackupMethod) -> Self {
         self.policy.spec.method = method;
+        self
+    }
+
+    /// Sets `spec.snapshotLock`.
+    pub fn snapshot_lock(mut self, mode: crate::ObjectLockMode, days: Option<i32>) -> Self {
+        self.policy.spec.snapshot_lock = Some(crate::ObjectLockPolicy { mode, days });
         self
     }
 

@@ -55,7 +55,7 @@ pub use policy::spec::{
     WalArchiving, WalgCompatibility,
 };
 pub use policy::spec::{ObjectLockMode, ObjectLockPolicy};
-pub use policy::status::{ActiveBackup, BackupPolicyStatus, BackupRun, HostBackupSummary};
+pub use policy::status::{ActiveBackup, BackupPolicyStatus, BackupRun, HostBackupSummary, LockedBackup};
 pub use policy::verification::{
     ActiveDrill, AmcheckCheck, DrillCheckResult, DrillOutcome, DrillPhases, DrillResult, Verification,
     VerificationCheck, VerificationStatus, VerificationTarget,

@@ -182,6 +182,12 @@ pub const INCREMENTAL_NEEDS_OBJECT_STORE: CelRule = CelRule {
     message: "incrementalSchedule needs method objectStore: snapshot backups cannot be incremental",
 };
 
+/// `spec`: a snapshot lock needs backups that take snapshots.
+pub const SNAPSHOT_LOCK_NEEDS_SNAPSHOTS: CelRule = CelRule {
+    rule: "!has(self.snapshotLock) || (has(self.method) && self.method != 'objectStore')",
+    message: "snapshotLock needs method snapshot or both: objectStore backups take no snapshots",
+};
+
 /// `spec.storage.s3`: a KMS key only with KMS encryption.
 pub const KMS_KEY_NEEDS_AWS_KMS: CelRule = CelRule {
     rule: "!has(self.kmsKeyId) || (has(self.serverSideEncryption) && self.serverSideEncryption == 'aws:kms')",
@@ -218,7 +224,7 @@ pub const ONE_VERIFICATION_CHECK: CelRule = CelRule {
 
 /// Every rule with the schema path (below `openAPIV3Schema`) it is attached to, for tests and
 /// documentation.
-pub const ALL: [(&str, CelRule); 32] = [
+pub const ALL: [(&str, CelRule); 33] = [
     ("PostgresHost spec", STANDBY_NEEDS_RECOVERY),
     ("PostgresHost spec.postgresVersion", POSTGRES_VERSION_IMMUTABLE),
     ("PostgresHost spec.bootstrap", BOOTSTRAP_IMMUTABLE),
@@ -242,6 +248,7 @@ pub const ALL: [(&str, CelRule); 32] = [
     ("PostgresHost spec.bootstrap.recovery.target", ONE_RECOVERY_TARGET),
     ("PostgresHost spec.bootstrap.recovery.target.immediate", IMMEDIATE_IS_TRUE),
     ("BackupPolicy spec", INCREMENTAL_NEEDS_OBJECT_STORE),
+    ("BackupPolicy spec", SNAPSHOT_LOCK_NEEDS_SNAPSHOTS),
     ("BackupPolicy spec.storage", ONE_STORAGE_BACKEND),
     ("BackupPolicy spec.storage.s3", KMS_KEY_NEEDS_AWS_KMS),
     ("BackupPolicy spec.walArchiving.archiveTimeout", ARCHIVE_TIMEOUT_RANGE),

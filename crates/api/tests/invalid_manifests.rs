@@ -402,6 +402,17 @@ fn values_that_could_break_out_of_config_files_or_commands_are_refused() {
 }
 
 #[test]
+fn a_snapshot_lock_needs_backups_that_take_snapshots() {
+    let mut object_store = policy();
+    set(&mut object_store, "spec.snapshotLock", json!({"mode": "compliance", "days": 30}));
+    assert_refused_by_rule(&judge(&object_store, None), "BackupPolicy", "spec", rules::SNAPSHOT_LOCK_NEEDS_SNAPSHOTS);
+    let mut snapshots = object_store.clone();
+    set(&mut snapshots, "spec.method", json!("both"));
+    let verdict = judge(&snapshots, None);
+    assert!(verdict.all_accept(), "{verdict:#?}");
+}
+
+#[test]
 fn an_incremental_schedule_needs_object_store_backups_and_a_cron_expression() {
     let mut snapshot = policy();
     set(&mut snapshot, "spec.incrementalSchedule", json!("0 3 * * 1-6"));

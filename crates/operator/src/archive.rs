@@ -26,6 +26,10 @@ pub enum ArchiveError {
     Retention { host: String, source: RetentionError },
     #[error("failed to read the wal-g archive beside the archive of {host}: {source}")]
     Walg { host: String, source: WalgError },
+    #[error(
+        "failed to read the snapshot locks of the backups of {host}, nothing deleted; retried after the next backup: {source}"
+    )]
+    SnapshotLock { host: String, source: crate::cloud::CloudError },
 }
 
 /// Opens the archive of `host` under `policy`'s storage.

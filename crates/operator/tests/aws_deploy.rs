@@ -73,6 +73,7 @@ fn the_operator_policy_allows_every_call_the_aws_cloud_makes_and_no_wildcard_act
         "ec2:DescribeVolumes",
         "ec2:DescribeVolumesModifications",
         "ec2:DescribeSnapshots",
+        "ec2:DescribeLockedSnapshots",
         "ec2:RunInstances",
         "ec2:CreateTags",
         "ec2:DeleteTags",
@@ -81,6 +82,7 @@ fn the_operator_policy_allows_every_call_the_aws_cloud_makes_and_no_wildcard_act
         "ec2:DeleteVolume",
         "ec2:ModifyVolume",
         "ec2:CreateSnapshot",
+        "ec2:LockSnapshot",
         "ec2:CreateVolume",
         "ec2:EnableFastSnapshotRestores",
         "ec2:DisableFastSnapshotRestores",
@@ -138,6 +140,7 @@ fn the_operator_can_only_create_and_change_resources_tagged_as_managed_by_pgec2(
         "ec2:DeleteVolume",
         "ec2:ModifyVolume",
         "ec2:DeleteTags",
+        "ec2:LockSnapshot",
     ] {
         for statement in statements.iter().filter(|statement| statement.allows(action)) {
             assert_eq!(
@@ -147,6 +150,12 @@ fn the_operator_can_only_create_and_change_resources_tagged_as_managed_by_pgec2(
                 statement.sid
             );
         }
+    }
+    for never in ["ec2:UnlockSnapshot", "s3:BypassGovernanceRetention", "s3:PutObjectRetention"] {
+        assert!(
+            !statements.iter().any(|statement| statement.allows(never)),
+            "the operator may {never}: locks must hold"
+        );
     }
     for statement in statements.iter().filter(|statement| statement.allows("ec2:CreateSnapshot")) {
         let on_snapshot = statement.resources.iter().all(|arn| arn.contains("::snapshot/"));

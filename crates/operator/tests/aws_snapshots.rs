@@ -1,12 +1,19 @@
 //! Backup snapshots of the aws cloud against a moto server: CreateSnapshot carries the tags
 //! that name the host, the policy and the backup, and those tags make it idempotent across an
 //! operator restart; a host restored from a snapshot gets its data volume from CreateVolume
-//! with the snapshot, encrypted, in its subnet's zone, tagged as its own, created once.
+//! with the snapshot, encrypted, in its subnet's zone, tagged as its own, created once. EBS
+//! Snapshot Lock, which moto does not implement, is answered by `aws-smithy-mocks` rules in
+//! front of moto: the LockSnapshot request carries the policy's mode and days.
 
 mod aws_support;
 
+use aws_sdk_ec2::operation::describe_locked_snapshots::DescribeLockedSnapshotsOutput;
+use aws_sdk_ec2::operation::lock_snapshot::LockSnapshotOutput;
+use aws_sdk_ec2::types::{LockMode, LockState, LockedSnapshotsInfo};
+use aws_smithy_mocks::{MockResponseInterceptor, RuleMode, mock};
+use aws_smithy_types::DateTime;
 use aws_support::{MotoAws, host, until_running, volume_tag};
-use pgec2_operator::cloud::{Cloud, SnapshotRequest, tags};
+use pgec2_operator::cloud::{Cloud, SnapshotLock, SnapshotRequest, tags};
 
 #[tokio::test]
 async fn a_backup_snapshot_is_tagged_found_again_after_a_restart_and_deleted_once() {
@@ -94,4 +101,59 @@ async fn a_host_restored_from_a_snapshot_gets_an_encrypted_tagged_volume_in_its_
     assert_eq!(again.instance_id, restored.instance_id);
     assert_eq!(aws.log.count("CreateVolumeInput"), 1, "no second volume");
     aws.log.assert_every_request_is_safe();
+}
+
+/// LockSnapshot and DescribeLockedSnapshots as EC2 answers them (moto implements neither): a
+/// lock in the requested mode for the requested days, read back until `expires`.
+fn lock_mocks(expires: i64, state: LockState) -> MockResponseInterceptor {
+    let lock = mock!(aws_sdk_ec2::Client::lock_snapshot).then_compute_output(move |input| {
+        LockSnapshotOutput::builder()
+            .snapshot_id(input.snapshot_id().unwrap_or_default())
+            .lock_state(LockState::from(input.lock_mode().map(LockMode::as_str).unwrap_or_default()))
+            .set_lock_duration(input.lock_duration())
+            .lock_expires_on(DateTime::from_secs(expires))
+            .build()
+    });
+    let describe = mock!(aws_sdk_ec2::Client::describe_locked_snapshots).then_compute_output(move |input| {
+        let found = input.snapshot_ids().iter().map(|id| {
+            LockedSnapshotsInfo::builder()
+                .snapshot_id(id)
+                .lock_state(state.clone())
+                .lock_expires_on(DateTime::from_secs(expires))
+                .build()
+        });
+        DescribeLockedSnapshotsOutput::builder().set_snapshots(Some(found.collect())).build()
+    });
+    MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny).with_rule(&lock).with_rule(&describe)
+}
+
+#[tokio::test]
+async fn a_backup_snapshot_is_locked_in_the_policys_mode_for_its_days_and_the_lock_end_is_read_back() {
+    let aws = MotoAws::start().await;
+    let orders = host("orders", "uid-orders-lock");
+    let running = aws.launched(&orders).await;
+    let request = SnapshotRequest { host: orders, policy: "shop/hourly".into(), backup: "base_1".into() };
+    let snapshot = aws.cloud().snapshot_volume(&running, &request).await.expect("snapshot");
+    let expires = chrono::Utc::now().timestamp() + 30 * 86_400;
+
+    let cloud = aws.cloud_with_mocks(lock_mocks(expires, LockState::Compliance));
+    let lock = SnapshotLock { mode: pgec2_core::storage::lock::LockMode::Compliance, days: 30 };
+    let until = cloud.lock_snapshot(&snapshot.snapshot_id, &lock).await.expect("lock");
+    assert_eq!(until.timestamp(), expires, "the lock's end as EC2 answers it");
+    let sent = aws.log.lock_snapshots();
+    assert_eq!(sent.len(), 1, "one LockSnapshot");
+    assert_eq!(sent[0].snapshot_id(), Some(snapshot.snapshot_id.as_str()));
+    assert_eq!(sent[0].lock_mode(), Some(&LockMode::Compliance));
+    assert_eq!(sent[0].lock_duration(), Some(30), "the policy's days");
+    assert_eq!(sent[0].cool_off_period(), None, "a compliance lock holds at once");
+    assert_eq!(sent[0].expiration_date(), None, "a duration, not a date");
+    let read = cloud.snapshot_locked_until(&snapshot.snapshot_id).await.expect("read the lock");
+    assert_eq!(read.map(|until| until.timestamp()), Some(expires));
+    assert_eq!(aws.log.count("DescribeLockedSnapshotsInput"), 1);
+
+    // An expired lock, or one whose end has passed, holds nothing.
+    let expired = aws.cloud_with_mocks(lock_mocks(expires, LockState::Expired));
+    assert_eq!(expired.snapshot_locked_until(&snapshot.snapshot_id).await.expect("read"), None);
+    let past = aws.cloud_with_mocks(lock_mocks(chrono::Utc::now().timestamp() - 60, LockState::Governance));
+    assert_eq!(past.snapshot_locked_until(&snapshot.snapshot_id).await.expect("read"), None);
 }

@@ -1,7 +1,8 @@
 //! Snapshot backups end to end on the local cloud: `method: snapshot` makes the agent hold a
 //! non-exclusive backup open while the operator copies the host's volume directory; the backup
 //! is committed in the archive with its labels and the snapshot's id, counted by retention like
-//! any backup, and its snapshot deleted with its catalog entry.
+//! any backup, and its snapshot deleted with its catalog entry; with `snapshotLock` the
+//! snapshot is locked before its backup commits and outlives retention until the lock ends.
 
 mod common;
 
@@ -108,5 +109,77 @@ async fn a_snapshot_backup_under_load_commits_with_its_snapshot_and_retention_de
     .await;
     let _ = load.kill();
     let _ = load.wait();
+    env.stop().await;
+}
+
+/// Sets back the end of the local cloud's lock on `snapshot_id` to a second ago.
+fn end_lock(state: &Path, snapshot_id: &str) {
+    let path = state.join("volume-snapshots").join(format!("{snapshot_id}.lock"));
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("lock file")).expect("json");
+    record["until"] = serde_json::json!((chrono::Utc::now() - chrono::Duration::seconds(1)).to_rfc3339());
+    std::fs::write(&path, serde_json::to_vec(&record).expect("json")).expect("end the lock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_snapshot_backup_outlives_retention_until_its_lock_ends_and_status_says_until_when() {
+    let env = TestEnv::start().await;
+    let archive = env.archive_dir();
+    let locked = policy("snapshots")
+        .local(&archive.display().to_string())
+        .method(BackupMethod::Snapshot)
+        .snapshot_lock(pgec2_api::ObjectLockMode::Governance, Some(2))
+        .keep(1);
+    env.apply_policy(&locked.build()).await;
+    let builder = host("db").policy("snapshots");
+    env.apply_host(&builder.clone().build()).await;
+    let ready = env.wait_for("db", READY_TIMEOUT, |host| host.phase() == Some(HostPhase::Ready)).await;
+    let host_archive = archive.join("default/db");
+    let policy_object = env.policies().get("snapshots").await.expect("policy");
+    let opened = pgec2_operator::archive::open(&policy_object, &ready).await.expect("open archive");
+    let snapshot_of = |name: String| {
+        let opened = &opened;
+        async move { catalog::read_info(opened, &name).await.expect("commit record").snapshot_id.expect("id") }
+    };
+
+    // The snapshot is locked before its backup commits: two days, governance mode.
+    let first = take_backup(&env, &host_archive, &builder, "first").await;
+    let first_snapshot = snapshot_of(first.clone()).await;
+    let lock_file = env.state_dir.join("volume-snapshots").join(format!("{first_snapshot}.lock"));
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&lock_file).expect("locked")).expect("json");
+    assert_eq!(record["mode"], "governance");
+    let until: chrono::DateTime<chrono::Utc> = record["until"].as_str().expect("until").parse().expect("time");
+    let two_days = chrono::Utc::now() + chrono::Duration::days(2);
+    assert!((two_days - until).num_minutes().abs() < 10, "locked until {until}");
+    assert!(env.event_reasons("snapshots").await.contains(&"SnapshotLocked".to_string()));
+
+    // Retention keeps one backup, but the first is locked: it stays, listed, with its snapshot,
+    // and the status says until when.
+    let second = take_backup(&env, &host_archive, &builder, "second").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let held = loop {
+        let status = env.policies().get("snapshots").await.expect("policy").status.unwrap_or_default();
+        if !status.locked_backups.is_empty() {
+            break status.locked_backups;
+        }
+        assert!(Instant::now() < deadline, "no locked backup in status: {status:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(held.iter().map(|entry| entry.name.as_str()).collect::<Vec<_>>(), [first.as_str()]);
+    assert_eq!(held[0].host, "default/db");
+    assert_eq!(committed_backups(&host_archive), vec![first.clone(), second.clone()]);
+    assert!(env.state_dir.join("volume-snapshots").join(&first_snapshot).exists(), "the locked snapshot stays");
+    assert!(env.event_reasons("snapshots").await.contains(&"RetentionHeld".to_string()));
+
+    // Once the first lock ended, the next pass deletes that backup and its snapshot; the second,
+    // still locked, is kept in turn.
+    end_lock(&env.state_dir, &first_snapshot);
+    let third = take_backup(&env, &host_archive, &builder, "third").await;
+    eventually("retention of the first backup and its snapshot", Duration::from_secs(60), || {
+        committed_backups(&host_archive) == vec![second.clone(), third.clone()]
+            && !env.state_dir.join("volume-snapshots").join(&first_snapshot).exists()
+    })
+    .await;
+    assert!(!lock_file.exists(), "the lock file goes with its snapshot");
     env.stop().await;
 }

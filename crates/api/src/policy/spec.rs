@@ -28,7 +28,7 @@ use crate::rules;
     printcolumn = r#"{"name":"Last Backup", "type":"date", "description":"When the newest successful backup finished", "jsonPath":".status.lastSuccessfulBackup.finishTime"}"#,
     printcolumn = r#"{"name":"Age", "type":"date", "jsonPath":".metadata.creationTimestamp"}"#
 )]
-#[x_kube(validation = rules::INCREMENTAL_NEEDS_OBJECT_STORE)]
+#[x_kube(validation = rules::INCREMENTAL_NEEDS_OBJECT_STORE, validation = rules::SNAPSHOT_LOCK_NEEDS_SNAPSHOTS)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupPolicySpec {
     /// Where WAL and base backups are stored: exactly one of `s3` or `local`. Each host gets
@@ -92,6 +92,18 @@ pub struct BackupPolicySpec {
     /// catalog, one retention count and one recovery window, with the WAL from the storage.
     #[serde(default)]
     pub method: BackupMethod,
+
+    /// Immutable snapshot backups: an EBS Snapshot Lock on the snapshot of each snapshot backup
+    /// (the local cloud records the same lock beside its snapshot), set once the snapshot
+    /// completes and before the backup commits, so nobody can delete a committed snapshot
+    /// backup before the lock ends. Retention keeps a locked snapshot backup in the catalog and
+    /// reports when it can go (`status.hosts[].lockedBackups`, an event), then deletes it on a
+    /// later pass. `mode` and `days` as in `storage.s3.objectLock`; only with `method: snapshot`
+    /// or `both`. The operator needs `ec2:LockSnapshot` and `ec2:DescribeLockedSnapshots`
+    /// (deploy/iam/). Default: `storage.s3.objectLock` when it is set, so one setting makes
+    /// both kinds of backup immutable; otherwise no lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_lock: Option<ObjectLockPolicy>,
 
     /// Client-side encryption of WAL segments and backup parts: each is encrypted on the host
     /// (AES-256-GCM, a data key of its own wrapped by the key below) before it is stored, so
@@ -291,17 +303,18 @@ pub struct S3Storage {
     pub object_lock: Option<ObjectLockPolicy>,
 }
 
-/// S3 Object Lock on what the hosts write.
+/// A lock on what backups store: S3 Object Lock on objects, EBS Snapshot Lock on snapshots.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectLockPolicy {
-    /// `governance` (users with `s3:BypassGovernanceRetention` can still remove a lock) or
-    /// `compliance` (nobody can, the root account included, until the date).
+    /// `governance` (users allowed to bypass it, with `s3:BypassGovernanceRetention` or
+    /// `ec2:UnlockSnapshot`, can still remove a lock) or `compliance` (nobody can, the root
+    /// account included, until the lock ends).
     pub mode: ObjectLockMode,
 
-    /// Days each object stays locked after it is written, 1 to 36500. Default: as long as
-    /// retention keeps a backup, `retention.fullBackups` times the interval of `schedule`
-    /// (rounded up to whole days).
+    /// Days each object (or snapshot) stays locked after it is written (or completes), 1 to
+    /// 36500. Default: as long as retention keeps a backup, `retention.fullBackups` times the
+    /// interval of `schedule` (rounded up to whole days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 36500))]
     pub days: Option<i32>,
@@ -317,6 +330,17 @@ pub enum ObjectLockMode {
     Governance,
     /// Compliance mode.
     Compliance,
+}
+
+impl BackupPolicySpec {
+    /// The lock put on backup snapshots: `snapshotLock`, else `storage.s3.objectLock`; none
+    /// when backups take no snapshots.
+    pub fn effective_snapshot_lock(&self) -> Option<&ObjectLockPolicy> {
+        if self.method == BackupMethod::ObjectStore {
+            return None;
+        }
+        self.snapshot_lock.as_ref().or_else(|| self.storage.s3.as_ref().and_then(|s3| s3.object_lock.as_ref()))
+    }
 }
 
 /// How a BackupPolicy treats a wal-g archive at its bucket and prefix.

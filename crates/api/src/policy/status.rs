@@ -55,6 +55,25 @@ pub struct BackupPolicyStatus {
     /// Restore drills (`spec.verification`): the running ones and the last results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<super::verification::VerificationStatus>,
+
+    /// What retention would delete but a lock still holds (`snapshotLock` on a snapshot
+    /// backup, `storage.s3.objectLock` on a backup's objects or WAL), with when each can go:
+    /// the first retention pass after that time deletes it. Refreshed each time retention runs
+    /// for a host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locked_backups: Vec<LockedBackup>,
+}
+
+/// A backup (or WAL) that retention keeps only because it is locked.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LockedBackup {
+    /// Name of the PostgresHost (`namespace/name`).
+    pub host: String,
+    /// The backup kept (or `N WAL files from <segment>`).
+    pub name: String,
+    /// When its lock ends and retention can delete it.
+    pub until: Time,
 }
 
 /// One backup run of one host.

@@ -77,6 +77,9 @@ impl BackupPolicySpec {
         let incremental_ok =
             self.incremental_schedule.is_none() || self.method == crate::policy::spec::BackupMethod::ObjectStore;
         check.rule("spec", incremental_ok, rules::INCREMENTAL_NEEDS_OBJECT_STORE);
+        let snapshot_lock_ok =
+            self.snapshot_lock.is_none() || self.method != crate::policy::spec::BackupMethod::ObjectStore;
+        check.rule("spec", snapshot_lock_ok, rules::SNAPSHOT_LOCK_NEEDS_SNAPSHOTS);
         if let Some(zone) = &self.time_zone
             && !is_time_zone_name(zone)
         {

@@ -23,7 +23,7 @@ use sha2::Digest;
 
 use super::{
     AgentDownload, Cloud, CloudError, CommandStatus, HostCommand, HostInstance, HostLayout, HostRef, InstanceState,
-    LaunchRequest, SnapshotRequest, TerminationProgress, VolumeDisposal, VolumeSettings, VolumeSnapshot,
+    LaunchRequest, SnapshotLock, SnapshotRequest, TerminationProgress, VolumeDisposal, VolumeSettings, VolumeSnapshot,
 };
 
 mod command;
@@ -31,6 +31,7 @@ mod files;
 mod host_os;
 mod process;
 mod record;
+pub mod snapshot_lock;
 pub mod snapshots;
 pub mod wal_receive;
 
@@ -406,6 +407,23 @@ impl Cloud for LocalCloud {
         snapshots::delete(&self.snapshots_root(), snapshot_id)
             .await
             .map_err(|error| error.into_cloud("delete a snapshot"))
+    }
+
+    async fn lock_snapshot(
+        &self,
+        snapshot_id: &str,
+        lock: &SnapshotLock,
+    ) -> Result<chrono::DateTime<chrono::Utc>, CloudError> {
+        snapshot_lock::lock(&self.snapshots_root(), snapshot_id, lock, chrono::Utc::now())
+            .map_err(|error| error.into_cloud("lock a snapshot"))
+    }
+
+    async fn snapshot_locked_until(
+        &self,
+        snapshot_id: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, CloudError> {
+        snapshot_lock::locked_until(&self.snapshots_root(), snapshot_id, chrono::Utc::now())
+            .map_err(|error| error.into_cloud("read a snapshot lock"))
     }
 
     async fn host_layout(&self, host: &HostRef, _instance: &HostInstance) -> Result<HostLayout, CloudError> {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    Cloud, CloudError, CommandStatus, HostCommand, HostInstance, HostLayout, HostRef, LaunchRequest, SnapshotRequest,
-    TerminationProgress, VolumeDisposal, VolumeSettings, VolumeSnapshot,
+    Cloud, CloudError, CommandStatus, HostCommand, HostInstance, HostLayout, HostRef, LaunchRequest, SnapshotLock,
+    SnapshotRequest, TerminationProgress, VolumeDisposal, VolumeSettings, VolumeSnapshot,
 };
 use crate::metrics::Metrics;
 
@@ -88,6 +88,21 @@ impl Cloud for MeteredCloud {
 
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), CloudError> {
         self.count("delete_snapshot", self.inner.delete_snapshot(snapshot_id).await)
+    }
+
+    async fn lock_snapshot(
+        &self,
+        snapshot_id: &str,
+        lock: &SnapshotLock,
+    ) -> Result<chrono::DateTime<chrono::Utc>, CloudError> {
+        self.count("lock_snapshot", self.inner.lock_snapshot(snapshot_id, lock).await)
+    }
+
+    async fn snapshot_locked_until(
+        &self,
+        snapshot_id: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, CloudError> {
+        self.count("snapshot_locked_until", self.inner.snapshot_locked_until(snapshot_id).await)
     }
 
     async fn host_layout(&self, host: &HostRef, instance: &HostInstance) -> Result<HostLayout, CloudError> {

@@ -74,6 +74,17 @@ pub struct VolumeSnapshot {
     pub state: SnapshotState,
 }
 
+/// A lock on a backup's snapshot: nobody can delete it for `days` after it is set (an EBS
+/// Snapshot Lock on AWS; a lock file beside the snapshot on the local cloud).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotLock {
+    /// `Governance`: principals allowed to unlock snapshots can still remove it; `Compliance`:
+    /// nobody can before it ends.
+    pub mode: pgec2_core::storage::lock::LockMode,
+    /// Days from now until the snapshot may be deleted (1 to 36500).
+    pub days: u32,
+}
+
 fn snapshots_unsupported(cloud: &str) -> CloudError {
     CloudError::Permanent {
         action: "snapshot a volume",
@@ -320,9 +331,26 @@ pub trait Cloud: Send + Sync {
         Ok(Vec::new())
     }
 
-    /// Deletes a snapshot; a missing one is already deleted.
+    /// Deletes a snapshot; a missing one is already deleted. A locked one is refused.
     async fn delete_snapshot(&self, _snapshot_id: &str) -> Result<(), CloudError> {
         Err(snapshots_unsupported(self.name()))
+    }
+
+    /// Locks a snapshot against deletion for `lock.days` from now; returns when the lock ends.
+    async fn lock_snapshot(
+        &self,
+        _snapshot_id: &str,
+        _lock: &SnapshotLock,
+    ) -> Result<chrono::DateTime<chrono::Utc>, CloudError> {
+        Err(snapshots_unsupported(self.name()))
+    }
+
+    /// Until when a snapshot is locked; `None` when it has no lock, an expired one, or is gone.
+    async fn snapshot_locked_until(
+        &self,
+        _snapshot_id: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, CloudError> {
+        Ok(None)
     }
 
     /// Where things live on the host (paths, port, agent download); EC2's layout by default.

@@ -1,7 +1,7 @@
 //! What the policy controller does with a host's archive ([`crate::archive`] opens it): read
 //! through the pgec2-core catalog into the policy's summary, and pruned by retention and
 //! garbage cleanup — the same code as `pgec2-agent delete`, honouring the leases of running
-//! restores and standbys and leaving damaged entries alone.
+//! restores and standbys and the locks of immutable backups, and leaving damaged entries alone.
 
 use chrono::Utc;
 use pgec2_api::{BackupPolicy, HostBackupSummary, PostgresHost};
@@ -14,7 +14,11 @@ use pgec2_core::wal::Lsn;
 use pgec2_core::walg::WalgBackup;
 use pgec2_core::walg::retention as walg_retention;
 
+use pgec2_core::storage::lock::Locked;
+
+use super::snapshot_lock;
 use crate::archive::{ArchiveError, open, time};
+use crate::cloud::Cloud;
 
 /// Keeps the policy's `retention.fullBackups` newest unpinned backups (and the WAL they need),
 /// then removes garbage: abandoned uncommitted backups, expired leases and WAL older than the
@@ -22,24 +26,33 @@ use crate::archive::{ArchiveError, open, time};
 /// backups are kept and logged.
 /// With `walgCompatible: read`, wal-g's backups count toward `fullBackups` and the host's WAL
 /// that they replay is kept; wal-g's objects are never deleted.
-pub async fn apply_retention(policy: &BackupPolicy, host: &PostgresHost) -> Result<(), ArchiveError> {
+/// Locked backups (S3 Object Lock, or a snapshot lock asked of `cloud`) are kept until their
+/// lock ends; returns what was kept and until when.
+pub async fn apply_retention(
+    policy: &BackupPolicy,
+    host: &PostgresHost,
+    cloud: &dyn Cloud,
+) -> Result<Vec<Locked>, ArchiveError> {
     let name = host.qualified_name();
     let walg = crate::archive::open_walg(policy, &name).await?;
     let walg_backups = match walg {
         Some(walg) => walg.backups().await.map_err(|source| ArchiveError::Walg { host: name.clone(), source })?,
         None => Vec::new(),
     };
-    apply_retention_to(&open(policy, host).await?, &name, policy.spec.retention.full_backups, &walg_backups).await
+    let archive = open(policy, host).await?;
+    apply_retention_to(&archive, &name, policy, &walg_backups, cloud).await
 }
 
-/// [`apply_retention`] on an open archive, keeping `full_backups` backups of both kinds.
+/// [`apply_retention`] on an open archive, keeping `policy`'s `fullBackups` backups of both kinds.
 pub async fn apply_retention_to(
     archive: &Archive,
     name: &str,
-    full_backups: i32,
+    policy: &BackupPolicy,
     walg: &[WalgBackup],
-) -> Result<(), ArchiveError> {
-    let keep = usize::try_from(full_backups).unwrap_or(1).max(1);
+    cloud: &dyn Cloud,
+) -> Result<Vec<Locked>, ArchiveError> {
+    let keep = usize::try_from(policy.spec.retention.full_backups).unwrap_or(1).max(1);
+    let mut held = Vec::new();
     let catalog_error = |source| ArchiveError::Catalog { host: name.to_string(), source };
     let retention_error = |source| ArchiveError::Retention { host: name.to_string(), source };
     let walg_floor = walg.iter().map(|backup| Lsn(backup.sentinel.start_lsn)).min();
@@ -49,7 +62,7 @@ pub async fn apply_retention_to(
             tracing::warn!(host = %name, backup = %damaged.name, key = %damaged.key, reason = %damaged.reason, "damaged backup kept by retention");
         }
         if backups.committed.is_empty() {
-            return Ok(());
+            return Ok(held);
         }
         let wal = catalog::list_wal_archive(archive, backups.segment_size()).await.map_err(catalog_error)?;
         let leases = leases::load(archive).await.map_err(catalog_error)?;
@@ -59,11 +72,20 @@ pub async fn apply_retention_to(
         if let Some(floor) = walg_floor {
             walg_retention::keep_wal_from(&mut plan, &wal, floor);
         }
-        for locked in retention::locks::hold_locked(archive, &backups, &wal, &mut plan, Utc::now())
+        let mut locked = retention::locks::hold_locked(archive, &backups, &wal, &mut plan, Utc::now())
             .await
-            .map_err(retention_error)?
-        {
+            .map_err(retention_error)?;
+        let snapshots = snapshot_lock::hold_locked(cloud, policy, &backups, &wal, &mut plan, Utc::now())
+            .await
+            .map_err(|source| ArchiveError::SnapshotLock { host: name.to_string(), source })?;
+        locked.extend(snapshots);
+        for locked in &locked {
             tracing::info!(host = %name, object = %locked.name, until = %locked.until, "kept by retention: locked");
+        }
+        for locked in locked {
+            if !held.contains(&locked) {
+                held.push(locked);
+            }
         }
         if !plan.is_empty() {
             tracing::info!(host = %name, ?rule, backups = ?plan.backups, wal_files = plan.wal.len(), held_by = ?plan.held_by, "applying retention");
@@ -73,7 +95,7 @@ pub async fn apply_retention_to(
             }
         }
     }
-    Ok(())
+    Ok(held)
 }
 
 /// What the catalog says about `host`, or why it could not be read.

@@ -242,9 +242,13 @@ pub async fn finish_running(ctx: &Context, policy: &BackupPolicy, hosts: &[Postg
                 draft.succeeded(&run.host, name.clone(), started, now);
                 let note = format!("base backup {} of {} committed", name.as_deref().unwrap_or("?"), run.host);
                 publish(ctx, policy, EventType::Normal, "BackupSucceeded", note).await;
-                if let Err(error) = super::archive::apply_retention(policy, host).await {
-                    draft.retention_failed(&run.host, &error.to_string());
-                    publish(ctx, policy, EventType::Warning, "RetentionFailed", format!("{}: {error}", run.host)).await;
+                match super::archive::apply_retention(policy, host, ctx.cloud.as_ref()).await {
+                    Ok(held) => super::snapshot_lock::report_held(ctx, policy, draft, &run.host, &held).await,
+                    Err(error) => {
+                        draft.retention_failed(&run.host, &error.to_string());
+                        let note = format!("{}: {error}", run.host);
+                        publish(ctx, policy, EventType::Warning, "RetentionFailed", note).await;
+                    }
                 }
             }
             CommandStatus::Failed { exit_code, stderr_tail, .. } => {

@@ -13,6 +13,7 @@ pub mod drill;
 pub mod host_status;
 mod incremental;
 pub mod schedule;
+pub mod snapshot_lock;
 pub mod snapshots;
 mod status;
 

@@ -5,6 +5,9 @@
 //! delete the snapshots no committed backup names (retention's and abandoned ones) and the
 //! handshakes.
 //!
+//! With a snapshot lock ([`super::snapshot_lock`]) the completed snapshot is locked before
+//! `completed.json` is written, and a locked snapshot is never deleted before its lock ends.
+//!
 //! Crash safety: a snapshot is found by its tags (host uid and backup name) before one is
 //! started, and an answer already in the archive is never written again, so an operator
 //! restarted at any point neither loses nor doubles a snapshot.
@@ -109,6 +112,9 @@ async fn answer(
     match snapshot.state {
         SnapshotState::Pending => Ok(()),
         SnapshotState::Completed => {
+            if let Some(lock) = super::snapshot_lock::snapshot_lock(policy) {
+                super::snapshot_lock::lock_completed(ctx, policy, &lock, &snapshot.snapshot_id, &backup).await?;
+            }
             let completed = SnapshotAnswer { snapshot_id: snapshot.snapshot_id };
             snapshot::put(archive, &backup, COMPLETED, &completed).await.map_err(|error| error.to_string())
         }
@@ -162,6 +168,10 @@ pub async fn collect(
         if kept {
             continue;
         }
+        if let Some(until) = locked_until(ctx, policy, &found.snapshot_id).await? {
+            tracing::info!(host = %reference.key(), snapshot = %found.snapshot_id, backup = ?found.backup, %until, "a snapshot no committed backup names is kept until its lock ends");
+            continue;
+        }
         tracing::info!(host = %reference.key(), snapshot = %found.snapshot_id, backup = ?found.backup, "deleting a snapshot no committed backup names");
         ctx.cloud.delete_snapshot(&found.snapshot_id).await.map_err(|error| error.to_string())?;
     }
@@ -170,6 +180,18 @@ pub async fn collect(
         snapshot::remove(&archive, &handshake.request.backup).await.map_err(|error| error.to_string())?;
     }
     Ok(())
+}
+
+/// When the lock of `snapshot_id` ends, for a policy that locks its snapshots.
+async fn locked_until(
+    ctx: &Context,
+    policy: &BackupPolicy,
+    snapshot_id: &str,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+    if super::snapshot_lock::snapshot_lock(policy).is_none() {
+        return Ok(None);
+    }
+    ctx.cloud.snapshot_locked_until(snapshot_id).await.map_err(|error| error.to_string())
 }
 
 #[cfg(test)]

@@ -124,6 +124,16 @@ impl Draft {
         self.retention_problems.push(format!("{host}: {message}"));
     }
 
+    /// Records what retention of `host` kept because it is locked (replacing the last record).
+    pub fn retention_held(&mut self, host: &str, held: &[pgec2_core::storage::lock::Locked]) {
+        let locked = &mut self.status.locked_backups;
+        locked.retain(|entry| entry.host != host);
+        locked.extend(held.iter().filter_map(|entry| {
+            let until = crate::archive::time(entry.until)?;
+            Some(pgec2_api::LockedBackup { host: host.to_string(), name: entry.name.clone(), until })
+        }));
+    }
+
     /// How a backup of `host` (`namespace/name`) ended in this reconcile, if one did.
     pub fn outcome(&self, host: &str) -> Option<&Outcome> {
         self.outcomes.get(host)

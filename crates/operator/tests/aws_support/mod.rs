@@ -11,6 +11,7 @@ use aws_sdk_ec2::config::interceptors::BeforeSerializationInterceptorContextRef;
 use aws_sdk_ec2::config::{ConfigBag, Intercept};
 use aws_sdk_ec2::error::BoxError;
 use aws_sdk_ec2::operation::create_volume::CreateVolumeInput;
+use aws_sdk_ec2::operation::lock_snapshot::LockSnapshotInput;
 use aws_sdk_ec2::operation::run_instances::RunInstancesInput;
 use aws_sdk_ec2::types::{HttpTokensState, InstanceMetadataEndpointState, ResourceType};
 use aws_sdk_ssm::operation::send_command::SendCommandInput;
@@ -23,6 +24,7 @@ pub struct RequestLog {
     run_instances: Arc<Mutex<Vec<RunInstancesInput>>>,
     send_commands: Arc<Mutex<Vec<SendCommandInput>>>,
     create_volumes: Arc<Mutex<Vec<CreateVolumeInput>>>,
+    lock_snapshots: Arc<Mutex<Vec<LockSnapshotInput>>>,
     operations: Arc<Mutex<Vec<String>>>,
 }
 
@@ -33,6 +35,10 @@ impl RequestLog {
 
     pub fn create_volumes(&self) -> Vec<CreateVolumeInput> {
         self.create_volumes.lock().expect("log lock").clone()
+    }
+
+    pub fn lock_snapshots(&self) -> Vec<LockSnapshotInput> {
+        self.lock_snapshots.lock().expect("log lock").clone()
     }
 
     pub fn send_commands(&self) -> Vec<SendCommandInput> {
@@ -72,6 +78,9 @@ impl Intercept for RequestLog {
         }
         if let Some(create) = input.downcast_ref::<CreateVolumeInput>() {
             self.create_volumes.lock().expect("log lock").push(create.clone());
+        }
+        if let Some(lock) = input.downcast_ref::<LockSnapshotInput>() {
+            self.lock_snapshots.lock().expect("log lock").push(lock.clone());
         }
         if let Some(send) = input.downcast_ref::<SendCommandInput>() {
             self.send_commands.lock().expect("log lock").push(send.clone());
@@ -255,9 +264,30 @@ impl MotoAws {
         pgec2_operator::cloud::aws::AwsCloud::from_clients(ec2, ssm, options)
     }
 
+    /// A cloud whose EC2 calls go to moto except those `mocks` answer (what moto does not
+    /// implement, such as LockSnapshot); every call is logged.
+    pub fn cloud_with_mocks(
+        &self,
+        mocks: aws_smithy_mocks::MockResponseInterceptor,
+    ) -> pgec2_operator::cloud::aws::AwsCloud {
+        let options = test_options();
+        let ec2_config =
+            options.ec2_config(&self.sdk).interceptor(mocks.allow_passthrough()).interceptor(self.log.clone());
+        let ec2 = aws_sdk_ec2::Client::from_conf(ec2_config.build());
+        let ssm = aws_sdk_ssm::Client::from_conf(options.ssm_config(&self.sdk).interceptor(self.log.clone()).build());
+        pgec2_operator::cloud::aws::AwsCloud::from_clients(ec2, ssm, options)
+    }
+
     /// A launch into this network with an explicit image.
     pub fn launch_request(&self, host: HostRef) -> LaunchRequest {
         launch_request(host, &self.subnet_id, &self.security_group_id, Some(&self.amd64_image))
+    }
+
+    /// Launches `host` and waits until it runs with its data volume.
+    pub async fn launched(&self, host: &HostRef) -> pgec2_operator::cloud::HostInstance {
+        use pgec2_operator::cloud::Cloud;
+        self.cloud().launch_host(&self.launch_request(host.clone())).await.expect("launch");
+        until_running(&self.cloud(), host).await
     }
 
     /// Instances (not terminated) tagged with `uid`.

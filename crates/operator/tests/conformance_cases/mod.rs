@@ -206,6 +206,11 @@ fn cel_cases() -> Vec<Case> {
             Rule(rules::INCREMENTAL_NEEDS_OBJECT_STORE),
         ),
         policy(
+            "snapshot-lock-object-store",
+            json!({"snapshotLock": {"mode": "governance", "days": 7}}),
+            Rule(rules::SNAPSHOT_LOCK_NEEDS_SNAPSHOTS),
+        ),
+        policy(
             "verification-two-checks",
             json!({"verification": {"schedule": "0 2 * * *", "checks": [{"amcheck": {}, "sql": "SELECT true"}]}}),
             Rule(rules::ONE_VERIFICATION_CHECK),

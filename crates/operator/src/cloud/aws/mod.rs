@@ -7,6 +7,7 @@
 //! - [`disposal`]: deletion: the instance, then the volume per its disposal.
 //! - [`ssm`]: commands on the host and the SSM agent's liveness.
 //! - [`ami`]: the image (the spec's or the public Debian 12 parameter's).
+//! - [`backup_snapshots`], [`snapshot_lock`]: EBS snapshots of backups and their Snapshot Lock.
 //! - [`error`], [`retry`]: failure classification and bounded backoff on throttling.
 //!
 //! Every call reads the cloud's state first and acts only on what is missing, so a crash at any
@@ -21,7 +22,7 @@ use aws_sdk_ec2::config::http::HttpResponse;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 
 use crate::cloud::{
-    Cloud, CloudError, CommandStatus, HostCommand, HostInstance, HostRef, LaunchRequest, SnapshotRequest,
+    Cloud, CloudError, CommandStatus, HostCommand, HostInstance, HostRef, LaunchRequest, SnapshotLock, SnapshotRequest,
     TerminationProgress, VolumeDisposal, VolumeSettings, VolumeSnapshot,
 };
 
@@ -34,6 +35,7 @@ pub mod request;
 mod restore_volume;
 pub mod retry;
 pub mod secrets;
+mod snapshot_lock;
 pub mod ssm;
 pub mod tags;
 mod volumes;
@@ -244,5 +246,20 @@ impl Cloud for AwsCloud {
 
     async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), CloudError> {
         self.remove_snapshot(snapshot_id).await
+    }
+
+    async fn lock_snapshot(
+        &self,
+        snapshot_id: &str,
+        lock: &SnapshotLock,
+    ) -> Result<chrono::DateTime<chrono::Utc>, CloudError> {
+        self.lock_backup_snapshot(snapshot_id, lock).await
+    }
+
+    async fn snapshot_locked_until(
+        &self,
+        snapshot_id: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, CloudError> {
+        self.snapshot_lock_end(snapshot_id).await
     }
 }

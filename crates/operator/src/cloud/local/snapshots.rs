@@ -114,9 +114,11 @@ pub fn of_host(root: &Path, host: &HostRef) -> Result<Vec<VolumeSnapshot>, Local
     Ok(found)
 }
 
-/// Deletes the snapshot `id`; a missing one is already deleted.
+/// Deletes the snapshot `id`; a missing one is already deleted, a locked one is refused.
 pub async fn delete(root: &Path, id: &str) -> Result<(), LocalError> {
-    super::host_os::remove_tree(&snapshot_dir(root, id)?).await
+    super::snapshot_lock::refuse_if_locked(root, id, chrono::Utc::now())?;
+    super::host_os::remove_tree(&snapshot_dir(root, id)?).await?;
+    super::snapshot_lock::forget(root, id)
 }
 
 /// The volume directory of snapshot `id`, to create a volume from.
