@@ -3,16 +3,22 @@
 //! operator restart; a host restored from a snapshot gets its data volume from CreateVolume
 //! with the snapshot, encrypted, in its subnet's zone, tagged as its own, created once. EBS
 //! Snapshot Lock, which moto does not implement, is answered by `aws-smithy-mocks` rules in
-//! front of moto: the LockSnapshot request carries the policy's mode and days.
+//! front of moto: the LockSnapshot request carries the policy's mode and days. An answer lost
+//! after moto created a snapshot or a restored volume (the operator restarted before it recorded
+//! it) leaves exactly one of each after the restart.
 
 mod aws_support;
 
+use aws_sdk_ec2::error::ErrorMetadata;
+use aws_sdk_ec2::operation::create_snapshot::CreateSnapshotError;
+use aws_sdk_ec2::operation::create_volume::CreateVolumeError;
 use aws_sdk_ec2::operation::describe_locked_snapshots::DescribeLockedSnapshotsOutput;
 use aws_sdk_ec2::operation::lock_snapshot::LockSnapshotOutput;
-use aws_sdk_ec2::types::{LockMode, LockState, LockedSnapshotsInfo};
+use aws_sdk_ec2::types::{Filter, LockMode, LockState, LockedSnapshotsInfo};
 use aws_smithy_mocks::{MockResponseInterceptor, RuleMode, mock};
 use aws_smithy_types::DateTime;
 use aws_support::{MotoAws, host, until_running, volume_tag};
+use pgec2_operator::cloud::aws::tags::{DATA_ROLE, VOLUME_ROLE};
 use pgec2_operator::cloud::{Cloud, SnapshotLock, SnapshotRequest, tags};
 
 #[tokio::test]
@@ -156,4 +162,88 @@ async fn a_backup_snapshot_is_locked_in_the_policys_mode_for_its_days_and_the_lo
     assert_eq!(expired.snapshot_locked_until(&snapshot.snapshot_id).await.expect("read"), None);
     let past = aws.cloud_with_mocks(lock_mocks(chrono::Utc::now().timestamp() - 60, LockState::Governance));
     assert_eq!(past.snapshot_locked_until(&snapshot.snapshot_id).await.expect("read"), None);
+}
+
+/// A rule that lets `operation`'s request reach moto and then loses its answer, as an operator
+/// that crashed (or timed out) right after the call did: moto has done the work, the caller
+/// never hears of it.
+fn answer_lost(rule: aws_smithy_mocks::Rule) -> MockResponseInterceptor {
+    MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny).with_rule(&rule)
+}
+
+fn lost() -> ErrorMetadata {
+    ErrorMetadata::builder().code("RequestTimeout").message("the answer was lost").build()
+}
+
+/// The snapshots moto holds for `backup` of the host with `uid`.
+async fn snapshots_of_backup(aws: &MotoAws, uid: &str, backup: &str) -> Vec<String> {
+    let filter = |key: &str, value: &str| Filter::builder().name(format!("tag:{key}")).values(value).build();
+    let output = aws
+        .ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(filter(tags::UID, uid))
+        .filters(filter(tags::BACKUP, backup))
+        .send()
+        .await
+        .expect("describe snapshots");
+    output.snapshots().iter().filter_map(|snapshot| snapshot.snapshot_id().map(str::to_string)).collect()
+}
+
+#[tokio::test]
+async fn an_operator_restarted_after_create_snapshot_before_its_answer_was_recorded_finds_the_one_snapshot() {
+    let aws = MotoAws::start().await;
+    let orders = host("orders", "uid-orders-crash");
+    let running = aws.launched(&orders).await;
+    let request = SnapshotRequest { host: orders, policy: "shop/hourly".into(), backup: "base_crash".into() };
+
+    let rule = mock!(aws_sdk_ec2::Client::create_snapshot).then_error(|| CreateSnapshotError::generic(lost()));
+    let crashing = aws.cloud_with_mocks(answer_lost(rule));
+    crashing.snapshot_volume(&running, &request).await.expect_err("the CreateSnapshot answer is lost");
+    let created = snapshots_of_backup(&aws, "uid-orders-crash", "base_crash").await;
+    assert_eq!(created.len(), 1, "EC2 took the snapshot all the same");
+
+    // moto, like any EC2 client without a token, would take a second snapshot if asked again:
+    // the restarted operator finds the first by its tags instead.
+    let restarted = aws.cloud();
+    let found = restarted.snapshot_volume(&running, &request).await.expect("snapshot after the restart");
+    assert_eq!(found.snapshot_id, created[0]);
+    assert_eq!(aws.log.count("CreateSnapshotInput"), 1, "no second CreateSnapshot");
+    assert_eq!(snapshots_of_backup(&aws, "uid-orders-crash", "base_crash").await, created, "neither lost nor doubled");
+}
+
+#[tokio::test]
+async fn an_operator_restarted_after_create_volume_from_a_snapshot_before_its_answer_was_recorded_makes_one_volume() {
+    let aws = MotoAws::start().await;
+    let orders = host("orders", "uid-orders-origin");
+    let running = aws.launched(&orders).await;
+    let request = SnapshotRequest { host: orders, policy: "shop/hourly".into(), backup: "base_1".into() };
+    let snapshot = aws.cloud().snapshot_volume(&running, &request).await.expect("snapshot");
+    let copy = host("copy", "uid-copy-crash");
+    let mut launch = aws.launch_request(copy.clone());
+    launch.volume.snapshot_id = Some(snapshot.snapshot_id.clone());
+
+    let launches = aws.log.count("RunInstancesInput");
+    let rule = mock!(aws_sdk_ec2::Client::create_volume).then_error(|| CreateVolumeError::generic(lost()));
+    let crashing = aws.cloud_with_mocks(answer_lost(rule));
+    crashing.launch_host(&launch).await.expect_err("the CreateVolume answer is lost");
+    assert_eq!(aws.log.count("CreateVolumeInput"), 1);
+    assert_eq!(aws.log.count("RunInstancesInput"), launches, "no instance without its volume");
+
+    let restarted = aws.cloud();
+    restarted.launch_host(&launch).await.expect("launch after the restart");
+    let restored = until_running(&restarted, &copy).await;
+    assert_eq!(aws.log.count("CreateVolumeInput"), 1, "the volume is found by its tags, not created again");
+    let volumes = aws
+        .ec2
+        .describe_volumes()
+        .filters(Filter::builder().name(format!("tag:{}", tags::UID)).values("uid-copy-crash").build())
+        .filters(Filter::builder().name(format!("tag:{}", VOLUME_ROLE)).values(DATA_ROLE).build())
+        .send()
+        .await
+        .expect("describe volumes");
+    let ids: Vec<&str> = volumes.volumes().iter().filter_map(|volume| volume.volume_id()).collect();
+    assert_eq!(ids, [restored.volume_id.as_deref().expect("attached")], "exactly one data volume, the host's");
+    assert_eq!(volumes.volumes()[0].snapshot_id(), Some(snapshot.snapshot_id.as_str()));
+    aws.log.assert_every_request_is_safe();
 }
