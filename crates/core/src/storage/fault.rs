@@ -411,6 +411,12 @@ impl<S: Storage> Storage for FaultInjecting<S> {
         self.inner.head(key).await
     }
 
+    /// Counted and faulted as a `head`: S3 answers it to a HeadObject.
+    async fn retained_until(&self, key: &ObjectKey) -> Result<Option<chrono::DateTime<chrono::Utc>>, StorageError> {
+        self.before(Operation::Head, key.as_str()).await?;
+        self.inner.retained_until(key).await
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
         self.before(Operation::List, prefix).await?;
         self.inner.list(prefix).await
