@@ -39,10 +39,16 @@ impl StatusFile {
         self.refresh_lag();
     }
 
-    /// Records the server's end of WAL and what has been received.
+    /// Records the server's end of WAL and what has been received. When the archive already
+    /// holds the server's end (an idle primary), the archive is confirmed current as of now: the
+    /// recovery point of an idle host does not age while nothing is written.
     pub fn positions(&mut self, server: Lsn, received: Lsn) {
-        self.status.server_lsn = Some(server.max(self.status.server_lsn.unwrap_or_default()));
+        let server = server.max(self.status.server_lsn.unwrap_or_default());
+        self.status.server_lsn = Some(server);
         self.status.received_lsn = Some(received);
+        if self.status.archived_lsn.is_some_and(|archived| archived >= server) {
+            self.status.archived_at = Some(Utc::now());
+        }
         self.refresh_lag();
     }
 
@@ -142,5 +148,38 @@ pub fn apply_slot_health(file: &mut StatusFile, health: &SlotHealth) {
         );
     } else {
         file.clear_warning("SlotAtRisk");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_at(archived: u64, server: u64) -> StatusFile {
+        let mut file = StatusFile::new(Path::new("/nonexistent"), "slot");
+        file.archived(Lsn(archived));
+        file.positions(Lsn(server), Lsn(server));
+        file
+    }
+
+    #[test]
+    fn an_idle_primary_whose_wal_is_all_archived_keeps_the_archive_confirmed_current() {
+        let mut file = status_at(0x3000, 0x3000);
+        let old = Utc::now() - chrono::Duration::minutes(10);
+        file.status.archived_at = Some(old);
+        file.positions(Lsn(0x3000), Lsn(0x3000));
+        let confirmed = file.status.archived_at.expect("archived_at");
+        assert!(confirmed > old + chrono::Duration::minutes(9), "a caught-up keepalive confirms the archive as of now");
+        assert_eq!(file.status.lag_bytes, Some(0));
+    }
+
+    #[test]
+    fn wal_the_archive_does_not_have_yet_leaves_the_recovery_point_where_it_was() {
+        let mut file = status_at(0x3000, 0x3000);
+        let old = Utc::now() - chrono::Duration::minutes(10);
+        file.status.archived_at = Some(old);
+        file.positions(Lsn(0x5000), Lsn(0x4000));
+        assert_eq!(file.status.archived_at, Some(old), "the server is ahead: the archive is not current");
+        assert_eq!(file.status.lag_bytes, Some(0x2000));
     }
 }
