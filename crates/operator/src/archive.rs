@@ -96,7 +96,7 @@ const DEFAULT_LOCK_DAYS: u32 = 7;
 /// How long a policy keeps a backup, in whole days: `fullBackups` times the interval of its
 /// schedule (the default of `objectLock.days`).
 pub fn retention_days(policy: &BackupPolicy) -> u32 {
-    let schedule = crate::policy::schedule::Schedule::parse(&policy.spec.schedule, policy.spec.time_zone.as_deref());
+    let schedule = crate::schedule::Schedule::parse(&policy.spec.schedule, policy.spec.time_zone.as_deref());
     let interval = schedule.ok().and_then(|schedule| {
         let first = schedule.next_after(Timestamp::now())?;
         let second = schedule.next_after(first)?;

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod operator;
 pub mod policy;
 pub mod run;
+pub mod schedule;
 pub mod server;
 pub mod telemetry;
 

@@ -19,4 +19,14 @@ impl BackupPolicy {
         let observed = self.status.as_ref().and_then(|status| status.observed_generation);
         observed.is_some() && observed == self.metadata.generation
     }
+
+    /// Seconds from the start of the newest passed restore drill of `host` (`namespace/name`)
+    /// to its recovery, when a drill of that host has passed: the host's last verified RTO.
+    pub fn last_verified_rto(&self, host: &str) -> Option<i64> {
+        let results = &self.status.as_ref()?.verification.as_ref()?.results;
+        results
+            .iter()
+            .find(|result| result.host == host && result.outcome == verification::DrillOutcome::Passed)
+            .and_then(|result| result.phases.recovered_seconds)
+    }
 }

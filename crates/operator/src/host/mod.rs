@@ -193,7 +193,7 @@ async fn apply_host(ctx: &HostContext, api: &Api<PostgresHost>, cached: &Postgre
         _ => ctx.archive_checks.forget(&uid),
     }
     if let Some(policy) = policies.archive.as_ref() {
-        let verified_rto = crate::policy::drill::last_verified_rto(policy, &host.qualified_name());
+        let verified_rto = policy.last_verified_rto(&host.qualified_name());
         draft.recoverability(&policy.spec, verified_rto);
     }
     let status = draft.finish();

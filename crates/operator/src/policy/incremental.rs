@@ -6,7 +6,7 @@
 use k8s_openapi::jiff::Timestamp;
 use pgec2_api::BackupPolicy;
 
-use super::schedule::{Schedule, ScheduleError};
+use crate::schedule::{Schedule, ScheduleError};
 
 /// The parsed `incrementalSchedule`, if the policy has one.
 pub fn schedule_of(policy: &BackupPolicy) -> Result<Option<Schedule>, ScheduleError> {

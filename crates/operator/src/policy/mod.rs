@@ -12,7 +12,6 @@ pub mod backups;
 pub mod drill;
 pub mod host_status;
 mod incremental;
-pub mod schedule;
 pub mod snapshot_lock;
 pub mod snapshots;
 mod status;
@@ -30,8 +29,8 @@ use kube::{Api, ResourceExt};
 use pgec2_api::{BackupPolicy, HostPhase, PostgresHost};
 
 use self::backups::Trigger;
-use self::schedule::Schedule;
 use crate::context::Context;
+use crate::schedule::Schedule;
 
 /// Kind label in metrics and logs.
 pub const KIND: &str = "BackupPolicy";

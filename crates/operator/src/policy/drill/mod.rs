@@ -31,12 +31,10 @@ use pgec2_api::{
 };
 use pgec2_core::drill_check::DrillCheckReport;
 
-use super::schedule::Schedule;
 use super::status::Draft;
 use crate::cloud::{CommandStatus, HostRef};
 use crate::context::Context;
-
-pub use plan::last_verified_rto;
+use crate::schedule::Schedule;
 
 /// How often a policy with a running drill is looked at.
 pub const POLL_RUNNING: Duration = Duration::from_secs(3);

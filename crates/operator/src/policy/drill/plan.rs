@@ -198,16 +198,6 @@ pub fn verified_condition(results: &[DrillResult]) -> ConditionUpdate {
     ConditionUpdate::new(type_, Truth::True, "DrillPassed", format!("the newest drills passed: {}", passed.join(", ")))
 }
 
-/// The recovery time of the newest passing drill of `host` (`namespace/name`): the host's
-/// `status.recoverability.lastVerifiedRtoSeconds`.
-pub fn last_verified_rto(policy: &BackupPolicy, host: &str) -> Option<i64> {
-    let results = &policy.status.as_ref()?.verification.as_ref()?.results;
-    results
-        .iter()
-        .find(|result| result.host == host && result.outcome == DrillOutcome::Passed)
-        .and_then(|result| result.phases.recovered_seconds)
-}
-
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;

@@ -4,7 +4,7 @@ use pgec2_api::{BackupPolicyStatus, DrillOutcome, RestoreStatus, VerificationSta
 use pgec2_core::drill_check::CheckOutcome;
 
 use super::*;
-use crate::policy::schedule::Schedule;
+use crate::schedule::Schedule;
 
 fn at(text: &str) -> Timestamp {
     text.parse().expect("timestamp")
@@ -193,6 +193,6 @@ fn the_verified_rto_is_the_newest_passing_drill_of_that_host() {
         verification: Some(VerificationStatus { results, ..VerificationStatus::default() }),
         ..BackupPolicyStatus::default()
     });
-    assert_eq!(last_verified_rto(&nightly, "default/db"), Some(42));
-    assert_eq!(last_verified_rto(&nightly, "default/none"), None);
+    assert_eq!(nightly.last_verified_rto("default/db"), Some(42));
+    assert_eq!(nightly.last_verified_rto("default/none"), None);
 }
