@@ -247,3 +247,33 @@ async fn an_operator_restarted_after_create_volume_from_a_snapshot_before_its_an
     assert_eq!(volumes.volumes()[0].snapshot_id(), Some(snapshot.snapshot_id.as_str()));
     aws.log.assert_every_request_is_safe();
 }
+
+fn throttled() -> ErrorMetadata {
+    ErrorMetadata::builder().code("RequestLimitExceeded").message("Request limit exceeded.").build()
+}
+
+#[tokio::test]
+async fn a_lock_check_or_lock_that_ec2_keeps_throttling_is_an_error_never_an_unlocked_snapshot() {
+    let aws = MotoAws::start().await;
+    let orders = host("orders", "uid-orders-throttled-lock");
+    let running = aws.launched(&orders).await;
+    let request = SnapshotRequest { host: orders, policy: "shop/hourly".into(), backup: "base_throttled".into() };
+    let snapshot = aws.cloud().snapshot_volume(&running, &request).await.expect("snapshot");
+
+    // Retention reads a lock before deleting: a throttled read must not pass for "no lock".
+    let describe = mock!(aws_sdk_ec2::Client::describe_locked_snapshots).then_error(|| {
+        aws_sdk_ec2::operation::describe_locked_snapshots::DescribeLockedSnapshotsError::generic(throttled())
+    });
+    let cloud = aws.cloud_with_mocks(answer_lost(describe));
+    let error = cloud.snapshot_locked_until(&snapshot.snapshot_id).await.expect_err("a throttled lock check fails");
+    assert!(error.to_string().contains("throttled by ec2"), "the error says EC2 throttled: {error}");
+
+    // A backup commits only after its lock: a lock EC2 keeps refusing is an error to the caller.
+    let lock = mock!(aws_sdk_ec2::Client::lock_snapshot)
+        .then_error(|| aws_sdk_ec2::operation::lock_snapshot::LockSnapshotError::generic(throttled()));
+    let cloud = aws.cloud_with_mocks(answer_lost(lock));
+    let wanted = SnapshotLock { mode: pgec2_core::storage::lock::LockMode::Governance, days: 7 };
+    let error = cloud.lock_snapshot(&snapshot.snapshot_id, &wanted).await.expect_err("a throttled lock fails");
+    assert!(error.to_string().contains("throttled by ec2"), "the error says EC2 throttled: {error}");
+    assert!(aws.log.count("LockSnapshotInput") >= 1, "the lock was asked for");
+}
