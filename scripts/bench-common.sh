@@ -165,21 +165,28 @@ write_pgec2_config() {
   chown postgres:postgres "$ROOT/pgec2-$name.toml"
 }
 
+# The settings every benchmark cluster shares: where it listens, the WAL level.
+cluster_settings() {
+  cat <<EOF
+port = $PORT
+listen_addresses = ''
+unix_socket_directories = '$ROOT/socket'
+wal_level = replica
+max_wal_senders = 4
+EOF
+}
+
 # initdb and start a cluster at $ROOT/data with the given archive_command.
 init_cluster() {
   local archive_command=$1
   as_pg "$PGBIN/initdb" -D "$ROOT/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
-  cat >>"$ROOT/data/postgresql.conf" <<EOF
-port = $PORT
-listen_addresses = ''
-unix_socket_directories = '$ROOT/socket'
-shared_buffers = 512MB
-max_wal_size = 8GB
-wal_level = replica
-max_wal_senders = 4
-archive_mode = on
-archive_command = '$archive_command'
-EOF
+  {
+    cluster_settings
+    echo "shared_buffers = 512MB"
+    echo "max_wal_size = 8GB"
+    echo "archive_mode = on"
+    echo "archive_command = '$archive_command'"
+  } >>"$ROOT/data/postgresql.conf"
   as_pg "$PGBIN/pg_ctl" start -w -D "$ROOT/data" -l "$ROOT/logs/postgres.log" >/dev/null
 }
 
