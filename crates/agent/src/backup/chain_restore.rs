@@ -6,21 +6,26 @@
 //!    names the backup and the object and nothing is written;
 //! 2. [`ChainPlan`] decides which backup supplies each block of each file (the newest that
 //!    stored it, see [`pgec2_core::increment`]);
-//! 3. the newest backup's directories are created and each of its files created at its final
+//! 3. before the first write (before even the restore directory is created), every part the
+//!    restore will read, of every backup of the chain, is downloaded and verified against the
+//!    checksum its manifest records ([`super::chain_verify`]); a damaged or unreadable part stops
+//!    the restore with nothing written. The verified parts are kept in a spool beside the
+//!    destination when there is room, and read from there below;
+//! 4. the newest backup's directories are created and each of its files created at its final
 //!    length;
-//! 4. the backups' parts are read oldest first, through the same download and decode pipeline
+//! 5. the backups' parts are read oldest first, through the same download and decode pipeline
 //!    as a full restore (every part's and every file's checksum verified); each block is
 //!    written once, by the backup that supplies it, and each block of an incremental is checked
 //!    against its own checksum as it is written. A part holding no file that its backup
 //!    supplies blocks of (all superseded by newer backups) is not downloaded at all;
-//! 5. modes, times, links, then one durability step, as for a full restore.
+//! 6. modes, times, links, then one durability step, as for a full restore.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use pgec2_core::catalog::{self, BackupSet};
 use pgec2_core::increment::{BlockSet, ChainPlan, final_length};
@@ -28,12 +33,12 @@ use pgec2_core::layout::Archive;
 use pgec2_core::manifest::{BLOCK_SIZE, BackupManifest, FileEntry, block_checksum};
 
 use super::BackupError;
+use super::chain_verify::VerifiedChain;
 use super::destination::{Destination, Durability};
 use super::extract::{create_directories, create_new_file, feed_parts, finish_restore, run_pipeline, start_sync};
 use super::increment::IncrementalError;
 use super::parts::FileSink;
 use super::restore_sync::SyncRequest;
-use super::stages::StageTimes;
 
 /// The manifests of the chain `newest` builds on, oldest (the full backup) first, `newest`
 /// last; checked as step 1 says. A full backup is a chain of one.
@@ -104,17 +109,27 @@ fn check_parts_stored(
     Ok(())
 }
 
-/// Restores the last backup of `chain` (from [`load_chain`]) into `destination` (roots
-/// created); returns the stored bytes downloaded.
+/// Per backup of `chain`, the parts its restore does not read (see [`unneeded_parts`]; every
+/// part of a backup that supplies no block).
+pub fn unread_parts(chain: &[Arc<BackupManifest>]) -> Result<Vec<BTreeSet<u32>>, BackupError> {
+    let Some(newest) = chain.last() else { return Ok(Vec::new()) };
+    let refs: Vec<&BackupManifest> = chain.iter().map(Arc::as_ref).collect();
+    let plan =
+        ChainPlan::build(&refs).map_err(|error| IncrementalError::Chain { restoring: newest.backup.clone(), error })?;
+    Ok(chain.iter().zip(&plan.supplies).map(|(manifest, supplies)| unneeded_parts(manifest, supplies)).collect())
+}
+
+/// Restores the last backup of `verified`'s chain into `destination` (roots created), reading
+/// the parts from the spool when the pre-verification kept them (else from `archive`); returns
+/// the stored bytes read.
 pub async fn extract_chain(
     archive: &Archive,
-    chain: &[Arc<BackupManifest>],
+    verified: &VerifiedChain,
     destination: Arc<Destination>,
     concurrency: usize,
 ) -> Result<u64, BackupError> {
+    let (chain, times, source) = (&verified.chain, &verified.times, verified.source(archive));
     let Some(newest) = chain.last().cloned() else { return Ok(0) };
-    let started = Instant::now();
-    let times = Arc::new(StageTimes::default());
     let refs: Vec<&BackupManifest> = chain.iter().map(Arc::as_ref).collect();
     let plan =
         ChainPlan::build(&refs).map_err(|error| IncrementalError::Chain { restoring: newest.backup.clone(), error })?;
@@ -135,7 +150,7 @@ pub async fn extract_chain(
             let skipped = skipped.clone();
             move |decoded, content_free| feed_parts(&manifest, &skipped, decoded, content_free, &times, &mut sink)
         };
-        stored += run_pipeline(archive, manifest, &skipped, concurrency, &times, writer).await?.0;
+        stored += run_pipeline(source, manifest, &skipped, concurrency, times, writer).await?.0;
     }
     for file in &newest.files {
         let path = destination.resolve(&newest, &file.path);
@@ -146,9 +161,9 @@ pub async fn extract_chain(
         destination.journal.record(|| Durability::Written(path.clone()));
         sync.submit(SyncRequest::Complete, handle, path)?;
     }
-    finish_restore(&newest, &destination, &directories, sync, &times)?;
+    finish_restore(&newest, &destination, &directories, sync, times)?;
     let data_bytes = newest.files.iter().map(final_length).sum();
-    times.log_restore(&newest.backup, method, started.elapsed(), data_bytes, stored);
+    times.log_restore(&newest.backup, method, verified.started.elapsed(), data_bytes, stored);
     Ok(stored)
 }
 

@@ -6,7 +6,9 @@
 //! 2. read the catalog, pick the backup and timeline, refuse a target that cannot be reached
 //!    (see [`pgec2_core::catalog::plan_restore`]);
 //! 3. read the manifest, check the tablespace directories; for an incremental backup, check that
-//!    every backup of its chain is there and readable (see [`super::chain_restore`]);
+//!    every backup of its chain is there and readable, then verify every part the restore will
+//!    read against its manifest's checksum (see [`super::chain_restore`] and
+//!    [`super::chain_verify`]);
 //! 4. mark the restore in progress; restore directories, files (checksums verified, fsynced)
 //!    and links;
 //! 5. write `backup_label` and `tablespace_map`, the recovery and archive settings, the agent
@@ -29,7 +31,8 @@ use pgec2_core::manifest::BackupManifest;
 use pgec2_core::recovery_window::{TimelineRequest, diverged_ancestors};
 
 use super::BackupError;
-use super::chain_restore::{extract_chain, load_chain};
+use super::chain_restore::{extract_chain, load_chain, unread_parts};
+use super::chain_verify::{VerifiedChain, verify_chain};
 use super::cluster_config::{ArchiveMode, ClusterConfig};
 use super::destination::{Destination, RestoreMarker, clear_interrupted};
 use super::extract::extract;
@@ -101,13 +104,17 @@ pub async fn fetch_backup(
     let manifest = Arc::new(catalog::read_manifest(archive, &name).await?);
     let destination = Arc::new(Destination::check(&request.dest, &manifest, &request.tablespace_mapping)?);
     let chain = load_chain(archive, &backups, manifest.clone()).await?;
+    // Every part a chain restore will read verified against its manifest, still writing nothing.
+    let concurrency = config.transfer.download_concurrency;
+    let skipped = unread_parts(&chain)?;
+    let verified = verify_chain(archive, chain, &skipped, &destination.data_dir, concurrency).await?;
 
     // 4–6. Restore; on failure, remove what was written (once the marker is ours: a second
     // backup-fetch racing into the same directory fails there and removes nothing).
     destination.create_roots()?;
     let marker = destination.mark_in_progress(&name)?;
     let restore = Restore { archive, plan: &plan, cluster_config: &cluster_config, request };
-    match restore.run(marker, &chain, destination.clone(), config.transfer.download_concurrency).await {
+    match restore.run(marker, &verified, destination.clone(), concurrency).await {
         Ok(downloaded_bytes) => Ok(FetchSummary {
             backup: name,
             dest: destination.data_dir.clone(),
@@ -159,17 +166,17 @@ impl Restore<'_> {
     async fn run(
         &self,
         marker: RestoreMarker,
-        chain: &[Arc<BackupManifest>],
+        verified: &VerifiedChain,
         destination: Arc<Destination>,
         concurrency: usize,
     ) -> Result<u64, BackupError> {
-        let Some(manifest) = chain.last().cloned() else { return Ok(0) };
+        let Some(manifest) = verified.chain.last().cloned() else { return Ok(0) };
         // 4. Directories, files, links (each fsynced), under a lease that keeps the backup (and
         // so its chain) and its WAL from retention.
         let _lease =
             crate::lease::hold_for_restore(self.archive, self.plan, &destination, self.request.standby).await?;
-        let downloaded = if chain.len() > 1 {
-            extract_chain(self.archive, chain, destination.clone(), concurrency).await?
+        let downloaded = if verified.chain.len() > 1 {
+            extract_chain(self.archive, verified, destination.clone(), concurrency).await?
         } else {
             extract(self.archive, manifest.clone(), destination.clone(), concurrency).await?
         };

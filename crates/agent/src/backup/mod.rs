@@ -24,6 +24,7 @@ use crate::config::AgentConfig;
 
 pub mod block_check;
 pub mod chain_restore;
+pub mod chain_verify;
 pub mod cluster_config;
 pub mod delete;
 pub mod destination;
@@ -38,6 +39,7 @@ pub mod recovery_conf;
 mod refusal;
 #[cfg(test)]
 mod restore_order_tests;
+pub mod restore_spool;
 pub mod restore_sync;
 pub mod snapshot;
 pub mod snapshot_restore;

@@ -9,6 +9,8 @@
 //! - `upload`: storing sealed parts, summed over the uploads in flight.
 //!
 //! backup-fetch:
+//! - `verify`: an incremental chain's pre-verification, before anything is written (wall time:
+//!   every part the restore reads downloaded and checked, see [`super::chain_verify`]);
 //! - `download`: fetching stored parts, summed over the downloads in flight;
 //! - `decompress`: decompressing parts and verifying their checksums, summed over the decoders;
 //! - `write`: `write(2)` of file contents (the writer thread);
@@ -32,6 +34,7 @@ pub struct StageTimes {
     reader_wait: AtomicU64,
     compress: AtomicU64,
     upload: AtomicU64,
+    verify: AtomicU64,
     download: AtomicU64,
     decompress: AtomicU64,
     write: AtomicU64,
@@ -47,6 +50,7 @@ pub enum Stage {
     ReaderWait,
     Compress,
     Upload,
+    Verify,
     Download,
     Decompress,
     Write,
@@ -81,6 +85,7 @@ impl StageTimes {
             Stage::ReaderWait => &self.reader_wait,
             Stage::Compress => &self.compress,
             Stage::Upload => &self.upload,
+            Stage::Verify => &self.verify,
             Stage::Download => &self.download,
             Stage::Decompress => &self.decompress,
             Stage::Write => &self.write,
@@ -117,6 +122,7 @@ impl StageTimes {
         tracing::info!(
             backup,
             wall_s = %format!("{wall_s:.3}"),
+            verify_s = %format!("{:.3}", self.seconds(Stage::Verify)),
             download_s = %format!("{:.3}", self.seconds(Stage::Download)),
             decompress_s = %format!("{:.3}", self.seconds(Stage::Decompress)),
             write_s = %format!("{:.3}", self.seconds(Stage::Write)),
