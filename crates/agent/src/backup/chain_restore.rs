@@ -150,7 +150,7 @@ pub async fn extract_chain(
             let skipped = skipped.clone();
             move |decoded, content_free| feed_parts(&manifest, &skipped, decoded, content_free, &times, &mut sink)
         };
-        stored += run_pipeline(source, manifest, &skipped, concurrency, times, writer).await?.0;
+        stored += run_pipeline(source, manifest, &skipped, concurrency, times, None, writer).await?.0;
     }
     for file in &newest.files {
         let path = destination.resolve(&newest, &file.path);

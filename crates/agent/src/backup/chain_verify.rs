@@ -1,15 +1,16 @@
 //! A chain restore's pre-verification: before anything is written to the destination, every
 //! part the restore will read, of every backup of the chain (the full one, the incrementals
 //! between, and the newest), is downloaded through the archive's retrying store and checked
-//! against the checksum its manifest records: its envelope opens, its header records the
-//! manifest's length and checksum, and its content, decompressed a piece at a time, hashes to
-//! that checksum. The first damaged or unreadable part stops the restore, naming the backup,
-//! the object, the expected and found checksums, with nothing written.
+//! against what its manifest records: its envelope opens, its header records the manifest's
+//! length and checksum, and its content, decompressed, hashes to that checksum. The first
+//! damaged or unreadable part stops the restore, naming the backup, the object, the expected
+//! and found checksums, with nothing written.
 //!
 //! Parts the restore skips (every block in them superseded by a newer backup, see
-//! [`super::chain_restore`]) are not read. Downloads run `concurrency` at once; each holds one
-//! stored part (at most the part size, compressed) and a small decompression buffer, so the
-//! pre-verification holds no more than the restore's pipeline does.
+//! [`super::chain_restore`]) are not read. The parts go through the restore's own download and
+//! decode pipeline ([`run_pipeline`]: `concurrency` downloads in flight, one decoder per core,
+//! buffers allocated once per backup and reused), without the writer: the pre-verification holds
+//! no more memory than the restore that follows it.
 //!
 //! The verified stored bytes are kept in a [`Spool`] beside the destination when its file
 //! system has room, and the restore reads them from there: each part crosses the network once.
@@ -20,25 +21,20 @@
 //! the cost of the most common restore.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Instant;
 
-use futures::StreamExt;
-use pgec2_core::encryption::Keyring;
-use pgec2_core::envelope::{self, EnvelopeError};
 use pgec2_core::increment::final_length;
 use pgec2_core::layout::Archive;
-use pgec2_core::manifest::{BackupManifest, PartInfo};
+use pgec2_core::manifest::BackupManifest;
 
 use super::BackupError;
+use super::extract::{Decoded, Keep, run_pipeline};
 use super::increment::IncrementalError;
 use super::restore_spool::Spool;
 use super::stages::{Stage, StageTimes};
-
-/// Content decompressed at a time while a part is checked.
-const SCRATCH_BYTES: usize = 256 * 1024;
 
 /// A chain ready to be restored: checked ([`super::chain_restore::load_chain`]) and, when it
 /// holds more than one backup, pre-verified.
@@ -74,148 +70,111 @@ pub async fn verify_chain(
     let Some(newest) = chain.last().cloned().filter(|_| chain.len() > 1) else {
         return Ok(VerifiedChain { chain, spool: None, times, started });
     };
-    let reads: Vec<(String, PartInfo)> = chain
-        .iter()
-        .zip(skipped)
-        .flat_map(|(manifest, skipped)| {
-            let wanted = manifest.parts.iter().filter(|part| !skipped.contains(&part.index));
-            wanted.map(|part| (manifest.backup.clone(), part.clone()))
-        })
-        .collect();
-    let stored: u64 = reads.iter().map(|(_, part)| part.stored_bytes).sum();
-    let spool = Spool::beside(dest, archive, stored, newest.files.iter().map(final_length).sum());
-    let check = PartCheck {
-        archive: archive.clone(),
-        restoring: newest.backup.clone(),
-        spool: spool.as_ref().map(|spool| spool.root().to_path_buf()),
-        failed: Arc::new(AtomicBool::new(false)),
+    let read = |manifest: &BackupManifest, skipped: &BTreeSet<u32>| {
+        manifest.parts.iter().filter(|part| !skipped.contains(&part.index)).map(|part| part.stored_bytes).sum::<u64>()
     };
-    // Every check runs to its end, even after one failed, so that nothing writes into the
-    // spool once it is removed.
-    let mut checks =
-        futures::stream::iter(reads).map(|(backup, part)| check.run(backup, part)).buffer_unordered(concurrency.max(1));
-    let mut first_error = None;
-    while let Some(outcome) = checks.next().await {
-        if let Err(error) = outcome {
-            check.failed.store(true, Ordering::SeqCst);
-            first_error.get_or_insert(error);
+    let stored = chain.iter().zip(skipped).map(|(manifest, skipped)| read(manifest, skipped)).sum();
+    let spool = Spool::beside(dest, archive, stored, newest.files.iter().map(final_length).sum());
+    let keep: Option<Keep> = spool.as_ref().map(|spool| {
+        let root = spool.root().to_path_buf();
+        Arc::new(move |part: &super::parts::StoredPart| Spool::keep(&root, &part.key, &part.stored)) as Keep
+    });
+    // The pipeline's own stage times are not the restore's: the pre-verification is one stage.
+    let pipeline_times = Arc::new(StageTimes::default());
+    for (manifest, skipped) in chain.iter().zip(skipped) {
+        if manifest.parts.iter().all(|part| skipped.contains(&part.index)) {
+            continue;
         }
+        run_pipeline(archive, manifest, skipped, concurrency, &pipeline_times, keep.clone(), check_only)
+            .await
+            .map_err(|error| in_chain(&newest.backup, &manifest.backup, error))?;
     }
     times.add(Stage::Verify, started.elapsed());
-    match first_error {
-        Some(error) => Err(error),
-        None => Ok(VerifiedChain { chain, spool, times, started }),
-    }
+    Ok(VerifiedChain { chain, spool, times, started })
 }
 
-/// Checks one part at a time; shared by the checks in flight.
-struct PartCheck {
-    archive: Archive,
-    /// The backup being restored (the newest of the chain).
-    restoring: String,
-    /// Where verified parts are kept.
-    spool: Option<PathBuf>,
-    /// A check failed: the others still to start do nothing.
-    failed: Arc<AtomicBool>,
-}
-
-impl PartCheck {
-    async fn run(&self, backup: String, part: PartInfo) -> Result<(), BackupError> {
-        if self.failed.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        let key =
-            self.archive.layout.backup_part(&backup, part.index).map_err(BackupError::storage("name", &backup))?;
-        let damaged = {
-            let (restoring, backup, object) = (self.restoring.clone(), backup.clone(), key.to_string());
-            move |problem: String| {
-                BackupError::from(IncrementalError::DamagedChain { restoring, backup, object, problem })
+/// The pipeline's writer for the pre-verification: gives every content buffer back. After the
+/// first failure it stops giving them back (the decoders stop) but waits for every decoder to
+/// end, so that none keeps a part in the spool once the spool is removed.
+fn check_only(decoded: Receiver<Decoded>, content_free: SyncSender<Vec<u8>>) -> Result<(), BackupError> {
+    let (mut content_free, mut first_error) = (Some(content_free), None);
+    while let Ok(part) = decoded.recv() {
+        match (part, content_free.as_ref()) {
+            (Ok((_, content)), Some(free)) => {
+                let _ = free.try_send(content);
             }
-        };
-        let stored = match self.archive.storage.get(&key).await {
-            Ok(stored) => stored,
-            Err(error) => return Err(damaged(format!("the part cannot be read: {error}"))),
-        };
-        let (keyring, spool) = (self.archive.keyring.clone(), self.spool.clone());
-        tokio::task::spawn_blocking(move || {
-            check_stored(&stored, &keyring, &part).map_err(damaged)?;
-            match spool {
-                Some(root) => Spool::keep(&root, key.as_str(), &stored),
-                None => Ok(()),
-            }
-        })
-        .await
-        .map_err(|error| BackupError::Task(error.to_string()))?
-    }
-}
-
-/// Checks the stored bytes of a part against what the manifest records for it: the problem
-/// found, expected and found checksums named, otherwise `Ok`.
-fn check_stored(stored: &[u8], keyring: &Keyring, part: &PartInfo) -> Result<(), String> {
-    let (expected, expected_len) = (&part.checksum, part.content_bytes);
-    let mut reader = envelope::open_reader_with(stored, keyring).map_err(|error| {
-        format!("the manifest records checksum {expected}, but the stored part does not open: {error}")
-    })?;
-    let header = *reader.header();
-    if header.content_hash_hex() != *expected || header.content_len != expected_len {
-        return Err(format!(
-            "the manifest records checksum {expected} ({expected_len} bytes), the part's header records checksum {} \
-             ({} bytes)",
-            header.content_hash_hex(),
-            header.content_len
-        ));
-    }
-    let mut scratch = vec![0u8; SCRATCH_BYTES];
-    loop {
-        match reader.read_content(&mut scratch) {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(EnvelopeError::ChecksumMismatch { actual, actual_len, .. }) => {
-                return Err(format!(
-                    "the manifest records checksum {expected} ({expected_len} bytes), its content hashes to {actual} \
-                     ({actual_len} bytes)"
-                ));
-            }
-            Err(error) => {
-                return Err(format!(
-                    "the manifest records checksum {expected} ({expected_len} bytes), its content does not \
-                     decompress: {error}"
-                ));
+            (Ok(_), None) => {}
+            (Err(error), _) => {
+                first_error.get_or_insert(error);
+                content_free = None;
             }
         }
     }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// A failure to read or verify a part of `backup` while restoring `restoring`, said as such.
+fn in_chain(restoring: &str, backup: &str, error: BackupError) -> BackupError {
+    let detail = match error {
+        BackupError::Damaged { detail, .. } => detail,
+        BackupError::Storage { key, source, .. } => format!("part {key} cannot be read: {source}"),
+        error => return error,
+    };
+    IncrementalError::DamagedChain { restoring: restoring.to_string(), backup: backup.to_string(), detail }.into()
 }
 
 #[cfg(test)]
 mod tests {
-    use pgec2_core::compression::Compression;
+    use pgec2_core::compression::{Algorithm, Compression};
+    use pgec2_core::encryption::{Keyring, StaticKey};
+    use pgec2_core::envelope;
+    use pgec2_core::manifest::PartInfo;
 
+    use super::super::parts::{StoredPart, decode_part};
     use super::*;
 
-    fn sealed(content: &[u8]) -> (Vec<u8>, PartInfo) {
-        let (stored, header) = envelope::seal(content, Compression::default()).expect("seal");
+    fn sealed(content: &[u8], compression: Compression, keyring: &Keyring) -> StoredPart {
+        let (stored, header) = envelope::seal_with(content, compression, keyring).expect("seal");
         let info = PartInfo {
             index: 0,
             content_bytes: content.len() as u64,
             stored_bytes: stored.len() as u64,
             checksum: header.content_hash_hex(),
         };
-        (stored, info)
+        StoredPart { info, key: "backups/b/parts/000000".to_string(), stored }
+    }
+
+    /// What the pre-verification says of `part`, as the restore of a chain ending in `newest`.
+    fn verified(part: &StoredPart, keyring: &Keyring) -> Result<(), String> {
+        let outcome = decode_part("b", keyring, part, Vec::new()).map_err(|error| in_chain("newest", "b", error));
+        outcome.map(|_| ()).map_err(|error| error.to_string())
     }
 
     #[test]
-    fn a_stored_part_with_a_changed_byte_is_named_with_the_expected_and_found_checksums() {
+    fn a_stored_part_with_a_changed_byte_is_named_with_the_expected_checksum_compressed_or_encrypted() {
         let content: Vec<u8> = (0..3_000_000u32).map(|n| (n % 251) as u8 ^ (n / 7919) as u8).collect();
-        let (stored, info) = sealed(&content);
-        check_stored(&stored, &Keyring::none(), &info).expect("an intact part verifies");
-        for position in [envelope::HEADER_LEN + 10, stored.len() / 2, stored.len() - 1] {
-            let mut damaged = stored.clone();
-            damaged[position] ^= 0xff;
-            let problem = check_stored(&damaged, &Keyring::none(), &info).expect_err("a changed byte is found");
-            assert!(problem.contains(&info.checksum), "names the expected checksum: {problem}");
+        let key = StaticKey::from_bytes([7; 32], "test key".to_string());
+        let keyrings = [Keyring::none(), Keyring::new(Some(Arc::new(key)), Vec::new())];
+        let compressions = [Algorithm::Zstd, Algorithm::Lz4, Algorithm::None]
+            .map(|algorithm| Compression { algorithm, level: if algorithm == Algorithm::Zstd { 3 } else { 0 } });
+        for (keyring, compression) in keyrings.iter().flat_map(|keyring| compressions.map(|c| (keyring, c))) {
+            let part = sealed(&content, compression, keyring);
+            verified(&part, keyring).expect("an intact part verifies");
+            for position in [envelope::HEADER_LEN + 10, part.stored.len() / 2, part.stored.len() - 1] {
+                let mut damaged = part.clone();
+                damaged.stored[position] ^= 0xff;
+                let problem = verified(&damaged, keyring).expect_err("a changed byte is found");
+                assert!(
+                    problem.starts_with("cannot restore backup newest: backup b of its chain is damaged"),
+                    "{problem}"
+                );
+                assert!(problem.contains(&part.info.checksum), "names the expected checksum: {problem}");
+                assert!(problem.contains(&part.key) && problem.contains("backup-verify"), "{problem}");
+            }
+            let mut other = part.clone();
+            other.info.checksum = "0".repeat(64);
+            let problem = verified(&other, keyring).expect_err("a different checksum");
+            assert!(problem.contains(&part.info.checksum) && problem.contains(&other.info.checksum), "{problem}");
         }
-        let other = PartInfo { checksum: "0".repeat(64), ..info.clone() };
-        let problem = check_stored(&stored, &Keyring::none(), &other).expect_err("a different checksum");
-        assert!(problem.contains(&info.checksum) && problem.contains(&other.checksum), "{problem}");
     }
 }

@@ -42,6 +42,10 @@ const PREALLOCATE_FROM: u64 = 1024 * 1024;
 /// A decoded part: its index and content (a buffer from the content pool).
 pub(super) type Decoded = Result<(u32, Vec<u8>), BackupError>;
 
+/// Run by a decoder on each part it verified, before its stored bytes are reused (the chain
+/// restore's pre-verification keeps them in its spool).
+pub(super) type Keep = Arc<dyn Fn(&StoredPart) -> Result<(), BackupError> + Send + Sync>;
+
 /// What a decoder takes, in this order: a free content buffer, then the next stored part.
 type DecodeInput = Mutex<(Receiver<Vec<u8>>, tokio::sync::mpsc::Receiver<StoredPart>)>;
 
@@ -61,7 +65,7 @@ pub async fn extract(
         let (manifest, destination, times) = (manifest.clone(), destination.clone(), times.clone());
         move |decoded, content_free| write_parts(&manifest, &destination, sync, decoded, content_free, &times)
     };
-    let (stored, sync) = run_pipeline(archive, &manifest, &BTreeSet::new(), concurrency, &times, writer).await?;
+    let (stored, sync) = run_pipeline(archive, &manifest, &BTreeSet::new(), concurrency, &times, None, writer).await?;
     finish_restore(&manifest, &destination, &directories, sync, &times)?;
     times.log_restore(&manifest.backup, method, started.elapsed(), manifest.data_bytes(), stored);
     Ok(stored)
@@ -93,15 +97,17 @@ pub(super) fn finish_restore(
     Ok(())
 }
 
-/// Downloads and decodes `manifest`'s parts (but `skipped`) and hands them, decoded, to `writer` on a
-/// blocking thread (which gets the decoded parts as they come and gives content buffers back).
-/// Returns the stored bytes downloaded and what the writer returned.
+/// Downloads and decodes `manifest`'s parts (but `skipped`), runs `keep` on each verified part,
+/// and hands them, decoded, to `writer` on a blocking thread (which gets the decoded parts as
+/// they come and gives content buffers back). Returns the stored bytes downloaded and what the
+/// writer returned.
 pub(super) async fn run_pipeline<R: Send + 'static>(
     archive: &Archive,
     manifest: &Arc<BackupManifest>,
     skipped: &BTreeSet<u32>,
     concurrency: usize,
     times: &Arc<StageTimes>,
+    keep: Option<Keep>,
     writer: impl FnOnce(Receiver<Decoded>, SyncSender<Vec<u8>>) -> Result<R, BackupError> + Send + 'static,
 ) -> Result<(u64, R), BackupError> {
     let concurrency = concurrency.max(1);
@@ -119,8 +125,9 @@ pub(super) async fn run_pipeline<R: Send + 'static>(
     let decode_input = Arc::new(Mutex::new((content_pool, parts)));
     for _ in 0..decoders {
         let (input, output, stored_free) = (decode_input.clone(), decoded_sender.clone(), stored_free.clone());
-        let (manifest, times, keyring) = (manifest.clone(), times.clone(), archive.keyring.clone());
-        std::thread::spawn(move || decode_loop(&manifest, &keyring, &input, &output, &stored_free, &times));
+        let (manifest, times, keyring, keep) = (manifest.clone(), times.clone(), archive.keyring.clone(), keep.clone());
+        let decoder = Decoder { manifest, keyring, keep, times };
+        std::thread::spawn(move || decoder.run(&input, &output, &stored_free));
     }
     drop((decoded_sender, stored_free, decode_input));
     let writer = tokio::task::spawn_blocking(move || writer(decoded, content_free));
@@ -132,30 +139,38 @@ pub(super) async fn run_pipeline<R: Send + 'static>(
     Ok((produced, written?))
 }
 
-/// A decoder thread: takes a free content buffer, then the next stored part (in that order, so
-/// the oldest part taken always has a buffer and the writer never waits forever), decodes it,
-/// hands its stored buffer back to the downloads and the content to the writer.
-fn decode_loop(
-    manifest: &BackupManifest,
-    keyring: &Keyring,
-    input: &DecodeInput,
-    output: &SyncSender<Decoded>,
-    stored_free: &tokio::sync::mpsc::Sender<Vec<u8>>,
-    times: &StageTimes,
-) {
-    loop {
-        let (content, part) = {
-            let mut input = input.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let Ok(content) = input.0.recv() else { return };
-            let Some(part) = input.1.blocking_recv() else { return };
-            (content, part)
-        };
-        let index = part.info.index;
-        let decoded = times.time(Stage::Decompress, || decode_part(&manifest.backup, keyring, &part, content));
-        let _ = stored_free.try_send(part.stored);
-        let failed = decoded.is_err();
-        if output.send(decoded.map(|content| (index, content))).is_err() || failed {
-            return;
+/// A decoder thread's inputs.
+struct Decoder {
+    manifest: Arc<BackupManifest>,
+    keyring: Keyring,
+    keep: Option<Keep>,
+    times: Arc<StageTimes>,
+}
+
+impl Decoder {
+    /// Takes a free content buffer, then the next stored part (in that order, so the oldest part
+    /// taken always has a buffer and the writer never waits forever), decodes it, runs `keep`,
+    /// hands its stored buffer back to the downloads and the content to the writer.
+    fn run(&self, input: &DecodeInput, output: &SyncSender<Decoded>, stored_free: &tokio::sync::mpsc::Sender<Vec<u8>>) {
+        loop {
+            let (content, part) = {
+                let mut input = input.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let Ok(content) = input.0.recv() else { return };
+                let Some(part) = input.1.blocking_recv() else { return };
+                (content, part)
+            };
+            let index = part.info.index;
+            let backup = &self.manifest.backup;
+            let decoded = self.times.time(Stage::Decompress, || decode_part(backup, &self.keyring, &part, content));
+            let decoded = match (decoded, &self.keep) {
+                (Ok(content), Some(keep)) => keep(&part).map(|()| content),
+                (decoded, _) => decoded,
+            };
+            let _ = stored_free.try_send(part.stored);
+            let failed = decoded.is_err();
+            if output.send(decoded.map(|content| (index, content))).is_err() || failed {
+                return;
+            }
         }
     }
 }

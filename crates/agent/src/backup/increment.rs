@@ -50,11 +50,11 @@ pub enum IncrementalError {
     )]
     BrokenChain { restoring: String, backup: String, object: String, reason: String },
     #[error(
-        "cannot restore backup {restoring}: backup {backup} of its chain is damaged: {object}: {problem}; nothing was \
-         written; run backup-verify {restoring} to list every damaged object, then restore an older backup whose \
-         chain verifies, or take a new full backup"
+        "cannot restore backup {restoring}: backup {backup} of its chain is damaged: {detail}; nothing was written; \
+         run backup-verify {restoring} to list every damaged object, then restore an older backup whose chain \
+         verifies, or take a new full backup"
     )]
-    DamagedChain { restoring: String, backup: String, object: String, problem: String },
+    DamagedChain { restoring: String, backup: String, detail: String },
     #[error("cannot restore backup {restoring}: its chain does not fit together: {error}; nothing was written")]
     Chain { restoring: String, error: ChainError },
     #[error(

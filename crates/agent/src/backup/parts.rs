@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use pgec2_core::encryption::Keyring;
-use pgec2_core::envelope;
+use pgec2_core::envelope::{self, EnvelopeError};
 use pgec2_core::layout::Archive;
 use pgec2_core::manifest::{BackupManifest, FileEntry, PartInfo, Piece};
 
@@ -56,7 +56,7 @@ pub async fn fetch_part(archive: Archive, backup: String, part: PartInfo) -> Res
 }
 
 /// The stored bytes of one part, downloaded but not yet opened.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct StoredPart {
     pub info: PartInfo,
     pub key: String,
@@ -136,7 +136,15 @@ pub fn decode_part(
         backup: backup.to_string(),
         detail: format!("part {}: {detail}", part.key),
     };
-    let mut reader = envelope::open_reader_with(&part.stored, keyring).map_err(|error| damaged(error.to_string()))?;
+    // What went wrong, against what the manifest expects (a content checksum mismatch says both).
+    let unreadable = |error: EnvelopeError| match error {
+        EnvelopeError::ChecksumMismatch { .. } => damaged(error.to_string()),
+        error => damaged(format!(
+            "the manifest expects {} bytes hashing to {}, but the stored part does not decode: {error}",
+            part.info.content_bytes, part.info.checksum
+        )),
+    };
+    let mut reader = envelope::open_reader_with(&part.stored, keyring).map_err(unreadable)?;
     let header = *reader.header();
     let length = usize::try_from(header.content_len).ok().filter(|_| header.content_len == part.info.content_bytes);
     let Some(length) = length.filter(|_| header.content_hash_hex() == part.info.checksum) else {
@@ -151,12 +159,12 @@ pub fn decode_part(
     content.resize(length, 0);
     let mut filled = 0;
     while filled < length {
-        match reader.read_content(&mut content[filled..]).map_err(|error| damaged(error.to_string()))? {
+        match reader.read_content(&mut content[filled..]).map_err(unreadable)? {
             0 => return Err(damaged(format!("its content ends after {filled} of {length} bytes"))),
             read => filled += read,
         }
     }
-    reader.finish().map_err(|error| damaged(error.to_string()))?;
+    reader.finish().map_err(unreadable)?;
     Ok(content)
 }
 
