@@ -14,7 +14,8 @@ use super::status::{self, StatusFile};
 use crate::cli::WalReceiveArgs;
 use crate::config::AgentConfig;
 
-/// How often a status update goes to the server (each asks for a keepalive back).
+/// How often a status update goes to the server (each asks for a keepalive back) at the least;
+/// a caught-up receiver sends one every partial interval.
 const REPORT_INTERVAL: Duration = Duration::from_secs(5);
 /// How often the slot's health is read over SQL.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
@@ -105,6 +106,10 @@ impl Stream {
                 if self.push_partial(target, status).await? {
                     *progressed = true;
                     next_report = now;
+                } else if self.archived >= self.server_end {
+                    // Caught up: the keepalive this report asks for confirms the archive
+                    // current, so an idle server's recovery point trails by this interval too.
+                    next_report = now;
                 }
                 next_partial = now + partial_interval;
             }
@@ -126,22 +131,28 @@ impl Stream {
             let wait = next_partial.min(next_report).saturating_duration_since(Instant::now());
             let Received::Message(payload) = source.next(wait.max(Duration::from_millis(10))).await? else { continue };
             last_message = Instant::now();
-            match message::parse(&payload)? {
+            let keepalive = match message::parse(&payload)? {
                 ServerMessage::XLogData { start, server_end, data } => {
                     self.server_end = self.server_end.max(server_end);
                     if self.receive(target, start, data, status).await? {
                         *progressed = true;
                         next_report = Instant::now();
                     }
+                    false
                 }
                 ServerMessage::Keepalive { server_end, reply_requested } => {
                     self.server_end = self.server_end.max(server_end);
                     if reply_requested {
                         next_report = Instant::now();
                     }
+                    true
                 }
+            };
+            // A keepalive that confirms the archive current is written at once: held until the
+            // next report, the confirmation would reach the status file a report interval old.
+            if status.positions(self.server_end, self.spool.written()) && keepalive {
+                status.write();
             }
-            status.positions(self.server_end, self.spool.written());
         }
     }
 

@@ -41,15 +41,18 @@ impl StatusFile {
 
     /// Records the server's end of WAL and what has been received. When the archive already
     /// holds the server's end (an idle primary), the archive is confirmed current as of now: the
-    /// recovery point of an idle host does not age while nothing is written.
-    pub fn positions(&mut self, server: Lsn, received: Lsn) {
+    /// recovery point of an idle host does not age while nothing is written. Returns whether it
+    /// was confirmed.
+    pub fn positions(&mut self, server: Lsn, received: Lsn) -> bool {
         let server = server.max(self.status.server_lsn.unwrap_or_default());
         self.status.server_lsn = Some(server);
         self.status.received_lsn = Some(received);
-        if self.status.archived_lsn.is_some_and(|archived| archived >= server) {
+        let current = self.status.archived_lsn.is_some_and(|archived| archived >= server);
+        if current {
             self.status.archived_at = Some(Utc::now());
         }
         self.refresh_lag();
+        current
     }
 
     fn refresh_lag(&mut self) {
@@ -167,7 +170,7 @@ mod tests {
         let mut file = status_at(0x3000, 0x3000);
         let old = Utc::now() - chrono::Duration::minutes(10);
         file.status.archived_at = Some(old);
-        file.positions(Lsn(0x3000), Lsn(0x3000));
+        assert!(file.positions(Lsn(0x3000), Lsn(0x3000)), "confirmed");
         let confirmed = file.status.archived_at.expect("archived_at");
         assert!(confirmed > old + chrono::Duration::minutes(9), "a caught-up keepalive confirms the archive as of now");
         assert_eq!(file.status.lag_bytes, Some(0));
@@ -178,7 +181,7 @@ mod tests {
         let mut file = status_at(0x3000, 0x3000);
         let old = Utc::now() - chrono::Duration::minutes(10);
         file.status.archived_at = Some(old);
-        file.positions(Lsn(0x5000), Lsn(0x4000));
+        assert!(!file.positions(Lsn(0x5000), Lsn(0x4000)), "not confirmed");
         assert_eq!(file.status.archived_at, Some(old), "the server is ahead: the archive is not current");
         assert_eq!(file.status.lag_bytes, Some(0x2000));
     }

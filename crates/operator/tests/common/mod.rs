@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod streaming;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -90,6 +92,26 @@ impl TestEnv {
         let server = MemoryApiServer::new()
             .with_resource(pgec2_operator::local_mode::Kind::PostgresHost.resource_type())
             .with_resource(pgec2_operator::local_mode::Kind::BackupPolicy.resource_type());
+        Self::start_on(scratch, state_dir, server, host_environment, Arc::new(configure))
+    }
+
+    /// [`TestEnv::start_with`] laid out as `pgec2-operator local run` lays out its state
+    /// directory: the API (with local mode's validation) persisted under `<state>/api`, so that
+    /// `pgec2-operator local get --state-dir <state>` ([`TestEnv::local_get`]) reads it.
+    pub async fn start_local_mode_with(configure: impl Fn(&mut Config) + Send + Sync + 'static) -> Self {
+        let scratch = Scratch::new().expect("scratch directory");
+        let state_dir = scratch.subdir("state").expect("state directory");
+        let server = pgec2_operator::local_mode::api_server(&state_dir.join("api")).expect("local mode API");
+        Self::start_on(scratch, state_dir, server, Vec::new(), Arc::new(configure))
+    }
+
+    fn start_on(
+        scratch: Scratch,
+        state_dir: PathBuf,
+        server: MemoryApiServer,
+        host_environment: Vec<(String, String)>,
+        configure: Arc<dyn Fn(&mut Config) + Send + Sync>,
+    ) -> Self {
         let client = server.client();
         let mut env = Self {
             scratch,
@@ -97,7 +119,7 @@ impl TestEnv {
             client,
             metrics: Arc::default(),
             state_dir,
-            configure: Arc::new(configure),
+            configure,
             host_environment,
             shutdown: None,
             task: None,
@@ -207,6 +229,22 @@ impl TestEnv {
             assert!(Instant::now() < deadline, "PostgresHost {name} was not deleted within {timeout:?}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// `pgec2-operator local get --state-dir <state> <args...>`'s standard output (for an
+    /// environment of [`TestEnv::start_local_mode_with`]).
+    pub fn local_get(&self, args: &[&str]) -> String {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_pgec2-operator"))
+            .args(["local", "get", "--state-dir"])
+            .arg(&self.state_dir)
+            .args(args)
+            .env_remove("PGEC2_STATE_DIR")
+            .output()
+            .expect("run pgec2-operator local get");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "local get {args:?} failed ({}):\n{stdout}\n{stderr}", output.status);
+        stdout
     }
 
     /// The host directory of the local cloud.
