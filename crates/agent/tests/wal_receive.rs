@@ -1,7 +1,8 @@
 //! `wal-receive` against a real PostgreSQL 15: the recovery point of a lost primary is the
-//! streamed position (seconds), not the last complete segment; a server restart mid-stream
-//! resumes from the slot without a gap; archive_command and wal-receive archive the same
-//! segments side by side and agree.
+//! streamed position (seconds), not the last complete segment; an LSN target inside the streamed
+//! tail is reachable and one past its end refused; a server restart mid-stream resumes from the
+//! slot without a gap; archive_command and wal-receive archive the same segments side by side
+//! and agree.
 //!
 //! `PGEC2_RPO_TRIALS` sets how many kill-and-restore trials the RPO test runs (default 2); each
 //! prints its figures (`rpo trial ...`).
@@ -13,9 +14,10 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use backup_support::{Primary, agent_command, table_digests};
+use backup_support::{Primary, agent_command, batches_present, commit_batch, stderr, table_digests};
+use pgec2_core::catalog;
 use pgec2_core::stream_status::StreamStatus;
-use pgec2_core::wal::Lsn;
+use pgec2_core::wal::{Lsn, SegmentSize};
 use pgec2_testkit::PgCluster;
 use wal_common::{Agent, archiver_stats, runtime, switch_segment, wait_for};
 
@@ -165,6 +167,44 @@ fn rows_committed_seconds_before_the_primary_host_is_lost_are_restored_from_the_
         let (committed, restored, rpo) = lose_the_primary_and_restore(trial);
         println!("rpo trial {trial}: committed {committed} restored {restored} rpo_ms {}", rpo.as_millis());
     }
+}
+
+#[test]
+fn an_lsn_target_inside_the_streamed_tail_restores_exactly_the_rows_up_to_it_and_one_past_the_tail_is_refused() {
+    // archive_timeout is off: the batches reach the archive only through the stream.
+    let mut primary = Primary::start();
+    primary.cluster.psql("CREATE TABLE batches (id serial PRIMARY KEY, batch int NOT NULL)").expect("create table");
+    primary.backup();
+    let mut receiver = Receiver::start(&primary, "receiver");
+    let marks: Vec<_> = (1..=3).map(|batch| commit_batch(&primary.cluster, batch)).collect();
+    receiver.wait_archived(current_lsn(&primary.cluster));
+    let target: Lsn = marks[1].lsn.parse().expect("an LSN");
+    let size = SegmentSize::default();
+    let (segment, rt) = (size.segment_of(target), runtime());
+    let archive = rt.block_on(primary.agent.archive());
+    let complete = archive.layout.wal_file(&size.segment_name(1, segment)).expect("key");
+    assert_eq!(rt.block_on(archive.storage.head(&complete)).expect("head"), None, "only the stream has batch 2");
+    receiver.kill();
+    primary.cluster.stop_immediately().expect("stop -m immediate");
+    std::fs::remove_dir_all(&primary.cluster.data_dir).expect("remove the data directory");
+
+    let streamed_end = rt.block_on(catalog::partial_end(&archive, size, 1, segment)).expect("read").expect("a tail");
+    assert!(streamed_end >= target, "the tail holds batch 2: {streamed_end} < {target}");
+    let past = Lsn(streamed_end.0 + 8).to_string();
+    let (dest, output) = primary.restore("past-the-tail", "LATEST", &["--target-lsn", &past]);
+    let message = stderr(&output);
+    assert!(!output.status.success(), "a target past the streamed tail is refused");
+    assert!(
+        message.contains(&format!("refusing to restore: LSN {past} is after the last archived WAL in ")),
+        "{message}"
+    );
+    assert!(message.contains(&format!("(LSN {streamed_end}, where the streamed ")), "{message}");
+    assert!(!dest.exists(), "nothing was written before the refusal");
+
+    let restore = ["--target-lsn", marks[1].lsn.as_str(), "--target-action", "promote"];
+    let mut restored = primary.restore_copy("in-the-tail", "LATEST", &restore);
+    assert_eq!(batches_present(&restored), vec![1, 2], "exactly the batches up to the target");
+    restored.stop().expect("stop");
 }
 
 /// A primary whose WAL reaches the archive through wal-receive alone: archive_mode is on, as

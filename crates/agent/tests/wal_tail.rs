@@ -1,6 +1,6 @@
 //! The streamed tail in recovery (`wal-fetch` and `wal-receive`'s `.partial` objects): used at
 //! the end of the archive only, padded to a whole segment; never over a hole; a complete segment
-//! always wins over its partial.
+//! always wins over its partial; an LSN target up to where the partial ends is reached through it.
 
 mod backup_support;
 mod wal_common;
@@ -74,4 +74,33 @@ fn a_streamed_partial_is_never_used_over_a_hole_and_a_complete_segment_wins_over
     let (code, restored) = wal_fetch(&agent, &segment_name(3), &data_dir);
     assert_eq!(code, 255, "segment 3 is a hole: segment 4 exists after it");
     assert_eq!(restored, None, "nothing was restored over the hole");
+}
+
+#[test]
+fn an_lsn_target_up_to_the_streamed_end_restores_the_partial_and_one_past_it_stops_recovery_naming_the_end() {
+    let agent = Agent::with_file_archive();
+    let data_dir = recovering_data_dir(&agent);
+    store(&agent, &segment_name(2), &synthetic_segment(SYSTEM, 2));
+    let streamed = synthetic_segment(SYSTEM, 3);
+    store(&agent, &format!("{}.partial", segment_name(3)), &streamed);
+    let streamed_end = format!("0/{:X}", (3 << 24) + streamed.len());
+    let target = |lsn: &str| {
+        std::fs::write(data_dir.join("postgresql.auto.conf"), format!("recovery_target_lsn = '{lsn}'\n"))
+            .expect("write the target")
+    };
+
+    target(&streamed_end);
+    let (code, restored) = wal_fetch(&agent, &segment_name(3), &data_dir);
+    assert_eq!(code, 0, "the target lies in the streamed tail");
+    assert_eq!(restored.as_deref().map(|restored| &restored[..streamed.len()]), Some(&streamed[..]));
+
+    target(&format!("0/{:X}", (3 << 24) + streamed.len() + 1));
+    let (code, restored) = wal_fetch(&agent, &segment_name(3), &data_dir);
+    assert_eq!(code, 255, "one byte past the tail: recovery must stop, not promote");
+    assert_eq!(restored, None);
+    let note = std::fs::read_to_string(data_dir.join("pgec2-recovery-failure")).expect("the failure note");
+    assert!(
+        note.contains(&format!("beyond the end of the streamed {}.partial ({streamed_end})", segment_name(3))),
+        "{note}"
+    );
 }

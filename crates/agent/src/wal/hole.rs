@@ -6,12 +6,16 @@
 //! server would come up writable without everything after the hole. So a miss during archive
 //! recovery (`recovery.signal`) is judged, only then, never on the normal path:
 //!
-//! 1. a `recovery_target_lsn` at or beyond the segment's start: hole; before it, the miss is
-//!    PostgreSQL reading ahead of replay past its target: the end (recovery stops before it);
+//! 1. a `recovery_target_lsn` before the segment's start: the miss is PostgreSQL reading ahead
+//!    of replay past its target: the end (recovery stops before it);
 //! 2. one listing of the archive's `wal/` (plus the history files of later timelines) says
 //!    whether later WAL of the segment's timeline exists, or a later timeline branched off it
 //!    after the segment began ([`WalArchive::wal_after`]): hole;
-//! 3. a `recovery_target_time` later than the newest archived segment of the timeline: hole;
+//! 3. a `recovery_target_lsn` at or beyond the segment's start: the end when the segment's
+//!    streamed `.partial` reaches the target (its envelope records how far,
+//!    [`catalog::partial_end`]), so `wal-fetch` restores that; a hole otherwise;
+//!    a `recovery_target_time` later than the newest archived segment of the timeline (or the
+//!    segment's `.partial` last stored): hole;
 //! 4. else: the end of the archive (exit 1, quiet, as before). An xid or restore-point target
 //!    that was not reached makes PostgreSQL (14 and later) stop with FATAL by itself.
 //!
@@ -62,20 +66,21 @@ pub async fn judge(archive: &Archive, file: &str, timeline: TimelineId, data_dir
     let size = segment_size(archive, data_dir).await;
     let (_, segment) = size.parse_segment(file).map_err(|_| WalError::InvalidName { name: file.to_string() })?;
     let target = recovery_target(data_dir);
-    let beyond = |(name, value): &(String, String), place: &str| Miss::Hole {
-        why: format!("the recovery target {name} = '{value}' lies {place}"),
-    };
+    let lsn_target = target
+        .as_ref()
+        .filter(|(name, _)| name == "recovery_target_lsn")
+        .and_then(|(_, value)| value.parse::<Lsn>().ok());
     // PostgreSQL reads ahead of replay: a miss just past an LSN target is read-ahead, not need.
-    if let Some(target @ (name, value)) = &target
-        && name == "recovery_target_lsn"
-        && let Ok(lsn) = value.parse::<Lsn>()
-    {
-        let needed = lsn >= size.start_of(segment);
-        return Ok(if needed { beyond(target, "at or beyond it") } else { Miss::EndOfArchive });
+    if lsn_target.is_some_and(|lsn| lsn < size.start_of(segment)) {
+        return Ok(Miss::EndOfArchive);
     }
     let wal = later_wal_index(archive, timeline, size).await?;
     if let Some(later) = wal.wal_after(timeline, segment) {
         return Ok(Miss::Hole { why: later.to_string() });
+    }
+    if let (Some(lsn), Some(target)) = (lsn_target, &target) {
+        let streamed_end = catalog::partial_end(archive, size, timeline, segment).await.map_err(listing_failed)?;
+        return Ok(judge_lsn_target(lsn, target, file, streamed_end));
     }
     // A time later than the newest archived segment (or the streamed `.partial` of this one)
     // cannot be reached: every commit in the archive was archived after it happened
@@ -93,6 +98,25 @@ pub async fn judge(archive: &Archive, file: &str, timeline: TimelineId, data_dir
     Ok(Miss::EndOfArchive)
 }
 
+/// An LSN target at or beyond the start of the missing segment `file`, with nothing archived
+/// after it: reachable when the segment's streamed `.partial` holds WAL up to the target
+/// (`streamed_end`; wal-fetch then restores that), else a hole.
+fn judge_lsn_target(lsn: Lsn, target: &(String, String), file: &str, streamed_end: Option<Lsn>) -> Miss {
+    match streamed_end {
+        Some(end) if lsn <= end => Miss::EndOfArchive,
+        Some(end) => beyond(target, &format!("beyond the end of the streamed {file}.partial ({end})")),
+        None => beyond(target, "at or beyond it"),
+    }
+}
+
+fn beyond((name, value): &(String, String), place: &str) -> Miss {
+    Miss::Hole { why: format!("the recovery target {name} = '{value}' lies {place}") }
+}
+
+fn listing_failed(error: catalog::CatalogError) -> WalError {
+    WalError::HoleCheck { reason: error.to_string() }
+}
+
 /// When the newest segment of `timeline` was archived, if the store says.
 fn newest_archive_time(wal: &WalArchive, timeline: TimelineId) -> Option<chrono::DateTime<chrono::Utc>> {
     wal.segments.get(&timeline)?.values().filter_map(|meta| meta.last_modified).max()
@@ -102,7 +126,6 @@ fn newest_archive_time(wal: &WalArchive, timeline: TimelineId) -> Option<chrono:
 /// may prove that `timeline` went on). An unreadable history is an error: without it the
 /// answer could be wrong, and a wrong "end of the archive" loses data.
 async fn later_wal_index(archive: &Archive, timeline: TimelineId, size: SegmentSize) -> Result<WalArchive, WalError> {
-    let listing_failed = |error: catalog::CatalogError| WalError::HoleCheck { reason: error.to_string() };
     let mut wal = catalog::list_wal_archive(archive, size).await.map_err(listing_failed)?;
     let later: Vec<_> =
         wal.history_files.iter().filter(|(id, _)| **id > timeline).map(|(&id, meta)| (id, meta.key.clone())).collect();
@@ -247,6 +270,59 @@ mod tests {
         let text = "recovery_target_time = '2020-01-01'\nrecovery_target_lsn = ''\n";
         std::fs::write(dir.path().join("postgresql.auto.conf"), text).expect("write");
         assert_eq!(recovery_target(dir.path()), Some(("recovery_target_time".into(), "2020-01-01".into())));
+    }
+
+    #[test]
+    fn an_lsn_target_up_to_the_streamed_end_is_the_end_and_one_past_it_a_hole_naming_the_end() {
+        let target = ("recovery_target_lsn".to_string(), "0/7001389".to_string());
+        let file = "000000010000000000000007";
+        assert_eq!(judge_lsn_target(Lsn(0x7001000), &target, file, Some(Lsn(0x7001388))), Miss::EndOfArchive);
+        assert_eq!(judge_lsn_target(Lsn(0x7001388), &target, file, Some(Lsn(0x7001388))), Miss::EndOfArchive);
+        let Miss::Hole { why } = judge_lsn_target(Lsn(0x7001389), &target, file, Some(Lsn(0x7001388))) else {
+            panic!("one byte past the streamed end is a hole")
+        };
+        assert_eq!(
+            why,
+            "the recovery target recovery_target_lsn = '0/7001389' lies beyond the end of the streamed \
+             000000010000000000000007.partial (0/7001388)"
+        );
+        assert!(matches!(judge_lsn_target(Lsn(0x7000000), &target, file, None), Miss::Hole { .. }), "no partial");
+    }
+
+    /// An archive with segments 2 to 6 and the first 5000 bytes of segment 7 streamed, and a
+    /// data directory recovering to `lsn`.
+    async fn streamed_archive(lsn: &str) -> (Archive, tempfile::TempDir) {
+        use pgec2_core::compression::Compression;
+        use pgec2_core::storage::PutMode;
+        let storage = std::sync::Arc::new(pgec2_core::storage::memory::MemoryStorage::new());
+        let archive = Archive::new(storage, pgec2_core::layout::ArchiveLayout::under("db").expect("layout"));
+        let size = SegmentSize::default();
+        let files = (2..=6).map(|segment| (size.segment_name(1, segment), 100));
+        for (file, len) in files.chain([(format!("{}.partial", size.segment_name(1, 7)), 5000)]) {
+            let (sealed, _) = pgec2_core::envelope::seal(&vec![1u8; len], Compression::default()).expect("seal");
+            let key = archive.layout.wal_file(&file).expect("key");
+            archive.storage.put(&key, sealed.into(), PutMode::CreateNew).await.expect("store");
+        }
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let conf = format!("recovery_target_lsn = '{lsn}'\n");
+        std::fs::write(data_dir.path().join("postgresql.auto.conf"), conf).expect("write");
+        (archive, data_dir)
+    }
+
+    #[tokio::test]
+    async fn a_missing_segment_whose_streamed_partial_reaches_the_lsn_target_is_the_end() {
+        let segment = "000000010000000000000007";
+        let (archive, data_dir) = streamed_archive("0/7001388").await;
+        assert_eq!(judge(&archive, segment, 1, data_dir.path()).await.expect("judged"), Miss::EndOfArchive);
+        let (archive, data_dir) = streamed_archive("0/7001389").await;
+        let beyond = judge(&archive, segment, 1, data_dir.path()).await.expect("judged");
+        assert!(matches!(&beyond, Miss::Hole { why } if why.contains("(0/7001388)")), "{beyond:?}");
+        let (archive, data_dir) = streamed_archive("0/7000100").await;
+        let (sealed, _) = pgec2_core::envelope::seal(b"later", Default::default()).expect("seal");
+        let later = archive.layout.wal_file("000000010000000000000008").expect("key");
+        archive.storage.put(&later, sealed.into(), pgec2_core::storage::PutMode::CreateNew).await.expect("store");
+        let hole = judge(&archive, segment, 1, data_dir.path()).await.expect("judged");
+        assert!(matches!(&hole, Miss::Hole { why } if why.contains("000000010000000000000008")), "{hole:?}");
     }
 
     #[test]

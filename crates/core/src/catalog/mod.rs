@@ -33,12 +33,14 @@ pub mod fixtures;
 mod recovery_target;
 mod restore_plan;
 pub mod snapshot;
+mod streamed_tail;
 mod timeline;
 mod wal_archive;
 
 pub use backup_info::{BACKUP_INFO_FORMAT, BackupInfo, BackupKind, BackupName, BackupType};
 pub use recovery_target::{InvalidTarget, RecoveryTarget};
 pub use restore_plan::{RestorePlan, TargetError, plan_restore};
+pub use streamed_tail::{load_streamed_ends, partial_end};
 pub use timeline::{TimelineError, TimelineHistory, TimelineSpan};
 pub use wal_archive::{ArchivedSegment, LaterWal, WalArchive};
 
@@ -264,13 +266,17 @@ pub async fn set_pin_marker(archive: &Archive, name: &str) -> Result<(), Catalog
 pub async fn list_wal_archive(archive: &Archive, segment_size: SegmentSize) -> Result<WalArchive, CatalogError> {
     let prefix = archive.layout.wal_prefix();
     let listing = archive.storage.list(&prefix).await.map_err(storage("list", &prefix))?;
-    Ok(WalArchive::from_listing(listing, &prefix, segment_size))
+    let mut wal = WalArchive::from_listing(listing, &prefix, segment_size);
+    wal.location = archive.describe();
+    Ok(wal)
 }
 
-/// Lists `wal/` and loads every timeline history file; one that cannot be read or parsed is
-/// recorded in [`WalArchive::damaged_histories`] and its timeline treated as a root.
+/// Lists `wal/`, loads every timeline history file and reads where the streamed tails end
+/// ([`load_streamed_ends`]); a history that cannot be read or parsed is recorded in
+/// [`WalArchive::damaged_histories`] and its timeline treated as a root.
 pub async fn load_wal_archive(archive: &Archive, segment_size: SegmentSize) -> Result<WalArchive, CatalogError> {
     let mut wal = list_wal_archive(archive, segment_size).await?;
+    load_streamed_ends(archive, &mut wal).await?;
     let keys: Vec<(u32, ObjectKey)> =
         wal.history_files.iter().map(|(&timeline, meta)| (timeline, meta.key.clone())).collect();
     let histories: Vec<Result<TimelineHistory, (u32, Damaged)>> = futures::stream::iter(keys)

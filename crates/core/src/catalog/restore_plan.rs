@@ -11,7 +11,10 @@
 //!   backup is consistent).
 //! - An LSN beyond the end of the contiguous archived WAL is refused exactly; a time later than
 //!   when the last contiguous segment was archived is refused (a segment is archived after every
-//!   commit it holds, so a later target cannot be reached from the archive).
+//!   commit it holds, so a later target cannot be reached from the archive). When the path ends
+//!   there and the archive holds the streamed `.partial` of the next segment (`wal-receive`),
+//!   recovery reads that too: the end is where the partial ends (its recorded length) for an LSN,
+//!   when it was last stored for a time.
 //! - Without a target, a gap in the archive is refused: recovery would stop at the gap and lose
 //!   what was archived after it. The message names the missing segment.
 //! - A timeline history file that cannot be read is refused when the restore would read it:
@@ -48,10 +51,10 @@ pub enum TargetError {
     )]
     BeforeBackupEnd { target: String, backup: String, end: String },
     #[error(
-        "{target} is after the last archived WAL ({end}){gap}: it cannot be reached from the archive; \
+        "{target} is after the last archived WAL in {archive} ({end}){gap}: it cannot be reached from the archive; \
          wait for archiving (or run pg_switch_wal() on the source) and retry, or choose an earlier target"
     )]
-    AfterArchiveEnd { target: String, end: String, gap: String },
+    AfterArchiveEnd { target: String, archive: String, end: String, gap: String },
     #[error(
         "backup {backup} cannot be restored: WAL segment {segment} it needs is missing from the archive (run wal-verify)"
     )]
@@ -160,16 +163,39 @@ fn select_backup<'b>(
     })
 }
 
-/// Until when the path's WAL is archived: the last store of the streamed `.partial` of the
-/// segment after the complete ones (recovery reads it when the segment itself is missing),
-/// else the archiving of the last complete segment.
+/// The streamed `.partial` recovery reads after the path's last complete segment: the copy of
+/// the next segment on the timeline recovery asks for first, when nothing is archived past it
+/// (over a gap, `wal-fetch` stops at the hole instead).
+struct StreamedTail {
+    name: String,
+    stored_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Where it ends, when its header was read ([`WalArchive::partial_end`]).
+    end: Option<Lsn>,
+}
+
+fn streamed_tail(path: &RecoveryPath, wal: &WalArchive) -> Option<StreamedTail> {
+    let end = path.end.as_ref().filter(|_| path.missing.is_empty())?;
+    let segment = end.segment + 1;
+    let timeline = *wal.history(path.timeline).timelines_for_segment(segment, wal.segment_size).first()?;
+    let (stored_at, end) = (wal.partial_stored_at(timeline, segment), wal.partial_end(timeline, segment));
+    let name = format!("{}.partial", wal.segment_size.segment_name(timeline, segment));
+    (stored_at.is_some() || end.is_some()).then_some(StreamedTail { name, stored_at, end })
+}
+
+/// Until when the path's WAL is archived: the last store of its streamed tail, else the
+/// archiving of the last complete segment.
 fn archived_until(path: &RecoveryPath, wal: &WalArchive) -> Option<chrono::DateTime<chrono::Utc>> {
-    let end = path.end.as_ref()?;
-    let streamed = [path.timeline, end.timeline]
-        .into_iter()
-        .filter_map(|timeline| wal.partial_stored_at(timeline, end.segment + 1))
-        .max();
-    streamed.or(end.last_modified)
+    let streamed = streamed_tail(path, wal).and_then(|tail| tail.stored_at);
+    streamed.or(path.end.as_ref()?.last_modified)
+}
+
+/// Where the path's WAL ends for an LSN target, described: the end of its streamed tail when
+/// that was read, else the end of the last complete segment.
+fn archived_lsn(path: &RecoveryPath, wal: &WalArchive, complete_end: Lsn) -> (Lsn, String) {
+    match streamed_tail(path, wal).and_then(|tail| Some((tail.end?, tail.name))) {
+        Some((end, name)) if end > complete_end => (end, format!("LSN {end}, where the streamed {name} ends")),
+        _ => (complete_end, format!("LSN {complete_end}")),
+    }
 }
 
 fn check_target(
@@ -180,6 +206,7 @@ fn check_target(
 ) -> Result<(), TargetError> {
     let end_lsn = path.end_lsn(wal).unwrap_or(backup.finish_lsn);
     let gap = path.missing.first().map(|segment| format!("; segment {segment} is missing")).unwrap_or_default();
+    let archive = wal.location.clone();
     let before_end =
         |end: String| TargetError::BeforeBackupEnd { target: target.to_string(), backup: backup.name.clone(), end };
     match target {
@@ -190,19 +217,16 @@ fn check_target(
             let archived_at = archived_until(path, wal);
             if let Some(archived_at) = archived_at.filter(|archived_at| time > archived_at) {
                 let end = format!("archived at {}", archived_at.to_rfc3339());
-                return Err(TargetError::AfterArchiveEnd { target: target.to_string(), end, gap });
+                return Err(TargetError::AfterArchiveEnd { target: target.to_string(), archive, end, gap });
             }
         }
         RecoveryTarget::Lsn(lsn) => {
             if *lsn < backup.finish_lsn {
                 return Err(before_end(format!("LSN {}", backup.finish_lsn)));
             }
-            if *lsn > end_lsn {
-                return Err(TargetError::AfterArchiveEnd {
-                    target: target.to_string(),
-                    end: format!("LSN {end_lsn}"),
-                    gap,
-                });
+            let (archived, end) = archived_lsn(path, wal, end_lsn);
+            if *lsn > archived {
+                return Err(TargetError::AfterArchiveEnd { target: target.to_string(), archive, end, gap });
             }
         }
         RecoveryTarget::EndOfArchive => {
@@ -269,22 +293,71 @@ mod tests {
         assert!(matches!(plan(RecoveryTarget::Time(at(0))), Err(TargetError::NoBackupBeforeTarget { .. })));
     }
 
+    /// `wal` with the streamed `.partial` of segment `segment` (timeline 1) stored at `at(stored)`,
+    /// its header read as ending `streamed` bytes into the segment.
+    fn with_partial(wal: WalArchive, segment: u64, stored: i64, streamed: Option<u64>) -> WalArchive {
+        let size = SegmentSize::default();
+        let mut listing: Vec<ObjectMeta> =
+            wal.segments.values().flat_map(|by_number| by_number.values().cloned()).collect();
+        listing.push(ObjectMeta {
+            key: ObjectKey::new(format!("wal/{}.partial", size.segment_name(1, segment))).expect("key"),
+            size: 1,
+            last_modified: Some(at(stored)),
+        });
+        let mut wal = WalArchive::from_listing(listing, "wal/", size);
+        wal.location = "file:///archive/db".into();
+        if let Some(streamed) = streamed {
+            wal.streamed_ends.insert((1, segment), Lsn(size.start_of(segment).0 + streamed));
+        }
+        wal
+    }
+
     #[test]
     fn a_time_target_in_the_streamed_partial_after_the_last_complete_segment_is_reachable() {
-        let mut wal = wal(&[2, 3, 4, 5, 6]);
-        let partial = ObjectMeta {
-            key: ObjectKey::new(format!("wal/{}.partial", SegmentSize::default().segment_name(1, 7))).expect("key"),
-            size: 1,
-            last_modified: Some(at(640)),
-        };
-        let mut listing: Vec<ObjectMeta> = wal.segments[&1].values().cloned().collect();
-        listing.push(partial);
-        wal = WalArchive::from_listing(listing, "wal/", SegmentSize::default());
+        let wal = with_partial(wal(&[2, 3, 4, 5, 6]), 7, 640, None);
         let plan = |seconds| {
             plan_restore(&backups(), &wal, "LATEST", &RecoveryTarget::Time(at(seconds)), TimelineRequest::Latest)
         };
         assert!(plan(630).is_ok(), "the stream stored WAL until 640");
         assert!(matches!(plan(641), Err(TargetError::AfterArchiveEnd { .. })), "{:?}", plan(641));
+    }
+
+    #[test]
+    fn an_lsn_target_up_to_the_end_of_the_streamed_partial_is_reachable_and_one_past_it_is_refused() {
+        let streamed = with_partial(wal(&[2, 3, 4, 5, 6]), 7, 640, Some(5000));
+        let plan =
+            |lsn| plan_restore(&backups(), &streamed, "LATEST", &RecoveryTarget::Lsn(lsn), TimelineRequest::Latest);
+        assert!(plan(Lsn(7 * SEGMENT + 4000)).is_ok(), "inside the streamed tail");
+        assert!(plan(Lsn(7 * SEGMENT + 5000)).is_ok(), "at the streamed end");
+        let refused = plan(Lsn(7 * SEGMENT + 5001)).expect_err("past the streamed end");
+        assert_eq!(
+            refused.to_string(),
+            "LSN 0/7001389 is after the last archived WAL in file:///archive/db (LSN 0/7001388, where the streamed \
+             000000010000000000000007.partial ends): it cannot be reached from the archive; wait for archiving (or run \
+             pg_switch_wal() on the source) and retry, or choose an earlier target"
+        );
+        let unread = with_partial(wal(&[2, 3, 4, 5, 6]), 7, 640, None);
+        let refused = plan_restore(
+            &backups(),
+            &unread,
+            "LATEST",
+            &RecoveryTarget::Lsn(Lsn(7 * SEGMENT + 1)),
+            TimelineRequest::Latest,
+        );
+        assert!(
+            matches!(&refused, Err(TargetError::AfterArchiveEnd { end, .. }) if end == "LSN 0/7000000"),
+            "a partial whose end was not read counts for nothing: {refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_streamed_partial_in_a_gap_extends_no_target() {
+        let wal = with_partial(wal(&[2, 3, 5, 6]), 4, 640, Some(5000));
+        let plan = |target| plan_restore(&backups(), &wal, "b2", &target, TimelineRequest::Latest);
+        let by_lsn = plan(RecoveryTarget::Lsn(Lsn(4 * SEGMENT + 100)));
+        assert!(matches!(by_lsn, Err(TargetError::AfterArchiveEnd { .. })), "{by_lsn:?}");
+        let by_time = plan(RecoveryTarget::Time(at(630)));
+        assert!(matches!(by_time, Err(TargetError::AfterArchiveEnd { .. })), "{by_time:?}");
     }
 
     #[test]

@@ -25,6 +25,12 @@ pub struct WalArchive {
     pub foreign: Vec<ObjectMeta>,
     /// History files that could not be read or parsed (their timelines act as roots).
     pub damaged_histories: BTreeMap<TimelineId, super::Damaged>,
+    /// Where the streamed `.partial` of (timeline, segment) ends: the segment's start plus the
+    /// content length its envelope records (filled by [`super::load_wal_archive`] for the
+    /// partials after each timeline's newest complete segment, see [`WalArchive::tail_partials`]).
+    pub streamed_ends: BTreeMap<(TimelineId, u64), Lsn>,
+    /// The archive the listing came from, for messages (empty when unknown).
+    pub location: String,
 }
 
 /// A segment in the archive, as recovery would read it.
@@ -185,6 +191,28 @@ impl WalArchive {
     pub fn partial_stored_at(&self, timeline: TimelineId, segment: u64) -> Option<DateTime<Utc>> {
         let name = format!("{}.partial", self.segment_size.segment_name(timeline, segment));
         self.other_files.iter().find(|(file, _, _)| *file == name).and_then(|(_, _, meta)| meta.last_modified)
+    }
+
+    /// Where the streamed `.partial` of segment `segment` on `timeline` ends, when it was read.
+    pub fn partial_end(&self, timeline: TimelineId, segment: u64) -> Option<Lsn> {
+        self.streamed_ends.get(&(timeline, segment)).copied()
+    }
+
+    /// The `.partial` objects recovery may read as a streamed tail: those of segments after
+    /// the newest complete segment of their timeline (older ones are superseded by the complete
+    /// segment or lie in a hole), as (timeline, segment, object).
+    pub fn tail_partials(&self) -> Vec<(TimelineId, u64, &ObjectMeta)> {
+        self.other_files
+            .iter()
+            .filter_map(|(name, segment, meta)| match name.parse::<WalFileName>() {
+                Ok(WalFileName::Partial { timeline, .. }) => Some((timeline, *segment, meta)),
+                _ => None,
+            })
+            .filter(|(timeline, segment, _)| {
+                let newest = self.segments.get(timeline).and_then(|by_number| by_number.keys().next_back());
+                newest.is_none_or(|newest| segment > newest)
+            })
+            .collect()
     }
 
     /// Every WAL file name in the archive (for deleting everything).

@@ -131,7 +131,12 @@ mod tests {
 
     #[test]
     fn only_targets_that_more_archive_can_reach_wait() {
-        let after = TargetError::AfterArchiveEnd { target: "t".into(), end: "e".into(), gap: String::new() };
+        let after = TargetError::AfterArchiveEnd {
+            target: "t".into(),
+            archive: "a".into(),
+            end: "e".into(),
+            gap: String::new(),
+        };
         let waiting = unreachable("default/db", "nightly", &after);
         assert!(waiting.may_resolve);
         assert!(waiting.message.starts_with("cannot restore from the archive of default/db (BackupPolicy nightly)"));
