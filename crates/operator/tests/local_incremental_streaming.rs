@@ -9,6 +9,11 @@
 //! - the host reports a recovery point under 10 s while streaming runs, and after the host is
 //!   lost (`pg_ctl stop -m immediate`, data directory removed) a restore to the end of the
 //!   archive holds every row committed more than 10 s before the loss.
+//!
+//! `PGEC2_RPO_TRIALS` sets how many kill-and-restore trials run (default 1): the first loses the
+//! host of the chain above, each further one a fresh host of the same policy after its first
+//! backup. Each trial prints its figures (`rpo trial ...`), and the run a summary (`rpo summary
+//! ...`).
 
 mod common;
 
@@ -17,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::streaming::{rpo_seconds, wait_for_receiver, wait_streamed};
 use common::{READY_TIMEOUT, TestEnv};
 use pgec2_api::fixtures::{PolicyBuilder, host, policy, target_time};
 use pgec2_api::{HostPhase, PostgresHost};
@@ -65,11 +71,16 @@ fn field<'a>(backup: &'a serde_json::Value, key: &str) -> Option<&'a str> {
     backup.get(key).and_then(serde_json::Value::as_str)
 }
 
-/// Waits until backup-list holds a backup that `matches`; returns its name.
-async fn wait_for_backup(env: &TestEnv, what: &str, matches: impl Fn(&serde_json::Value) -> bool) -> String {
+/// Waits until host `name`'s backup-list holds a backup that `matches`; returns its name.
+async fn wait_for_backup(
+    env: &TestEnv,
+    name: &str,
+    what: &str,
+    matches: impl Fn(&serde_json::Value) -> bool,
+) -> String {
     let deadline = Instant::now() + BACKUP_TIMEOUT;
     loop {
-        let backups = backup_list(env, "db");
+        let backups = backup_list(env, name);
         if let Some(found) = backups.iter().find(|backup| matches(backup)) {
             return field(found, "name").expect("a name").to_string();
         }
@@ -100,24 +111,6 @@ fn server_clock(env: &TestEnv, host: &PostgresHost) -> String {
         .expect("read the clock")
 }
 
-/// Waits until the host's status says the streamed WAL reaches `lsn`.
-async fn wait_streamed(env: &TestEnv, host: &PostgresHost, lsn: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let current = env.hosts().get("db").await.expect("read db");
-        let streaming = current.status.as_ref().and_then(|status| status.archiving.as_ref()?.streaming.clone());
-        let archived = streaming.as_ref().and_then(|streaming| streaming.archived_lsn.clone());
-        if let Some(archived) = archived {
-            let reached = env.psql(host, &format!("SELECT '{archived}'::pg_lsn >= '{lsn}'::pg_lsn"));
-            if reached.as_deref() == Ok("t") {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "the stream did not reach {lsn}: {streaming:#?}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
 /// Waits until host `name` is Ready and out of recovery.
 async fn restored(env: &TestEnv, name: &str) -> PostgresHost {
     let host = env
@@ -143,7 +136,7 @@ struct Writer {
 
 impl Writer {
     fn start(env: &TestEnv, host: &PostgresHost) -> Self {
-        let socket = env.host_dir("db").join("volume/run");
+        let socket = env.host_dir(host.metadata.name.as_deref().expect("name")).join("volume/run");
         let port = host.status.as_ref().and_then(|status| status.endpoint.as_ref()).map(|endpoint| endpoint.port);
         let port = u16::try_from(port.expect("endpoint")).expect("a port");
         let stop = Arc::new(AtomicBool::new(false));
@@ -177,9 +170,9 @@ impl Writer {
     }
 }
 
-/// Loses host `db` as a machine failure would: PostgreSQL stopped at once, its data removed.
-fn lose_the_primary(env: &TestEnv) -> SystemTime {
-    let data = env.data_dir("db");
+/// Loses host `name` as a machine failure would: PostgreSQL stopped at once, its data removed.
+fn lose_the_primary(env: &TestEnv, name: &str) -> SystemTime {
+    let data = env.data_dir(name);
     let lost_at = SystemTime::now();
     let pg_ctl = postgres_bin_dir().expect("PostgreSQL binaries").join("pg_ctl");
     let output = as_postgres(pg_ctl).args(["stop", "-m", "immediate", "-t", "30", "-D"]).arg(&data).output();
@@ -187,6 +180,98 @@ fn lose_the_primary(env: &TestEnv) -> SystemTime {
     assert!(output.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&output.stderr));
     std::fs::remove_dir_all(&data).expect("remove the data directory");
     lost_at
+}
+
+/// What one kill-and-restore trial measured.
+struct Trial {
+    committed: usize,
+    restored: u32,
+    /// Age, at the loss, of the oldest commit the restore lacks (zero when it lacks none).
+    lost: Duration,
+    /// Age, at the loss, of the newest commit the restore holds.
+    newest_kept: Duration,
+    /// `status.recoverability.rpoSeconds` sampled every 2 s while the writer ran.
+    reported: Vec<i64>,
+}
+
+/// A slow writer on `primary` (a host of policy `weekly` whose WAL streams) for 16 s while the
+/// host's reported recovery point is sampled; then the host is lost, its PostgresHost deleted,
+/// and `recovered` restored from its backups and streamed WAL. Asserts what a user relies on:
+/// the reported recovery point stayed under the limit, the restore holds a prefix of the writes
+/// including every row committed more than the limit before the loss.
+async fn lose_and_restore(env: &TestEnv, primary: &PostgresHost, recovered: &str) -> Trial {
+    let name = primary.metadata.name.as_deref().expect("name");
+    env.psql(primary, "CREATE TABLE IF NOT EXISTS ticks (id int PRIMARY KEY)").expect("create ticks");
+    let writer = Writer::start(env, primary);
+    let mut reported = Vec::new();
+    let sampling = Instant::now();
+    while sampling.elapsed() < Duration::from_secs(16) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rpo = rpo_seconds(&env.hosts().get(name).await.expect("read the primary"));
+        if sampling.elapsed() > Duration::from_secs(4) {
+            reported.push(rpo.expect("status.recoverability.rpoSeconds"));
+        }
+    }
+    assert!(reported.iter().all(|rpo| *rpo < RPO_LIMIT_SECONDS), "rpoSeconds of {name} while streaming: {reported:?}");
+    assert!(writer.committed().len() > 20, "the writer kept writing: {:?}", writer.committed().len());
+
+    // The host is lost; its PostgresHost goes too (nothing may set up a new cluster there).
+    let lost_at = lose_the_primary(env, name);
+    let committed = writer.finish();
+    env.delete_host(name).await;
+    env.apply_host(&host(recovered).recovery_from(name, "weekly").build()).await;
+    let restored_host = restored(env, recovered).await;
+    let present =
+        env.psql(&restored_host, "SELECT count(*) || ' ' || coalesce(max(id), 0) FROM ticks").expect("read ticks");
+    let (count, max) = present.split_once(' ').expect("count and max");
+    let (count, max): (u32, u32) = (count.parse().expect("count"), max.parse().expect("max"));
+    assert_eq!(count, max, "the restored rows are a prefix of the writes, without holes");
+    let limit = Duration::from_secs(u64::try_from(RPO_LIMIT_SECONDS).expect("positive"));
+    let age = |at: SystemTime| lost_at.duration_since(at).unwrap_or_default();
+    let must_survive = committed.iter().filter(|(_, at)| age(*at) > limit).map(|(id, _)| *id).max().unwrap_or(0);
+    assert!(
+        max >= must_survive,
+        "row {must_survive} was committed over 10 s before the loss, the restore ends at {max}"
+    );
+    let newest_kept = committed.iter().filter(|(id, _)| *id <= max).map(|(_, at)| age(*at)).min();
+    let newest_kept = newest_kept.expect("the restore holds rows of the writer");
+    assert!(newest_kept < limit, "the newest restored row was committed {newest_kept:?} before the loss");
+    let lost = committed.iter().filter(|(id, _)| *id > max).map(|(_, at)| age(*at)).max().unwrap_or_default();
+    env.delete_host(recovered).await;
+    env.wait_gone(recovered, Duration::from_secs(120)).await;
+    Trial { committed: committed.len(), restored: max, lost, newest_kept, reported }
+}
+
+/// A fresh host `name` of policy `weekly` with its first backup taken, the policy suspended
+/// again after it (as for the first trial: no backup runs while the writer writes).
+async fn fresh_primary(env: &TestEnv, storage: &Path, name: &str) -> PostgresHost {
+    apply_streaming_policy(env, streaming_policy(storage)).await;
+    env.apply_host(&host(name).policy("weekly").build()).await;
+    let primary = env.wait_for(name, READY_TIMEOUT, |host| host.phase() == Some(HostPhase::Ready)).await;
+    wait_for_receiver(env, name).await;
+    wait_for_backup(env, name, "first backup", |backup| field(backup, "type") == Some("full")).await;
+    apply_streaming_policy(env, streaming_policy(storage).suspend(true)).await;
+    primary
+}
+
+/// Prints the distribution of the trials' data loss and of the recovery points reported.
+fn print_summary(trials: &[Trial]) {
+    let mut lost: Vec<u128> = trials.iter().map(|trial| trial.lost.as_millis()).collect();
+    lost.sort_unstable();
+    let middle = lost.len() / 2;
+    let median = match lost.len() {
+        0 => 0,
+        even if even % 2 == 0 => (lost[middle - 1] + lost[middle]) / 2,
+        _ => lost[middle],
+    };
+    let reported: Vec<i64> = trials.iter().flat_map(|trial| trial.reported.iter().copied()).collect();
+    let (low, high) = (reported.iter().min(), reported.iter().max());
+    println!(
+        "rpo summary: trials {} lost_ms min {} median {median} max {} rpoSeconds min {low:?} max {high:?}",
+        trials.len(),
+        lost.first().unwrap_or(&0),
+        lost.last().unwrap_or(&0),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,26 +286,22 @@ async fn weekly_fulls_and_daily_incrementals_with_streaming_restore_exactly_and_
     insert(&env, &db, 1, 1, 1000);
 
     // The local cloud runs wal-receive beside the host's PostgreSQL.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pgec2_operator::cloud::local::wal_receive::running(&env.host_dir("db")).expect("receiver").is_none() {
-        assert!(Instant::now() < deadline, "no wal-receive runs for db");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_receiver(&env, "db").await;
 
     // A full backup of the full schedule's tick (the first tick of either schedule takes a full
     // one too), then an incremental on it after batch 2, another on that one after batch 3.
-    let full = wait_for_backup(&env, "full backup of a full tick", |backup| {
+    let full = wait_for_backup(&env, "db", "full backup of a full tick", |backup| {
         let tick = backup.pointer("/annotations/pgec2.io~1schedule-tick").and_then(serde_json::Value::as_str);
         field(backup, "type") == Some("full") && tick.is_some_and(|tick| tick.ends_with(":00Z"))
     })
     .await;
     insert(&env, &db, 2, 1001, 1500);
-    let first = wait_for_backup(&env, "incremental on the full", |backup| {
+    let first = wait_for_backup(&env, "db", "incremental on the full", |backup| {
         field(backup, "type") == Some("incremental") && field(backup, "parent") == Some(full.as_str())
     })
     .await;
     insert(&env, &db, 3, 1501, 1700);
-    let second = wait_for_backup(&env, "second incremental", |backup| {
+    let second = wait_for_backup(&env, "db", "second incremental", |backup| {
         field(backup, "type") == Some("incremental") && field(backup, "parent") == Some(first.as_str())
     })
     .await;
@@ -249,48 +330,27 @@ async fn weekly_fulls_and_daily_incrementals_with_streaming_restore_exactly_and_
     env.apply_host(&host("pitr").recovery_from("db", "weekly").target(target_time(&target)).build()).await;
     let pitr = restored(&env, "pitr").await;
     assert_eq!(rows(&env, &pitr, "true"), before_target, "the restore to {target} holds exactly batches 1 to 4");
+    env.delete_host("pitr").await;
 
-    // A slow writer: the recovery point the host reports stays under the limit while it runs.
-    env.psql(&db, "CREATE TABLE ticks (id int PRIMARY KEY)").expect("create ticks");
-    let writer = Writer::start(&env, &db);
-    let mut reported = Vec::new();
-    let sampling = Instant::now();
-    while sampling.elapsed() < Duration::from_secs(16) {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let current = env.hosts().get("db").await.expect("read db");
-        let rpo = current.status.as_ref().and_then(|status| status.recoverability.as_ref()?.rpo_seconds);
-        if sampling.elapsed() > Duration::from_secs(4) {
-            reported.push(rpo.expect("status.recoverability.rpoSeconds"));
-        }
+    // Kill-and-restore trials: the host of the chain first, then fresh hosts of the policy.
+    let count: usize = std::env::var("PGEC2_RPO_TRIALS").ok().and_then(|text| text.parse().ok()).unwrap_or(1);
+    let mut trials = Vec::new();
+    for number in 1..=count.max(1) {
+        let primary = match number {
+            1 => db.clone(),
+            _ => fresh_primary(&env, &storage, &format!("db-{number}")).await,
+        };
+        let trial = lose_and_restore(&env, &primary, &format!("recovered-{number}")).await;
+        println!(
+            "rpo trial {number}: committed {} restored {} lost_ms {} newest_kept_ms {} rpoSeconds {:?}",
+            trial.committed,
+            trial.restored,
+            trial.lost.as_millis(),
+            trial.newest_kept.as_millis(),
+            trial.reported
+        );
+        trials.push(trial);
     }
-    assert!(reported.iter().all(|rpo| *rpo < RPO_LIMIT_SECONDS), "rpoSeconds while streaming: {reported:?}");
-    assert!(writer.committed().len() > 20, "the writer kept writing: {:?}", writer.committed().len());
-
-    // The host is lost; its PostgresHost goes too (nothing may set up a new cluster there).
-    let lost_at = lose_the_primary(&env);
-    let committed = writer.finish();
-    env.delete_host("db").await;
-    env.apply_host(&host("recovered").recovery_from("db", "weekly").build()).await;
-    let recovered = restored(&env, "recovered").await;
-    let present =
-        env.psql(&recovered, "SELECT count(*) || ' ' || coalesce(max(id), 0) FROM ticks").expect("read ticks");
-    let (count, max) = present.split_once(' ').expect("count and max");
-    let (count, max): (u32, u32) = (count.parse().expect("count"), max.parse().expect("max"));
-    assert_eq!(count, max, "the restored rows are a prefix of the writes, without holes");
-    let limit = Duration::from_secs(u64::try_from(RPO_LIMIT_SECONDS).expect("positive"));
-    let must_survive = committed.iter().filter(|(_, at)| lost_at.duration_since(*at).unwrap_or_default() > limit);
-    let must_survive = must_survive.map(|(id, _)| *id).max().unwrap_or(0);
-    assert!(
-        max >= must_survive,
-        "row {must_survive} was committed over 10 s before the loss, the restore ends at {max}"
-    );
-    let newest_kept = committed.iter().filter(|(id, _)| *id <= max).map(|(_, at)| *at).max();
-    let lost = newest_kept.map(|at| lost_at.duration_since(at).unwrap_or_default());
-    println!(
-        "rpoSeconds reported while streaming: {reported:?}; rows committed {}, restored {max}; \
-         the restore lost the last {lost:?} before the loss",
-        committed.len()
-    );
-    assert!(lost.is_some_and(|lost| lost < limit), "lost {lost:?} of writes");
+    print_summary(&trials);
     env.stop().await;
 }
