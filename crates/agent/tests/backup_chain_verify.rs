@@ -5,7 +5,10 @@
 //!   and what to do; the target is exactly as it was (absent stays absent, an empty directory
 //!   stays empty and untouched) and nothing is left beside it;
 //! - throttling (`503 SlowDown`) and lost answers while the parts are verified are retried, every
-//!   part is read before the target is created, and the restore holds exactly the rows.
+//!   part is read before the target is created, and the restore holds exactly the rows;
+//! - with no room for the spool of verified parts beside the target (a target in a directory the
+//!   agent cannot write to), a part changed on the store's disk still fails the restore before
+//!   anything is written, and the repaired chain restores exactly, its parts downloaded again.
 
 mod backup_support;
 mod wal_common;
@@ -155,5 +158,61 @@ fn throttling_and_lost_answers_while_the_chain_is_verified_are_retried_and_the_r
     use_agent_binary(&primary.agent, &dest);
     let expected = table_digests(&primary.cluster);
     let restored = start_restored(&primary.agent, "verified", &dest);
+    assert_eq!(table_digests(&restored), expected, "the restore holds exactly the rows");
+}
+
+/// Flips every bit of the byte in the middle of `path` (same size), as a disk or a copy would.
+fn flip_middle_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).expect("read the stored part");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(path, bytes).expect("write the stored part");
+}
+
+#[test]
+fn without_room_for_a_spool_beside_the_target_the_chain_is_still_verified_before_anything_is_written() {
+    let primary = Primary::start();
+    let [_, middle, newest] = three_backup_chain(&primary);
+    // The target is a directory of PostgreSQL's user in a directory it cannot write to (a
+    // volume's mount point): no spool can be made beside it, the verified parts are downloaded
+    // again.
+    let parent = primary.agent.scratch.subdir("mount").expect("restore parent");
+    let dest = parent.join("data");
+    std::fs::create_dir(&dest).expect("create the target");
+    let status = std::process::Command::new("chown").arg("postgres:postgres").arg(&dest).status();
+    assert!(status.expect("chown").success());
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::os::unix::fs::chown(&parent, Some(0), Some(0)).expect("give the parent to root");
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let untouched = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    std::fs::File::open(&dest).expect("open").set_modified(untouched).expect("set mtime");
+    let dest_arg = dest.to_str().expect("utf-8 path");
+
+    // A part of the middle backup changed on the store's disk, at the same size.
+    let (part, checksum) = accounts_part(&primary, &primary.manifest(&middle.name));
+    let stored = archive_dir(&primary).join(&part);
+    let original = std::fs::read(&stored).expect("read the part");
+    flip_middle_byte(&stored);
+    let output = backup_support::run_agent(&primary.agent, &["backup-fetch", dest_arg, &newest.name], &[], true);
+    assert!(!output.status.success(), "the restore of a damaged chain fails");
+    let message = backup_support::stderr(&output);
+    eprintln!("{message}");
+    assert!(entries(&dest).is_empty(), "the target stays empty");
+    assert_eq!(std::fs::metadata(&dest).expect("target").modified().expect("mtime"), untouched, "never written to");
+    assert_eq!(entries(&parent), vec!["data".to_string()], "nothing beside it");
+    for wanted in [middle.name.as_str(), part.as_str(), checksum.as_str(), "nothing was written", "backup-verify"] {
+        assert!(message.contains(wanted), "the error names {wanted}: {message}");
+    }
+
+    // Repaired, the chain restores exactly, without a spool.
+    std::fs::write(&stored, original).expect("repair the part");
+    let log = [("PGEC2_LOG".to_string(), "info".to_string())];
+    let output = backup_support::run_agent(&primary.agent, &["backup-fetch", dest_arg, &newest.name], &log, true);
+    backup_support::assert_success("backup-fetch", &output);
+    let stderr = backup_support::stderr(&output);
+    assert!(stderr.contains("no restore spool"), "the restore says it made no spool: {stderr}");
+    assert_eq!(entries(&parent), vec!["data".to_string()], "no spool was made beside it");
+    let expected = table_digests(&primary.cluster);
+    let restored = start_restored(&primary.agent, "mount", &dest);
     assert_eq!(table_digests(&restored), expected, "the restore holds exactly the rows");
 }
