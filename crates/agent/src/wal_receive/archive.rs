@@ -6,6 +6,8 @@
 //! - The segment being filled is stored as `<segment>.partial`, replaced as it grows. A stored
 //!   partial is only ever replaced by a longer copy that begins with its content: a partial that
 //!   is not a prefix of this stream (another cluster or timeline) is refused, never overwritten.
+//!   Its envelope header records the content length, so the segment's start plus that length
+//!   is the streamed end restores check LSN targets against; nothing else needs recording.
 
 use std::path::Path;
 

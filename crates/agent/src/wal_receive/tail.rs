@@ -4,7 +4,9 @@
 //! `pg_receivewal` leaves its partial files). PostgreSQL replays up to the last complete record
 //! in it, finds zeros after it and ends recovery there: the recovery point is the streamed
 //! position, not the last complete segment. Never used over a hole: a segment with later WAL
-//! after it is a hole, and recovery stops as before.
+//! after it is a hole, and recovery stops as before. With a `recovery_target_lsn` in the
+//! segment, the hole check takes the miss for the end only when the partial reaches the target
+//! (its envelope's content length is the streamed end, [`pgec2_core::catalog::partial_end`]).
 
 use std::path::Path;
 
