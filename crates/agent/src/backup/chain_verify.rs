@@ -14,7 +14,8 @@
 //!
 //! The verified stored bytes are kept in a [`Spool`] beside the destination when its file
 //! system has room, and the restore reads them from there: each part crosses the network once.
-//! Without room the restore downloads them again.
+//! Without room (or when writing to the spool fails: its disk filled meanwhile) the restore
+//! downloads them again.
 //!
 //! A full backup restored alone is not pre-verified: its restore verifies every part and file
 //! as it reads them and removes what it wrote when one fails, and reading it twice would double
@@ -23,6 +24,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Instant;
 
@@ -33,6 +35,7 @@ use pgec2_core::manifest::BackupManifest;
 use super::BackupError;
 use super::extract::{Decoded, Keep, run_pipeline};
 use super::increment::IncrementalError;
+use super::parts::StoredPart;
 use super::restore_spool::Spool;
 use super::stages::{Stage, StageTimes};
 
@@ -75,9 +78,21 @@ pub async fn verify_chain(
     };
     let stored = chain.iter().zip(skipped).map(|(manifest, skipped)| read(manifest, skipped)).sum();
     let spool = Spool::beside(dest, archive, stored, newest.files.iter().map(final_length).sum());
+    // A part the spool cannot keep (its disk filled meanwhile) gives the spool up: the restore
+    // then downloads the parts again.
+    let abandoned = Arc::new(AtomicBool::new(false));
     let keep: Option<Keep> = spool.as_ref().map(|spool| {
-        let root = spool.root().to_path_buf();
-        Arc::new(move |part: &super::parts::StoredPart| Spool::keep(&root, &part.key, &part.stored)) as Keep
+        let (root, abandoned) = (spool.root().to_path_buf(), abandoned.clone());
+        Arc::new(move |part: &StoredPart| {
+            if abandoned.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            if let Err(error) = Spool::keep(&root, &part.key, &part.stored) {
+                tracing::info!(%error, "the restore spool is given up; verified parts are downloaded again");
+                abandoned.store(true, Ordering::SeqCst);
+            }
+            Ok(())
+        }) as Keep
     });
     // The pipeline's own stage times are not the restore's: the pre-verification is one stage.
     let pipeline_times = Arc::new(StageTimes::default());
@@ -90,6 +105,7 @@ pub async fn verify_chain(
             .map_err(|error| in_chain(&newest.backup, &manifest.backup, error))?;
     }
     times.add(Stage::Verify, started.elapsed());
+    let spool = spool.filter(|_| !abandoned.load(Ordering::SeqCst));
     Ok(VerifiedChain { chain, spool, times, started })
 }
 
@@ -130,7 +146,7 @@ mod tests {
     use pgec2_core::envelope;
     use pgec2_core::manifest::PartInfo;
 
-    use super::super::parts::{StoredPart, decode_part};
+    use super::super::parts::decode_part;
     use super::*;
 
     fn sealed(content: &[u8], compression: Compression, keyring: &Keyring) -> StoredPart {
