@@ -8,6 +8,8 @@
 #          pgbackrest-sync   pgbackrest archive-push %p
 #          pgbackrest-async  the same with `archive-async=y` (spool path, process-max=$PARALLEL)
 #          walrus            walrus wal-push %p (WALG_UPLOAD_CONCURRENCY=$PARALLEL)
+#          pgec2-sync-base, pgec2-async-base: as above with the agent binary $BASE_AGENT (to
+#          compare two builds of the agent in one run)
 #   all with zstd level $LEVEL and $PARALLEL processes, to a local directory (STORAGES=file) and/or
 #   S3 through moto (STORAGES=s3).
 #
@@ -24,8 +26,9 @@
 # archived_count (pg_stat_archiver), the `.ready` files, the WAL position, the CPU time of the
 # archiver process and everything it starts (a cpuacct cgroup it is moved into, which also holds
 # pgBackRest's forked asynchronous process), the largest resident set of those processes; every
-# archive_command call runs under /usr/bin/time (wall, peak RSS). After the load: the time until
-# no `.ready` file is left (drain). Then the archive is checked: every segment from the first to
+# archive_command call runs under /usr/bin/time (wall, peak RSS); pgec2's pushes log their stages
+# into the server log (`wal-push stages`). After the load: the time until no `.ready` file is left
+# (drain; drain segments/s = the backlog at the stop / that time). Then the archive is checked: every segment from the first to
 # pg_stat_archiver's last_archived_wal listed in it, and $SAMPLES segments (with their successor)
 # fetched back with the tool's own fetch command and read through pg_waldump (every record's CRC).
 #
@@ -89,13 +92,14 @@ EOF
 
 # The archive_command of a mode, run under /usr/bin/time (wall s, peak RSS kB per call).
 archive_command() {
-  local mode=$1 storage=$2 timing=$3 command
+  local mode=$1 storage=$2 timing=$3 command stages='s/^env /env PGEC2_LOG=pgec2_agent::wal=debug /'
   case $mode in
-    pgec2-sync) command="$(pgec2_cmd "$storage") wal-push" ;;
-    pgec2-async) command="$(pgec2_cmd "$storage-async") wal-push" ;;
+    pgec2-sync*) command="$(pgec2_cmd "$storage" | sed "$stages") wal-push" ;;
+    pgec2-async*) command="$(pgec2_cmd "$storage-async" | sed "$stages") wal-push" ;;
     pgbackrest-*) command="$(pgbackrest_cmd) archive-push" ;;
     walrus) command="$(walrus_cmd "$storage") wal-push" ;;
   esac
+  [ "${mode%-base}" != "$mode" ] && command=${command/\/bin\/pgec2-agent /\/bin\/pgec2-agent-base }
   echo "/usr/bin/time -a -o $timing -f %e,%M $command %p"
 }
 
@@ -260,8 +264,9 @@ walls = sorted(float(c[0]) for c in calls)
 rss = max([int(c[1]) for c in calls] + [int(line.strip().split(",")[-1]) for line in open(samples) if line.count(",") >= 7] + [0])
 archived_load, archived_all = after[0] - before[0], done[0] - before[0]
 wal_mb = (after[2] - before[2]) / 1048576
+drain = (t2 - t1) if drained == "1" else float("nan")
 print(f"{rep},{storage},{mode},{load},{wal_mb:.0f},{wal_mb / 16 / (t1 - t0):.2f},{float(tps.group(1)) if tps else 0:.0f},"
-      f"{archived_load / (t1 - t0):.2f},{ready_stop},{(t2 - t1) if drained == '1' else float('nan'):.1f},"
+      f"{archived_load / (t1 - t0):.2f},{ready_stop},{drain:.1f},{int(ready_stop) / drain if drain > 0 else float('nan'):.2f},"
       f"{archived_all / (t2 - t0):.2f},{(cpu2 - cpu0) / 1e9:.1f},{(cpu2 - cpu0) / 1e6 / max(archived_all, 1):.0f},"
       f"{statistics.median(walls) * 1000 if walls else 0:.0f},{rss / 1024:.1f},{done[1] - before[1]},{missing},{checked}")
 EOF
@@ -271,10 +276,13 @@ main() {
   bench_setup
   versions | tee "$ROOT/versions.txt"
   make_template
+  if [ -n "${BASE_AGENT:-}" ]; then
+    cp "$BASE_AGENT" "$ROOT/bin/pgec2-agent-base" && chown postgres:postgres "$ROOT/bin/pgec2-agent-base"
+  fi
   write_pgec2_config file-async "file://$ROOT/repo-pgec2"
   write_pgec2_config s3-async "s3://bench/pgec2"
   for config in "$ROOT"/pgec2-*-async.toml; do echo "archive_async = true" >>"$config"; done
-  echo "rep,storage,tool,load1,wal_mb,wal_seg_s,tps,archived_seg_s_load,backlog_at_stop,drain_s,archived_seg_s_overall,cpu_s,cpu_ms_per_seg,call_p50_ms,peak_rss_mb,failed,missing,checked" | tee "$RESULTS"
+  echo "rep,storage,tool,load1,wal_mb,wal_seg_s,tps,archived_seg_s_load,backlog_at_stop,drain_s,drain_seg_s,archived_seg_s_overall,cpu_s,cpu_ms_per_seg,call_p50_ms,peak_rss_mb,failed,missing,checked" | tee "$RESULTS"
   for ((rep = 1; rep <= REPEAT; rep++)); do
     for storage in $STORAGES; do
       for mode in $(TOOLS=$MODES rotated_tools "$rep"); do
