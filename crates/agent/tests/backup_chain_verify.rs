@@ -8,7 +8,9 @@
 //!   part is read before the target is created, and the restore holds exactly the rows;
 //! - with no room for the spool of verified parts beside the target (a target in a directory the
 //!   agent cannot write to), a part changed on the store's disk still fails the restore before
-//!   anything is written, and the repaired chain restores exactly, its parts downloaded again.
+//!   anything is written, and the repaired chain restores exactly, its parts downloaded again;
+//! - in an encrypted archive, a changed ciphertext byte in a middle backup's part fails the
+//!   restore before anything is written, and the repaired chain restores exactly.
 
 mod backup_support;
 mod wal_common;
@@ -23,6 +25,8 @@ use backup_support::{Primary, start_restored, table_digests};
 use pgec2_core::catalog::BackupInfo;
 use pgec2_core::manifest::BackupManifest;
 use pgec2_core::storage::fault::{Chaos, Fault, Hook, Operation, Rule};
+use pgec2_testkit::Scratch;
+use wal_common::Agent;
 
 const SEED: u64 = 0x5eed_0019_0002;
 
@@ -215,4 +219,38 @@ fn without_room_for_a_spool_beside_the_target_the_chain_is_still_verified_before
     let expected = table_digests(&primary.cluster);
     let restored = start_restored(&primary.agent, "mount", &dest);
     assert_eq!(table_digests(&restored), expected, "the restore holds exactly the rows");
+}
+
+#[test]
+fn an_encrypted_chain_with_a_changed_ciphertext_byte_fails_before_anything_is_written_and_restores_once_repaired() {
+    let scratch = Scratch::new().expect("scratch");
+    let archive = scratch.subdir("archive").expect("archive dir");
+    let key = scratch.path().join("archive.key");
+    std::fs::write(&key, format!("{}\n", "11".repeat(32))).expect("write key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod key");
+    let config = format!(
+        "[storage]\nurl = \"file://{}\"\n\n[encryption]\nmode = \"aes-256-gcm\"\nkey_file = \"{}\"\n",
+        archive.display(),
+        key.display()
+    );
+    let primary = Primary::start_with(Agent::with_config(scratch, &config, Vec::new()));
+    let [_, middle, newest] = three_backup_chain(&primary);
+    let (part, checksum) = accounts_part(&primary, &primary.manifest(&middle.name));
+    let stored = archive.join(&part);
+    let original = std::fs::read(&stored).expect("read the part");
+    flip_middle_byte(&stored);
+
+    let (dest, output) = primary.restore("encrypted", &newest.name, &[]);
+    assert!(!output.status.success(), "the restore of a damaged chain fails");
+    let message = backup_support::stderr(&output);
+    eprintln!("{message}");
+    for wanted in [middle.name.as_str(), part.as_str(), checksum.as_str(), "nothing was written", "backup-verify"] {
+        assert!(message.contains(wanted), "the error names {wanted}: {message}");
+    }
+    assert!(!dest.exists(), "the target is not created");
+    assert!(entries(dest.parent().expect("parent")).is_empty(), "nothing is left beside it");
+
+    std::fs::write(&stored, original).expect("repair the part");
+    let restored = primary.restore_and_start("encrypted-repaired", &newest.name, &[]);
+    assert_eq!(table_digests(&restored), table_digests(&primary.cluster), "the restore holds exactly the rows");
 }
