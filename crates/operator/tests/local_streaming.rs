@@ -109,9 +109,15 @@ fn current_lsn(env: &TestEnv, host: &PostgresHost) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_streaming_hosts_recovery_point_stays_under_ten_seconds_and_a_later_write_is_streamed() {
-    let env = TestEnv::start_local_mode_with(|config| config.archive_check_interval = Duration::from_secs(2)).await;
+    // The operator's own check interval is left at the harness's hour: the policy's streaming
+    // and its 10 s objective are what make the operator look often enough.
+    let env = TestEnv::start_local_mode_with(|_| {}).await;
     let archive = env.archive_dir();
-    let mut streaming = policy("streaming").local(&archive.display().to_string()).archive_timeout("1h").build();
+    let mut streaming = policy("streaming")
+        .local(&archive.display().to_string())
+        .archive_timeout("1h")
+        .objectives(Some("10s"), None)
+        .build();
     streaming.spec.wal_archiving.streaming = true;
     env.apply_policy(&streaming).await;
     env.apply_host(&host("db").policy("streaming").build()).await;
@@ -129,6 +135,9 @@ async fn an_idle_streaming_hosts_recovery_point_stays_under_ten_seconds_and_a_la
     let streaming = archiving.streaming.as_ref().expect("status.archiving.streaming");
     assert_eq!(streaming.state, "streaming", "{streaming:#?}");
     assert_eq!(streaming.lag_bytes, Some(0), "the archive holds all the idle server's WAL: {streaming:#?}");
+    let status = archived.status.as_ref().expect("status");
+    let rpo_met = status.conditions.iter().find(|condition| condition.type_ == pgec2_api::condition::RPO_MET);
+    assert_eq!(rpo_met.map(|condition| condition.status.as_str()), Some("True"), "the 10 s objective: {rpo_met:#?}");
 
     // A write after the idle spell reaches the archive within seconds, and the recovery point
     // stays low while and after it is streamed.

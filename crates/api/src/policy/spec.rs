@@ -132,7 +132,8 @@ pub struct BackupPolicySpec {
 #[serde(rename_all = "camelCase")]
 pub struct RecoveryObjectives {
     /// Recovery point objective: a host misses it (`RpoMet` False) when more than this much
-    /// committed work is not archived yet (see `status.recoverability.rpoSeconds`).
+    /// committed work is not archived yet (see `status.recoverability.rpoSeconds`). Each host's
+    /// archiving is checked at least three times within it (every 2 s at the most often).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"), length(min = 2, max = 16))]
     pub rpo: Option<String>,
@@ -445,8 +446,10 @@ pub struct WalArchiving {
     /// filled every few seconds: the recovery point then trails the server by seconds instead of
     /// up to `archiveTimeout`. The slot keeps WAL on the primary while the receiver is behind,
     /// bounded by PostgreSQL's `max_slot_wal_keep_size` (set it in `spec.postgres.parameters`).
-    /// Hosts on EC2 run it as a systemd service; local hosts do not stream. `status.archiving.streaming`
-    /// of each host reports it. Default false.
+    /// Each host runs it beside PostgreSQL (a systemd service on EC2, a process of the local
+    /// operator on a local host). `status.archiving.streaming` of each host reports it; the
+    /// operator checks a streaming host every 5 s (instead of every minute) so that
+    /// `status.recoverability.rpoSeconds` stays seconds fresh. Default false.
     #[serde(default)]
     pub streaming: bool,
 }

@@ -184,10 +184,17 @@ async fn apply_host(ctx: &HostContext, api: &Api<PostgresHost>, cached: &Postgre
     if restore_starts && draft.status.last_command.as_ref().is_some_and(|command| !command.status.is_finished()) {
         events::normal(&ctx.recorder, host, "RestoreStarted", restore_note(host)).await;
     }
-    match (&observation.instance, converged && policies.archive.is_some()) {
-        (Some(instance), true) => {
-            let layout = observation.layout.as_ref();
-            let next = archive_check::check(ctx, &uid, &host.qualified_name(), instance, layout, &mut draft).await;
+    match (&observation.instance, policies.archive.as_ref().filter(|_| converged)) {
+        (Some(instance), Some(policy)) => {
+            let name = host.qualified_name();
+            let checked = archive_check::CheckedHost {
+                uid: &uid,
+                name: &name,
+                instance,
+                layout: observation.layout.as_ref(),
+                interval: archive_check::interval(ctx.config.archive_check_interval, &policy.spec),
+            };
+            let next = archive_check::check(ctx, &checked, &mut draft).await;
             action = Action::requeue(next.min(ctx.config.resync_interval));
         }
         _ => ctx.archive_checks.forget(&uid),
