@@ -90,7 +90,8 @@ EOF
   chown postgres:postgres "$ROOT/load.sql"
 }
 
-# The archive_command of a mode, run under /usr/bin/time (wall s, peak RSS kB per call).
+# The archive_command of a mode, run under /usr/bin/time (per call: wall s, peak RSS kB, user s,
+# system s, voluntary and involuntary context switches).
 archive_command() {
   local mode=$1 storage=$2 timing=$3 command stages='s/^env /env PGEC2_LOG=pgec2_agent::wal=debug /'
   case $mode in
@@ -100,7 +101,7 @@ archive_command() {
     walrus) command="$(walrus_cmd "$storage") wal-push" ;;
   esac
   [ "${mode%-base}" != "$mode" ] && command=${command/\/bin\/pgec2-agent /\/bin\/pgec2-agent-base }
-  echo "/usr/bin/time -a -o $timing -f %e,%M $command %p"
+  echo "/usr/bin/time -a -o $timing -f %e,%M,%U,%S,%w,%c $command %p"
 }
 
 fetch_command() {
@@ -259,7 +260,7 @@ before, after, done = ([int(x) for x in (s.split(",")[0], s.split(",")[1], s.spl
 t0, t1, t2 = float(t0), float(t1), float(t2)
 cpu0, cpu1, cpu2 = int(cpu0), int(cpu1), int(cpu2)
 tps = re.search(r"tps = ([0-9.]+)", open(pgbench).read())
-calls = [line.strip().split(",") for line in open(timing) if re.match(r"^[0-9.]+,[0-9]+$", line.strip())]
+calls = [line.strip().split(",") for line in open(timing) if re.match(r"^[0-9.]+,[0-9]+(,|$)", line.strip())]
 walls = sorted(float(c[0]) for c in calls)
 rss = max([int(c[1]) for c in calls] + [int(line.strip().split(",")[-1]) for line in open(samples) if line.count(",") >= 7] + [0])
 archived_load, archived_all = after[0] - before[0], done[0] - before[0]
