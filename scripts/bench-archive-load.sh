@@ -24,13 +24,15 @@
 #
 # Each cell starts from a copy of the same initialised cluster. Sampled every second: PostgreSQL's
 # archived_count (pg_stat_archiver), the `.ready` files, the WAL position, the CPU time of the
-# archiver process and everything it starts (a cpuacct cgroup it is moved into, which also holds
-# pgBackRest's forked asynchronous process), the largest resident set of those processes; every
-# archive_command call runs under /usr/bin/time (wall, peak RSS); pgec2's pushes log their stages
-# into the server log (`wal-push stages`). After the load: the time until no `.ready` file is left
-# (drain; drain segments/s = the backlog at the stop / that time). Then the archive is checked: every segment from the first to
-# pg_stat_archiver's last_archived_wal listed in it, and $SAMPLES segments (with their successor)
-# fetched back with the tool's own fetch command and read through pg_waldump (every record's CRC).
+# archiver process and everything it starts (a cgroup v1 cpuacct group it is moved into, which
+# also holds pgBackRest's forked asynchronous process; without one, no CPU figure), the largest
+# resident set of those processes; every archive_command call runs under /usr/bin/time (wall,
+# peak RSS, CPU, context switches); pgec2's pushes log their stages into the server log
+# (`wal-push stages`). After the load: the time until no `.ready` file is left (drain; drain
+# segments/s = the backlog at the stop / that time). Then the archive is checked: every segment
+# from the first to pg_stat_archiver's last_archived_wal listed in it, and the first, the last
+# and $SAMPLES random segments (each with its successor) fetched back with the tool's own fetch
+# command and read through pg_waldump (every record's CRC).
 #
 # Prints one CSV line per cell into $ROOT/archive-load-results.csv, the medians at the end; the
 # samples stay in $ROOT/logs/<cell>.samples.csv.
