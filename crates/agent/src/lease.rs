@@ -1,5 +1,5 @@
-//! The agent's side of leases ([`pgec2_core::leases`]): `backup-fetch` takes one when it starts
-//! restoring and keeps it renewed while it copies; the restored cluster's `wal-fetch` calls
+//! The agent's side of leases ([`pgec2_core::leases`]): `backup-fetch` takes one before it
+//! checks what it will restore and keeps it renewed while it checks and copies; the restored cluster's `wal-fetch` calls
 //! renew it while recovery or standby replay runs. An incremental `backup-push` takes one on
 //! its parent (retention keeps the parent's chain with it) for as long as it runs.
 //!
@@ -42,19 +42,29 @@ impl Drop for RestoreLease {
     }
 }
 
-/// Takes the lease for restoring `plan` into `destination`: stored in the archive and in the
-/// data directory, renewed every quarter lifetime while the restore runs. A lease the archive
-/// does not accept is a warning on stderr, not a failed restore.
+/// Takes the lease for restoring `plan` into `destination` and keeps its copy there: see
+/// [`take_for_restore`] and [`RestoreLease::keep_in`].
 pub async fn hold_for_restore(
     archive: &Archive,
     plan: &RestorePlan,
     destination: &Destination,
     standby: bool,
 ) -> Result<RestoreLease, BackupError> {
+    let lease = take_for_restore(archive, plan, &destination.data_dir, standby).await;
+    lease.keep_in(destination)?;
+    Ok(lease)
+}
+
+/// Takes the lease for restoring `plan` into `data_dir`: stored in the archive, renewed every
+/// quarter lifetime while the restore runs. Nothing is written locally, so a restore takes it
+/// before it checks what it will read (retention then keeps the backup, its chain and its WAL
+/// while they are checked). A lease the archive does not accept is a warning on stderr, not a
+/// failed restore.
+pub async fn take_for_restore(archive: &Archive, plan: &RestorePlan, data_dir: &Path, standby: bool) -> RestoreLease {
     let backup = &plan.backup;
     let kind = if standby { LeaseKind::Standby } else { LeaseKind::Restore };
     let wal_from = backup.segment_size().segment_name(backup.timeline, backup.start_segment());
-    let data_dir = destination.data_dir.display().to_string();
+    let data_dir = data_dir.display().to_string();
     let lease = Lease::new(kind, &host_name(), &data_dir, &backup.name, wal_from, backup.wal_segment_size, Utc::now());
     if let Err(error) = leases::write(archive, &lease).await {
         // A restore is not refused for want of a lease (a store that lets this host read but
@@ -65,11 +75,18 @@ pub async fn hold_for_restore(
             archive.describe()
         );
     }
-    let path = destination.data_dir.join(LEASE_FILE);
-    write_local(&path, &lease)?;
-    destination.give(&path)?;
     let renewer = tokio::spawn(renew_every(archive.clone(), lease.clone(), LEASE_LIFETIME / 4));
-    Ok(RestoreLease { lease, renewer })
+    RestoreLease { lease, renewer }
+}
+
+impl RestoreLease {
+    /// Keeps a copy of the lease in the restored data directory ([`LEASE_FILE`]), where the
+    /// restored cluster's `wal-fetch` renews it from.
+    pub fn keep_in(&self, destination: &Destination) -> Result<(), BackupError> {
+        let path = destination.data_dir.join(LEASE_FILE);
+        write_local(&path, &self.lease)?;
+        destination.give(&path)
+    }
 }
 
 /// A lease held by a running incremental `backup-push` on its parent backup, renewed in the

@@ -7,6 +7,10 @@
 //! The push runs in the test's process through the fault-injecting store, whose hook runs the
 //! interfering deletion when the push stores its manifest (after every part, before the commit
 //! marker).
+//!
+//! A chain restore racing retention: a `delete` run while backup-fetch verifies the chain's parts
+//! (before it writes anything) keeps the chain, which the restore's lease holds from before it
+//! reads the first part, and the restore holds exactly the rows.
 
 mod backup_support;
 mod wal_common;
@@ -14,9 +18,10 @@ mod wal_common;
 use std::sync::{Arc, Mutex};
 
 use backup_support::in_process::{
-    archive_dir, before_the_manifest, give_to_postgres, hooked_archive, push_incremental, run_into,
+    archive_dir, before_the_first_part_read, before_the_manifest, fetch, give_to_postgres, hooked_archive,
+    push_incremental, run_into, use_agent_binary,
 };
-use backup_support::{Primary, agent_command, assert_success, table_digests};
+use backup_support::{Primary, agent_command, assert_success, start_restored, table_digests};
 use chrono::Utc;
 use pgec2_agent::backup::BackupError;
 use pgec2_agent::backup::increment::IncrementalError;
@@ -111,4 +116,40 @@ fn an_incremental_push_whose_ancestor_vanished_refuses_to_commit_and_lists_no_br
     let expected = table_digests(&primary.cluster);
     let restored = primary.restore_and_start("after-refusal", &next.name, &[]);
     assert_eq!(table_digests(&restored), expected);
+}
+
+#[test]
+fn retention_while_a_chain_restore_verifies_its_parts_keeps_the_chain_and_the_restore_holds_every_row() {
+    let primary = Primary::start();
+    let full = primary.backup();
+    sql(&primary, "UPDATE pgbench_accounts SET abalance = 7 WHERE aid <= 3000");
+    let incremental = primary.incremental();
+    assert_eq!(incremental.parent.as_deref(), Some(full.name.as_str()));
+    sql(&primary, "UPDATE pgbench_accounts SET abalance = 8 WHERE aid > 90000");
+    let newer = primary.backup();
+    primary.archive_current_wal();
+    let expected_at_incremental_end = committed(&primary);
+    assert_eq!(expected_at_incremental_end, vec![full.name.clone(), incremental.name.clone(), newer.name.clone()]);
+
+    // `delete retain 1` on another host while the restore of the incremental reads its chain: it
+    // would delete the full and the incremental, which only the newer full supersedes.
+    let deletion = Arc::new(Mutex::new(None));
+    let delete = agent_command(&primary.agent, &["delete", "retain", "1", "--confirm"], &[], false);
+    let archive = hooked_archive(&primary, before_the_first_part_read(run_into(delete, deletion.clone())));
+    let config = backup_support::agent_config(&primary.agent, &primary.cluster);
+    let dest = primary.agent.scratch.subdir("raced-restore").expect("restore parent").join("data");
+    let summary = fetch(&config, &archive, &incremental.name, &dest).expect("the chain restores under its lease");
+    assert_eq!(summary.backup, incremental.name);
+
+    let deletion = deletion.lock().expect("output").take().expect("the deletion ran while the chain was verified");
+    assert_success("delete retain 1 during the restore", &deletion);
+    let printed = String::from_utf8_lossy(&deletion.stdout);
+    assert!(printed.contains("held by lease restore-"), "the restore's lease held the chain: {printed}");
+    assert_eq!(committed(&primary), expected_at_incremental_end, "the leased chain was kept");
+
+    give_to_postgres(&archive_dir(&primary));
+    use_agent_binary(&primary.agent, &dest);
+    let expected = table_digests(&primary.cluster);
+    let restored = start_restored(&primary.agent, "raced-restore", &dest);
+    assert_eq!(table_digests(&restored), expected, "the chain restored to the end of the archive holds every row");
 }

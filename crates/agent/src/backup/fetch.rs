@@ -5,7 +5,8 @@
 //!    work;
 //! 2. read the catalog, pick the backup and timeline, refuse a target that cannot be reached
 //!    (see [`pgec2_core::catalog::plan_restore`]);
-//! 3. read the manifest, check the tablespace directories; for an incremental backup, check that
+//! 3. read the manifest, check the tablespace directories; take the restore's lease (from now on
+//!    retention keeps the backup, its chain and its WAL); for an incremental backup, check that
 //!    every backup of its chain is there and readable, then verify every part the restore will
 //!    read against its manifest's checksum (see [`super::chain_restore`] and
 //!    [`super::chain_verify`]);
@@ -103,6 +104,9 @@ pub async fn fetch_backup(
     // An incremental backup's whole chain is checked here, before anything is written.
     let manifest = Arc::new(catalog::read_manifest(archive, &name).await?);
     let destination = Arc::new(Destination::check(&request.dest, &manifest, &request.tablespace_mapping)?);
+    // From here on a lease keeps the backup (and so its chain) and its WAL from retention: taken
+    // before the chain is read, so a delete on another host cannot remove a part meanwhile.
+    let lease = crate::lease::take_for_restore(archive, &plan, &destination.data_dir, request.standby).await;
     let chain = load_chain(archive, &backups, manifest.clone()).await?;
     // Every part a chain restore will read verified against its manifest, still writing nothing.
     let concurrency = config.transfer.download_concurrency;
@@ -114,7 +118,7 @@ pub async fn fetch_backup(
     destination.create_roots()?;
     let marker = destination.mark_in_progress(&name)?;
     let restore = Restore { archive, plan: &plan, cluster_config: &cluster_config, request };
-    match restore.run(marker, &verified, destination.clone(), concurrency).await {
+    match restore.run(marker, &lease, &verified, destination.clone(), concurrency).await {
         Ok(downloaded_bytes) => Ok(FetchSummary {
             backup: name,
             dest: destination.data_dir.clone(),
@@ -166,15 +170,15 @@ impl Restore<'_> {
     async fn run(
         &self,
         marker: RestoreMarker,
+        lease: &crate::lease::RestoreLease,
         verified: &VerifiedChain,
         destination: Arc<Destination>,
         concurrency: usize,
     ) -> Result<u64, BackupError> {
         let Some(manifest) = verified.chain.last().cloned() else { return Ok(0) };
-        // 4. Directories, files, links (each fsynced), under a lease that keeps the backup (and
-        // so its chain) and its WAL from retention.
-        let _lease =
-            crate::lease::hold_for_restore(self.archive, self.plan, &destination, self.request.standby).await?;
+        // 4. Directories, files, links (each fsynced), under the lease, whose copy the restored
+        // cluster's wal-fetch renews.
+        lease.keep_in(&destination)?;
         let downloaded = if verified.chain.len() > 1 {
             extract_chain(self.archive, verified, destination.clone(), concurrency).await?
         } else {

@@ -65,9 +65,24 @@ pub fn hooked_archive(primary: &Primary, hook: Hook) -> Archive {
 /// A hook that runs `interfere` once, in a blocking thread, when a backup stores its manifest
 /// (after every part, before the commit marker).
 pub fn before_the_manifest(interfere: impl FnOnce() + Send + 'static) -> Hook {
+    once_before(|operation, key| operation == Operation::Put && key.ends_with("/manifest.json"), interfere)
+}
+
+/// A hook that runs `interfere` once, in a blocking thread, before the first read of a backup
+/// part (a chain restore reads every part to verify it before it writes anything).
+#[allow(dead_code)] // Not every test binary that includes this module uses it.
+pub fn before_the_first_part_read(interfere: impl FnOnce() + Send + 'static) -> Hook {
+    once_before(|operation, key| operation == Operation::Get && key.contains("/parts/"), interfere)
+}
+
+/// A hook that runs `interfere` once, in a blocking thread, before the first call `chosen` picks.
+fn once_before(
+    chosen: impl Fn(Operation, &str) -> bool + Send + Sync + 'static,
+    interfere: impl FnOnce() + Send + 'static,
+) -> Hook {
     let once = Arc::new(Mutex::new(Some(interfere)));
     Arc::new(move |operation, key| {
-        if operation != Operation::Put || !key.ends_with("/manifest.json") {
+        if !chosen(operation, key) {
             return None;
         }
         let interfere = once.lock().expect("hook lock").take()?;
