@@ -4,6 +4,7 @@
 # archiver keeps up, for a fixed time; then the load stops and the archiver drains the backlog.
 #
 #   MODES: pgec2-sync        pgec2-agent wal-push %p
+#          pgec2-sync1       the same with `upload_concurrency = 1`: the segment sealed on one thread
 #          pgec2-async       the same with `archive_async = true`
 #          pgbackrest-sync   pgbackrest archive-push %p
 #          pgbackrest-async  the same with `archive-async=y` (spool path, process-max=$PARALLEL)
@@ -97,6 +98,7 @@ EOF
 archive_command() {
   local mode=$1 storage=$2 timing=$3 command stages='s/^env /env PGEC2_LOG=pgec2_agent::wal=debug /'
   case $mode in
+    pgec2-sync1) command="$(pgec2_cmd "$storage-sync1" | sed "$stages") wal-push" ;;
     pgec2-sync*) command="$(pgec2_cmd "$storage" | sed "$stages") wal-push" ;;
     pgec2-async*) command="$(pgec2_cmd "$storage-async" | sed "$stages") wal-push" ;;
     pgbackrest-*) command="$(pgbackrest_cmd) archive-push" ;;
@@ -285,6 +287,9 @@ main() {
   write_pgec2_config file-async "file://$ROOT/repo-pgec2"
   write_pgec2_config s3-async "s3://bench/pgec2"
   for config in "$ROOT"/pgec2-*-async.toml; do echo "archive_async = true" >>"$config"; done
+  write_pgec2_config file-sync1 "file://$ROOT/repo-pgec2"
+  write_pgec2_config s3-sync1 "s3://bench/pgec2"
+  sed -i 's/^upload_concurrency = .*/upload_concurrency = 1/' "$ROOT"/pgec2-*-sync1.toml
   echo "rep,storage,tool,load1,wal_mb,wal_seg_s,tps,archived_seg_s_load,backlog_at_stop,drain_s,drain_seg_s,archived_seg_s_overall,cpu_s,cpu_ms_per_seg,call_p50_ms,peak_rss_mb,failed,missing,checked" | tee "$RESULTS"
   for ((rep = 1; rep <= REPEAT; rep++)); do
     for storage in $STORAGES; do
