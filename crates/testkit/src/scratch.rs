@@ -29,8 +29,32 @@ pub fn as_postgres(program: impl AsRef<std::ffi::OsStr>) -> Command {
     command
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
+/// Where [`free_port`] looks: below Linux's ephemeral range (32768–60999 by default), which the
+/// kernel hands to outgoing connections: a port taken from that range and released can be taken
+/// by any client socket before the server that was meant to listen on it binds it. (The local
+/// cloud's hosts listen on 26000–31999.)
+const TEST_PORTS: std::ops::Range<u16> = 20_000..26_000;
+
+/// A free TCP port on 127.0.0.1 for a server a test starts: bound then released, chosen at
+/// random below the ephemeral range and never handed out twice by this process.
 pub fn free_port() -> Result<u16> {
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::{Mutex, PoisonError};
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
+    let given = given.get_or_insert_with(HashSet::new);
+    let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+    for _ in 0..200 {
+        let mut random = std::collections::hash_map::RandomState::new().build_hasher();
+        random.write_u32(std::process::id());
+        let offset = u16::try_from(random.finish() % span).unwrap_or(0);
+        let port = TEST_PORTS.start + offset;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return Ok(port);
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io_error("bind a free port"))?;
     let port = listener.local_addr().map_err(io_error("read the bound port"))?.port();
     Ok(port)
@@ -120,4 +144,20 @@ pub(crate) fn run(mut command: Command) -> Result<String> {
 #[allow(dead_code)]
 pub(crate) fn postgres_ids() -> Option<(Uid, Gid)> {
     postgres_user().map(|user| (user.uid, user.gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_below_the_ephemeral_range_distinct_and_bindable() {
+        let ports: Vec<u16> = (0..50).map(|_| free_port().expect("a free port")).collect();
+        let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "never handed out twice: {ports:?}");
+        for port in ports {
+            assert!(TEST_PORTS.contains(&port), "{port} is outside {TEST_PORTS:?}");
+            TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|error| panic!("bind {port}: {error}"));
+        }
+    }
 }

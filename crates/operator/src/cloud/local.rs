@@ -38,6 +38,12 @@ pub mod wal_receive;
 use files::{OsUser, io_error};
 use record::{HostRecord, RecordState, VolumeState};
 
+/// Where local hosts listen: below Linux's ephemeral range (32768–60999 by default), from which
+/// the kernel picks client sockets' ports; a host port from there could be taken by any outgoing
+/// connection while the host is stopped, and its PostgreSQL would then fail to start. (The test
+/// harness's own servers use 20000–25999.)
+const HOST_PORTS: std::ops::Range<u16> = 26_000..32_000;
+
 /// Failures of the local cloud.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -238,17 +244,21 @@ impl LocalCloud {
             .map_err(|error| error.into_cloud(action))
     }
 
-    /// A loopback port that is free now and not kept by another local host.
+    /// A loopback port that is free now and not kept by another local host, chosen at random in
+    /// [`HOST_PORTS`].
     fn free_port(&self) -> Result<u16, LocalError> {
+        use std::hash::{BuildHasher, Hasher};
         let taken: Vec<u16> = record::scan(&self.hosts_root())?.into_iter().map(|(_, record)| record.port).collect();
-        for _ in 0..50 {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io_error("bind a free loopback port"))?;
-            let port = listener.local_addr().map_err(io_error("read the bound port"))?.port();
-            if !taken.contains(&port) {
+        let span = u64::from(HOST_PORTS.end - HOST_PORTS.start);
+        for _ in 0..200 {
+            let mut random = std::collections::hash_map::RandomState::new().build_hasher();
+            random.write_usize(taken.len());
+            let port = HOST_PORTS.start + u16::try_from(random.finish() % span).unwrap_or(0);
+            if !taken.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
                 return Ok(port);
             }
         }
-        Err(LocalError::Setup("failed to find a free loopback port".into()))
+        Err(LocalError::Setup(format!("failed to find a free loopback port in {HOST_PORTS:?}")))
     }
 
     async fn terminate(&self, host: &HostRef, disposal: VolumeDisposal) -> Result<(), LocalError> {
