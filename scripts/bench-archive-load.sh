@@ -4,7 +4,8 @@
 # archiver keeps up, for a fixed time; then the load stops and the archiver drains the backlog.
 #
 #   MODES: pgec2-sync        pgec2-agent wal-push %p
-#          pgec2-sync1       the same with `upload_concurrency = 1`: the segment sealed on one thread
+#          pgec2-sync1       the same with `upload_concurrency = 1` (the same code since the archiver's
+#                            pushes seal on one thread; with BASE_AGENT, compare older builds)
 #          pgec2-async       the same with `archive_async = true`
 #          pgbackrest-sync   pgbackrest archive-push %p
 #          pgbackrest-async  the same with `archive-async=y` (spool path, process-max=$PARALLEL)

@@ -57,12 +57,13 @@ pub async fn push_command(config_path: Option<&Path>, args: WalPushArgs) -> Resu
     let started = Instant::now();
     let config = AgentConfig::load(config_path)?;
     let path = resolve_wal_path(&args.path, config.pgdata());
+    let in_pg_wal = data_dir_of(&path).is_some();
     let data_dir = data_dir_of(&path).or_else(|| config.pgdata().map(Path::to_path_buf));
     let file = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     let outcome = with_deadline("archive", &file, config.transfer.command_timeout, async {
         let archive = config.storage().await?;
         let cap = config.transfer.archive_queue_max_mb;
-        let workers = push::compression_workers(config.transfer.upload_concurrency);
+        let workers = push::compression_workers(config.transfer.upload_concurrency, in_pg_wal);
         match &data_dir {
             Some(data_dir) if config.transfer.archive_async => {
                 let concurrency = config.transfer.upload_concurrency;

@@ -54,10 +54,21 @@ pub async fn push_inline(
     push_with(archive, compression, path, data_dir, Sealing::Inline { workers }).await.map(|(outcome, _)| outcome)
 }
 
-/// Compression threads for one synchronous push: one per core, at most `upload_concurrency`.
-pub fn compression_workers(upload_concurrency: usize) -> usize {
+/// Compression threads for one synchronous push of a file, `in_pg_wal` when the file is in a data
+/// directory's `pg_wal` (PostgreSQL's archiver calling): see [`seal_threads`].
+pub fn compression_workers(upload_concurrency: usize, in_pg_wal: bool) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    cores.min(upload_concurrency).max(1)
+    seal_threads(cores, upload_concurrency, in_pg_wal)
+}
+
+/// A file of a data directory's `pg_wal` is sealed on the calling thread alone: the archiver
+/// runs beside the primary's backends and whatever else shares the host, and there every frame
+/// handed between seal threads waits for a time slice (under pgbench load one thread archived
+/// as much or more than two in 7 of 8 pairs, with less CPU: docs/benchmarks.md). Parallelism
+/// across files is `archive_async`'s. Any other file (pushed by hand or a tool) gets one thread
+/// per core, at most `upload_concurrency`, a few milliseconds faster on idle cores.
+fn seal_threads(cores: usize, upload_concurrency: usize, in_pg_wal: bool) -> usize {
+    if in_pg_wal { 1 } else { cores.min(upload_concurrency).max(1) }
 }
 
 /// Like [`push`], also returning the header (length and hash) of the content archived: sealing
@@ -268,4 +279,23 @@ async fn compare_with_archived(
         stored: archived.content_hash_hex(),
         local: local.content_hash_hex(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seal_threads;
+
+    #[test]
+    fn a_file_in_pg_wal_is_sealed_on_one_thread_whatever_the_cores_and_concurrency() {
+        assert_eq!(seal_threads(2, 2, true), 1);
+        assert_eq!(seal_threads(16, 8, true), 1);
+    }
+
+    #[test]
+    fn a_file_elsewhere_is_sealed_on_one_thread_per_core_at_most_upload_concurrency() {
+        assert_eq!(seal_threads(2, 4, false), 2);
+        assert_eq!(seal_threads(16, 4, false), 4);
+        assert_eq!(seal_threads(4, 0, false), 1);
+        assert_eq!(seal_threads(1, 4, false), 1);
+    }
 }
