@@ -105,6 +105,53 @@ mod tests {
         assert!(wal.location.ends_with("db"), "{}", wal.location);
     }
 
+    /// The partials of the archive's tail behind the fault injector and the agent's retries
+    /// (short delays); the handle injects faults on the reads of `.partial` objects.
+    async fn faulty_tail(policy_attempts: u32) -> (Archive, crate::storage::fault::FaultHandle, SegmentSize) {
+        use crate::storage::Timeouts;
+        use crate::storage::fault::FaultInjecting;
+        use crate::storage::retry::{RetryPolicy, Retrying};
+        use std::time::Duration;
+        let memory = Archive::new(Arc::new(MemoryStorage::new()), ArchiveLayout::under("db").expect("layout"));
+        let size = SegmentSize::default();
+        store(&memory, &size.segment_name(1, 3), b"complete").await;
+        store(&memory, &format!("{}.partial", size.segment_name(1, 4)), &[1; 300]).await;
+        let injector = FaultInjecting::new(memory.storage.clone());
+        let faults = injector.handle();
+        let policy = RetryPolicy {
+            max_attempts: policy_attempts,
+            initial_backoff: Duration::from_millis(2),
+            max_backoff: Duration::from_millis(20),
+            ..RetryPolicy::default()
+        };
+        let timeouts = Timeouts { operation: Duration::from_millis(500), min_bytes_per_second: 1024 * 1024 };
+        let retried = Retrying::new(injector, timeouts, policy);
+        (Archive::new(Arc::new(retried), memory.layout.clone()), faults, size)
+    }
+
+    #[tokio::test]
+    async fn lost_answers_and_throttling_on_a_partials_header_are_retried_and_its_end_is_read() {
+        use crate::storage::fault::{Fault, Operation, Rule};
+        use std::time::Duration;
+        let (archive, faults, size) = faulty_tail(10).await;
+        let partial = |key: &str| key.ends_with(".partial");
+        faults.add(Rule::new(Fault::Stall(Duration::from_secs(2))).on(Operation::Get).matching(partial).times(1));
+        faults.add(Rule::new(Fault::Throttle).on(Operation::Get).matching(partial).times(2));
+        let wal = super::super::load_wal_archive(&archive, size).await.expect("retried");
+        assert_eq!(faults.injected(), 3, "the faults were injected");
+        assert_eq!(wal.streamed_ends.get(&(1, 4)), Some(&Lsn(4 * size.bytes() + 300)));
+    }
+
+    #[tokio::test]
+    async fn a_partials_header_the_store_keeps_refusing_fails_the_load_naming_the_object() {
+        use crate::storage::fault::{Fault, Operation, Rule};
+        let (archive, faults, size) = faulty_tail(3).await;
+        faults.add(Rule::new(Fault::Throttle).on(Operation::Get).matching(|key: &str| key.ends_with(".partial")));
+        let error = super::super::load_wal_archive(&archive, size).await.expect_err("out of retries");
+        let text = error.to_string();
+        assert!(text.contains(&format!("{}.partial", size.segment_name(1, 4))), "{text}");
+    }
+
     #[test]
     fn the_streamed_end_is_the_segment_start_plus_the_recorded_length() {
         let size = SegmentSize::default();
