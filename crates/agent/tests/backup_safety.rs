@@ -7,11 +7,124 @@ mod catalog_support;
 mod wal_common;
 
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backup_support::in_process::{agent_runtime, archive_dir, faulty_archive};
 use backup_support::{Primary, agent_command, assert_success, stderr};
+use pgec2_agent::backup::push::{PushOptions, push_backup};
 use pgec2_core::catalog;
+use pgec2_core::storage::fault::{Chaos, Fault, FaultHandle, Operation, Rule};
+use pgec2_core::storage::local::TEMP_PREFIX;
 use wal_common::{runtime, switch_segment, wait_for, wait_until_archived};
+
+const SEED: u64 = 0x5eed_0015;
+
+/// The primary's file archive behind the seeded fault injector (one call in ten fails,
+/// throttles, stalls or loses its answer), retried as the agent retries.
+fn chaotic_archive(primary: &Primary) -> (pgec2_core::layout::Archive, FaultHandle) {
+    let (archive, faults) = faulty_archive(primary, true);
+    faults.set_chaos(Chaos::new(SEED, 0.10).with_hang(Duration::from_secs(1)));
+    (archive, faults)
+}
+
+/// backup-push of `primary` in this process, through `archive`.
+fn push_in_process(
+    primary: &Primary,
+    archive: &pgec2_core::layout::Archive,
+) -> Result<catalog::BackupInfo, pgec2_agent::backup::BackupError> {
+    let config = backup_support::agent_config(&primary.agent, &primary.cluster);
+    let pgdata = primary.cluster.data_dir.clone();
+    agent_runtime().block_on(push_backup(&config, archive, Some(&pgdata), PushOptions::default()))
+}
+
+/// The files named `name` anywhere under `directory`.
+fn files_named(directory: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(directory).into_iter().flatten() {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            found.extend(files_named(&path, name));
+        } else if path.file_name().is_some_and(|file| file == name) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn backup_push_makes_its_parts_durable_in_one_sync_after_the_last_part_and_before_the_manifest() {
+    let primary = Primary::start();
+    let (archive, faults) = chaotic_archive(&primary);
+    // Every store call in order; the sync holds for a moment before it reaches the store, so a
+    // manifest written without waiting for it would come before `sync reached the store`.
+    let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+    let synced = Arc::new(AtomicBool::new(false));
+    let (record, reached) = (calls.clone(), synced.clone());
+    faults.set_hook(Arc::new(move |operation, key| {
+        let call = format!("{operation:?} {key} (synced: {})", reached.load(Ordering::SeqCst));
+        record.lock().expect("calls").push(call);
+        if operation != Operation::Sync {
+            return None;
+        }
+        let reached = reached.clone();
+        Some(Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            reached.store(true, Ordering::SeqCst);
+        }))
+    }));
+    let backup = push_in_process(&primary, &archive).expect("the backup commits under store faults");
+    let calls = calls.lock().expect("calls").clone();
+
+    assert_eq!(faults.calls(Operation::Sync), 1, "one sync for the whole backup: {calls:#?}");
+    let sync = calls.iter().position(|call| call.starts_with("Sync")).expect("a sync");
+    let manifest = primary.manifest(&backup.name);
+    assert!(manifest.parts.len() > 1, "a backup of several parts");
+    for part in &manifest.parts {
+        let key = format!("/parts/{:06} ", part.index);
+        let last_put = calls.iter().rposition(|call| call.starts_with("Put") && call.contains(&key));
+        assert!(last_put.is_some_and(|at| at < sync), "part {} stored after the sync: {calls:#?}", part.index);
+    }
+    for commit in ["/manifest.json", "/complete.json"] {
+        let put = calls.iter().position(|call| call.starts_with("Put") && call.contains(commit));
+        let put = put.unwrap_or_else(|| panic!("{commit} stored: {calls:#?}"));
+        assert!(put > sync && calls[put].ends_with("(synced: true)"), "{commit} before the sync: {calls:#?}");
+    }
+    assert_eq!(primary.backups().into_iter().map(|info| info.name).collect::<Vec<_>>(), vec![backup.name.clone()]);
+    let parts_dir = archive_dir(&primary).join("backups").join(&backup.name).join("parts");
+    let left: Vec<_> = std::fs::read_dir(&parts_dir)
+        .expect("parts")
+        .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(TEMP_PREFIX))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
+#[test]
+fn a_backup_whose_parts_cannot_be_made_durable_fails_naming_the_repository_and_commits_nothing() {
+    let primary = Primary::start();
+    let (archive, faults) = chaotic_archive(&primary);
+    faults.add(Rule::new(Fault::Permanent).on(Operation::Sync));
+    let failed = push_in_process(&primary, &archive).expect_err("the sync fails");
+    let message = failed.to_string();
+    let repository = format!("file://{}", archive_dir(&primary).display());
+    assert!(message.starts_with("failed to make the parts of backup base_"), "{message}");
+    assert!(message.contains(&format!("durable in {repository}: ")), "names the repository: {message}");
+    assert!(message.contains("the backup was not committed"), "{message}");
+    assert!(message.contains("take a new backup"), "says what to do: {message}");
+
+    let scanned = runtime().block_on(catalog::scan_backups(&archive)).expect("scan");
+    assert!(scanned.committed.is_empty(), "a backup was committed: {:?}", scanned.committed);
+    assert!(scanned.uncommitted.first().is_some_and(|backup| backup.objects > 1), "its parts were stored");
+    let backups_dir = archive_dir(&primary).join("backups");
+    for marker in ["manifest.json", "complete.json"] {
+        assert_eq!(files_named(&backups_dir, marker), Vec::<std::path::PathBuf>::new(), "{marker} was written");
+    }
+    let listed = primary.agent(&["backup-list", "--json"]);
+    assert_success("backup-list", &listed);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]");
+}
 
 #[test]
 fn backup_fetch_refuses_a_non_empty_directory_and_leaves_it_untouched() {

@@ -13,6 +13,7 @@ pub mod compression;
 pub mod drill_check;
 pub mod encryption;
 pub mod envelope;
+pub mod fs_sync;
 pub mod host_spec;
 pub mod identity;
 pub mod increment;

@@ -46,6 +46,13 @@ pub enum BackupError {
          the disk (dmesg) and restore again"
     )]
     Durability { what: String, source: std::io::Error },
+    /// A backup's parts could not be made durable (a sync of the store failed): nothing was
+    /// committed.
+    #[error(
+        "failed to make the parts of backup {backup} durable in {store}: {source}; the backup was not committed: \
+         check the repository's disk (dmesg), then take a new backup (`delete garbage` removes this one's parts)"
+    )]
+    NotDurable { backup: String, store: String, source: Box<StorageError> },
     /// A precondition is not met: the refusal says what, where and what to do.
     #[error(transparent)]
     Refused(#[from] Refusal),

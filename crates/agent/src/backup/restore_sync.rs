@@ -26,8 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
-use nix::sys::statfs::{BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC, fstatfs};
+pub use pgec2_core::fs_sync::SyncMethod;
 
 use super::BackupError;
 use super::destination::{Durability, Journal};
@@ -38,40 +37,6 @@ pub const WRITEBACK_INTERVAL: u64 = 32 * 1024 * 1024;
 
 /// Threads syncing files (each-file method) or starting their writeback (file-system method).
 const SYNC_THREADS: usize = 4;
-
-/// How a restore makes its files durable (see the module's documentation).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyncMethod {
-    /// One `syncfs` per file system at the end.
-    FileSystem,
-    /// One fsync per file as it completes, one per directory at the end.
-    EachFile,
-}
-
-impl SyncMethod {
-    /// The method for a restore into `roots`: [`SyncMethod::FileSystem`] when every root is on a
-    /// file system whose `syncfs` is known to write and flush everything, on a kernel that reports
-    /// writeback errors through it.
-    pub fn choose(roots: &[PathBuf]) -> Self {
-        if !kernel_reports_syncfs_errors() {
-            return SyncMethod::EachFile;
-        }
-        let trusted = |root: &PathBuf| {
-            let Ok(handle) = File::open(root) else { return false };
-            let Ok(stats) = fstatfs(&handle) else { return false };
-            [EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC, BTRFS_SUPER_MAGIC, TMPFS_MAGIC].contains(&stats.filesystem_type())
-        };
-        if roots.iter().all(trusted) { SyncMethod::FileSystem } else { SyncMethod::EachFile }
-    }
-}
-
-/// `syncfs(2)` returns the file system's writeback errors since Linux 5.8.
-fn kernel_reports_syncfs_errors() -> bool {
-    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else { return false };
-    let mut numbers = release.trim().split(['.', '-']).map(|part| part.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
-    (major, minor) >= (5, 8)
-}
 
 /// A file system the restore writes to: a handle opened before the first file was written.
 struct FileSystemHandle {
@@ -180,7 +145,7 @@ impl RestoreSync {
         {
             return Err(failed(error));
         }
-        nix::unistd::syncfs(&file_system.handle).map_err(|errno| failed(errno.into()))?;
+        pgec2_core::fs_sync::sync_file_system(&file_system.handle).map_err(failed)?;
         self.journal
             .record(|| Durability::SyncFileSystem { root: file_system.root.clone(), device: file_system.device });
         Ok(())
@@ -210,7 +175,7 @@ fn sync_loop(
         let outcome = match (method, request) {
             // Advice only: a file system that ignores it writes back at syncfs instead.
             (SyncMethod::FileSystem, _) => {
-                let _ = posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+                pgec2_core::fs_sync::start_writeback(&file);
                 Ok(())
             }
             (SyncMethod::EachFile, SyncRequest::Writeback) => file.sync_data(),
@@ -231,25 +196,5 @@ fn sync_loop(
                 slot.get_or_insert(BackupError::Durability { what: format!("file {}", path.display()), source });
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_local_journaling_file_system_is_synced_as_a_whole() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let kind = fstatfs(File::open(dir.path()).expect("open")).expect("statfs").filesystem_type();
-        let expected = if kernel_reports_syncfs_errors()
-            && [EXT4_SUPER_MAGIC, XFS_SUPER_MAGIC, BTRFS_SUPER_MAGIC, TMPFS_MAGIC].contains(&kind)
-        {
-            SyncMethod::FileSystem
-        } else {
-            SyncMethod::EachFile
-        };
-        assert_eq!(SyncMethod::choose(&[dir.path().to_path_buf()]), expected);
-        assert_eq!(SyncMethod::choose(&[dir.path().join("missing")]), SyncMethod::EachFile, "unknown: each file");
     }
 }

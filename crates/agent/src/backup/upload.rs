@@ -4,6 +4,10 @@
 //! worker compresses the next part while the previous one is being stored (a local store fsyncs
 //! every part, S3 waits for the network): all cores compress while the uploads overlap.
 //!
+//! Parts are stored with deferred durability ([`Storage::put_deferred`]: on a local directory, no
+//! fsync per part) and made durable together by [`sync_parts`], which the backup awaits before it
+//! writes the manifest that refers to them.
+//!
 //! Memory is a fixed set of buffers, allocated once and reused for every part: `concurrency + 1`
 //! content buffers (one is given back to the reader as soon as its part is compressed, so the
 //! reader fills the next one meanwhile), `concurrency` compression contexts and at most
@@ -120,7 +124,8 @@ impl PartWriter {
         Ok(SealedPart { index, content_bytes, header, out })
     }
 
-    /// Stores one sealed part (never overwriting an object; an identical one is ours).
+    /// Stores one sealed part (never overwriting an object; an identical one is ours), durable
+    /// once [`sync_parts`] returned.
     async fn upload(&self, part: SealedPart, workers: &Workers, times: &StageTimes) -> Result<PartInfo, BackupError> {
         let SealedPart { index, content_bytes, header, out } = part;
         let key =
@@ -131,7 +136,7 @@ impl PartWriter {
         // A create that is safe to repeat: a part an earlier attempt stored is recognised as ours.
         self.archive
             .storage
-            .put_new_or_identical(&key, body.clone())
+            .put_deferred(&key, body.clone())
             .await
             .map_err(BackupError::storage("upload", key.as_str()))?;
         times.add(Stage::Upload, started.elapsed());
@@ -140,6 +145,19 @@ impl PartWriter {
         tracing::debug!(part = index, content_bytes, stored_bytes, "uploaded part");
         Ok(PartInfo { index, content_bytes, stored_bytes, checksum: header.content_hash_hex() })
     }
+}
+
+/// Makes every part stored by [`PartWriter::copy`] durable (one `syncfs` on a local directory
+/// where the file system allows it; nothing to do on S3); logs how long it took.
+pub async fn sync_parts(archive: &Archive, backup: &str) -> Result<(), BackupError> {
+    let started = Instant::now();
+    archive.storage.sync_deferred().await.map_err(|source| BackupError::NotDurable {
+        backup: backup.to_string(),
+        store: archive.describe(),
+        source: Box::new(source),
+    })?;
+    tracing::info!(backup, sync_s = %format!("{:.3}", started.elapsed().as_secs_f64()), "parts made durable");
+    Ok(())
 }
 
 /// A compressed part on its way to the store.

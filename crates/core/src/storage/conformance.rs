@@ -280,6 +280,26 @@ pub mod cases {
         assert_eq!(keys_under(storage, "a/").await.len(), 4);
     }
 
+    pub async fn deferred_creates_read_back_at_once_refuse_other_content_and_sync(storage: &dyn Storage) {
+        let (first, second) = (key("backups/b1/parts/000000"), key("backups/b1/parts/000001"));
+        let outcome = storage.put_deferred(&first, body("part zero")).await.expect("deferred create");
+        assert_eq!(outcome, PutOutcome::Created);
+        assert_eq!(storage.get(&first).await.expect("get before the sync"), body("part zero"));
+        let again = storage.put_deferred(&first, body("part zero")).await.expect("the same bytes again");
+        assert_eq!(again, PutOutcome::AlreadyIdentical);
+        let error = storage.put_deferred(&first, body("other part")).await.expect_err("other content");
+        assert!(matches!(error, StorageError::DifferentContent { .. }), "got {error:?}");
+        storage.put_deferred(&second, patterned(LARGE)).await.expect("a larger deferred create");
+        storage.sync_deferred().await.expect("sync");
+        assert_eq!(keys_under(storage, "backups/b1/").await, vec![first.to_string(), second.to_string()]);
+        assert_eq!(storage.get(&first).await.expect("get after the sync"), body("part zero"));
+        assert!(storage.get(&second).await.expect("get") == patterned(LARGE), "the larger object differs");
+        let third = key("backups/b2/parts/000000");
+        storage.put_deferred(&third, body("next backup")).await.expect("a create after a sync");
+        storage.sync_deferred().await.expect("a second sync");
+        assert_eq!(storage.get(&third).await.expect("get"), body("next backup"));
+    }
+
     pub async fn a_large_object_round_trips(storage: &dyn Storage, size: usize) {
         let object = key("backups/big/parts/000001");
         let content = patterned(size);
@@ -415,6 +435,15 @@ macro_rules! storage_conformance {
             async fn keys_with_nested_prefixes_round_trip() {
                 let fixture = $fixture.await;
                 $crate::storage::conformance::cases::keys_with_nested_prefixes_round_trip(&*fixture.storage).await;
+            }
+
+            #[tokio::test]
+            async fn deferred_creates_read_back_at_once_refuse_other_content_and_sync() {
+                let fixture = $fixture.await;
+                $crate::storage::conformance::cases::deferred_creates_read_back_at_once_refuse_other_content_and_sync(
+                    &*fixture.storage,
+                )
+                .await;
             }
 
             #[tokio::test]

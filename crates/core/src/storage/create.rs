@@ -33,15 +33,26 @@ pub(crate) async fn compare_stored<S: Storage + ?Sized>(
                 Err(error) => Comparison::Different(format!("the stored object is not a pgec2 object: {error}")),
             })
         }
-        Err(_) => {
-            let stored = storage.get(key).await?;
-            Ok(if stored == *body {
-                Comparison::Same
-            } else {
-                Comparison::Different(format!("{} bytes stored, {} bytes to store", stored.len(), body.len()))
-            })
-        }
+        Err(_) => compare_whole(storage, key, body).await,
     }
+}
+
+/// Compares the object stored at `key` with `body` byte for byte, whatever it is: for objects
+/// whose durability was deferred, a header alone proves nothing (a crash may have torn the body).
+pub(crate) async fn compare_whole<S: Storage + ?Sized>(
+    storage: &S,
+    key: &ObjectKey,
+    body: &Bytes,
+) -> Result<Comparison, StorageError> {
+    let stored = storage.get(key).await?;
+    Ok(if stored == *body {
+        Comparison::Same
+    } else if stored.len() != body.len() {
+        Comparison::Different(format!("{} bytes stored, {} bytes to store", stored.len(), body.len()))
+    } else {
+        let at = stored.iter().zip(body.iter()).position(|(left, right)| left != right).unwrap_or_default();
+        Comparison::Different(format!("{} bytes stored and to store, differing from byte {at}", stored.len()))
+    })
 }
 
 fn compare_headers(ours: &Header, theirs: &Header) -> Comparison {

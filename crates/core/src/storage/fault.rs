@@ -37,7 +37,7 @@ use bytes::{Bytes, BytesMut};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{ObjectKey, ObjectMeta, PutMode, Storage, StorageError};
+use super::{DEFERRED_WRITES, ObjectKey, ObjectMeta, PutMode, PutOutcome, Storage, StorageError};
 
 /// The operations of [`Storage`], to aim faults and count calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -47,10 +47,14 @@ pub enum Operation {
     Head,
     List,
     Delete,
+    /// [`Storage::sync_deferred`]: faulted only by a [`Rule`], never by [`Chaos`] (a real sync
+    /// has no transient failures to survive, and is never retried).
+    Sync,
 }
 
 impl Operation {
-    const ALL: [Operation; 5] = [Operation::Put, Operation::Get, Operation::Head, Operation::List, Operation::Delete];
+    const ALL: [Operation; 6] =
+        [Operation::Put, Operation::Get, Operation::Head, Operation::List, Operation::Delete, Operation::Sync];
 
     fn name(self) -> &'static str {
         match self {
@@ -59,6 +63,7 @@ impl Operation {
             Operation::Head => "head",
             Operation::List => "list",
             Operation::Delete => "delete",
+            Operation::Sync => "sync",
         }
     }
 
@@ -116,6 +121,9 @@ impl Chaos {
 
     /// Picks the fault for one call of `operation`, or none.
     fn draw(&self, rng: &mut StdRng, operation: Operation) -> Option<Fault> {
+        if operation == Operation::Sync {
+            return None;
+        }
         if !rng.random_bool(self.rate.clamp(0.0, 1.0)) {
             return None;
         }
@@ -201,7 +209,7 @@ struct State {
     rules: Vec<Rule>,
     hook: Option<Hook>,
     chaos: Option<(Chaos, StdRng)>,
-    calls: [u64; 5],
+    calls: [u64; 6],
     injected: u64,
     acks_lost: u64,
 }
@@ -361,6 +369,16 @@ impl<S: Storage> FaultInjecting<S> {
             Some(fault) => Ok(Some(fault)),
         }
     }
+
+    /// The answer to a write the backend carried out: lost when the call's fault says so.
+    fn answer<T>(&self, key: &ObjectKey, after: Option<Fault>, value: T) -> Result<T, StorageError> {
+        match after {
+            Some(Fault::AckLost) => {
+                Err(StorageError::transient(&self.describe(), "put", key.as_str(), "injected lost acknowledgement"))
+            }
+            _ => Ok(value),
+        }
+    }
 }
 
 /// Flips every bit of the middle byte (an empty body gets one garbage byte).
@@ -380,12 +398,19 @@ impl<S: Storage> Storage for FaultInjecting<S> {
     async fn put(&self, key: &ObjectKey, body: Bytes, mode: PutMode) -> Result<(), StorageError> {
         let after = self.before(Operation::Put, key.as_str()).await?;
         self.inner.put(key, body, mode).await?;
-        match after {
-            Some(Fault::AckLost) => {
-                Err(StorageError::transient(&self.describe(), "put", key.as_str(), "injected lost acknowledgement"))
-            }
-            _ => Ok(()),
-        }
+        self.answer(key, after, ())
+    }
+
+    /// Counted and faulted as a `put`.
+    async fn put_deferred(&self, key: &ObjectKey, body: Bytes) -> Result<PutOutcome, StorageError> {
+        let after = self.before(Operation::Put, key.as_str()).await?;
+        let outcome = self.inner.put_deferred(key, body).await?;
+        self.answer(key, after, outcome)
+    }
+
+    async fn sync_deferred(&self) -> Result<(), StorageError> {
+        self.before(Operation::Sync, DEFERRED_WRITES).await?;
+        self.inner.sync_deferred().await
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StorageError> {

@@ -10,6 +10,10 @@
 //! object or none, never a partial one. Deletes are not fsynced: after a crash a deleted object
 //! may come back, which callers (retention, garbage collection) tolerate by deleting again.
 //!
+//! [`Storage::put_deferred`] creates an object without those fsyncs, and [`Storage::sync_deferred`]
+//! makes all such objects durable at once (one `syncfs` where the file system allows it): see
+//! the `local_deferred` module.
+//!
 //! Limits: a key cannot be both an object and a prefix of other objects' directories (`a` and
 //! `a/b`), since a path is either a file or a directory; such a put fails permanently. Temporary
 //! files start with [`TEMP_PREFIX`], are never listed, and keys whose last segment starts with it
@@ -22,14 +26,17 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use super::local_deferred::Deferred;
 use super::progress::{self, Progress};
-use super::{ObjectKey, ObjectMeta, PutMode, Storage, StorageError, Timeouts};
+use super::{DEFERRED_WRITES, ObjectKey, ObjectMeta, PutMode, PutOutcome, Storage, StorageError, Timeouts, create};
+use crate::fs_sync::SyncMethod;
 
 /// Name prefix of the temporary files a put writes before moving them into place.
 pub const TEMP_PREFIX: &str = ".pgec2-tmp.";
@@ -40,11 +47,12 @@ const IO_PIECE: usize = 1024 * 1024;
 /// How many times a put recreates a directory that a concurrent delete removed as empty.
 const DIRECTORY_RACE_ATTEMPTS: usize = 3;
 
-/// A directory backend. Cheap to clone.
+/// A directory backend. Cheap to clone (clones share what their deferred creates left to sync).
 #[derive(Clone, Debug)]
 pub struct LocalStorage {
     root: PathBuf,
     timeouts: Timeouts,
+    pub(super) deferred: Arc<Deferred>,
 }
 
 impl LocalStorage {
@@ -58,7 +66,14 @@ impl LocalStorage {
                     .to_string(),
             });
         }
-        Ok(Self { root, timeouts })
+        Ok(Self { root, timeouts, deferred: Arc::new(Deferred::default()) })
+    }
+
+    /// This store with its deferred creates made durable by `method`, whatever its file system
+    /// chooses (tests of the method the file system would not choose).
+    pub fn with_sync_method(mut self, method: SyncMethod) -> Self {
+        self.deferred = Arc::new(Deferred::forced(method));
+        self
     }
 
     /// The directory holding the objects.
@@ -101,10 +116,10 @@ impl LocalStorage {
 /// What an I/O error is about, to turn it into a [`StorageError`]; and the progress record of
 /// the attempt (the work runs on the blocking pool, outside the attempt's task).
 #[derive(Debug)]
-struct Context {
-    store: String,
-    operation: &'static str,
-    key: String,
+pub(super) struct Context {
+    pub(super) store: String,
+    pub(super) operation: &'static str,
+    pub(super) key: String,
     progress: Option<Progress>,
 }
 
@@ -115,7 +130,7 @@ impl Context {
         }
     }
 
-    fn error(&self, action: &str, path: &Path, error: io::Error) -> StorageError {
+    pub(super) fn error(&self, action: &str, path: &Path, error: io::Error) -> StorageError {
         let message = format!("failed to {action} {}: {error}", path.display());
         match error.kind() {
             io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
@@ -168,7 +183,7 @@ fn create_directories(context: &Context, directory: &Path) -> Result<(), Storage
 
 /// Creates a new, uniquely named temporary file in `directory`, creating the directory when
 /// needed (again, when a concurrent delete removed it as empty in between).
-fn create_temp_file(context: &Context, directory: &Path) -> Result<(PathBuf, File), StorageError> {
+pub(super) fn create_temp_file(context: &Context, directory: &Path) -> Result<(PathBuf, File), StorageError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -183,7 +198,7 @@ fn create_temp_file(context: &Context, directory: &Path) -> Result<(PathBuf, Fil
 }
 
 /// Refuses a CreateNew whose target exists, and any put whose target is a directory.
-fn check_target(context: &Context, path: &Path, mode: PutMode) -> Result<(), StorageError> {
+pub(super) fn check_target(context: &Context, path: &Path, mode: PutMode) -> Result<(), StorageError> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => Err(StorageError::permanent(
             &context.store,
@@ -221,20 +236,32 @@ fn write_and_place(
     body: &[u8],
     mode: PutMode,
 ) -> Result<(), StorageError> {
+    write_body(context, temp, file, body)?;
+    file.sync_all().map_err(|error| context.error("fsync", temp, error))?;
+    match mode {
+        PutMode::Overwrite => fs::rename(temp, path).map_err(|error| context.error("rename into", path, error)),
+        PutMode::CreateNew => link_new(context, temp, path),
+    }
+}
+
+/// Writes `body` to the temporary file, noting progress after each piece.
+pub(super) fn write_body(context: &Context, temp: &Path, file: &mut File, body: &[u8]) -> Result<(), StorageError> {
     for piece in body.chunks(IO_PIECE) {
         file.write_all(piece).map_err(|error| context.error("write", temp, error))?;
         context.note_progress();
     }
-    file.sync_all().map_err(|error| context.error("fsync", temp, error))?;
-    match mode {
-        PutMode::Overwrite => fs::rename(temp, path).map_err(|error| context.error("rename into", path, error)),
-        PutMode::CreateNew => match fs::hard_link(temp, path) {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-                Err(StorageError::already_exists(&context.store, &context.key))
-            }
-            Err(error) => Err(context.error("link (the filesystem must support hard links)", path, error)),
-        },
+    Ok(())
+}
+
+/// Links the complete temporary file to `path`, failing with [`StorageError::AlreadyExists`] when
+/// the key is taken.
+pub(super) fn link_new(context: &Context, temp: &Path, path: &Path) -> Result<(), StorageError> {
+    match fs::hard_link(temp, path) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+            Err(StorageError::already_exists(&context.store, &context.key))
+        }
+        Err(error) => Err(context.error("link (the filesystem must support hard links)", path, error)),
     }
 }
 
@@ -347,6 +374,40 @@ impl Storage for LocalStorage {
         let deadline = self.timeouts.for_transfer(body.len() as u64);
         self.blocking(self.context("put", key.as_str()), deadline, move |context| put_file(context, &path, &body, mode))
             .await
+    }
+
+    /// A create without fsyncs, made durable by `sync_deferred` (the `local_deferred` module).
+    async fn put_deferred(&self, key: &ObjectKey, body: Bytes) -> Result<PutOutcome, StorageError> {
+        let path = self.path_of(key)?;
+        let deadline = self.timeouts.for_transfer(body.len() as u64);
+        let (root, deferred, written, target) = (self.root.clone(), self.deferred.clone(), body.clone(), path.clone());
+        let created = self
+            .blocking(self.context("put", key.as_str()), deadline, move |context| {
+                deferred.create(context, &root, &target, &written)
+            })
+            .await;
+        match created {
+            Ok(()) => Ok(PutOutcome::Created),
+            Err(StorageError::AlreadyExists { .. }) => {
+                let comparison = create::compare_whole(self, key, &body).await?;
+                create::settle(&self.describe(), key, comparison)?;
+                let deferred = self.deferred.clone();
+                self.blocking(self.context("put", key.as_str()), deadline, move |context| {
+                    deferred.found(context, &path)
+                })
+                .await?;
+                Ok(PutOutcome::AlreadyIdentical)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// One `syncfs`, or an fsync per directory (the `local_deferred` module); bounded by the
+    /// transfer time of what is left to write back.
+    async fn sync_deferred(&self) -> Result<(), StorageError> {
+        let deadline = self.timeouts.for_transfer(self.deferred.pending_bytes());
+        let deferred = self.deferred.clone();
+        self.blocking(self.context("sync", DEFERRED_WRITES), deadline, move |context| deferred.sync(context)).await
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StorageError> {

@@ -32,7 +32,8 @@
 //! ```
 //!
 //! Durability: when `put` returns `Ok`, the object is complete and survives a crash of the
-//! writer (and, for S3, of the machine); each backend's page says how.
+//! writer (and, for S3, of the machine); each backend's page says how. The one exception is
+//! [`Storage::put_deferred`], whose objects are durable once [`Storage::sync_deferred`] returned.
 
 use std::fmt;
 use std::time::Duration;
@@ -45,12 +46,16 @@ pub mod conformance;
 mod create;
 pub mod fault;
 pub mod local;
+mod local_deferred;
 pub mod lock;
 pub mod memory;
 pub mod probe;
 pub mod progress;
 pub mod retry;
 pub mod url;
+
+/// What a failed [`Storage::sync_deferred`] names as its subject (it has no single key).
+pub const DEFERRED_WRITES: &str = "new objects";
 
 /// A key of an object inside a storage backend, relative to the backend's root.
 ///
@@ -277,6 +282,29 @@ pub trait Storage: Send + Sync + fmt::Debug {
             Err(error) => Err(error),
         }
     }
+
+    /// Creates `key` as [`Storage::put_new_or_identical`] does, but the object need survive a
+    /// crash of the machine only once a later [`Storage::sync_deferred`] returned `Ok`: until
+    /// then a crash may leave it missing or torn (cut short, its end zeros). Readers in this
+    /// process see it whole as soon as this returns.
+    ///
+    /// For many objects that one record commits (a backup's parts, committed by its manifest and
+    /// `complete.json`), one sync before the commit replaces a durability barrier per object.
+    /// Nothing may reference such an object from a committed record before the sync returned
+    /// `Ok`. A backend that defers accepts a taken key only when its object is identical byte
+    /// for byte (a crash may have left an intact header on a torn body), and makes it durable
+    /// with the others. The default is the durable create: nothing is deferred (S3, memory).
+    async fn put_deferred(&self, key: &ObjectKey, body: Bytes) -> Result<PutOutcome, StorageError> {
+        self.put_new_or_identical(key, body).await
+    }
+
+    /// Makes durable every object [`Storage::put_deferred`] stored through this store before
+    /// this call. A failed sync is not retried, by [`retry::Retrying`] either: the failure it
+    /// saw may be reported only once, so a second sync could succeed with the objects still not
+    /// durable. The default does nothing (every put is durable already).
+    async fn sync_deferred(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// What [`Storage::put_new_or_identical`] did.
@@ -330,5 +358,13 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
 
     async fn put_new_or_identical(&self, key: &ObjectKey, body: Bytes) -> Result<PutOutcome, StorageError> {
         (**self).put_new_or_identical(key, body).await
+    }
+
+    async fn put_deferred(&self, key: &ObjectKey, body: Bytes) -> Result<PutOutcome, StorageError> {
+        (**self).put_deferred(key, body).await
+    }
+
+    async fn sync_deferred(&self) -> Result<(), StorageError> {
+        (**self).sync_deferred().await
     }
 }

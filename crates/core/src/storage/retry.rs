@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::progress::{self, Cut};
-use super::{ObjectKey, ObjectMeta, PutMode, Storage, StorageError, Timeouts, create};
+use super::{ObjectKey, ObjectMeta, PutMode, PutOutcome, Storage, StorageError, Timeouts, create};
 use crate::backoff::Backoff;
 
 /// How hard [`Retrying`] tries.
@@ -165,6 +165,20 @@ impl<S: Storage> Storage for Retrying<S> {
             }
             result => result,
         }
+    }
+
+    /// Each attempt is the backend's whole deferred create, which itself accepts its own object
+    /// found in place after a lost answer.
+    async fn put_deferred(&self, key: &ObjectKey, body: Bytes) -> Result<PutOutcome, StorageError> {
+        self.run("put", key.as_str(), self.budget(body.len() as u64), || self.inner.put_deferred(key, body.clone()))
+            .await
+    }
+
+    /// Forwarded once, neither retried nor cut by the stall detector: a sync that failed may have
+    /// consumed the only report of the failure, so a second one could succeed with the objects
+    /// still not durable. The backend bounds it by its own deadline.
+    async fn sync_deferred(&self) -> Result<(), StorageError> {
+        self.inner.sync_deferred().await
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes, StorageError> {
