@@ -83,7 +83,12 @@ timed() {
 
 run_cell() {
   local rep=$1 storage=$2 tool=$3 data_bytes=$4
-  local dest=$ROOT/restore name="$storage-$tool-$rep"
+  local name="$storage-$tool-$rep" dest=$ROOT/restore
+  # With KEEP_RESTORES=1 each restore gets its own directory, removed by the caller after the
+  # set: on ext4, creating thousands of files right after thousands were deleted makes the
+  # kernel skip every recently freed inode (`recently_deleted`, `find_inode_bit`), which charged
+  # the restore that ran after another tool's (see docs/benchmarks.md, round seven).
+  [ "${KEEP_RESTORES:-0}" = 1 ] && dest=$ROOT/restores/$name
   [ "$tool-$storage" = limit-s3 ] && return 0
   [ "$tool" = pgbackrest ] && pgbackrest_reset "$storage"
   cat "$ROOT"/data/base/*/* >/dev/null 2>&1 || true
@@ -93,7 +98,7 @@ run_cell() {
   rm -rf "$dest" && mkdir -p "$dest" && chown postgres:postgres "$dest" && chmod 700 "$dest"
   sync
   restore=$(timed "$ROOT/logs/$name-restore.log" "$(tool_command "$tool" "$storage" restore "$dest")")
-  rm -rf "$dest"
+  [ "${KEEP_RESTORES:-0}" = 1 ] || rm -rf "$dest"
   forget_backups "$tool" "$storage"
   if [ "$tool" = pgec2 ]; then
     grep -h "stages" "$ROOT/logs/$name-backup.log" "$ROOT/logs/$name-restore.log" \

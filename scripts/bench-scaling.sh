@@ -97,7 +97,8 @@ main_scaling() {
   init_cluster true
   echo "creating $RELATIONS tables" >&2
   many_relations
-  measure "${RELATIONS}-relations"
+  KEEP_RESTORES=1 measure "${RELATIONS}-relations"
+  rm -rf "$ROOT/restores"
   stop_cluster
   rm -rf "$ROOT/data" "$ROOT/repo-pgec2" "$ROOT/repo-walrus" "$ROOT/repo-pgbackrest"
 }
