@@ -10,7 +10,10 @@
 //! decompressed, before any of its bytes reaches a file (a damaged part fails the restore, which
 //! then removes what it wrote).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use std::time::{Duration, Instant};
 
 use pgec2_core::encryption::Keyring;
@@ -76,9 +79,18 @@ pub async fn download_part(
     Ok(StoredPart { info: part, key: key.to_string(), stored })
 }
 
-/// Downloads the manifest's parts but `skipped`, `concurrency` at once (each in its own task, so downloads
-/// go on while the decoders are busy), each into a buffer from `free`, and hands them on in
-/// index order. Returns the number of stored bytes downloaded.
+/// One part's download: its position in the order, the part, how long it took.
+type Download = JoinHandle<Result<(usize, StoredPart, Duration), BackupError>>;
+
+/// Downloads the manifest's parts but `skipped`, up to `concurrency` requests in flight (each in
+/// its own task, so downloads go on while the decoders are busy), each into a buffer from `free`,
+/// and hands them on in index order. Returns the number of stored bytes downloaded.
+///
+/// A slot is refilled as soon as any download finishes, not only the oldest: a part that
+/// completes ahead of a slower one waits in its buffer for its turn while the next request
+/// starts, so one slow answer (a store's long tail) does not leave the other slots idle. Memory
+/// stays the buffers of `free`; parts start in index order, so the oldest part not yet handed on
+/// always holds a buffer or has been handed on, and the pipeline never waits on itself.
 pub async fn download_in_order(
     archive: &Archive,
     manifest: &BackupManifest,
@@ -88,36 +100,49 @@ pub async fn download_in_order(
     next: tokio::sync::mpsc::Sender<StoredPart>,
     times: &StageTimes,
 ) -> Result<u64, BackupError> {
-    let mut pending: VecDeque<JoinHandle<Result<(StoredPart, Duration), BackupError>>> = VecDeque::new();
-    let mut parts = manifest.parts.iter().filter(|part| !skipped.contains(&part.index)).cloned();
+    let concurrency = concurrency.max(1);
+    let mut parts = manifest.parts.iter().filter(|part| !skipped.contains(&part.index)).cloned().enumerate().peekable();
+    let mut in_flight: FuturesUnordered<Download> = FuturesUnordered::new();
+    // Downloaded parts waiting for the ones before them, by their position in the order.
+    let mut arrived: BTreeMap<usize, StoredPart> = BTreeMap::new();
+    let mut handed_on = 0usize;
     let mut stored = 0u64;
-    let outcome = loop {
-        while pending.len() < concurrency {
-            let Some(part) = parts.next() else { break };
-            // No buffer comes back once the decoders stopped: stop too (their error is the cause).
-            let Some(buffer) = free.recv().await else { break };
-            let (archive, backup) = (archive.clone(), manifest.backup.clone());
-            pending.push_back(tokio::spawn(async move {
-                let started = Instant::now();
-                let part = download_part(&archive, &backup, part, buffer).await?;
-                Ok((part, started.elapsed()))
-            }));
-        }
-        let Some(head) = pending.pop_front() else { break Ok(stored) };
-        let part = match head.await {
-            Ok(Ok((part, took))) => {
-                times.add(Stage::Download, took);
-                part
+    let outcome = 'pipeline: loop {
+        while let Some(part) = arrived.remove(&handed_on) {
+            stored += part.stored.len() as u64;
+            if next.send(part).await.is_err() {
+                break 'pipeline Ok(stored);
             }
-            Ok(Err(error)) => break Err(error),
-            Err(error) => break Err(BackupError::Task(error.to_string())),
-        };
-        stored += part.stored.len() as u64;
-        if next.send(part).await.is_err() {
+            handed_on += 1;
+        }
+        let may_start = in_flight.len() < concurrency && parts.peek().is_some();
+        if !may_start && in_flight.is_empty() {
             break Ok(stored);
         }
+        tokio::select! {
+            finished = in_flight.next(), if !in_flight.is_empty() => match finished {
+                Some(Ok(Ok((position, part, took)))) => {
+                    times.add(Stage::Download, took);
+                    arrived.insert(position, part);
+                }
+                Some(Ok(Err(error))) => break Err(error),
+                Some(Err(error)) => break Err(BackupError::Task(error.to_string())),
+                None => {}
+            },
+            buffer = free.recv(), if may_start => {
+                // No buffer comes back once the decoders stopped: stop too (their error is the cause).
+                let Some(buffer) = buffer else { break Ok(stored) };
+                let Some((position, part)) = parts.next() else { continue };
+                let (archive, backup) = (archive.clone(), manifest.backup.clone());
+                in_flight.push(tokio::spawn(async move {
+                    let started = Instant::now();
+                    let part = download_part(&archive, &backup, part, buffer).await?;
+                    Ok((position, part, started.elapsed()))
+                }));
+            }
+        }
     };
-    for download in pending {
+    for download in in_flight.iter() {
         download.abort();
     }
     outcome
@@ -287,7 +312,15 @@ impl<'m> Assembler<'m> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use pgec2_core::compression::Compression;
+    use pgec2_core::layout::ArchiveLayout;
     use pgec2_core::manifest::Chunk;
+    use pgec2_core::storage::PutMode;
+    use pgec2_core::storage::fault::{Fault, FaultHandle, FaultInjecting, Operation, Rule};
+    use pgec2_core::storage::memory::MemoryStorage;
 
     use super::*;
 
@@ -320,6 +353,62 @@ mod tests {
             chunks,
             blocks: None,
         }
+    }
+
+    /// Eight small parts in a store whose first GET of part 0 stalls for `stall`.
+    async fn parts_behind_a_slow_first_part(stall: Duration) -> (Archive, BackupManifest, FaultHandle) {
+        let store = FaultInjecting::new(MemoryStorage::new());
+        let faults = store.handle();
+        let archive = Archive::new(Arc::new(store), ArchiveLayout::root());
+        let mut manifest = BackupManifest::new("base_1");
+        for index in 0..8u32 {
+            let content = vec![index as u8; 100];
+            let (stored, header) = envelope::seal(&content, Compression::default()).expect("seal");
+            let key = archive.layout.backup_part("base_1", index).expect("key");
+            archive.storage.put(&key, Bytes::from(stored.clone()), PutMode::CreateNew).await.expect("put");
+            manifest.parts.push(PartInfo {
+                index,
+                content_bytes: 100,
+                stored_bytes: stored.len() as u64,
+                checksum: header.content_hash_hex(),
+            });
+        }
+        let first = archive.layout.backup_part("base_1", 0).expect("key").to_string();
+        faults.add(Rule::new(Fault::Stall(stall)).on(Operation::Get).matching(move |key| key == first).times(1));
+        (archive, manifest, faults)
+    }
+
+    #[tokio::test]
+    async fn a_slow_part_does_not_idle_the_other_download_slots_and_parts_still_come_in_order() {
+        let (archive, manifest, faults) = parts_behind_a_slow_first_part(Duration::from_millis(600)).await;
+        let buffers = 4;
+        let (free_sender, free) = tokio::sync::mpsc::channel(buffers);
+        for _ in 0..buffers {
+            free_sender.try_send(Vec::new()).expect("buffer");
+        }
+        let (next, mut parts) = tokio::sync::mpsc::channel::<StoredPart>(2);
+        let consumer = tokio::spawn(async move {
+            let mut order = Vec::new();
+            while let Some(part) = parts.recv().await {
+                order.push(part.info.index);
+                let _ = free_sender.send(part.stored).await;
+            }
+            order
+        });
+        let times = StageTimes::default();
+        let skipped = BTreeSet::new();
+        let downloads = download_in_order(&archive, &manifest, &skipped, 2, free, next, &times);
+        let watcher = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            faults.calls(Operation::Get)
+        };
+        let (downloaded, started_during_stall) = tokio::join!(downloads, watcher);
+        let downloaded = downloaded.expect("downloads");
+        // Part 0 stalls in one slot; the other slot goes on with parts 1, 2, 3 (one buffer each)
+        // while they wait for part 0, instead of stopping after part 1.
+        assert_eq!(started_during_stall, buffers as u64, "GETs started while part 0 stalled");
+        assert_eq!(consumer.await.expect("consumer"), (0..8).collect::<Vec<u32>>(), "parts out of order");
+        assert_eq!(downloaded, manifest.parts.iter().map(|part| part.stored_bytes).sum::<u64>());
     }
 
     #[test]
