@@ -12,6 +12,9 @@
 #
 #   scripts/bench-wal.sh                          # 200 segments, 3 repetitions
 #   SEGMENTS=50 REPEAT=1 scripts/bench-wal.sh     # a quick run
+#   BASE_AGENT=/path/to/other/pgec2-agent scripts/bench-wal.sh
+#                                                 # adds the tool pgec2-base: that binary, to
+#                                                 # compare two builds of the agent in one run
 #
 # Figures: push p50/p99 latency per segment (ms, measured around the process), segments/s of the
 # sequential loop, peak RSS of one push (max over all calls), CPU ms per push, stored MB; fetch
@@ -28,6 +31,9 @@ SEGMENTS=${SEGMENTS:-200}
 SCALE=${SCALE:-100}
 RESULTS=$ROOT/wal-results.csv
 SOURCE=$ROOT/source/pg_wal
+if [ -n "${BASE_AGENT:-}" ] && [[ " $TOOLS " != *" pgec2-base "* ]]; then
+  TOOLS=${TOOLS/pgec2/pgec2 pgec2-base}
+fi
 
 # Real segments: archive_command copies every finished segment into $SOURCE.
 make_segments() {
@@ -51,6 +57,10 @@ segment_count() { find "$SOURCE" -maxdepth 1 -regextype posix-extended -regex '.
 # The tool's command for an action (push or fetch), taking the file's arguments after it.
 tool_command() {
   local tool=$1 storage=$2 action=$3
+  if [ "$tool" = pgec2-base ]; then
+    tool_command pgec2 "$storage" "$action" | sed 's#/bin/pgec2-agent #/bin/pgec2-agent-base #'
+    return
+  fi
   case "$tool-$action" in
     pgec2-push) echo "$(pgec2_cmd "$storage" | sed 's/^env /env PGEC2_LOG=pgec2_agent::wal=debug /') wal-push" ;;
     pgec2-*) echo "$(pgec2_cmd "$storage") wal-$action" ;;
@@ -64,9 +74,9 @@ reset_repository() {
   local tool=$1 storage=$2
   case "$storage-$tool" in
     *-pgbackrest) pgbackrest_reset "$storage" ;;
-    file-pgec2) rm -rf "$ROOT/repo-pgec2" "$SOURCE/.pgec2-archive-owner" ;;
+    file-pgec2 | file-pgec2-base) rm -rf "$ROOT/repo-pgec2" "$SOURCE/.pgec2-archive-owner" ;;
     file-walrus) rm -rf "$ROOT/repo-walrus" ;;
-    s3-pgec2) s3_delete "$HTTP_URL" pgec2/ && rm -f "$SOURCE/.pgec2-archive-owner" ;;
+    s3-pgec2 | s3-pgec2-base) s3_delete "$HTTP_URL" pgec2/ && rm -f "$SOURCE/.pgec2-archive-owner" ;;
     s3-walrus) s3_delete "$HTTP_URL" walrus/ ;;
   esac
 }
@@ -104,7 +114,7 @@ run_cell() {
   cat "$SOURCE"/0* >/dev/null
   run_loop push "$(tool_command "$tool" "$storage" push)" "$ROOT/logs/$name-push"
   local stored
-  stored=$(location_bytes "$(repository_location "$tool" "$storage" wal)")
+  stored=$(location_bytes "$(repository_location "${tool%-base}" "$storage" wal)")
   sync
   run_loop fetch "$(tool_command "$tool" "$storage" fetch)" "$ROOT/logs/$name-fetch"
   sleep 3 # let background prefetchers finish before the next cell
@@ -131,6 +141,9 @@ EOF
 
 main() {
   bench_setup
+  if [ -n "${BASE_AGENT:-}" ]; then
+    cp "$BASE_AGENT" "$ROOT/bin/pgec2-agent-base" && chown postgres:postgres "$ROOT/bin/pgec2-agent-base"
+  fi
   versions | tee "$ROOT/versions.txt"
   make_segments
   echo "rep,storage,tool,segments,push_p50_ms,push_p99_ms,push_seg_s,push_rss_mb,push_cpu_ms,stored_mb,fetch_mb_s,fetch_p50_ms,fetch_p99_ms,fetch_rss_mb,fetch_cpu_ms" | tee "$RESULTS"
@@ -145,23 +158,36 @@ main() {
   stage_medians | tee "$ROOT/wal-stages.md"
 }
 
-# Median milliseconds of each stage of pgec2's pushes, per storage, from the push logs.
+# Median milliseconds of each stage of pgec2's pushes, per storage and build, from the push logs;
+# with the seal's CPU (its threads'), the whole process's CPU at its end, the threads the seals ran
+# on and the load of the cores they were chosen from (tasks runnable, this push included).
 stage_medians() {
   python3 - "$ROOT"/logs/*-pgec2-*-push.log <<'EOF'
-import re, statistics, sys
-stages = {}
+import collections, re, statistics, sys
+stages, threads, runnable = {}, {}, {}
 for path in sys.argv[1:]:
-    storage = path.rsplit("/", 1)[1].split("-")[0]
+    storage, tool = re.match(r"([^-]+)-(.+)-[0-9]+-push\.log$", path.rsplit("/", 1)[1]).groups()
+    cell = (storage, tool)
     for line in open(path, errors="replace"):
         line = re.sub(r"\x1b\[[0-9;]*m", "", line)
-        if "wal-push stages" in line:
+        if "wal-push stages" in line or "wal-push finished" in line:
+            prefix = "process_" if "finished" in line else ""
             for name, value in re.findall(r"(\w+)_ms=([0-9.]+)", line):
-                stages.setdefault(storage, {}).setdefault(name, []).append(float(value))
-names = ("read", "identify", "seal", "guards", "store")
-print("| storage | " + " | ".join(f"{name} ms (p50)" for name in names) + " |")
-print("|---|---:|---:|---:|---:|---:|")
-for storage, values in stages.items():
-    print(f"| {storage} | " + " | ".join(f"{statistics.median(values.get(name, [0])):.1f}" for name in names) + " |")
+                stages.setdefault(cell, {}).setdefault(prefix + name, []).append(float(value))
+            for value in re.findall(r"seal_threads=([0-9]+)", line):
+                threads.setdefault(cell, collections.Counter())[value] += 1
+        if "wal-push seal threads" in line:
+            for value in re.findall(r"runnable=Some\(([0-9]+)\)", line):
+                runnable.setdefault(cell, collections.Counter())[value] += 1
+def counts(counter):
+    return ", ".join(f"{key}: {count}" for key, count in sorted(counter.items(), key=lambda item: int(item[0])))
+names = ("read", "identify", "seal", "seal_cpu", "guards", "store", "process_cpu", "process_elapsed")
+print("| storage | tool | " + " | ".join(f"{name} ms (p50)" for name in names) + " | seal threads: pushes | runnable: pushes |")
+print("|---|---|" + "---:|" * len(names) + "---|---|")
+for (storage, tool), values in sorted(stages.items()):
+    medians = (f"{statistics.median(values[name]):.1f}" if name in values else "" for name in names)
+    print(f"| {storage} | {tool} | " + " | ".join(medians)
+          + f" | {counts(threads.get((storage, tool), {}))} | {counts(runnable.get((storage, tool), {}))} |")
 EOF
 }
 
