@@ -112,6 +112,7 @@ run_cell() {
   reset_repository "$tool" "$storage"
   rm -rf "$ROOT/fetch" && mkdir -p "$ROOT/fetch/pg_wal" && chown -R postgres:postgres "$ROOT/fetch"
   cat "$SOURCE"/0* >/dev/null
+  sync # the previous cell's unsynced writes (walrus fetches without fsync) must not slow this one's fsyncs
   run_loop push "$(tool_command "$tool" "$storage" push)" "$ROOT/logs/$name-push"
   local stored
   stored=$(location_bytes "$(repository_location "${tool%-base}" "$storage" wal)")
@@ -149,13 +150,19 @@ main() {
   echo "rep,storage,tool,segments,push_p50_ms,push_p99_ms,push_seg_s,push_rss_mb,push_cpu_ms,stored_mb,fetch_mb_s,fetch_p50_ms,fetch_p99_ms,fetch_rss_mb,fetch_cpu_ms" | tee "$RESULTS"
   for ((rep = 1; rep <= REPEAT; rep++)); do
     for storage in $STORAGES; do
-      for tool in $(rotated_tools "$rep"); do
+      for tool in $(rotated_tools "$rep" | swap_builds "$rep"); do
         run_cell "$rep" "$storage" "$tool"
       done
     done
   done
   summarize wal "$RESULTS" | tee "$ROOT/wal-summary.md"
   stage_medians | tee "$ROOT/wal-stages.md"
+}
+
+# On even repetitions pgec2 and pgec2-base trade places: the rotation alone keeps each tool's
+# predecessor the same in every repetition.
+swap_builds() {
+  if (($1 % 2 == 0)); then sed 's/^pgec2$/pgec2-swap/; s/^pgec2-base$/pgec2/; s/^pgec2-swap$/pgec2-base/'; else cat; fi
 }
 
 # Median milliseconds of each stage of pgec2's pushes, per storage and build, from the push logs;
