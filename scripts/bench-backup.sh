@@ -9,12 +9,15 @@
 #   scripts/bench-backup.sh                                  # pgbench scale 100 + 1 GB random, 3 repetitions
 #   SCALE=20 RANDOM_MB=256 REPEAT=1 scripts/bench-backup.sh  # a quick run
 #   TOOLS=pgec2 STORAGES=file scripts/bench-backup.sh        # one tool, one storage
+#   BASE_AGENT=<older build> TOOLS="pgec2 pgec2-base pgbackrest limit" scripts/bench-backup.sh
+#                                                            # two agent builds alternating in one run
 #
 # The row `limit` is the machine's limit measured in the same run (local directory only): the
 # same data directory through `tar | zstd -$LEVEL -T$PARALLEL` into one file, and back through
 # `zstd -d | tar -x` then `sync`. pgec2 runs at PGEC2_LOG=info, so each of its logs
 # ($ROOT/logs/*-pgec2-*) ends with the busy seconds of each stage (`copy stages`,
-# `restore stages`); they are collected into $ROOT/stages.txt.
+# `restore stages`) and the time of the parts' sync (`parts made durable`); they are collected
+# into $ROOT/stages.txt.
 #
 # Needs: PostgreSQL 15 (Debian), pgbackrest, walrus (cargo install wal-rus), moto_server, python3
 # with boto3, /usr/bin/time (scripts/install-deps.sh), and a release build of the agent
@@ -53,6 +56,11 @@ tool_command() {
   case "$tool-$action" in
     pgec2-backup) echo "PGEC2_LOG=info $(pgec2_cmd "$storage") backup-push --pgdata $ROOT/data" ;;
     pgec2-restore) echo "PGEC2_LOG=info $(pgec2_cmd "$storage") backup-fetch $dest LATEST" ;;
+    pgec2-base-*)
+      local command
+      command=$(tool_command pgec2 "$storage" "$action" "$dest")
+      echo "${command/\/bin\/pgec2-agent /\/bin\/pgec2-agent-base }"
+      ;;
     limit-backup)
       echo "mkdir -p $ROOT/repo-limit && tar -cf - --warning=none --exclude=./pg_wal -C $ROOT/data ." \
         "| zstd -q -$LEVEL -T$PARALLEL -o $ROOT/repo-limit/data.tar.zst"
@@ -83,7 +91,7 @@ timed() {
 
 run_cell() {
   local rep=$1 storage=$2 tool=$3 data_bytes=$4
-  local name="$storage-$tool-$rep" dest=$ROOT/restore
+  local name="$storage-$tool-$rep" dest=$ROOT/restore kind=${tool%-base}
   # With KEEP_RESTORES=1 each restore gets its own directory, removed by the caller after the
   # set: on ext4, creating thousands of files right after thousands were deleted makes the
   # kernel skip every recently freed inode (`recently_deleted`, `find_inode_bit`), which charged
@@ -94,14 +102,14 @@ run_cell() {
   cat "$ROOT"/data/base/*/* >/dev/null 2>&1 || true
   local backup restore stored
   backup=$(timed "$ROOT/logs/$name-backup.log" "$(tool_command "$tool" "$storage" backup)")
-  stored=$(location_bytes "$(repository_location "$tool" "$storage" backups)")
+  stored=$(location_bytes "$(repository_location "$kind" "$storage" backups)")
   rm -rf "$dest" && mkdir -p "$dest" && chown postgres:postgres "$dest" && chmod 700 "$dest"
   sync
   restore=$(timed "$ROOT/logs/$name-restore.log" "$(tool_command "$tool" "$storage" restore "$dest")")
   [ "${KEEP_RESTORES:-0}" = 1 ] || rm -rf "$dest"
-  forget_backups "$tool" "$storage"
-  if [ "$tool" = pgec2 ]; then
-    grep -h "stages" "$ROOT/logs/$name-backup.log" "$ROOT/logs/$name-restore.log" \
+  forget_backups "$kind" "$storage"
+  if [ "$kind" = pgec2 ]; then
+    grep -hE "stages|parts made durable" "$ROOT/logs/$name-backup.log" "$ROOT/logs/$name-restore.log" \
       | sed -e 's/\x1b\[[0-9;]*m//g' -e "s/^/$name /" >>"$ROOT/stages.txt" || true
   fi
   awk -v rep="$rep" -v s="$storage" -v t="$tool" -v bytes="$data_bytes" -v stored="$stored" \
@@ -127,6 +135,9 @@ run_cells() {
 
 main() {
   bench_setup
+  if [ -n "${BASE_AGENT:-}" ]; then
+    cp "$BASE_AGENT" "$ROOT/bin/pgec2-agent-base" && chown postgres:postgres "$ROOT/bin/pgec2-agent-base"
+  fi
   versions | tee "$ROOT/versions.txt"
   init_cluster "$(pgec2_cmd file) wal-push %p && $(pgec2_cmd s3) wal-push %p"
   echo "loading pgbench scale $SCALE and $RANDOM_MB MB of random bytes" >&2
