@@ -166,8 +166,8 @@ swap_builds() {
 }
 
 # Median milliseconds of each stage of pgec2's pushes, per storage and build, from the push logs;
-# with the seal's CPU (its threads'), the whole process's CPU at its end, the threads the seals ran
-# on and the load of the cores they were chosen from (tasks runnable, this push included).
+# for a build that logs them, also the seal's CPU (its threads'), the whole process's CPU at its
+# end, the threads the seals ran on and the load of the cores (tasks runnable, this push included).
 stage_medians() {
   python3 - "$ROOT"/logs/*-pgec2-*-push.log <<'EOF'
 import collections, re, statistics, sys

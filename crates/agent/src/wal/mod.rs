@@ -34,7 +34,6 @@ pub(crate) mod owner;
 pub mod prefetch;
 pub mod push;
 pub mod queue_cap;
-mod seal_threads;
 pub mod spool;
 pub(crate) mod timeline_guard;
 
@@ -64,7 +63,7 @@ pub async fn push_command(config_path: Option<&Path>, args: WalPushArgs) -> Resu
     let outcome = with_deadline("archive", &file, config.transfer.command_timeout, async {
         let archive = config.storage().await?;
         let cap = config.transfer.archive_queue_max_mb;
-        let workers = || seal_workers(config.transfer.upload_concurrency, in_pg_wal, &file);
+        let workers = push::compression_workers(config.transfer.upload_concurrency, in_pg_wal);
         match &data_dir {
             Some(data_dir) if config.transfer.archive_async => {
                 let concurrency = config.transfer.upload_concurrency;
@@ -73,31 +72,17 @@ pub async fn push_command(config_path: Option<&Path>, args: WalPushArgs) -> Resu
             }
             Some(data_dir) if cap.is_some() => match drop_if_over_cap(&path, data_dir, cap)? {
                 Some(outcome) => Ok(outcome),
-                None => push::push_inline(&archive, config.compression, &path, Some(data_dir), workers()).await,
+                None => push::push_inline(&archive, config.compression, &path, Some(data_dir), workers).await,
             },
-            _ => push::push_inline(&archive, config.compression, &path, data_dir.as_deref(), workers()).await,
+            _ => push::push_inline(&archive, config.compression, &path, data_dir.as_deref(), workers).await,
         }
     })
     .await?;
     if let Some(data_dir) = &data_dir {
         prefetch::remove_after_recovery(data_dir);
     }
-    let cpu_ms = nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID)
-        .map_or(0.0, |cpu| Duration::from(cpu).as_secs_f64() * 1e3);
-    let (elapsed_ms, cpu_ms) = (started.elapsed().as_millis(), format!("{cpu_ms:.1}"));
-    tracing::debug!(file, ?outcome, elapsed_ms, cpu_ms = %cpu_ms, "wal-push finished");
+    tracing::debug!(file, ?outcome, elapsed_ms = started.elapsed().as_millis(), "wal-push finished");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Threads sealing one synchronous push (see [`seal_threads`]), logged with the load of the
-/// cores they were chosen from.
-fn seal_workers(upload_concurrency: usize, in_pg_wal: bool, file: &str) -> usize {
-    let (workers, load) = seal_threads::for_push(upload_concurrency, in_pg_wal);
-    if let Some(load) = load {
-        let (runnable, waiting_percent) = (load.runnable, load.waiting_percent);
-        tracing::debug!(file, ?runnable, ?waiting_percent, workers, "wal-push seal threads");
-    }
-    workers
 }
 
 /// The queue cap (see [`queue_cap`]): `Some` when the file was dropped (recorded and logged).

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use nix::time::{ClockId, clock_gettime};
 use pgec2_core::compression::Compression;
 use pgec2_core::encryption::Keyring;
 use pgec2_core::envelope::{self, Header};
@@ -53,6 +52,23 @@ pub async fn push_inline(
     workers: usize,
 ) -> Result<PushOutcome, WalError> {
     push_with(archive, compression, path, data_dir, Sealing::Inline { workers }).await.map(|(outcome, _)| outcome)
+}
+
+/// Compression threads for one synchronous push of a file, `in_pg_wal` when the file is in a data
+/// directory's `pg_wal` (PostgreSQL's archiver calling): see [`seal_threads`].
+pub fn compression_workers(upload_concurrency: usize, in_pg_wal: bool) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    seal_threads(cores, upload_concurrency, in_pg_wal)
+}
+
+/// A file of a data directory's `pg_wal` is sealed on the calling thread alone: the archiver
+/// runs beside the primary's backends and whatever else shares the host, and there every frame
+/// handed between seal threads waits for a time slice (under pgbench load one thread archived
+/// as much or more than two in 7 of 8 pairs, with less CPU: docs/benchmarks.md). Parallelism
+/// across files is `archive_async`'s. Any other file (pushed by hand or a tool) gets one thread
+/// per core, at most `upload_concurrency`, a few milliseconds faster on idle cores.
+fn seal_threads(cores: usize, upload_concurrency: usize, in_pg_wal: bool) -> usize {
+    if in_pg_wal { 1 } else { cores.min(upload_concurrency).max(1) }
 }
 
 /// Like [`push`], also returning the header (length and hash) of the content archived: sealing
@@ -104,7 +120,7 @@ async fn push_with(
     owner::ensure(archive, &claimant, data_dir, &file).await?;
     timeline_guard::ensure(archive, &name, path, data_dir).await?;
     let guards_ms = owner_started.elapsed().as_secs_f64() * 1e3;
-    let (sealed, seal) = match (pooled, sealing) {
+    let (sealed, seal_time) = match (pooled, sealing) {
         (Some(pooled), _) => pooled.await.map_err(|error| WalError::Task(error.to_string()))??,
         (None, Sealing::Inline { workers }) => seal_timed(path, &file, compression, &keyring, workers)?,
         (None, Sealing::BlockingPool) => seal_timed(path, &file, compression, &keyring, 1)?,
@@ -116,9 +132,7 @@ async fn push_with(
         file,
         read_ms = %format!("{read_ms:.1}"),
         identify_ms = %format!("{identify_ms:.1}"),
-        seal_ms = %format!("{:.1}", seal.wall.as_secs_f64() * 1e3),
-        seal_cpu_ms = %format!("{:.1}", seal.cpu.as_secs_f64() * 1e3),
-        seal_threads = seal.threads,
+        seal_ms = %format!("{:.1}", seal_time.as_secs_f64() * 1e3),
         guards_ms = %format!("{guards_ms:.1}"),
         store_ms = %format!("{:.1}", store_started.elapsed().as_secs_f64() * 1e3),
         "wal-push stages"
@@ -150,29 +164,16 @@ fn keyring_for(archive: &Archive, name: &WalFileName) -> Keyring {
     }
 }
 
-/// What a seal took: wall time, CPU time of its threads, and how many threads.
-struct SealTime {
-    wall: Duration,
-    cpu: Duration,
-    threads: usize,
-}
-
-/// [`seal_file`], and what it took. The CPU is the calling thread's for one worker (on the
-/// blocking pool other pushes may run beside it), the whole process's for more: then the seal
-/// blocks the command's only runtime thread and nothing else runs.
+/// [`seal_file`], and how long it took.
 fn seal_timed(
     path: &Path,
     file: &str,
     compression: Compression,
     keyring: &Keyring,
     workers: usize,
-) -> Result<((Vec<u8>, Header), SealTime), WalError> {
-    let clock = if workers > 1 { ClockId::CLOCK_PROCESS_CPUTIME_ID } else { ClockId::CLOCK_THREAD_CPUTIME_ID };
-    let cpu_time = || clock_gettime(clock).map_or(Duration::ZERO, Duration::from);
-    let (started, cpu_started) = (Instant::now(), cpu_time());
-    let sealed = seal_file(path, file, compression, keyring, workers)?;
-    let cpu = cpu_time().saturating_sub(cpu_started);
-    Ok((sealed, SealTime { wall: started.elapsed(), cpu, threads: workers.max(1) }))
+) -> Result<((Vec<u8>, Header), Duration), WalError> {
+    let started = Instant::now();
+    seal_file(path, file, compression, keyring, workers).map(|sealed| (sealed, started.elapsed()))
 }
 
 /// Reads, checksums, compresses (and encrypts) the file a piece at a time on `workers` threads
@@ -278,4 +279,23 @@ async fn compare_with_archived(
         stored: archived.content_hash_hex(),
         local: local.content_hash_hex(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seal_threads;
+
+    #[test]
+    fn a_file_in_pg_wal_is_sealed_on_one_thread_whatever_the_cores_and_concurrency() {
+        assert_eq!(seal_threads(2, 2, true), 1);
+        assert_eq!(seal_threads(16, 8, true), 1);
+    }
+
+    #[test]
+    fn a_file_elsewhere_is_sealed_on_one_thread_per_core_at_most_upload_concurrency() {
+        assert_eq!(seal_threads(2, 4, false), 2);
+        assert_eq!(seal_threads(16, 4, false), 4);
+        assert_eq!(seal_threads(4, 0, false), 1);
+        assert_eq!(seal_threads(1, 4, false), 1);
+    }
 }
