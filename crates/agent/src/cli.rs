@@ -44,6 +44,10 @@ pub enum Command {
     /// Download the WAL segments after AFTER into a prefetch directory (started by wal-fetch).
     #[command(hide = true)]
     WalPrefetch(WalPrefetchArgs),
+    /// Push every ready WAL file of a data directory ahead of PostgreSQL asking (started by
+    /// wal-push with transfer.archive_async).
+    #[command(hide = true)]
+    WalPushAhead(WalPushAheadArgs),
     /// Take a base backup of the running cluster.
     BackupPush(BackupPushArgs),
     /// Restore a base backup into an empty directory, ready for `pg_ctl start`.
@@ -179,6 +183,12 @@ pub struct WalPrefetchArgs {
     /// The cluster's WAL segment size in bytes.
     #[arg(long)]
     pub segment_size: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct WalPushAheadArgs {
+    /// The data directory's `pg_wal`.
+    pub wal_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -14,7 +14,9 @@ fn main() -> ExitCode {
     // thread they start faster and hand no work between threads; their blocking work still runs
     // on tokio's blocking pool.
     let mut builder = match cli.command {
-        Command::WalPush(_) | Command::WalFetch(_) => tokio::runtime::Builder::new_current_thread(),
+        Command::WalPush(_) | Command::WalFetch(_) | Command::WalPushAhead(_) => {
+            tokio::runtime::Builder::new_current_thread()
+        }
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match builder.enable_all().build() {
@@ -43,6 +45,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::WalFetch(args) => wal::fetch_command(config_path, args).await?,
         Command::WalReceive(args) => wal_receive::command(config_path, args).await?,
         Command::WalPrefetch(args) => wal::prefetch_command(config_path, args).await?,
+        Command::WalPushAhead(args) => wal::pusher::command(config_path, args).await?,
         Command::WalVerify(args) => backup::wal_verify_command(config_path, args).await?,
         Command::BackupPush(args) => backup::push_command(config_path, args).await?,
         Command::BackupFetch(args) => backup::fetch_command(config_path, *args).await?,

@@ -1,69 +1,113 @@
-//! Asynchronous archiving (`transfer.archive_async = true`): `wal-push X` answers from the spool
-//! when X was already stored ahead (see [`super::spool`]); otherwise it stores X and, in
-//! parallel, the next files PostgreSQL has marked ready, `upload_concurrency` at a time, and
-//! records each one stored so that PostgreSQL's next calls return at once.
-//!
-//! Only X decides the exit status: a file pushed ahead that fails is logged and left for
-//! PostgreSQL to ask for again (then pushed synchronously). The process waits for every push it
-//! started before it exits, so nothing runs on after PostgreSQL got its answer, and a killed
-//! `wal-push` leaves only markers of files that were durably stored; PostgreSQL retries X.
+//! Asynchronous archiving (`transfer.archive_async = true`), the `wal-push X` PostgreSQL runs:
+//! answered from X's marker when X was already stored ahead (see [`super::spool`]), before any
+//! store client is built; otherwise it makes sure the background pusher runs for this `pg_wal`
+//! (see [`super::pusher`]) and waits, bounded, for X's marker. When the pusher is gone, noted a
+//! failure for X, or takes too long, X is pushed here, synchronously, with every guard, so
+//! PostgreSQL always gets X's own exit status: 0 only when X is archived with identical content.
 
 use std::path::Path;
-
-use futures::StreamExt;
-use pgec2_core::compression::Compression;
-use pgec2_core::layout::Archive;
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 use super::error::WalError;
-use super::push::{PushOutcome, push_file, wal_name_of};
+use super::push::{self, PushOutcome, wal_name_of};
 use super::spool::Spool;
+use crate::config::AgentConfig;
 
-/// Files pushed per call, per upload slot: X and the next ready files, so that the calls after
-/// this one are answered from the spool while each slot stays busy.
-const FILES_PER_SLOT: usize = 2;
+/// How often the waiting `wal-push` looks for X's marker.
+const POLL: Duration = Duration::from_millis(2);
+/// The longest a `wal-push` waits for the pusher before pushing X itself.
+const MAX_WAIT: Duration = Duration::from_secs(60);
 
-/// Archives the WAL file at `path` and the ready files after it; returns X's outcome.
-pub async fn push_ahead(
-    archive: &Archive,
-    compression: Compression,
-    concurrency: usize,
+/// The archive a marker names: the storage settings that select it, so that a marker is checked
+/// without building a store client.
+pub fn archive_identity(config: &AgentConfig) -> String {
+    let storage = &config.storage;
+    format!("{} prefix={} endpoint={}", storage.url, storage.prefix, storage.endpoint.as_deref().unwrap_or("-"))
+}
+
+/// Archives `path` (a file of `data_dir`'s `pg_wal`) in asynchronous mode; X's outcome.
+pub async fn push_async(
+    config_path: Option<&Path>,
+    config: &AgentConfig,
     path: &Path,
-    data_dir: Option<&Path>,
-    cap: Option<u64>,
+    data_dir: &Path,
 ) -> Result<PushOutcome, WalError> {
     let file = wal_name_of(path)?.file_name();
-    let Some(wal_dir) = path.parent() else {
-        return push_file(archive, compression, path, data_dir).await.map(|(outcome, _)| outcome);
-    };
-    let spool = Spool::new(wal_dir);
-    let described = archive.describe();
-    if spool.answer(&file, path, &described) {
-        tracing::debug!(file, "already stored ahead with identical content");
+    let spool = Spool::new(&data_dir.join("pg_wal"));
+    let identity = archive_identity(config);
+    if answer(&spool, &file, path, &identity) {
         return Ok(PushOutcome::AlreadyArchived);
     }
-    if let Some(data_dir) = data_dir
-        && let Some(dropped) = super::drop_if_over_cap(path, data_dir, cap)?
-    {
+    if let Some(dropped) = super::drop_if_over_cap(path, data_dir, config.transfer.archive_queue_max_mb)? {
         return Ok(dropped);
     }
-    spool.sweep();
-    let concurrency = concurrency.max(1);
-    let ahead = spool.ready_files(&file, FILES_PER_SLOT * concurrency - 1);
-    let current = push_file(archive, compression, path, data_dir);
-    let others = futures::stream::iter(ahead)
-        .map(|name| {
-            let (spool, described) = (&spool, &described);
-            async move {
-                match push_file(archive, compression, &wal_dir.join(&name), data_dir).await {
-                    Ok((_, header)) => spool.record(&name, described, &header),
-                    Err(error) => {
-                        tracing::warn!(file = %name, %error, "could not archive ahead; PostgreSQL will ask again")
-                    }
-                }
+    let noted = spool.take_failure(&file);
+    if noted.is_none() && spool.is_ready(&file) {
+        let bound = (config.transfer.command_timeout / 4).min(MAX_WAIT);
+        if wait_for_pusher(config_path, &spool, &file, path, &identity, bound).await {
+            return Ok(PushOutcome::AlreadyArchived);
+        }
+    }
+    tracing::debug!(file, failed_ahead = noted.as_deref(), "pushing the file itself");
+    super::with_deadline("archive", &file, config.transfer.command_timeout, async {
+        let archive = config.storage().await?;
+        let workers = push::compression_workers(config.transfer.upload_concurrency, true);
+        push::push_inline(&archive, config.compression, path, Some(data_dir), workers).await
+    })
+    .await
+}
+
+/// True when X's marker answers for X's current content (the marker is then removed).
+fn answer(spool: &Spool, file: &str, path: &Path, identity: &str) -> bool {
+    let answered = spool.answer(file, path, identity);
+    if answered {
+        tracing::debug!(file, "already stored ahead with identical content");
+    }
+    answered
+}
+
+/// Starts the pusher unless one runs, then waits until X's marker answers (true), or the pusher
+/// noted a failure for X, is gone, or `bound` passed (false: push X here).
+async fn wait_for_pusher(
+    config_path: Option<&Path>,
+    spool: &Spool,
+    file: &str,
+    path: &Path,
+    identity: &str,
+    bound: Duration,
+) -> bool {
+    let mut started: Option<Child> = None;
+    if !spool.pusher_running() {
+        match super::pusher::spawn(config_path, spool.wal_dir()) {
+            Ok(child) => started = Some(child),
+            Err(error) => {
+                tracing::warn!(%error, "could not start the WAL pusher; pushing the file itself");
+                return false;
             }
-        })
-        .buffer_unordered(concurrency.saturating_sub(1).max(1))
-        .collect::<Vec<()>>();
-    let (current, _) = tokio::join!(current, others);
-    current.map(|(outcome, _)| outcome)
+        }
+    }
+    let waiting = Instant::now();
+    loop {
+        if spool.has_marker(file) {
+            return answer(spool, file, path, identity);
+        }
+        if let Some(note) = spool.take_failure(file) {
+            tracing::debug!(file, note, "the pusher could not store the file");
+            return false;
+        }
+        let child_running = started.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)));
+        if !child_running && !spool.pusher_running() {
+            return spool.has_marker(file) && answer(spool, file, path, identity);
+        }
+        if waiting.elapsed() >= bound {
+            tracing::warn!(
+                file,
+                waited_ms = waiting.elapsed().as_millis(),
+                "the WAL pusher is slow; pushing the file itself"
+            );
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }

@@ -5,8 +5,9 @@
 //! archive_command = 'pgec2-agent wal-push %p'      %p = pg_wal/<file>, cwd = PGDATA
 //!   read → identity guard (cluster.json) → seal (compress + BLAKE3) → put CreateNew
 //!   AlreadyExists: identical content → 0, different → error (never overwritten)
-//!   archive_async: answered from pg_wal/.pgec2-archived when stored ahead (spool.rs), else the
-//!   file and the next ready ones in parallel (ahead.rs)
+//!   archive_async: answered from pg_wal/.pgec2-archived when stored ahead (spool.rs), else a
+//!   detached `wal-push-ahead` pushes every ready file (pusher.rs) while wal-push waits for the
+//!   file's marker, pushing the file itself when the pusher fails or is gone (ahead.rs)
 //! restore_command = 'pgec2-agent wal-fetch %f %p'  %p = pg_wal/RECOVERYXLOG
 //!   pg_wal/.pgec2-prefetch/<f>.<hash> verified → rename, else get → decompress into a temp file
 //!   while verifying → fsync → rename
@@ -33,6 +34,7 @@ pub mod hole;
 pub(crate) mod owner;
 pub mod prefetch;
 pub mod push;
+pub mod pusher;
 pub mod queue_cap;
 pub mod spool;
 pub(crate) mod timeline_guard;
@@ -60,29 +62,41 @@ pub async fn push_command(config_path: Option<&Path>, args: WalPushArgs) -> Resu
     let in_pg_wal = data_dir_of(&path).is_some();
     let data_dir = data_dir_of(&path).or_else(|| config.pgdata().map(Path::to_path_buf));
     let file = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-    let outcome = with_deadline("archive", &file, config.transfer.command_timeout, async {
-        let archive = config.storage().await?;
-        let cap = config.transfer.archive_queue_max_mb;
-        let workers = push::compression_workers(config.transfer.upload_concurrency, in_pg_wal);
-        match &data_dir {
-            Some(data_dir) if config.transfer.archive_async => {
-                let concurrency = config.transfer.upload_concurrency;
-                let data_dir = Some(data_dir.as_path());
-                ahead::push_ahead(&archive, config.compression, concurrency, &path, data_dir, cap).await
-            }
-            Some(data_dir) if cap.is_some() => match drop_if_over_cap(&path, data_dir, cap)? {
-                Some(outcome) => Ok(outcome),
-                None => push::push_inline(&archive, config.compression, &path, Some(data_dir), workers).await,
-            },
-            _ => push::push_inline(&archive, config.compression, &path, data_dir.as_deref(), workers).await,
+    let outcome = match &data_dir {
+        // Answered from the spool before any store client is built (see ahead.rs).
+        Some(data_dir) if config.transfer.archive_async && in_pg_wal => {
+            ahead::push_async(config_path, &config, &path, data_dir).await
         }
-    })
-    .await?;
+        _ => push_sync(&config, &path, data_dir.as_deref(), in_pg_wal).await,
+    }?;
     if let Some(data_dir) = &data_dir {
         prefetch::remove_after_recovery(data_dir);
     }
     tracing::debug!(file, ?outcome, elapsed_ms = started.elapsed().as_millis(), "wal-push finished");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The synchronous push of one file, with the queue cap when set.
+async fn push_sync(
+    config: &AgentConfig,
+    path: &Path,
+    data_dir: Option<&Path>,
+    in_pg_wal: bool,
+) -> Result<PushOutcome, WalError> {
+    let file = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    with_deadline("archive", &file, config.transfer.command_timeout, async {
+        let archive = config.storage().await?;
+        let cap = config.transfer.archive_queue_max_mb;
+        let workers = push::compression_workers(config.transfer.upload_concurrency, in_pg_wal);
+        match data_dir {
+            Some(data_dir) if cap.is_some() => match drop_if_over_cap(path, data_dir, cap)? {
+                Some(outcome) => Ok(outcome),
+                None => push::push_inline(&archive, config.compression, path, Some(data_dir), workers).await,
+            },
+            _ => push::push_inline(&archive, config.compression, path, data_dir, workers).await,
+        }
+    })
+    .await
 }
 
 /// The queue cap (see [`queue_cap`]): `Some` when the file was dropped (recorded and logged).

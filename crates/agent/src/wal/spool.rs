@@ -20,6 +20,10 @@ use pgec2_core::wal::WalFileName;
 
 /// The marker directory, inside `pg_wal` (never part of a base backup).
 pub const SPOOL_DIR: &str = ".pgec2-archived";
+/// The background pusher's lock file, in the marker directory.
+pub const PUSHER_LOCK: &str = ".pusher.lock";
+/// How a failure note is named: `.<file>.failed`.
+const FAILED_SUFFIX: &str = ".failed";
 
 /// The markers of one data directory's `pg_wal`.
 #[derive(Clone, Debug)]
@@ -56,6 +60,11 @@ impl Spool {
     /// The spool of the data directory whose `pg_wal` is `wal_dir`.
     pub fn new(wal_dir: &Path) -> Self {
         Self { wal_dir: wal_dir.to_path_buf(), dir: wal_dir.join(SPOOL_DIR) }
+    }
+
+    /// The `pg_wal` directory.
+    pub fn wal_dir(&self) -> &Path {
+        &self.wal_dir
     }
 
     /// True when `file` (at `path`) was already stored in `archive` with exactly its current
@@ -98,28 +107,106 @@ impl Spool {
     /// Up to `limit` files PostgreSQL has marked ready to archive, other than `current` and those
     /// already stored ahead, oldest first (history files first, as PostgreSQL orders them).
     pub fn ready_files(&self, current: &str, limit: usize) -> Vec<String> {
+        self.pending(limit, |name| name == current)
+    }
+
+    /// Up to `limit` files PostgreSQL has marked ready to archive that have neither a marker nor
+    /// a failure note and that `skip` does not exclude, oldest first (history files first, as
+    /// PostgreSQL orders them).
+    pub fn pending(&self, limit: usize, skip: impl Fn(&str) -> bool) -> Vec<String> {
         if limit == 0 {
             return Vec::new();
         }
         let Ok(entries) = fs::read_dir(self.wal_dir.join("archive_status")) else { return Vec::new() };
         let mut ready: Vec<String> = entries
             .filter_map(|entry| entry.ok()?.file_name().to_str()?.strip_suffix(".ready").map(str::to_string))
-            .filter(|name| name != current && name.parse::<WalFileName>().is_ok())
-            .filter(|name| !self.dir.join(name).exists())
+            .filter(|name| !skip(name) && name.parse::<WalFileName>().is_ok())
             .collect();
         ready.sort_by_key(|name| (!name.ends_with(".history"), name.clone()));
+        ready.retain(|name| !self.dir.join(name).exists() && !self.failure_path(name).exists());
         ready.truncate(limit);
         ready
     }
 
-    /// Removes markers whose file is no longer in `pg_wal` (PostgreSQL recycled it without asking,
-    /// e.g. after archiving was turned off), and temporaries of interrupted writes.
+    /// Whether PostgreSQL has marked `file` ready to archive.
+    pub fn is_ready(&self, file: &str) -> bool {
+        self.wal_dir.join("archive_status").join(format!("{file}.ready")).exists()
+    }
+
+    /// Whether a marker for `file` exists (without checking it).
+    pub fn has_marker(&self, file: &str) -> bool {
+        self.dir.join(file).exists()
+    }
+
+    /// Notes that the background pusher could not store `file` (see [`super::pusher`]): it does
+    /// not try that file again, and the `wal-push` that PostgreSQL runs for it pushes it itself.
+    pub fn note_failure(&self, file: &str, error: &str) {
+        let written = fs::create_dir_all(&self.dir).and_then(|()| fs::write(self.failure_path(file), error));
+        if let Err(error) = written {
+            tracing::debug!(file, %error, "could not note a failed push ahead");
+        }
+    }
+
+    /// Takes (reads and removes) the failure note of `file`, if any.
+    pub fn take_failure(&self, file: &str) -> Option<String> {
+        let path = self.failure_path(file);
+        let note = fs::read_to_string(&path).ok()?;
+        let _ = fs::remove_file(&path);
+        Some(note)
+    }
+
+    fn failure_path(&self, file: &str) -> PathBuf {
+        self.dir.join(format!(".{file}{FAILED_SUFFIX}"))
+    }
+
+    /// Takes the background pusher's lock (held for the pusher's life; released by the kernel
+    /// when it exits or is killed); `None` when a pusher holds it.
+    pub fn try_lock_pusher(&self) -> io::Result<Option<fs::File>> {
+        fs::create_dir_all(&self.dir)?;
+        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(self.dir.join(PUSHER_LOCK))?;
+        match file.try_lock() {
+            Ok(()) => {
+                // Who holds it, for an operator (and the tests) to find: best effort.
+                let _ = file
+                    .set_len(0)
+                    .and_then(|()| io::Write::write_all(&mut &file, std::process::id().to_string().as_bytes()));
+                Ok(Some(file))
+            }
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(error)) => Err(error),
+        }
+    }
+
+    /// Whether `lock` (taken by [`Self::try_lock_pusher`]) is still this `pg_wal`'s lock file: false
+    /// once the directory was removed or replaced (a restore, a new cluster at the same path).
+    pub fn still_locked_by(&self, lock: &fs::File) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let (Ok(held), Ok(current)) = (lock.metadata(), fs::metadata(self.dir.join(PUSHER_LOCK))) else { return false };
+        held.dev() == current.dev() && held.ino() == current.ino()
+    }
+
+    /// The process id the running pusher wrote into its lock file.
+    pub fn pusher_pid(&self) -> Option<u32> {
+        fs::read_to_string(self.dir.join(PUSHER_LOCK)).ok()?.trim().parse().ok()
+    }
+
+    /// Whether a background pusher holds its lock now.
+    pub fn pusher_running(&self) -> bool {
+        let Ok(file) = fs::File::open(self.dir.join(PUSHER_LOCK)) else { return false };
+        matches!(file.try_lock_shared(), Err(fs::TryLockError::WouldBlock))
+    }
+
+    /// Removes markers and failure notes whose file is no longer in `pg_wal` (PostgreSQL recycled
+    /// it without asking, e.g. after archiving was turned off), and temporaries of interrupted
+    /// writes. Run by the background pusher, which alone writes markers, under its lock.
     pub fn sweep(&self) {
         let Ok(entries) = fs::read_dir(&self.dir) else { return };
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.starts_with('.') || !self.wal_dir.join(&*name).exists() {
+            let file = name.strip_prefix('.').and_then(|name| name.strip_suffix(FAILED_SUFFIX)).unwrap_or(&name);
+            let stale = name.ends_with(".tmp") || (!file.starts_with('.') && !self.wal_dir.join(file).exists());
+            if stale && *name != *PUSHER_LOCK {
                 let _ = fs::remove_file(entry.path());
             }
         }
@@ -207,5 +294,40 @@ mod tests {
         assert_eq!(spool.ready_files(SEGMENT, 1), vec!["00000002.history"]);
         spool.sweep();
         assert!(!wal.join(SPOOL_DIR).join("000000010000000000000004").exists(), "its segment is gone");
+    }
+
+    #[test]
+    fn a_failure_note_keeps_its_file_from_the_pusher_until_taken_and_is_swept_with_its_file() {
+        let (_dir, wal) = wal_dir();
+        for name in [SEGMENT, "000000010000000000000004"] {
+            fs::write(wal.join(name), b"x").expect("segment");
+            fs::write(wal.join("archive_status").join(format!("{name}.ready")), b"").expect("ready");
+        }
+        let spool = Spool::new(&wal);
+        spool.note_failure(SEGMENT, "the store refused");
+        assert_eq!(spool.pending(8, |_| false), vec!["000000010000000000000004"]);
+        assert_eq!(spool.pending(8, |name| name.ends_with('4')), Vec::<String>::new());
+        spool.sweep();
+        assert_eq!(spool.take_failure(SEGMENT).as_deref(), Some("the store refused"), "its file is still there");
+        assert_eq!(spool.take_failure(SEGMENT), None, "a note is taken once");
+        spool.note_failure(SEGMENT, "again");
+        fs::remove_file(wal.join(SEGMENT)).expect("recycle");
+        spool.sweep();
+        assert_eq!(spool.take_failure(SEGMENT), None, "swept with its file");
+    }
+
+    #[test]
+    fn only_one_pusher_holds_the_lock_and_others_see_it_running() {
+        let (_dir, wal) = wal_dir();
+        let spool = Spool::new(&wal);
+        assert!(!spool.pusher_running());
+        let held = spool.try_lock_pusher().expect("lock").expect("first holder");
+        assert!(spool.pusher_running());
+        assert!(spool.try_lock_pusher().expect("lock").is_none(), "a second pusher");
+        spool.sweep();
+        assert!(spool.still_locked_by(&held));
+        drop(held);
+        assert!(!spool.pusher_running(), "released with its holder");
+        assert!(spool.try_lock_pusher().expect("lock").is_some());
     }
 }
