@@ -104,12 +104,6 @@ impl Spool {
         }
     }
 
-    /// Up to `limit` files PostgreSQL has marked ready to archive, other than `current` and those
-    /// already stored ahead, oldest first (history files first, as PostgreSQL orders them).
-    pub fn ready_files(&self, current: &str, limit: usize) -> Vec<String> {
-        self.pending(limit, |name| name == current)
-    }
-
     /// Up to `limit` files PostgreSQL has marked ready to archive that have neither a marker nor
     /// a failure note and that `skip` does not exclude, oldest first (history files first, as
     /// PostgreSQL orders them).
@@ -123,9 +117,13 @@ impl Spool {
             .filter(|name| !skip(name) && name.parse::<WalFileName>().is_ok())
             .collect();
         ready.sort_by_key(|name| (!name.ends_with(".history"), name.clone()));
-        ready.retain(|name| !self.dir.join(name).exists() && !self.failure_path(name).exists());
-        ready.truncate(limit);
+        // Looks for markers and notes only until `limit` files are found: with a long backlog,
+        // the pusher asks every few milliseconds and wants one or two files.
         ready
+            .into_iter()
+            .filter(|name| !self.dir.join(name).exists() && !self.failure_path(name).exists())
+            .take(limit)
+            .collect()
     }
 
     /// Whether PostgreSQL has marked `file` ready to archive.
@@ -282,7 +280,7 @@ mod tests {
     }
 
     #[test]
-    fn ready_files_skip_the_current_one_and_those_stored_ahead() {
+    fn pending_files_skip_the_excluded_one_and_those_stored_ahead() {
         let (_dir, wal) = wal_dir();
         for name in ["000000010000000000000005", "000000010000000000000004", SEGMENT, "00000002.history", "junk"] {
             fs::write(wal.join("archive_status").join(format!("{name}.ready")), b"").expect("ready");
@@ -290,8 +288,8 @@ mod tests {
         fs::write(wal.join("archive_status/000000010000000000000002.done"), b"").expect("done");
         let spool = Spool::new(&wal);
         spool.record("000000010000000000000004", "file:///a", &header_of(b"x"));
-        assert_eq!(spool.ready_files(SEGMENT, 8), vec!["00000002.history", "000000010000000000000005"]);
-        assert_eq!(spool.ready_files(SEGMENT, 1), vec!["00000002.history"]);
+        assert_eq!(spool.pending(8, |name| name == SEGMENT), vec!["00000002.history", "000000010000000000000005"]);
+        assert_eq!(spool.pending(1, |name| name == SEGMENT), vec!["00000002.history"]);
         spool.sweep();
         assert!(!wal.join(SPOOL_DIR).join("000000010000000000000004").exists(), "its segment is gone");
     }
