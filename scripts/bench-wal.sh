@@ -166,8 +166,8 @@ swap_builds() {
 }
 
 # Median milliseconds of each stage of pgec2's pushes, per storage and build, from the push logs;
-# for a build that logs them, also the seal's CPU (its threads'), the whole process's CPU at its
-# end, the threads the seals ran on and the load of the cores (tasks runnable, this push included).
+# for a build that logs them, also the threads the seals ran on and the load of the cores they
+# were chosen from (tasks runnable, this push included).
 stage_medians() {
   python3 - "$ROOT"/logs/*-pgec2-*-push.log <<'EOF'
 import collections, re, statistics, sys
@@ -181,14 +181,14 @@ for path in sys.argv[1:]:
             prefix = "process_" if "finished" in line else ""
             for name, value in re.findall(r"(\w+)_ms=([0-9.]+)", line):
                 stages.setdefault(cell, {}).setdefault(prefix + name, []).append(float(value))
-            for value in re.findall(r"seal_threads=([0-9]+)", line):
-                threads.setdefault(cell, collections.Counter())[value] += 1
         if "wal-push seal threads" in line:
+            for value in re.findall(r"workers=([0-9]+)", line):
+                threads.setdefault(cell, collections.Counter())[value] += 1
             for value in re.findall(r"runnable=Some\(([0-9]+)\)", line):
                 runnable.setdefault(cell, collections.Counter())[value] += 1
 def counts(counter):
     return ", ".join(f"{key}: {count}" for key, count in sorted(counter.items(), key=lambda item: int(item[0])))
-names = ("read", "identify", "seal", "seal_cpu", "guards", "store", "process_cpu", "process_elapsed")
+names = ("read", "identify", "seal", "guards", "store", "process_elapsed")
 print("| storage | tool | " + " | ".join(f"{name} ms (p50)" for name in names) + " | seal threads: pushes | runnable: pushes |")
 print("|---|---|" + "---:|" * len(names) + "---|---|")
 for (storage, tool), values in sorted(stages.items()):

@@ -26,6 +26,8 @@ use crate::encryption::{KeyError, Keyring};
 mod encrypted;
 pub mod frames;
 
+pub use frames::ReadAt;
+
 pub use encrypted::CHUNK_LEN;
 use encrypted::Encrypting;
 
@@ -176,27 +178,42 @@ pub fn seal_reader_with(
     compression: Compression,
     keyring: &Keyring,
 ) -> Result<(Vec<u8>, Header), EnvelopeError> {
-    seal_reader_parallel(reader, size_hint, compression, keyring, 1)
+    seal_into(size_hint, compression, keyring, |out| match compression.algorithm {
+        Algorithm::Zstd => frames::compress_frames(reader, compression, out),
+        Algorithm::None | Algorithm::Lz4 => stream_pieces(reader, compression, out),
+    })
 }
 
-/// Like [`seal_reader_with`], zstd content compressed by `workers` threads as a series of
-/// independent frames (see [`frames`]); other algorithms stream on the calling thread.
-pub fn seal_reader_parallel(
-    reader: &mut (impl Read + Send),
+/// Like [`seal_reader_with`], reading `source` (a file) at offsets: zstd content compressed by
+/// `workers` threads as a series of independent frames, each thread reading its own (see
+/// [`frames`]); other algorithms stream on the calling thread.
+pub fn seal_at(
+    source: &(impl ReadAt + ?Sized),
     size_hint: usize,
     compression: Compression,
     keyring: &Keyring,
     workers: usize,
+) -> Result<(Vec<u8>, Header), EnvelopeError> {
+    seal_into(size_hint, compression, keyring, |out| match compression.algorithm {
+        Algorithm::Zstd => frames::compress_frames_at(source, compression, workers, out),
+        Algorithm::None | Algorithm::Lz4 => stream_pieces(&mut frames::InOrder { source, offset: 0 }, compression, out),
+    })
+}
+
+/// The stored bytes: room for the headers, the payload `compress` appends, then the headers
+/// (and, with a writing key, the payload encrypted in place).
+fn seal_into(
+    size_hint: usize,
+    compression: Compression,
+    keyring: &Keyring,
+    compress: impl FnOnce(&mut Vec<u8>) -> Result<frames::Sealed, EnvelopeError>,
 ) -> Result<(Vec<u8>, Header), EnvelopeError> {
     let encrypting = Encrypting::for_keyring(keyring)?;
     let headers_len = HEADER_LEN + encrypting.as_ref().map_or(0, Encrypting::header_len);
     let reservation = size_hint.min(MAX_OUTPUT_RESERVATION);
     let mut out = Vec::with_capacity(headers_len + reservation + reservation / CHUNK_LEN * 16 + 16);
     out.resize(headers_len, 0);
-    let sealed = match compression.algorithm {
-        Algorithm::Zstd => frames::compress_frames(reader, compression, workers, &mut out)?,
-        Algorithm::None | Algorithm::Lz4 => stream_pieces(reader, compression, &mut out)?,
-    };
+    let sealed = compress(&mut out)?;
     let header = Header {
         algorithm: compression.algorithm,
         content_len: sealed.content_len,

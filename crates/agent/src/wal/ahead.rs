@@ -10,7 +10,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use super::error::WalError;
-use super::push::{self, PushOutcome, wal_name_of};
+use super::push::{PushOutcome, wal_name_of};
 use super::spool::Spool;
 use crate::config::AgentConfig;
 
@@ -50,12 +50,7 @@ pub async fn push_async(
         }
     }
     tracing::debug!(file, failed_ahead = noted.as_deref(), "pushing the file itself");
-    super::with_deadline("archive", &file, config.transfer.command_timeout, async {
-        let archive = config.storage().await?;
-        let workers = push::compression_workers(config.transfer.upload_concurrency, true);
-        push::push_inline(&archive, config.compression, path, Some(data_dir), workers).await
-    })
-    .await
+    super::push_now(config, path, Some(data_dir), true).await
 }
 
 /// True when X's marker answers for X's current content (the marker is then removed).

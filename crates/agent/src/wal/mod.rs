@@ -36,6 +36,7 @@ pub mod prefetch;
 pub mod push;
 pub mod pusher;
 pub mod queue_cap;
+mod seal_threads;
 pub mod spool;
 pub(crate) mod timeline_guard;
 
@@ -83,18 +84,28 @@ async fn push_sync(
     data_dir: Option<&Path>,
     in_pg_wal: bool,
 ) -> Result<PushOutcome, WalError> {
+    let cap = config.transfer.archive_queue_max_mb;
+    if let Some(data_dir) = data_dir.filter(|_| cap.is_some())
+        && let Some(dropped) = drop_if_over_cap(path, data_dir, cap)?
+    {
+        return Ok(dropped);
+    }
+    push_now(config, path, data_dir, in_pg_wal).await
+}
+
+/// Pushes one file on this process, within the command's deadline: the store client, then
+/// [`push::push_inline`] sealing on [`push::compression_workers`] threads.
+pub(crate) async fn push_now(
+    config: &AgentConfig,
+    path: &Path,
+    data_dir: Option<&Path>,
+    in_pg_wal: bool,
+) -> Result<PushOutcome, WalError> {
     let file = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     with_deadline("archive", &file, config.transfer.command_timeout, async {
         let archive = config.storage().await?;
-        let cap = config.transfer.archive_queue_max_mb;
         let workers = push::compression_workers(config.transfer.upload_concurrency, in_pg_wal);
-        match data_dir {
-            Some(data_dir) if cap.is_some() => match drop_if_over_cap(path, data_dir, cap)? {
-                Some(outcome) => Ok(outcome),
-                None => push::push_inline(&archive, config.compression, path, Some(data_dir), workers).await,
-            },
-            _ => push::push_inline(&archive, config.compression, path, data_dir, workers).await,
-        }
+        push::push_inline(&archive, config.compression, path, data_dir, workers).await
     })
     .await
 }

@@ -14,7 +14,7 @@ use pgec2_core::storage::{ObjectKey, PutMode, StorageError};
 use pgec2_core::wal::{SegmentHeader, WalFileName, control_file_system_identifier};
 
 use super::error::{WalError, blocking};
-use super::{owner, timeline_guard};
+use super::{owner, seal_threads, timeline_guard};
 
 /// What `push` did with the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,20 +55,15 @@ pub async fn push_inline(
 }
 
 /// Compression threads for one synchronous push of a file, `in_pg_wal` when the file is in a data
-/// directory's `pg_wal` (PostgreSQL's archiver calling): see [`seal_threads`].
+/// directory's `pg_wal` (PostgreSQL's archiver calling): two while a core is idle, one while the
+/// cores are busy (see [`seal_threads`]); the load it was chosen from is logged at debug level.
 pub fn compression_workers(upload_concurrency: usize, in_pg_wal: bool) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    seal_threads(cores, upload_concurrency, in_pg_wal)
-}
-
-/// A file of a data directory's `pg_wal` is sealed on the calling thread alone: the archiver
-/// runs beside the primary's backends and whatever else shares the host, and there every frame
-/// handed between seal threads waits for a time slice (under pgbench load one thread archived
-/// as much or more than two in 7 of 8 pairs, with less CPU: docs/benchmarks.md). Parallelism
-/// across files is `archive_async`'s. Any other file (pushed by hand or a tool) gets one thread
-/// per core, at most `upload_concurrency`, a few milliseconds faster on idle cores.
-fn seal_threads(cores: usize, upload_concurrency: usize, in_pg_wal: bool) -> usize {
-    if in_pg_wal { 1 } else { cores.min(upload_concurrency).max(1) }
+    let (workers, load) = seal_threads::for_push(upload_concurrency, in_pg_wal);
+    if let Some(load) = load {
+        let (runnable, waiting_percent) = (load.runnable, load.waiting_percent);
+        tracing::debug!(?runnable, ?waiting_percent, workers, "wal-push seal threads");
+    }
+    workers
 }
 
 /// Like [`push`], also returning the header (length and hash) of the content archived: sealing
@@ -186,13 +181,28 @@ fn seal_file(
     workers: usize,
 ) -> Result<(Vec<u8>, Header), WalError> {
     let read_error = |error| WalError::Read { path: path.to_path_buf(), error };
-    let mut source = std::fs::File::open(path).map_err(read_error)?;
+    let source = std::fs::File::open(path).map_err(read_error)?;
     let size = source.metadata().map_err(read_error)?.len();
     let size_hint = usize::try_from(size).unwrap_or(usize::MAX);
-    envelope::seal_reader_parallel(&mut source, size_hint, compression, keyring, workers).map_err(|error| match error {
-        envelope::EnvelopeError::Read(error) => read_error(error),
-        error => WalError::Seal { file: file.to_string(), error },
-    })
+    let (stored, header) =
+        envelope::seal_at(&source, size_hint, compression, keyring, workers).map_err(|error| match error {
+            envelope::EnvelopeError::Read(error) => read_error(error),
+            error => WalError::Seal { file: file.to_string(), error },
+        })?;
+    same_length(size, header.content_len).map_err(read_error)?;
+    Ok((stored, header))
+}
+
+/// Refuses a file whose length at opening (`opened`) differs from what was read: it changed
+/// while being read, and what was sealed is not the file PostgreSQL asked for.
+fn same_length(opened: u64, read: u64) -> Result<(), std::io::Error> {
+    if opened == read {
+        return Ok(());
+    }
+    Err(std::io::Error::other(format!(
+        "it changed length while it was being read ({opened} bytes when opened, {read} read); a WAL file must not \
+         change while it is archived"
+    )))
 }
 
 /// The WAL file name of `path`, refusing anything PostgreSQL would not archive.
@@ -283,19 +293,13 @@ async fn compare_with_archived(
 
 #[cfg(test)]
 mod tests {
-    use super::seal_threads;
+    use super::same_length;
 
     #[test]
-    fn a_file_in_pg_wal_is_sealed_on_one_thread_whatever_the_cores_and_concurrency() {
-        assert_eq!(seal_threads(2, 2, true), 1);
-        assert_eq!(seal_threads(16, 8, true), 1);
-    }
-
-    #[test]
-    fn a_file_elsewhere_is_sealed_on_one_thread_per_core_at_most_upload_concurrency() {
-        assert_eq!(seal_threads(2, 4, false), 2);
-        assert_eq!(seal_threads(16, 4, false), 4);
-        assert_eq!(seal_threads(4, 0, false), 1);
-        assert_eq!(seal_threads(1, 4, false), 1);
+    fn a_file_read_at_another_length_than_it_had_when_opened_is_refused() {
+        assert!(same_length(16 << 20, 16 << 20).is_ok());
+        let error = same_length(16 << 20, 8 << 20).expect_err("a file that shrank while read");
+        assert!(error.to_string().contains("changed length"), "{error}");
+        assert!(same_length(16 << 20, 17 << 20).is_err(), "a file that grew while read");
     }
 }
