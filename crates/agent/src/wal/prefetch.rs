@@ -5,7 +5,9 @@
 //! A prefetched segment is stored decompressed under `<segment>.<blake3 of content>`, written
 //! to a temp name while it is decompressed and verified, fsynced and renamed; `take` re-hashes it before moving it into place, so a
 //! damaged or half-written file is never handed to PostgreSQL. One prefetcher runs at a time
-//! (an flock on `.lock`); it removes segments of other timelines and ones already replayed.
+//! (an flock on `.lock`); it removes segments of other timelines and ones already replayed. A
+//! copy it removes while a `wal-fetch` is taking it (PostgreSQL fetches the last segment again
+//! at the end of recovery) is downloaded instead: never a failed fetch that stops recovery.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -61,16 +63,9 @@ impl PrefetchDir {
                 let _ = fs::remove_file(&path);
                 continue;
             }
-            // A rename fails across filesystems: copy then (re-checked, as one read), the rare path.
-            let moved = durable::rename_durably(&path, dest).or_else(|_| {
-                let content = fs::read(&path)?;
-                if blake3::hash(&content) != actual {
-                    return Err(io::Error::other("the prefetched file changed while it was being moved"));
-                }
-                durable::write_atomically(dest, &content)
-            });
-            moved.map_err(|error| WalError::Write { path: dest.to_path_buf(), error })?;
-            return Ok(Some(start));
+            if move_verified(&path, dest, &actual)? {
+                return Ok(Some(start));
+            }
         }
         Ok(None)
     }
@@ -244,6 +239,29 @@ fn try_spawn(config_path: Option<&Path>, dir: &PrefetchDir, after: &str, size: S
     Ok(())
 }
 
+/// Moves the verified prefetched copy `path` (whose content hash is `hash`) to `dest`: true when
+/// moved, false when the copy was removed before it could be (the prefetcher cleans copies it
+/// no longer needs while a `wal-fetch` may be taking one: the caller downloads the file
+/// instead). Any other failure is an error naming `dest`.
+fn move_verified(path: &Path, dest: &Path, hash: &blake3::Hash) -> Result<bool, WalError> {
+    // A rename fails across filesystems: copy then (re-checked, as one read), the rare path.
+    let moved = durable::rename_durably(path, dest).or_else(|_| {
+        let content = fs::read(path)?;
+        if blake3::hash(&content) != *hash {
+            return Err(io::Error::other("the prefetched file changed while it was being moved"));
+        }
+        durable::write_atomically(dest, &content)
+    });
+    match moved {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == io::ErrorKind::NotFound && !path.exists() => {
+            tracing::debug!(path = %path.display(), "prefetched copy removed before it was moved; downloading");
+            Ok(false)
+        }
+        Err(error) => Err(WalError::Write { path: dest.to_path_buf(), error }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +293,29 @@ mod tests {
         assert_eq!(dir.take("000000010000000000000002", &dest).expect("take"), None);
         assert!(!dest.exists());
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_copy_removed_between_its_verification_and_its_move_is_downloaded_instead_not_an_error() {
+        let (temp, dir) = dir();
+        dir.store("000000010000000000000002", b"segment two").expect("store");
+        let (path, _) = dir.copies_of("000000010000000000000002").pop().expect("copy");
+        let hash = blake3::hash(b"segment two");
+        fs::remove_file(&path).expect("the prefetcher cleans the copy");
+        let dest = temp.path().join("RECOVERYXLOG");
+        assert!(!move_verified(&path, &dest, &hash).expect("a vanished copy is no error"));
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn a_destination_that_cannot_be_written_is_an_error_naming_it() {
+        let (temp, dir) = dir();
+        dir.store("000000010000000000000002", b"segment two").expect("store");
+        let (path, _) = dir.copies_of("000000010000000000000002").pop().expect("copy");
+        let dest = temp.path().join("missing-directory").join("RECOVERYXLOG");
+        let error = move_verified(&path, &dest, &blake3::hash(b"segment two")).expect_err("no directory to write to");
+        assert!(error.to_string().contains("RECOVERYXLOG"), "{error}");
+        assert!(path.exists(), "the copy is left for a later call");
     }
 
     #[test]
