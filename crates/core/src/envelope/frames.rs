@@ -179,7 +179,7 @@ fn compress_on_threads<S: ReadAt + ?Sized>(
         let output = outputs.get(frame.worker).ok_or_else(worker_gone)?;
         out.extend_from_slice(output.get(frame.compressed.clone()).ok_or_else(worker_gone)?);
     }
-    Ok(Sealed { content_len, content_hash: *root_hash(&frames, content_len).as_bytes() })
+    Ok(Sealed { content_len, content_hash: *root_hash(&frames, content_len)?.as_bytes() })
 }
 
 /// One worker (`worker` of the threads): takes the next frame until the content ends, seals each
@@ -264,16 +264,17 @@ fn changed_length() -> EnvelopeError {
 /// The BLAKE3 hash of the whole content from its frames' subtrees: the standard tree, in which
 /// every split of a range longer than a frame falls on a frame boundary (the left side is the
 /// largest power of two of chunks, and a frame is one).
-fn root_hash(frames: &[Frame], content_len: u64) -> blake3::Hash {
+fn root_hash(frames: &[Frame], content_len: u64) -> Result<blake3::Hash, EnvelopeError> {
     match frames {
-        [] => blake3::Hasher::new().finalize(),
-        [only] => only.root.unwrap_or_else(|| blake3::Hasher::new().finalize()),
+        [] => Ok(blake3::Hasher::new().finalize()),
+        // The first frame's worker computed its root hash too.
+        [only] => only.root.ok_or_else(worker_gone),
         _ => {
             let left = left_subtree_len(content_len);
             let left_frames = usize::try_from(left).unwrap_or(usize::MAX) / FRAME_LEN;
             let (left_cv, right_cv) =
                 (subtree(&frames[..left_frames], left), subtree(&frames[left_frames..], content_len - left));
-            merge_subtrees_root(&left_cv, &right_cv, Mode::Hash)
+            Ok(merge_subtrees_root(&left_cv, &right_cv, Mode::Hash))
         }
     }
 }
