@@ -295,11 +295,17 @@ mod tests {
         assert!(!path.exists());
     }
 
-    #[test]
-    fn a_copy_removed_between_its_verification_and_its_move_is_downloaded_instead_not_an_error() {
+    /// A prefetch directory holding one copy of segment 2 ("segment two"), and that copy's path.
+    fn dir_with_copy() -> (tempfile::TempDir, PrefetchDir, PathBuf) {
         let (temp, dir) = dir();
         dir.store("000000010000000000000002", b"segment two").expect("store");
         let (path, _) = dir.copies_of("000000010000000000000002").pop().expect("copy");
+        (temp, dir, path)
+    }
+
+    #[test]
+    fn a_copy_removed_between_its_verification_and_its_move_is_downloaded_instead_not_an_error() {
+        let (temp, _dir, path) = dir_with_copy();
         let hash = blake3::hash(b"segment two");
         fs::remove_file(&path).expect("the prefetcher cleans the copy");
         let dest = temp.path().join("RECOVERYXLOG");
@@ -309,9 +315,7 @@ mod tests {
 
     #[test]
     fn a_destination_that_cannot_be_written_is_an_error_naming_it() {
-        let (temp, dir) = dir();
-        dir.store("000000010000000000000002", b"segment two").expect("store");
-        let (path, _) = dir.copies_of("000000010000000000000002").pop().expect("copy");
+        let (temp, _dir, path) = dir_with_copy();
         let dest = temp.path().join("missing-directory").join("RECOVERYXLOG");
         let error = move_verified(&path, &dest, &blake3::hash(b"segment two")).expect_err("no directory to write to");
         assert!(error.to_string().contains("RECOVERYXLOG"), "{error}");

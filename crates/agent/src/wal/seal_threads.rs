@@ -10,8 +10,9 @@
 use std::path::Path;
 
 /// Most threads one archiver's push seals on while a core is idle: the seal of a 16 MiB
-/// segment is 8 frames, and two threads already halve it; more would take cores a busy
-/// primary may want a moment later.
+/// segment is 8 frames, and two threads cut it by a quarter on 2 vCPUs (18.6 to 13.7 ms,
+/// docs/benchmarks.md round eight); more would take cores a busy primary may want a moment
+/// later.
 const IDLE_CORE_THREADS: usize = 2;
 
 /// At or above this share of the last 10 seconds with some task waiting for a core (percent),
@@ -76,9 +77,12 @@ fn parse_waiting_percent(pressure: &str) -> Option<f64> {
 
 /// Threads that seal one synchronous push of a file, `in_pg_wal` when the file is in a data
 /// directory's `pg_wal` (PostgreSQL's archiver calling), with the load it was decided from
-/// (read only for such files).
+/// (read only for such files, and only when more than one thread is allowed at all).
 pub fn for_push(upload_concurrency: usize, in_pg_wal: bool) -> (usize, Option<CoreLoad>) {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if in_pg_wal && cores.min(upload_concurrency) <= 1 {
+        return (1, None);
+    }
     let load = in_pg_wal.then(CoreLoad::now);
     (decide(cores, upload_concurrency, load.as_ref()), load)
 }
