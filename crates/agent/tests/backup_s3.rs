@@ -5,8 +5,9 @@ mod backup_support;
 mod wal_common;
 
 use backup_support::{Primary, assert_success, table_digests};
+use pgec2_core::catalog;
 use pgec2_testkit::MotoServer;
-use wal_common::{runtime, s3_agent};
+use wal_common::{direct_s3_archive, runtime, s3_agent};
 
 #[test]
 fn a_backup_in_s3_restores_every_committed_row() {
@@ -19,6 +20,11 @@ fn a_backup_in_s3_restores_every_committed_row() {
     primary.archive_current_wal();
     let expected = table_digests(&primary.cluster);
 
+    let rt = runtime();
+    let archive = rt.block_on(direct_s3_archive(&moto, "pgec2-backups", "default/orders"));
+    let manifest = rt.block_on(catalog::read_manifest(&archive, &backup.name)).expect("read manifest");
+    let largest = manifest.parts.iter().map(|part| part.content_bytes).max().unwrap_or(0);
+    assert_eq!(largest, 4 << 20, "parts on S3 hold 4 MiB of content by default");
     assert_success("backup-verify", &primary.agent(&["backup-verify", &backup.name]));
     let restored = primary.restore_copy("restored", "LATEST", &[]);
     assert_eq!(table_digests(&restored), expected, "the restored tables differ from the source");

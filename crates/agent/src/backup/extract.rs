@@ -14,7 +14,8 @@
 //! ```
 //!
 //! Memory: `concurrency + decoders` buffers of stored (compressed) bytes and `decoders + 1`
-//! buffers of part content, allocated once and reused.
+//! buffers of part content, allocated once and reused; fewer of each for parts larger than
+//! 2 MiB (see [`super::restore_buffers`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
@@ -33,6 +34,7 @@ use pgec2_core::manifest::{BackupManifest, FileEntry};
 use super::BackupError;
 use super::destination::{Destination, Durability};
 use super::parts::{Assembler, FileSink, StoredPart, decode_part, download_in_order};
+use super::restore_buffers::RestoreBuffers;
 use super::restore_sync::{RestoreSync, SyncMethod, SyncRequest, WRITEBACK_INTERVAL};
 use super::stages::{Stage, StageTimes};
 
@@ -110,15 +112,17 @@ pub(super) async fn run_pipeline<R: Send + 'static>(
     keep: Option<Keep>,
     writer: impl FnOnce(Receiver<Decoded>, SyncSender<Vec<u8>>) -> Result<R, BackupError> + Send + 'static,
 ) -> Result<(u64, R), BackupError> {
-    let concurrency = concurrency.max(1);
-    let decoders = concurrency.min(std::thread::available_parallelism().map_or(2, |cores| cores.get()));
-    let (stored_free, stored_pool) = tokio::sync::mpsc::channel::<Vec<u8>>(concurrency + decoders);
-    for _ in 0..concurrency + decoders {
+    let cores = std::thread::available_parallelism().map_or(2, |cores| cores.get());
+    let largest = manifest.parts.iter().map(|part| part.content_bytes.max(part.stored_bytes)).max().unwrap_or(0);
+    let buffers = RestoreBuffers::plan(concurrency, cores, largest);
+    let (concurrency, decoders) = (buffers.downloads, buffers.decoders);
+    let (stored_free, stored_pool) = tokio::sync::mpsc::channel::<Vec<u8>>(buffers.stored());
+    for _ in 0..buffers.stored() {
         let _ = stored_free.try_send(Vec::new());
     }
     let (parts_sender, parts) = tokio::sync::mpsc::channel::<StoredPart>(decoders);
-    let (content_free, content_pool) = sync_channel::<Vec<u8>>(decoders + 1);
-    for _ in 0..=decoders {
+    let (content_free, content_pool) = sync_channel::<Vec<u8>>(buffers.content());
+    for _ in 0..buffers.content() {
         let _ = content_free.try_send(Vec::new());
     }
     let (decoded_sender, decoded) = sync_channel::<Decoded>(decoders + 1);

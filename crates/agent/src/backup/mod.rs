@@ -37,6 +37,7 @@ pub mod parts;
 pub mod push;
 pub mod recovery_conf;
 mod refusal;
+pub mod restore_buffers;
 #[cfg(test)]
 mod restore_order_tests;
 pub mod restore_spool;

@@ -34,7 +34,7 @@ use pgec2_core::storage::{ObjectKey, PutMode};
 use pgec2_core::wal::{SegmentSize, TimelineId};
 
 use super::increment::{self, IncrementalRequest};
-use super::upload::{PART_SIZE, PartWriter, sync_parts};
+use super::upload::{PartWriter, sync_parts};
 use super::walk::walk_data_directory;
 use super::{BackupError, Refusal};
 use crate::config::AgentConfig;
@@ -119,7 +119,7 @@ async fn copy_and_commit(
         backup: name.clone(),
         compression: config.compression,
         concurrency: config.transfer.upload_concurrency,
-        part_size: PART_SIZE,
+        part_size: config.backup_part_size(),
     };
     let (packed, parts) = writer.copy(tree.files).await?;
     tracing::info!(backup = %name, files = packed.files.len(), parts = parts.len(), "files copied");

@@ -1,6 +1,7 @@
 //! The copy pipeline of backup-push: one blocking reader packs files into parts (see
 //! [`super::pack`]) and hands them to `concurrency` compression workers; sealed parts go on to
-//! up to `concurrency` uploads in flight. Compressing and uploading are separate stages, so a
+//! up to `concurrency` uploads in flight (`concurrency` = [`parts_in_flight`]: fewer for parts
+//! larger than [`PART_SIZE`]). Compressing and uploading are separate stages, so a
 //! worker compresses the next part while the previous one is being stored (a local store fsyncs
 //! every part, S3 waits for the network): all cores compress while the uploads overlap.
 //!
@@ -31,11 +32,29 @@ use super::pack::{Packed, PackedPart, pack_files};
 use super::stages::{Stage, StageTimes};
 use super::walk::SourceFile;
 
-/// Content bytes per part. Large enough that per-object overhead stays small on S3 (about 500
-/// requests per GiB of data), small enough that the parts in memory stay modest: backup-push
-/// holds two buffers of this size per worker, backup-fetch one stored part per download slot
-/// (peak memory of both: docs/benchmarks.md). Restores read any part size.
+/// Content bytes per part on a local directory (and the unit of the memory bounds below): large
+/// enough that per-object overhead stays small (about 500 objects per GiB of data), small enough
+/// that the parts in memory stay modest. Restores read any part size.
 pub const PART_SIZE: usize = 2 * 1024 * 1024;
+
+/// Content bytes per part on S3, where every part is a request: half the requests of
+/// [`PART_SIZE`] (docs/benchmarks.md, "Part size on S3").
+pub const S3_PART_SIZE: usize = 4 * 1024 * 1024;
+
+/// Largest part size `backup.part_size_mib` accepts: the memory of a backup or restore stays
+/// under its budget because fewer parts are in flight when they are larger (below, and
+/// [`super::extract`]), and at 8 MiB two are.
+pub const MAX_PART_SIZE_MIB: usize = 8;
+
+/// Parts compressing or uploading at once: `concurrency`, fewer when parts are larger than
+/// [`PART_SIZE`], so that about the same bytes are in flight whatever the part size; at least
+/// two unless `concurrency` asks for one (compression on two threads, or one part uploading
+/// while the next compresses).
+pub fn parts_in_flight(concurrency: usize, part_size: usize) -> usize {
+    let concurrency = concurrency.max(1);
+    let budget = concurrency.saturating_mul(PART_SIZE) / part_size.max(1);
+    budget.clamp(concurrency.min(2), concurrency)
+}
 
 /// How to write parts.
 #[derive(Clone, Debug)]
@@ -51,7 +70,7 @@ impl PartWriter {
     /// Copies `files` into the backup's parts; returns the file entries and the parts by index.
     pub async fn copy(&self, files: Vec<SourceFile>) -> Result<(Packed, Vec<PartInfo>), BackupError> {
         let started = Instant::now();
-        let concurrency = self.concurrency.max(1);
+        let concurrency = parts_in_flight(self.concurrency, self.part_size);
         let times = std::sync::Arc::new(StageTimes::default());
         let buffer_count = concurrency + 1;
         let (free_sender, mut free_receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(buffer_count);
@@ -194,5 +213,23 @@ impl Workers {
 
     fn give_back_output(&self, out: Vec<u8>) {
         self.outputs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1024 * 1024;
+
+    #[test]
+    fn larger_parts_keep_about_the_same_bytes_in_flight() {
+        assert_eq!(parts_in_flight(4, 2 * MIB), 4);
+        assert_eq!(parts_in_flight(4, MIB), 4, "smaller parts do not raise the concurrency");
+        assert_eq!(parts_in_flight(4, 4 * MIB), 2);
+        assert_eq!(parts_in_flight(16, 4 * MIB), 8);
+        assert_eq!(parts_in_flight(4, 8 * MIB), 2, "at least two: compressing while uploading");
+        assert_eq!(parts_in_flight(1, 8 * MIB), 1, "a concurrency of one is kept");
+        assert_eq!(parts_in_flight(0, 2 * MIB), 1);
     }
 }

@@ -26,6 +26,9 @@ use std::time::Duration;
 use pgec2_core::compression::Compression;
 use pgec2_core::layout::{Archive, ArchiveLayout};
 use pgec2_core::storage::StorageError;
+use pgec2_core::storage::url::StorageUrl;
+
+use crate::backup::upload::{PART_SIZE, S3_PART_SIZE};
 
 mod check;
 pub mod encryption;
@@ -76,6 +79,9 @@ pub struct TransferSettings {
     /// Incremental backups a chain may hold on its full backup (`backup.max_incremental_chain`);
     /// `backup-push --incremental` takes a full backup past it.
     pub max_incremental_chain: usize,
+    /// MiB of file content per stored backup part (`backup.part_size_mib`); `None`: chosen by
+    /// the storage (see [`AgentConfig::backup_part_size`]).
+    pub part_size_mib: Option<usize>,
 }
 
 impl Default for TransferSettings {
@@ -88,6 +94,7 @@ impl Default for TransferSettings {
             archive_async: false,
             archive_queue_max_mb: None,
             max_incremental_chain: crate::backup::increment::DEFAULT_MAX_CHAIN,
+            part_size_mib: None,
         }
     }
 }
@@ -188,6 +195,17 @@ impl AgentConfig {
         let storage = self.storage.open().await?;
         let keyring = self.encryption.keyring(self.storage.region.as_deref()).await?;
         Ok(Archive::new(storage, layout).with_keyring(keyring))
+    }
+
+    /// Content bytes per stored backup part: `backup.part_size_mib` when set, else
+    /// [`S3_PART_SIZE`] on S3, where every part is a request and requests cost round trips, and
+    /// [`PART_SIZE`] on a local directory, where smaller parts keep the memory lower.
+    pub fn backup_part_size(&self) -> usize {
+        match self.transfer.part_size_mib {
+            Some(mib) => mib << 20,
+            None if matches!(StorageUrl::parse(&self.storage.url), Ok(StorageUrl::S3 { .. })) => S3_PART_SIZE,
+            None => PART_SIZE,
+        }
     }
 
     /// The data directory: the configured one, else none.

@@ -13,6 +13,7 @@ use super::encryption::{EncryptionMode, EncryptionSettings, KeySource, parse_rea
 use super::settings::{Layers, Source, Value, setting_for};
 use super::storage::{ServerSideEncryption, StorageSettings, validate_endpoint, validate_url};
 use super::{AgentConfig, ConfigError, PostgresSettings, TransferSettings, WalgSettings};
+use crate::backup::upload::MAX_PART_SIZE_MIB;
 
 /// Upper bound of every concurrency setting (more only exhausts sockets and memory).
 const MAX_CONCURRENCY: usize = 256;
@@ -71,6 +72,7 @@ pub(super) fn from_layers(layers: &Layers) -> Result<AgentConfig, ConfigError> {
             defaults.transfer.max_incremental_chain,
             |text| parse_number(text, 1, 1000),
         )?,
+        part_size_mib: reader.optional("backup.part_size_mib", |text| parse_number(text, 1, MAX_PART_SIZE_MIB))?,
     };
     let postgres = PostgresSettings {
         pgdata: reader.optional("postgres.pgdata", parse_absolute_path)?,
@@ -205,6 +207,7 @@ pub(super) fn to_values(config: &AgentConfig) -> Vec<(&'static str, Option<Strin
         ("transfer.archive_async", text(&transfer.archive_async)),
         ("transfer.archive_queue_max_mb", transfer.archive_queue_max_mb.map(|mb| mb.to_string())),
         ("backup.max_incremental_chain", text(&transfer.max_incremental_chain)),
+        ("backup.part_size_mib", transfer.part_size_mib.map(|mib| mib.to_string())),
         ("postgres.pgdata", postgres.pgdata.as_ref().map(|path| path.display().to_string())),
         ("postgres.host", text(&postgres.host)),
         ("postgres.port", text(&postgres.port)),

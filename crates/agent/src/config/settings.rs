@@ -105,6 +105,11 @@ pub const SETTINGS: &[Setting] = &[
         &["PGEC2_MAX_INCREMENTAL_CHAIN"],
         "incremental backups a chain may hold on its full one; backup-push --incremental takes a full past it",
     ),
+    setting(
+        "backup.part_size_mib",
+        &["PGEC2_PART_SIZE_MIB"],
+        "MiB of file content per stored part, 1 to 8 (default: 2 on a local directory, 4 on S3)",
+    ),
     setting("postgres.pgdata", &["PGDATA"], "data directory"),
     setting("postgres.host", &["PGHOST"], "host name or socket directory"),
     setting("postgres.port", &["PGPORT"], "port"),

@@ -101,6 +101,7 @@ fn every_setting_round_trips_through_the_file_format() {
         .env("PGEC2_STORAGE_TIMEOUT", "12")
         .env("PGEC2_UPLOAD_CONCURRENCY", "16")
         .env("PGEC2_PREFETCH", "0")
+        .env("PGEC2_PART_SIZE_MIB", "8")
         .env("PGPASSWORD", "secret")
         .env("PGPORT", "6543");
     let config = fixture.load().expect("load");
@@ -139,6 +140,8 @@ fn invalid_values_are_refused_naming_key_value_and_source() {
         ("PGEC2_S3_ENDPOINT", "localhost:9000", "http"),
         ("PGEC2_S3_SSE", "aes", "AES256 or aws:kms"),
         ("PGPORT", "70000", "postgres.port"),
+        ("PGEC2_PART_SIZE_MIB", "0", "backup.part_size_mib"),
+        ("PGEC2_PART_SIZE_MIB", "9", "backup.part_size_mib"),
         ("PGDATA", "relative/data", "absolute"),
     ];
     for (name, value, expected) in cases {
@@ -147,6 +150,22 @@ fn invalid_values_are_refused_naming_key_value_and_source() {
         assert!(message.contains(expected), "{name}={value}: {message}");
         assert!(message.contains(&format!("env {name}")), "{name}={value}: {message}");
     }
+}
+
+#[test]
+fn the_part_size_is_chosen_by_the_storage_unless_set() {
+    let size = |url: &str, setting: Option<&str>| {
+        let fixture = Fixture::new().env("PGEC2_STORAGE_URL", url);
+        let fixture = match setting {
+            Some(mib) => fixture.env("PGEC2_PART_SIZE_MIB", mib),
+            None => fixture,
+        };
+        fixture.load().expect("load").backup_part_size()
+    };
+    assert_eq!(size("file:///archive", None), 2 << 20);
+    assert_eq!(size("s3://bucket/prefix", None), 4 << 20);
+    assert_eq!(size("file:///archive", Some("8")), 8 << 20);
+    assert_eq!(size("s3://bucket/prefix", Some("1")), 1 << 20);
 }
 
 #[test]
