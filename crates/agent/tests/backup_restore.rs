@@ -137,7 +137,7 @@ fn every_restored_file_belongs_to_the_owner_of_the_destination_s_parent() {
 #[test]
 fn a_backup_with_the_largest_parts_restores_every_row() {
     let mut agent = wal_common::Agent::with_file_archive();
-    agent.env.push(("PGEC2_PART_SIZE_MIB".to_string(), "8".to_string()));
+    agent.env.push(("PGEC2_PART_SIZE_MIB".to_string(), "4".to_string()));
     let primary = Primary::start_with(agent);
     let backup = primary.backup();
     primary.cluster.run_tool("pgbench", &["-n", "-c", "1", "-t", "200"]).expect("pgbench after the backup");
@@ -146,7 +146,7 @@ fn a_backup_with_the_largest_parts_restores_every_row() {
 
     let manifest = primary.manifest(&backup.name);
     let largest = manifest.parts.iter().map(|part| part.content_bytes).max().unwrap_or(0);
-    assert_eq!(largest, 8 << 20, "parts hold backup.part_size_mib of content");
+    assert_eq!(largest, 4 << 20, "parts hold backup.part_size_mib of content");
     assert_success("backup-verify", &primary.agent(&["backup-verify", &backup.name]));
     let restored = primary.restore_copy("restored", "LATEST", &[]);
     assert_eq!(table_digests(&restored), expected, "the restored tables differ from the source");

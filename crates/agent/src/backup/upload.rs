@@ -41,10 +41,10 @@ pub const PART_SIZE: usize = 2 * 1024 * 1024;
 /// [`PART_SIZE`] (docs/benchmarks.md, "Part size on S3").
 pub const S3_PART_SIZE: usize = 4 * 1024 * 1024;
 
-/// Largest part size `backup.part_size_mib` accepts: the memory of a backup or restore stays
-/// under its budget because fewer parts are in flight when they are larger (below, and
-/// [`super::extract`]), and at 8 MiB two are.
-pub const MAX_PART_SIZE_MIB: usize = 8;
+/// Largest part size `backup.part_size_mib` accepts. Fewer parts are in flight when they are
+/// larger (below, and [`super::restore_buffers`]), but at least two in each stage: at 8 MiB a
+/// backup of incompressible data peaked at 69 MB, past the 64 MB budget (docs/benchmarks.md).
+pub const MAX_PART_SIZE_MIB: usize = 4;
 
 /// Parts compressing or uploading at once: `concurrency`, fewer when parts are larger than
 /// [`PART_SIZE`], so that about the same bytes are in flight whatever the part size; at least

@@ -108,7 +108,7 @@ pub const SETTINGS: &[Setting] = &[
     setting(
         "backup.part_size_mib",
         &["PGEC2_PART_SIZE_MIB"],
-        "MiB of file content per stored part, 1 to 8 (default: 2 on a local directory, 4 on S3)",
+        "MiB of file content per stored part, 1 to 4 (default: 2 on a local directory, 4 on S3)",
     ),
     setting("postgres.pgdata", &["PGDATA"], "data directory"),
     setting("postgres.host", &["PGHOST"], "host name or socket directory"),

@@ -101,7 +101,7 @@ fn every_setting_round_trips_through_the_file_format() {
         .env("PGEC2_STORAGE_TIMEOUT", "12")
         .env("PGEC2_UPLOAD_CONCURRENCY", "16")
         .env("PGEC2_PREFETCH", "0")
-        .env("PGEC2_PART_SIZE_MIB", "8")
+        .env("PGEC2_PART_SIZE_MIB", "3")
         .env("PGPASSWORD", "secret")
         .env("PGPORT", "6543");
     let config = fixture.load().expect("load");
@@ -141,7 +141,7 @@ fn invalid_values_are_refused_naming_key_value_and_source() {
         ("PGEC2_S3_SSE", "aes", "AES256 or aws:kms"),
         ("PGPORT", "70000", "postgres.port"),
         ("PGEC2_PART_SIZE_MIB", "0", "backup.part_size_mib"),
-        ("PGEC2_PART_SIZE_MIB", "9", "backup.part_size_mib"),
+        ("PGEC2_PART_SIZE_MIB", "5", "backup.part_size_mib"),
         ("PGDATA", "relative/data", "absolute"),
     ];
     for (name, value, expected) in cases {
@@ -164,7 +164,7 @@ fn the_part_size_is_chosen_by_the_storage_unless_set() {
     };
     assert_eq!(size("file:///archive", None), 2 << 20);
     assert_eq!(size("s3://bucket/prefix", None), 4 << 20);
-    assert_eq!(size("file:///archive", Some("8")), 8 << 20);
+    assert_eq!(size("file:///archive", Some("4")), 4 << 20);
     assert_eq!(size("s3://bucket/prefix", Some("1")), 1 << 20);
 }
 
