@@ -159,10 +159,10 @@ main() {
   stage_medians | tee "$ROOT/wal-stages.md"
 }
 
-# On even repetitions pgec2 and pgec2-base trade places: the rotation alone keeps each tool's
-# predecessor the same in every repetition.
+# On even repetitions pgec2 and pgec2-base (when both run) trade places: the rotation alone
+# keeps each tool's predecessor the same in every repetition.
 swap_builds() {
-  if (($1 % 2 == 0)); then sed 's/^pgec2$/pgec2-swap/; s/^pgec2-base$/pgec2/; s/^pgec2-swap$/pgec2-base/'; else cat; fi
+  if (($1 % 2 == 0)) && [[ " $TOOLS " == *" pgec2-base "* ]]; then sed 's/^pgec2$/pgec2-swap/; s/^pgec2-base$/pgec2/; s/^pgec2-swap$/pgec2-base/'; else cat; fi
 }
 
 # Median milliseconds of each stage of pgec2's pushes, per storage and build, from the push logs;
