@@ -24,8 +24,9 @@ impl RestoreBuffers {
     /// core (at most `concurrency`), as many as parts of [`PART_SIZE`] get. For larger parts,
     /// decoders first, then downloads, are lowered until the buffers fit
     /// [`RESTORE_BUFFER_BUDGET`] (or what the full pipeline takes at [`PART_SIZE`], if more),
-    /// never below one of each: one decoder decompresses about 1.5 GB/s (docs/benchmarks.md),
-    /// more than a store's downloads bring, which are what keeps a restore from S3 busy.
+    /// never below one of each: one decoder decompressed about 1.7 GB/s of content on a 2-vCPU
+    /// host (docs/benchmarks.md, round nine), more than a store's downloads brought, and the
+    /// downloads are what keeps a restore from S3 busy.
     pub fn plan(concurrency: usize, cores: usize, largest_part: u64) -> Self {
         let concurrency = concurrency.max(1);
         let mut buffers = Self { downloads: concurrency, decoders: cores.max(1).min(concurrency) };
