@@ -9,6 +9,7 @@
 #   scripts/bench-backup.sh                                  # pgbench scale 100 + 1 GB random, 3 repetitions
 #   SCALE=20 RANDOM_MB=256 REPEAT=1 scripts/bench-backup.sh  # a quick run
 #   TOOLS=pgec2 STORAGES=file scripts/bench-backup.sh        # one tool, one storage
+#   PARALLEL=1 CPUS=0 scripts/bench-backup.sh                # every tool on one core, one process
 #   BASE_AGENT=<older build> TOOLS="pgec2 pgec2-base pgbackrest limit" scripts/bench-backup.sh
 #                                                            # two agent builds alternating in one run
 #
@@ -77,7 +78,7 @@ tool_command() {
 timed() {
   local log=$1
   shift
-  if ! as_pg /usr/bin/time -v -o "$ROOT/time.out" bash -c "$*" >"$log" 2>&1; then
+  if ! as_pg "${PIN[@]}" /usr/bin/time -v -o "$ROOT/time.out" bash -c "$*" >"$log" 2>&1; then
     echo "FAILED: $*" >&2
     tail -20 "$log" >&2
     return 1

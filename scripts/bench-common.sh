@@ -13,6 +13,11 @@ ROOT=${ROOT:-/tmp/pgec2-bench}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 LEVEL=${LEVEL:-3}
 PARALLEL=${PARALLEL:-2}
+# CPUS: the cores the measured commands may run on (taskset -c syntax, e.g. 0 for one core);
+# PostgreSQL and moto stay unpinned. Empty: every core.
+CPUS=${CPUS:-}
+PIN=()
+[ -n "$CPUS" ] && PIN=(taskset -c "$CPUS")
 REPEAT=${REPEAT:-3}
 STORAGES=${STORAGES:-"file s3"}
 TOOLS=${TOOLS:-"pgec2 pgbackrest walrus"}

@@ -12,6 +12,7 @@
 #
 #   scripts/bench-wal.sh                          # 200 segments, 3 repetitions
 #   SEGMENTS=50 REPEAT=1 scripts/bench-wal.sh     # a quick run
+#   PARALLEL=1 CPUS=0 scripts/bench-wal.sh        # every tool pinned to one core
 #   BASE_AGENT=/path/to/other/pgec2-agent scripts/bench-wal.sh
 #                                                 # adds the tool pgec2-base: that binary, to
 #                                                 # compare two builds of the agent in one run
@@ -85,7 +86,7 @@ reset_repository() {
 # latency in µs and "maxrss_kb user_s sys_s" from /usr/bin/time. $1: push or fetch.
 run_loop() {
   local mode=$1 command=$2 out=$3
-  as_pg bash -s "$mode" "$command" "$out" "$SOURCE" "$ROOT/fetch/pg_wal" "$ROOT/segments.txt" <<'EOF'
+  as_pg "${PIN[@]}" bash -s "$mode" "$command" "$out" "$SOURCE" "$ROOT/fetch/pg_wal" "$ROOT/segments.txt" <<'EOF'
 set -eu
 mode=$1 command=$2 out=$3 source=$4 dest_dir=$5 list=$6
 : >"$out.latency"; : >"$out.time"

@@ -112,9 +112,7 @@ pub(super) async fn run_pipeline<R: Send + 'static>(
     keep: Option<Keep>,
     writer: impl FnOnce(Receiver<Decoded>, SyncSender<Vec<u8>>) -> Result<R, BackupError> + Send + 'static,
 ) -> Result<(u64, R), BackupError> {
-    let cores = std::thread::available_parallelism().map_or(2, |cores| cores.get());
-    let largest = manifest.parts.iter().map(|part| part.content_bytes.max(part.stored_bytes)).max().unwrap_or(0);
-    let buffers = RestoreBuffers::plan(concurrency, cores, largest);
+    let buffers = RestoreBuffers::for_manifest(manifest, concurrency);
     let (concurrency, decoders) = (buffers.downloads, buffers.decoders);
     let (stored_free, stored_pool) = tokio::sync::mpsc::channel::<Vec<u8>>(buffers.stored());
     for _ in 0..buffers.stored() {

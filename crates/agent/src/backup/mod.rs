@@ -45,6 +45,7 @@ pub mod restore_sync;
 pub mod snapshot;
 pub mod snapshot_restore;
 pub mod stages;
+pub mod two_stages;
 pub mod upload;
 pub mod verify;
 pub mod walk;

@@ -3,6 +3,8 @@
 //! downloads, a decoder per core), larger parts (S3's default, `backup.part_size_mib`, older
 //! backups) fewer decoders, then fewer downloads.
 
+use pgec2_core::manifest::BackupManifest;
+
 use super::upload::PART_SIZE;
 
 /// Bytes of part buffers (stored and decoded) a restore holds at most, when its parts are larger
@@ -42,6 +44,13 @@ impl RestoreBuffers {
         buffers
     }
 
+    /// The plan for reading `manifest`'s parts with `concurrency` downloads on this host's cores.
+    pub fn for_manifest(manifest: &BackupManifest, concurrency: usize) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |cores| cores.get());
+        let largest = manifest.parts.iter().map(|part| part.content_bytes.max(part.stored_bytes)).max();
+        Self::plan(concurrency, cores, largest.unwrap_or(0))
+    }
+
     /// Bytes of all buffers when each holds `part` bytes.
     pub fn bytes(&self, part: u64) -> u64 {
         (self.stored() + self.content()) as u64 * part
@@ -55,6 +64,13 @@ impl RestoreBuffers {
     /// Buffers of decoded content: one per decoder and the writer's.
     pub fn content(&self) -> usize {
         self.decoders + 1
+    }
+
+    /// Parts a reader that holds each part whole (its stored bytes and its content at once, as
+    /// `backup-verify` does) may have in flight within the same buffers: two buffers each, and
+    /// one more for the part being checked; never more than the downloads, never below one.
+    pub fn whole_parts(&self) -> usize {
+        ((self.stored() + self.content()).saturating_sub(1) / 2).clamp(1, self.downloads.max(1))
     }
 }
 
@@ -95,6 +111,27 @@ mod tests {
         let wide = RestoreBuffers::plan(64, 64, 4 * MIB);
         assert_eq!(wide.downloads, 64, "{wide:?}");
         assert!(wide.decoders < 64 && wide.bytes(4 * MIB) <= RestoreBuffers::plan(64, 64, 2 * MIB).bytes(2 * MIB));
+    }
+
+    #[test]
+    fn whole_parts_fit_the_same_buffers() {
+        // At the unit size and the default concurrency, every download; at a high concurrency,
+        // what a restore's 21 buffers hold.
+        assert_eq!(RestoreBuffers::plan(4, 2, 2 * MIB).whole_parts(), 4);
+        assert_eq!(RestoreBuffers::plan(16, 2, 2 * MIB).whole_parts(), 10);
+        assert_eq!(RestoreBuffers::plan(4, 2, 4 * MIB).whole_parts(), 3);
+        assert_eq!(RestoreBuffers::plan(4, 2, 8 * MIB).whole_parts(), 1);
+        for part in [2 * MIB, 4 * MIB, 8 * MIB, 64 * MIB] {
+            for (concurrency, cores) in [(1, 1), (4, 2), (16, 2), (64, 64)] {
+                let buffers = RestoreBuffers::plan(concurrency, cores, part);
+                let whole = buffers.whole_parts();
+                assert!(whole >= 1 && whole <= concurrency, "{part} {concurrency} {cores}: {whole}");
+                // Two buffers per part in flight and one being checked, within the plan's bytes
+                // (one part in flight always, even when the plan holds fewer than three buffers).
+                let held = (2 * whole as u64 + 1) * part;
+                assert!(held <= buffers.bytes(part).max(3 * part), "{part} {concurrency} {cores}: {held}");
+            }
+        }
     }
 
     #[test]

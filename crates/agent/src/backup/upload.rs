@@ -1,9 +1,10 @@
 //! The copy pipeline of backup-push: one blocking reader packs files into parts (see
 //! [`super::pack`]) and hands them to `concurrency` compression workers; sealed parts go on to
 //! up to `concurrency` uploads in flight (`concurrency` = [`parts_in_flight`]: fewer for parts
-//! larger than [`PART_SIZE`]). Compressing and uploading are separate stages, so a
-//! worker compresses the next part while the previous one is being stored (a local store fsyncs
-//! every part, S3 waits for the network): all cores compress while the uploads overlap.
+//! larger than [`PART_SIZE`]). Compressing and uploading are separate stages that run side by
+//! side ([`super::two_stages`]), so workers compress the next parts while earlier ones are being
+//! stored (S3 waits for the network, a local store writes): all cores compress while the uploads
+//! overlap, even at a concurrency of one.
 //!
 //! Parts are stored with deferred durability ([`Storage::put_deferred`]: on a local directory, no
 //! fsync per part) and made durable together by [`sync_parts`], which the backup awaits before it
@@ -12,14 +13,14 @@
 //! Memory is a fixed set of buffers, allocated once and reused for every part: `concurrency + 1`
 //! content buffers (one is given back to the reader as soon as its part is compressed, so the
 //! reader fills the next one meanwhile), `concurrency` compression contexts and at most
-//! `2 × concurrency` output buffers (compressing and uploading). Nothing is allocated per part,
+//! `2 × concurrency + 1` output buffers (compressing, one sealed part waiting for an upload slot,
+//! uploading). Nothing is allocated per part,
 //! so the allocator does not pile up freed multi-megabyte buffers between threads.
 
 use std::sync::Mutex;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
 use pgec2_core::compression::Compression;
 use pgec2_core::encryption::Keyring;
 use pgec2_core::envelope::{Header, Sealer};
@@ -30,6 +31,7 @@ use tokio::sync::mpsc::Sender;
 use super::BackupError;
 use super::pack::{Packed, PackedPart, pack_files};
 use super::stages::{Stage, StageTimes};
+use super::two_stages::in_two_stages;
 use super::walk::SourceFile;
 
 /// Content bytes per part on a local directory (and the unit of the memory bounds below): large
@@ -96,21 +98,25 @@ impl PartWriter {
             receiver.recv().await.map(|part| (part, receiver))
         });
         let workers = Workers { free: free_sender, idle: Mutex::new(Vec::new()), outputs: Mutex::new(Vec::new()) };
-        let uploaded: Result<Vec<PartInfo>, BackupError> = incoming
-            .map(|part| self.compress(part, &workers, &times))
-            .buffer_unordered(concurrency)
-            .map_ok(|sealed| self.upload(sealed, &workers, &times))
-            .try_buffer_unordered(concurrency)
-            .try_collect()
-            .await;
+        // Compression goes on while every upload slot is busy (see [`in_two_stages`]).
+        let (compressed, uploaded) = in_two_stages(
+            incoming,
+            concurrency,
+            |part| self.compress(part, &workers, &times),
+            |sealed| self.upload(sealed, &workers, &times),
+            || BackupError::Task("the uploads stopped".to_string()),
+        )
+        .await;
         // No more buffers come back: a reader waiting for one stops with `Cancelled`.
         drop(workers);
         let packed = reader.await.map_err(|error| BackupError::Task(error.to_string()))?;
-        match (packed, uploaded) {
-            // An upload failed: that is the cause (the reader then stops with `Cancelled`).
-            (_, Err(error)) => Err(error),
-            (Err(error), Ok(_)) => Err(BackupError::Pack(error)),
-            (Ok(packed), Ok(mut parts)) => {
+        match (packed, compressed, uploaded) {
+            // An upload failed: that is the cause (compression and the reader then stop).
+            (_, _, Err(error)) => Err(error),
+            // Compression failed: the reader then stops with `Cancelled`.
+            (_, Err(error), Ok(_)) => Err(error),
+            (Err(error), Ok(()), Ok(_)) => Err(BackupError::Pack(error)),
+            (Ok(packed), Ok(()), Ok(mut parts)) => {
                 parts.sort_by_key(|part| part.index);
                 let content = parts.iter().map(|part| part.content_bytes).sum();
                 let stored = parts.iter().map(|part| part.stored_bytes).sum();

@@ -18,6 +18,7 @@ use serde::Serialize;
 use super::BackupError;
 use super::block_check::BlockCheck;
 use super::parts::{Assembler, fetch_part};
+use super::restore_buffers::RestoreBuffers;
 
 /// What `backup-verify` found.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -108,6 +109,10 @@ async fn check_label_files(
 /// Checks every part, and every file's and stored block's checksum as the parts pass. A part
 /// whose checksum fails is decoded anyway when possible, to name the files and blocks it
 /// damages; when it cannot be, files continuing after it are not checked.
+///
+/// Each part in flight holds its stored bytes and its content whole, so parts larger than the
+/// local unit get fewer in flight: the memory a restore of the same backup would take
+/// ([`RestoreBuffers::whole_parts`]).
 async fn check_parts(
     archive: &Archive,
     manifest: &BackupManifest,
@@ -116,9 +121,10 @@ async fn check_parts(
 ) -> Result<(), BackupError> {
     let mut assembler = Some(Assembler::new(manifest)?);
     let mut blocks = BlockCheck::default();
+    let in_flight = RestoreBuffers::for_manifest(manifest, concurrency).whole_parts();
     let mut parts = futures::stream::iter(manifest.parts.clone())
         .map(|part| fetch_part(archive.clone(), manifest.backup.clone(), part))
-        .buffered(concurrency.max(1));
+        .buffered(in_flight);
     let mut index = 0u32;
     while let Some(part) = parts.next().await {
         let content = match part {
