@@ -18,7 +18,8 @@
 # `zstd -d | tar -x` then `sync`. pgec2 runs at PGEC2_LOG=info, so each of its logs
 # ($ROOT/logs/*-pgec2-*) ends with the busy seconds of each stage (`copy stages`,
 # `restore stages`) and the time of the parts' sync (`parts made durable`); they are collected
-# into $ROOT/stages.txt.
+# into $ROOT/stages.txt. pgec2's backup-verify of each backup is measured too, into
+# $ROOT/verify.csv (rep,storage,tool,wall_s,cpu_s,maxrss_kb).
 #
 # Needs: PostgreSQL 15 (Debian), pgbackrest, walrus (cargo install wal-rus), moto_server, python3
 # with boto3, /usr/bin/time (scripts/install-deps.sh), and a release build of the agent
@@ -57,6 +58,7 @@ tool_command() {
   case "$tool-$action" in
     pgec2-backup) echo "PGEC2_LOG=info $(pgec2_cmd "$storage") backup-push --pgdata $ROOT/data" ;;
     pgec2-restore) echo "PGEC2_LOG=info $(pgec2_cmd "$storage") backup-fetch $dest LATEST" ;;
+    pgec2-verify) echo "$(pgec2_cmd "$storage") backup-verify LATEST" ;;
     pgec2-base-*)
       local command
       command=$(tool_command pgec2 "$storage" "$action" "$dest")
@@ -108,6 +110,12 @@ run_cell() {
   sync
   restore=$(timed "$ROOT/logs/$name-restore.log" "$(tool_command "$tool" "$storage" restore "$dest")")
   [ "${KEEP_RESTORES:-0}" = 1 ] || rm -rf "$dest"
+  if [ "$kind" = pgec2 ]; then
+    # backup-verify re-reads the whole backup: its time and memory, into $ROOT/verify.csv.
+    local verify
+    verify=$(timed "$ROOT/logs/$name-verify.log" "$(tool_command "$tool" "$storage" verify)")
+    echo "$rep,$storage,$tool,${verify// /,}" >>"$ROOT/verify.csv"
+  fi
   forget_backups "$kind" "$storage"
   if [ "$kind" = pgec2 ]; then
     grep -hE "stages|parts made durable" "$ROOT/logs/$name-backup.log" "$ROOT/logs/$name-restore.log" \
@@ -125,6 +133,7 @@ run_cell() {
 run_cells() {
   local data_bytes=$1 rep storage tool
   echo "rep,storage,tool,data_mb,backup_s,backup_mb_s,backup_cpu_s,backup_rss_mb,restore_s,restore_mb_s,restore_cpu_s,restore_rss_mb,stored_mb" | tee "$RESULTS"
+  [ -f "$ROOT/verify.csv" ] || echo "rep,storage,tool,wall_s,cpu_s,maxrss_kb" >"$ROOT/verify.csv"
   for ((rep = 1; rep <= REPEAT; rep++)); do
     for storage in $STORAGES; do
       for tool in $(rotated_tools "$rep"); do

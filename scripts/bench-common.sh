@@ -323,7 +323,13 @@ rotated_tools() {
 }
 
 versions() {
-  echo "pgec2-agent $(git -C "$HERE" rev-parse --short HEAD)$(git -C "$HERE" diff --quiet -- crates/agent/src crates/core/src || echo +local-changes)"
+  if [ -n "${AGENT:-}" ]; then
+    echo "pgec2-agent $AGENT_SOURCE (sha256 $(sha256sum "$AGENT_SOURCE" | cut -c1-12))"
+  else
+    echo "pgec2-agent $(git -C "$HERE" rev-parse --short HEAD)$(git -C "$HERE" diff --quiet -- crates/agent/src crates/core/src || echo +local-changes)"
+  fi
+  [ -n "${BASE_AGENT:-}" ] && echo "pgec2-agent-base $BASE_AGENT (sha256 $(sha256sum "$BASE_AGENT" | cut -c1-12))"
+  echo "level $LEVEL, parallelism $PARALLEL, cores ${CPUS:-all}"
   pgbackrest version
   "$ROOT/bin/walrus" --version
   "$PGBIN/postgres" --version

@@ -1,18 +1,22 @@
 //! Two asynchronous stages that run side by side (backup-push: compress, then upload), each with
-//! up to `concurrency` items in flight, joined by a queue of one item.
+//! up to `concurrency` items in flight, and at most `2 × concurrency` items between the start of
+//! the first and the end of the second (each holds a buffer: the bound is the memory).
 //!
 //! Chained directly (`.buffer_unordered(n)` twice), the second stage polls the first only while
 //! it has a free slot: with every slot of the second stage busy, the first stops starting work,
 //! and at a concurrency of one the two stages take turns. Here each stage is polled on its own,
-//! so the first runs ahead of the second by its own slots and the queue.
+//! so the first runs ahead of the second as far as the bound allows.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt, TryStreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Runs `first` on every item of `input` and `second` on every result of `first`, each stage up
-/// to `concurrency` items at once, in any order. Returns the first stage's outcome and the
-/// second stage's results.
+/// to `concurrency` items at once, in any order, and at most `2 × concurrency` items from the
+/// start of `first` to the end of `second`. Returns the first stage's outcome and the second
+/// stage's results.
 ///
 /// An error in `second` stops both stages (the first sees the queue close and returns
 /// `stopped()`): the caller reports the second stage's error. An error in `first` stops the
@@ -21,8 +25,8 @@ use futures::{Stream, StreamExt, TryStreamExt};
 pub async fn in_two_stages<In, Mid, Out, E, F1, F2>(
     input: impl Stream<Item = In>,
     concurrency: usize,
-    first: impl FnMut(In) -> F1,
-    second: impl FnMut(Mid) -> F2,
+    mut first: impl FnMut(In) -> F1,
+    mut second: impl FnMut(Mid) -> F2,
     stopped: impl Fn() -> E,
 ) -> (Result<(), E>, Result<Vec<Out>, E>)
 where
@@ -30,10 +34,20 @@ where
     F2: Future<Output = Result<Out, E>>,
 {
     let concurrency = concurrency.max(1);
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Mid>(1);
+    // Taken before an item enters the first stage, given back when it leaves the second.
+    let between = Arc::new(Semaphore::new(2 * concurrency));
+    let (sender, receiver) = tokio::sync::mpsc::channel::<(Mid, Option<OwnedSemaphorePermit>)>(1);
     let first_stage = async {
         let outcome = input
-            .map(first)
+            .then(|item| {
+                let between = between.clone();
+                // The semaphore is never closed: the permit is always there.
+                async move { (item, between.acquire_owned().await.ok()) }
+            })
+            .map(|(item, permit)| {
+                let work = first(item);
+                async move { work.await.map(|done| (done, permit)) }
+            })
             .buffer_unordered(concurrency)
             .try_for_each(|item| {
                 let sender = sender.clone();
@@ -48,7 +62,18 @@ where
         let items = futures::stream::unfold(receiver, |mut receiver| async move {
             receiver.recv().await.map(|item| (item, receiver))
         });
-        items.map(second).buffer_unordered(concurrency).try_collect::<Vec<Out>>().await
+        items
+            .map(|(item, permit)| {
+                let work = second(item);
+                async move {
+                    let done = work.await;
+                    drop(permit);
+                    done
+                }
+            })
+            .buffer_unordered(concurrency)
+            .try_collect::<Vec<Out>>()
+            .await
     };
     tokio::join!(first_stage, second_stage)
 }
@@ -63,8 +88,9 @@ mod tests {
 
     use super::*;
 
-    /// With the second stage's only slot held, the first stage goes on: item 0 waits in the
-    /// second stage, item 1 in the queue, item 2 in the first stage's slot.
+    /// With the second stage's only slot held, the first stage goes on with the next item (item
+    /// 0 waits in the second stage, item 1 is done and waits for a slot there), and no further:
+    /// two items between the stages at a concurrency of one.
     #[tokio::test]
     async fn the_first_stage_runs_ahead_while_the_second_is_busy() {
         let first_done = Arc::new(AtomicUsize::new(0));
@@ -97,17 +123,17 @@ mod tests {
             })
         };
         let ahead = tokio::time::timeout(Duration::from_secs(10), async {
-            while first_done.load(Ordering::SeqCst) < 3 {
+            while first_done.load(Ordering::SeqCst) < 2 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
         .await;
+        // Time for a third item to start, were the bound not kept.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let held = first_done.load(Ordering::SeqCst);
         release.notify_one();
-        assert!(
-            ahead.is_ok(),
-            "the first stage stopped at {} items while the second was busy",
-            first_done.load(Ordering::SeqCst)
-        );
+        assert!(ahead.is_ok(), "the first stage stopped at {held} item while the second was busy");
+        assert_eq!(held, 2, "more items between the stages than two per slot");
         let (first, second) = run.await.expect("pipeline task");
         assert_eq!(first, Ok(()));
         let mut results = second.expect("second stage");
