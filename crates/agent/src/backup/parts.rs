@@ -26,38 +26,6 @@ use tokio::task::JoinHandle;
 use super::BackupError;
 use super::stages::{Stage, StageTimes};
 
-/// A downloaded, verified part.
-#[derive(Debug)]
-pub struct PartContent {
-    pub index: u32,
-    pub content: Vec<u8>,
-    pub stored_bytes: u64,
-}
-
-/// Downloads one part, opens its envelope and checks it against the manifest.
-pub async fn fetch_part(archive: Archive, backup: String, part: PartInfo) -> Result<PartContent, BackupError> {
-    let key = archive.layout.backup_part(&backup, part.index).map_err(BackupError::storage("name", &backup))?;
-    let stored = archive.storage.get(&key).await.map_err(BackupError::storage("download", key.as_str()))?;
-    let stored_bytes = stored.len() as u64;
-    let damaged =
-        |detail: String| BackupError::Damaged { backup: backup.clone(), detail: format!("part {key}: {detail}") };
-    let keyring = archive.keyring.clone();
-    let (content, header) = tokio::task::spawn_blocking(move || envelope::open_with(&stored, &keyring))
-        .await
-        .map_err(|error| BackupError::Task(error.to_string()))?
-        .map_err(|error| damaged(error.to_string()))?;
-    if header.content_hash_hex() != part.checksum || content.len() as u64 != part.content_bytes {
-        return Err(damaged(format!(
-            "holds {} bytes hashing to {}, the manifest expects {} bytes hashing to {}",
-            content.len(),
-            header.content_hash_hex(),
-            part.content_bytes,
-            part.checksum
-        )));
-    }
-    Ok(PartContent { index: part.index, content, stored_bytes })
-}
-
 /// The stored bytes of one part, downloaded but not yet opened.
 #[derive(Clone, Debug)]
 pub struct StoredPart {

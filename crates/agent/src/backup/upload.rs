@@ -14,7 +14,8 @@
 //! content buffers (one is given back to the reader as soon as its part is compressed, so the
 //! reader fills the next one meanwhile), `concurrency` compression contexts and at most
 //! `2 × concurrency` output buffers (compressing, waiting for an upload slot, uploading). Nothing
-//! is allocated per part, so the allocator does not pile up freed multi-megabyte buffers between threads.
+//! is allocated per part, so the allocator does not pile up freed multi-megabyte buffers between
+//! threads.
 
 use std::sync::Mutex;
 use std::time::Instant;

@@ -8,6 +8,8 @@
 //! `ancestors`), since a restore needs them all. A part whose checksum does not match is still
 //! decoded when its compression allows, so that the damaged file and block are named too.
 
+use std::sync::Mutex;
+
 use futures::StreamExt;
 use pgec2_core::catalog::{self, BackupSet};
 use pgec2_core::envelope;
@@ -17,7 +19,7 @@ use serde::Serialize;
 
 use super::BackupError;
 use super::block_check::BlockCheck;
-use super::parts::{Assembler, fetch_part};
+use super::parts::{Assembler, decode_part, download_part};
 use super::restore_buffers::RestoreBuffers;
 
 /// What `backup-verify` found.
@@ -112,7 +114,7 @@ async fn check_label_files(
 ///
 /// Each part in flight holds its stored bytes and its content whole, so parts larger than the
 /// local unit get fewer in flight: the memory a restore of the same backup would take
-/// ([`RestoreBuffers::whole_parts`]).
+/// ([`RestoreBuffers::whole_parts`]). The buffers are reused from part to part.
 async fn check_parts(
     archive: &Archive,
     manifest: &BackupManifest,
@@ -122,15 +124,16 @@ async fn check_parts(
     let mut assembler = Some(Assembler::new(manifest)?);
     let mut blocks = BlockCheck::default();
     let in_flight = RestoreBuffers::for_manifest(manifest, concurrency).whole_parts();
+    let buffers = PartBuffers::default();
     let mut parts = futures::stream::iter(manifest.parts.clone())
-        .map(|part| fetch_part(archive.clone(), manifest.backup.clone(), part))
+        .map(|part| read_part(archive, &manifest.backup, part, &buffers))
         .buffered(in_flight);
     let mut index = 0u32;
     while let Some(part) = parts.next().await {
         let content = match part {
-            Ok(part) => {
-                report.stored_bytes += part.stored_bytes;
-                Some(part.content)
+            Ok((content, stored_bytes)) => {
+                report.stored_bytes += stored_bytes;
+                Some(content)
             }
             Err(error) => {
                 report.problems.push(error.to_string());
@@ -145,8 +148,8 @@ async fn check_parts(
                 salvaged
             }
         };
-        if let (Some(content), Some(assembler)) = (content, assembler.as_mut()) {
-            for mismatch in assembler.feed(index, &content, &mut blocks)? {
+        if let (Some(content), Some(assembler)) = (&content, assembler.as_mut()) {
+            for mismatch in assembler.feed(index, content, &mut blocks)? {
                 report.problems.push(format!(
                     "file {} hashes to {}, the manifest says {}",
                     mismatch.path, mismatch.actual, mismatch.expected
@@ -156,9 +159,53 @@ async fn check_parts(
                 report.problems.push(format!("backup {}: {mismatch}", manifest.backup));
             }
         }
+        if let Some(content) = content {
+            buffers.content.give_back(content);
+        }
         index += 1;
     }
     Ok(())
+}
+
+/// Downloads one part and decodes it (its header against the manifest, its checksum verified as
+/// it is decompressed); returns its content and its stored size.
+async fn read_part(
+    archive: &Archive,
+    backup: &str,
+    part: PartInfo,
+    buffers: &PartBuffers,
+) -> Result<(Vec<u8>, u64), BackupError> {
+    let stored = download_part(archive, backup, part, buffers.stored.take()).await?;
+    let stored_bytes = stored.stored.len() as u64;
+    let (backup, keyring, content) = (backup.to_string(), archive.keyring.clone(), buffers.content.take());
+    let (stored, decoded) = tokio::task::spawn_blocking(move || {
+        let decoded = decode_part(&backup, &keyring, &stored, content);
+        (stored, decoded)
+    })
+    .await
+    .map_err(|error| BackupError::Task(error.to_string()))?;
+    buffers.stored.give_back(stored.stored);
+    decoded.map(|content| (content, stored_bytes))
+}
+
+/// Buffers of parts that finished, for the next parts: stored bytes and decoded content.
+#[derive(Default)]
+struct PartBuffers {
+    stored: BufferPool,
+    content: BufferPool,
+}
+
+#[derive(Default)]
+struct BufferPool(Mutex<Vec<Vec<u8>>>);
+
+impl BufferPool {
+    fn take(&self) -> Vec<u8> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop().unwrap_or_default()
+    }
+
+    fn give_back(&self, buffer: Vec<u8>) {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(buffer);
+    }
 }
 
 /// The whole content of a part whose checksum failed, read past the failed check, when its
