@@ -55,15 +55,15 @@ fetch_set() {
   count=$(grep -c '^url' "$ROOT/get-$kind")
   before=$(moto_cpu)
   started=${EPOCHREALTIME}
-  curl -sSf -Z --parallel-max "$PARALLEL" -K "$ROOT/get-$kind"
+  curl -sSf --no-progress-meter -Z --parallel-max "$PARALLEL" -K "$ROOT/get-$kind"
   ended=${EPOCHREALTIME}
   after=$(moto_cpu)
   awk -v k="$kind" -v n="$count" -v s="$started" -v e="$ended" -v b="$before" -v a="$after" \
     'BEGIN { printf "%s,%d,%.2f,%.2f\n", k, n, e - s, a - b }'
 }
 
-curl -sSf -Z --parallel-max "$PARALLEL" -K "$ROOT/put-small"
-curl -sSf -Z --parallel-max "$PARALLEL" -K "$ROOT/put-large"
+curl -sSf --no-progress-meter -Z --parallel-max "$PARALLEL" -K "$ROOT/put-small"
+curl -sSf --no-progress-meter -Z --parallel-max "$PARALLEL" -K "$ROOT/put-large"
 echo "set,objects,wall_s,moto_cpu_s"
 for _ in 1 2 3; do
   fetch_set small
