@@ -23,6 +23,7 @@ use crate::cli::{
 use crate::config::AgentConfig;
 
 pub mod block_check;
+pub mod buffer_pool;
 pub mod chain_restore;
 pub mod chain_verify;
 pub mod cluster_config;

@@ -29,6 +29,7 @@ use pgec2_core::manifest::PartInfo;
 use tokio::sync::mpsc::Sender;
 
 use super::BackupError;
+use super::buffer_pool::BufferPool;
 use super::pack::{Packed, PackedPart, pack_files};
 use super::stages::{Stage, StageTimes};
 use super::two_stages::in_two_stages;
@@ -97,7 +98,7 @@ impl PartWriter {
         let incoming = futures::stream::unfold(receiver, |mut receiver| async move {
             receiver.recv().await.map(|part| (part, receiver))
         });
-        let workers = Workers { free: free_sender, idle: Mutex::new(Vec::new()), outputs: Mutex::new(Vec::new()) };
+        let workers = Workers { free: free_sender, idle: Mutex::new(Vec::new()), outputs: BufferPool::default() };
         // Compression goes on while every upload slot is busy (see [`in_two_stages`]).
         let (compressed, uploaded) = in_two_stages(
             incoming,
@@ -199,12 +200,12 @@ struct SealedPart {
 struct Workers {
     free: Sender<Vec<u8>>,
     idle: Mutex<Vec<Sealer>>,
-    outputs: Mutex<Vec<Vec<u8>>>,
+    outputs: BufferPool,
 }
 
 impl Workers {
     fn take(&self, compression: Compression, keyring: &Keyring, index: u32) -> Result<(Sealer, Vec<u8>), BackupError> {
-        let out = self.outputs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop().unwrap_or_default();
+        let out = self.outputs.take();
         if let Some(sealer) = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop() {
             return Ok((sealer, out));
         }
@@ -219,7 +220,7 @@ impl Workers {
     }
 
     fn give_back_output(&self, out: Vec<u8>) {
-        self.outputs.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(out);
+        self.outputs.give_back(out);
     }
 }
 

@@ -8,8 +8,6 @@
 //! `ancestors`), since a restore needs them all. A part whose checksum does not match is still
 //! decoded when its compression allows, so that the damaged file and block are named too.
 
-use std::sync::Mutex;
-
 use futures::StreamExt;
 use pgec2_core::catalog::{self, BackupSet};
 use pgec2_core::envelope;
@@ -19,6 +17,7 @@ use serde::Serialize;
 
 use super::BackupError;
 use super::block_check::BlockCheck;
+use super::buffer_pool::BufferPool;
 use super::parts::{Assembler, decode_part, download_part};
 use super::restore_buffers::RestoreBuffers;
 
@@ -193,19 +192,6 @@ async fn read_part(
 struct PartBuffers {
     stored: BufferPool,
     content: BufferPool,
-}
-
-#[derive(Default)]
-struct BufferPool(Mutex<Vec<Vec<u8>>>);
-
-impl BufferPool {
-    fn take(&self) -> Vec<u8> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop().unwrap_or_default()
-    }
-
-    fn give_back(&self, buffer: Vec<u8>) {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(buffer);
-    }
 }
 
 /// The whole content of a part whose checksum failed, read past the failed check, when its
