@@ -115,12 +115,10 @@ run_cell() {
     local verify
     verify=$(timed "$ROOT/logs/$name-verify.log" "$(tool_command "$tool" "$storage" verify)")
     echo "$rep,$storage,$tool,${verify// /,}" >>"$ROOT/verify.csv"
-  fi
-  forget_backups "$kind" "$storage"
-  if [ "$kind" = pgec2 ]; then
     grep -hE "stages|parts made durable" "$ROOT/logs/$name-backup.log" "$ROOT/logs/$name-restore.log" \
       | sed -e 's/\x1b\[[0-9;]*m//g' -e "s/^/$name /" >>"$ROOT/stages.txt" || true
   fi
+  forget_backups "$kind" "$storage"
   awk -v rep="$rep" -v s="$storage" -v t="$tool" -v bytes="$data_bytes" -v stored="$stored" \
     -v b="$backup" -v r="$restore" 'BEGIN {
     split(b, B, " "); split(r, R, " "); mb = bytes / 1048576;

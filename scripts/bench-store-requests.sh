@@ -49,7 +49,7 @@ EOF
 
 moto_cpu() { awk '{ printf "%.2f", ($14 + $15) / 100 }' "/proc/$MOTO/stat"; }
 
-# $1: small or large. Prints "objects wall_s moto_cpu_s".
+# $1: small or large. Prints "set,objects,wall_s,moto_cpu_s" (the header printed below).
 fetch_set() {
   local kind=$1 count before after started ended
   count=$(grep -c '^url' "$ROOT/get-$kind")
