@@ -17,6 +17,9 @@
 #
 #   scripts/bench-archive-load.sh                              # 60 s of load, 2 repetitions
 #   DURATION=30 REPEAT=1 MODES="pgec2-async pgbackrest-async" scripts/bench-archive-load.sh
+#   PARALLEL=1 CPUS=0 scripts/bench-archive-load.sh           # every archiver on one core, one
+#                                                              # process (pgbench and PostgreSQL
+#                                                              # keep every core)
 #
 # Load: pgbench, $CLIENTS clients at $RATE transactions/s (-R), each a TPC-B transaction plus a
 # transactional logical message of one of 64 stored 270 KB payloads (half random hex, half
@@ -106,7 +109,7 @@ archive_command() {
     walrus) command="$(walrus_cmd "$storage") wal-push" ;;
   esac
   [ "${mode%-base}" != "$mode" ] && command=${command/\/bin\/pgec2-agent /\/bin\/pgec2-agent-base }
-  echo "/usr/bin/time -a -o $timing -f %e,%M,%U,%S,%w,%c $command %p"
+  echo "${PIN[*]}${PIN[*]:+ }/usr/bin/time -a -o $timing -f %e,%M,%U,%S,%w,%c $command %p"
 }
 
 fetch_command() {
