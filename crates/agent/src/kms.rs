@@ -17,7 +17,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
-use aws_sdk_kms::error::DisplayErrorContext;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use pgec2_core::encryption::{DataKey, KeyError, KeyProvider, unwrap_with, wrap_with};
@@ -103,7 +102,7 @@ impl KmsKey {
         }
         let request = self.client.generate_data_key().key_id(&self.key).key_spec(DataKeySpec::Aes256);
         let output = self.call("GenerateDataKey", async move {
-            request.send().await.map_err(|error| DisplayErrorContext(error).to_string())
+            request.send().await.map_err(|error| pgec2_storage_s3::describe_error(&error))
         })?;
         let invalid =
             || KeyError::Provider { key: self.describe(), reason: "KMS returned no usable data key".to_string() };
@@ -120,7 +119,7 @@ impl KmsKey {
         }
         let request = self.client.decrypt().ciphertext_blob(Blob::new(blob.to_vec()));
         let output = self.call("Decrypt", async move {
-            request.send().await.map_err(|error| DisplayErrorContext(error).to_string())
+            request.send().await.map_err(|error| pgec2_storage_s3::describe_error(&error))
         })?;
         let key = output.plaintext().and_then(|blob| DataKey::from_slice(blob.as_ref())).ok_or_else(|| {
             KeyError::Provider { key: self.describe(), reason: "KMS Decrypt returned no 32-byte key".to_string() }

@@ -29,9 +29,15 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error}");
-            for cause in error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+            let mut printed = format!("error: {error}");
+            eprintln!("{printed}");
+            // A cause whose text the lines above already hold (an error that quotes its
+            // source) is not printed again.
+            for cause in error.chain().skip(1).map(|cause| cause.to_string()) {
+                if !printed.contains(&cause) {
+                    eprintln!("  caused by: {cause}");
+                    printed.push_str(&cause);
+                }
             }
             ExitCode::from(2)
         }

@@ -63,3 +63,33 @@ fn config_check_works_from_the_environment_alone() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json report");
     assert!(report["file"].is_null() || report["file"] == "/etc/pgec2/agent.toml");
 }
+
+#[test]
+fn a_store_without_credentials_fails_saying_what_to_do_once() {
+    // No credentials anywhere the SDK looks: no variables, no profile files (HOME is empty), the
+    // instance metadata service switched off. The store is never reached.
+    let home = tempfile::tempdir().expect("tempdir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pgec2-agent"));
+    command.env_clear().env("PATH", "/usr/bin:/bin").env("HOME", home.path());
+    command.envs([
+        ("PGEC2_STORAGE_URL", "s3://no-credentials/pg"),
+        ("PGEC2_S3_ENDPOINT", "http://127.0.0.1:9"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]);
+    let output = command.arg("backup-list").output().expect("run pgec2-agent");
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The report: the error (which may span lines, as the SDK's list of credential sources
+    // does), then its causes.
+    let report = stderr.lines().skip_while(|line| !line.starts_with("error: ")).collect::<Vec<_>>().join("\n");
+    let mut parts = report.split("\n  caused by: ");
+    let error = parts.next().unwrap_or_default();
+    assert!(error.contains("backups/") && error.contains("s3://no-credentials/pg"), "what and where: {stderr}");
+    assert!(error.contains("AWS_ACCESS_KEY_ID") && error.contains("instance profile"), "what to do: {stderr}");
+    for cause in parts {
+        assert!(!error.contains(cause), "a cause the error already says is repeated: {stderr}");
+    }
+    assert!(!stderr.contains("DispatchFailure("), "no debug dump of the SDK's error: {stderr}");
+}

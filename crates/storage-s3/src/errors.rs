@@ -1,6 +1,9 @@
 //! Turning S3 SDK errors into [`StorageError`]s that say whether a retry can help.
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use std::error::Error;
+
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use pgec2_core::storage::StorageError;
 
@@ -105,8 +108,8 @@ where
     let status = error.raw_response().map(|response| response.status().as_u16());
     let class = classify(failure, status, error.code());
     let message = match status {
-        Some(status) => format!("HTTP {status}: {}", DisplayErrorContext(&error)),
-        None => DisplayErrorContext(&error).to_string(),
+        Some(status) => format!("HTTP {status}: {}", describe(&error)),
+        None => describe(&error),
     };
     match class {
         Class::NotFound => StorageError::not_found(request.store, request.key),
@@ -116,9 +119,72 @@ where
     }
 }
 
+/// An AWS SDK error as one line: each level of its sources once, outermost first, and, when no
+/// credentials could be loaded, what to do about it. The SDK's outer levels say only "dispatch
+/// failure" or "service error"; the cause is further down (`DisplayErrorContext` finds it too,
+/// but appends a debug dump of the whole error, headers and nested structures, to every log line).
+pub fn describe(error: &(dyn Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut credentials = false;
+    for level in std::iter::successors(Some(error), |&level| level.source()) {
+        credentials |= level.is::<CredentialsError>();
+        let part = level.to_string();
+        if part.is_empty() || text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    if credentials {
+        text.push_str(CREDENTIALS_HINT);
+    }
+    text
+}
+
+/// What to do when the SDK found no usable credentials.
+const CREDENTIALS_HINT: &str = " (no AWS credentials could be loaded: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+     or AWS_PROFILE, or give this instance an instance profile whose role may use the bucket)";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A level of an error chain, as the SDK nests them.
+    #[derive(Debug)]
+    struct Level(&'static str, Option<Box<dyn Error + Send + Sync>>);
+
+    impl std::fmt::Display for Level {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl Error for Level {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            self.1.as_deref().map(|source| source as &(dyn Error + 'static))
+        }
+    }
+
+    #[test]
+    fn an_error_is_described_by_every_level_once_without_a_debug_dump() {
+        let root = Level("connection refused", None);
+        let middle = Level("io error: connection refused", Some(Box::new(root)));
+        let outer = Level("dispatch failure", Some(Box::new(middle)));
+        assert_eq!(describe(&outer), "dispatch failure: io error: connection refused");
+    }
+
+    #[test]
+    fn missing_credentials_say_what_to_do() {
+        let credentials = CredentialsError::not_loaded("no providers in chain provided credentials");
+        let outer = Level("dispatch failure", Some(Box::new(credentials)));
+        let text = describe(&outer);
+        assert!(text.starts_with("dispatch failure: "), "{text}");
+        assert!(text.contains("AWS_ACCESS_KEY_ID") && text.contains("instance profile"), "{text}");
+        let other = describe(&Level("dispatch failure", Some(Box::new(Level("timed out", None)))));
+        assert!(!other.contains("AWS_ACCESS_KEY_ID"), "{other}");
+    }
 
     #[test]
     fn missing_objects_are_not_found_but_missing_buckets_are_permanent() {

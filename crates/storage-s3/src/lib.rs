@@ -72,6 +72,7 @@ use pgec2_core::storage::lock::{LockMode, ObjectLock};
 use pgec2_core::storage::progress::{self, Cut};
 use pgec2_core::storage::{ObjectKey, ObjectMeta, PutMode, Storage, StorageError, Timeouts};
 
+pub use self::errors::describe as describe_error;
 pub use self::multipart::MultipartSettings;
 pub use self::open::open_storage;
 pub use pgec2_core::storage::url::{ObjectEncryption, ServerSideEncryption};

@@ -72,7 +72,7 @@ impl Drop for AbortOnDrop {
         let key = self.key.clone();
         runtime.spawn(async move {
             if let Err(error) = abort.send().await {
-                tracing::warn!(%key, error = %aws_sdk_s3::error::DisplayErrorContext(&error), "failed to abort a multipart upload");
+                tracing::warn!(%key, error = %super::errors::describe(&error), "failed to abort a multipart upload");
             }
         });
     }

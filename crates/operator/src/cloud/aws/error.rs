@@ -2,7 +2,8 @@
 //! tell a bad spec from a capacity shortage, throttling or a passing fault.
 
 use aws_sdk_ec2::config::http::HttpResponse;
-use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use pgec2_storage_s3::describe_error;
 
 use crate::cloud::CloudError;
 
@@ -113,9 +114,9 @@ where
             classify_code(service, action, code, context.raw().status().as_u16(), message)
         }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            CloudError::Transient { action, message: format!("{service}: {}", DisplayErrorContext(error)) }
+            CloudError::Transient { action, message: format!("{service}: {}", describe_error(error)) }
         }
-        _ => CloudError::Permanent { action, message: format!("{service}: {}", DisplayErrorContext(error)) },
+        _ => CloudError::Permanent { action, message: format!("{service}: {}", describe_error(error)) },
     }
 }
 
