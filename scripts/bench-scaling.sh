@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # How backup and restore time grow: pgec2-agent against pgBackRest and walross (walrus) at
 # growing data directories (SIZES, GiB) and at many small relations (RELATIONS tables), in one
-# run, with the cells and settings of scripts/bench-backup.sh (zstd level 3, parallelism 2, local
-# directory storage). Prints one CSV line per cell into $ROOT/scaling-results.csv (the first
-# column names the data set), then a table of medians per data set ($ROOT/scaling-summary.md).
+# run, with the cells and settings of scripts/bench-backup.sh (zstd level 3, parallelism 2, a local
+# directory; STORAGES=s3 or "file s3" for S3 through moto). Prints one CSV line per cell into
+# $ROOT/scaling-results.csv (the first column names the data set), then a table of medians per
+# data set ($ROOT/scaling-summary.md).
 #
 #   scripts/bench-scaling.sh                                 # 1, 2 and 4 GiB, then 10 000 tables
 #   SIZES="1 2" RELATIONS=10000 REPEAT=1 scripts/bench-scaling.sh
@@ -65,10 +66,18 @@ many_relations() {
   psql_bench -c "CHECKPOINT" >/dev/null
 }
 
+# pgec2's wal-push into the archive of every storage measured (its backup-push waits for its WAL
+# to be in its own archive).
+archive_to_storages() {
+  local storage command=""
+  for storage in $STORAGES; do command+="${command:+ && }$(pgec2_cmd "$storage") wal-push %p"; done
+  echo "$command"
+}
+
 # The cells of bench-backup.sh for the current data, labelled SET in scaling-results.csv.
 measure() {
   local set=$1 bytes
-  set_archive_command "$(pgec2_cmd file) wal-push %p"
+  set_archive_command "$(archive_to_storages)"
   psql_bench -c "SELECT pg_switch_wal()" >/dev/null
   psql_bench -c "CHECKPOINT" >/dev/null
   bytes=$(data_bytes)

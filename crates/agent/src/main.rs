@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             for cause in error.chain().skip(1).map(|cause| cause.to_string()) {
                 if !printed.contains(&cause) {
                     eprintln!("  caused by: {cause}");
+                    printed.push('\n');
                     printed.push_str(&cause);
                 }
             }

@@ -1,4 +1,5 @@
-//! Turning S3 SDK errors into [`StorageError`]s that say whether a retry can help.
+//! Turning S3 SDK errors into [`StorageError`]s that say whether a retry can help, and any AWS
+//! SDK error (S3, KMS, EC2, SSM) into text a user can act on ([`describe`]).
 
 use std::error::Error;
 
@@ -119,7 +120,7 @@ where
     }
 }
 
-/// An AWS SDK error as one line: each level of its sources once, outermost first, and, when no
+/// An AWS SDK error as text: each level of its sources once, outermost first, and, when no
 /// credentials could be loaded, what to do about it. The SDK's outer levels say only "dispatch
 /// failure" or "service error"; the cause is further down (`DisplayErrorContext` finds it too,
 /// but appends a debug dump of the whole error, headers and nested structures, to every log line).
@@ -145,7 +146,7 @@ pub fn describe(error: &(dyn Error + 'static)) -> String {
 
 /// What to do when the SDK found no usable credentials.
 const CREDENTIALS_HINT: &str = " (no AWS credentials could be loaded: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
-     or AWS_PROFILE, or give this instance an instance profile whose role may use the bucket)";
+     or AWS_PROFILE, or run on an instance whose instance profile allows this call)";
 
 #[cfg(test)]
 mod tests {
