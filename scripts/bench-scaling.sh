@@ -74,6 +74,13 @@ archive_to_storages() {
   echo "$command"
 }
 
+# Empties pgec2's archives, which name the cluster they belong to: the next data set is a new
+# cluster, and pgec2 refuses to archive a second cluster into the same prefix.
+forget_pgec2_archives() {
+  rm -rf "$ROOT/repo-pgec2"
+  if [[ " $STORAGES " == *" s3 "* ]]; then s3_delete "$HTTP_URL" pgec2/; fi
+}
+
 # The cells of bench-backup.sh for the current data, labelled SET in scaling-results.csv.
 measure() {
   local set=$1 bytes
@@ -102,7 +109,8 @@ main_scaling() {
     measure "${size}GiB"
   done
   stop_cluster
-  rm -rf "$ROOT/data" "$ROOT/repo-pgec2"
+  rm -rf "$ROOT/data"
+  forget_pgec2_archives
   init_cluster true
   echo "creating $RELATIONS tables" >&2
   many_relations
