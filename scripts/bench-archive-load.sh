@@ -124,10 +124,8 @@ fetch_command() {
 reset_archive() {
   local mode=$1 storage=$2
   case "$storage-$mode" in
-    file-pgec2-*) rm -rf "$ROOT/repo-pgec2" ;;
-    s3-pgec2-*) s3_delete "$HTTP_URL" pgec2/ ;;
-    file-walrus) rm -rf "$ROOT/repo-walrus" ;;
-    s3-walrus) s3_delete "$HTTP_URL" walrus/ ;;
+    *-pgec2-*) forget_archive pgec2 "$storage" ;;
+    *-walrus) forget_archive walrus "$storage" ;;
   esac
   rm -rf "$ROOT/pgbackrest-spool"
 }

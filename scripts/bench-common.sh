@@ -270,6 +270,16 @@ repository_location() {
   fi
 }
 
+# Empties a tool's whole archive on a storage (pgec2 or walrus): backups, WAL and, for pgec2, the
+# marker naming the cluster the archive belongs to.
+forget_archive() {
+  local tool=$1 storage=$2
+  case $storage in
+    file) rm -rf "${ROOT:?}/repo-$tool" ;;
+    s3) s3_delete "$HTTP_URL" "$tool/" ;;
+  esac
+}
+
 # Removes a tool's backups (pgec2 keeps its WAL archive, which archive_command feeds).
 forget_backups() {
   local tool=$1 storage=$2 location url prefix

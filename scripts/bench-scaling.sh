@@ -77,8 +77,8 @@ archive_to_storages() {
 # Empties pgec2's archives, which name the cluster they belong to: the next data set is a new
 # cluster, and pgec2 refuses to archive a second cluster into the same prefix.
 forget_pgec2_archives() {
-  rm -rf "$ROOT/repo-pgec2"
-  if [[ " $STORAGES " == *" s3 "* ]]; then s3_delete "$HTTP_URL" pgec2/; fi
+  local storage
+  for storage in $STORAGES; do forget_archive pgec2 "$storage"; done
 }
 
 # The cells of bench-backup.sh for the current data, labelled SET in scaling-results.csv.

@@ -75,10 +75,8 @@ reset_repository() {
   local tool=$1 storage=$2
   case "$storage-$tool" in
     *-pgbackrest) pgbackrest_reset "$storage" ;;
-    file-pgec2 | file-pgec2-base) rm -rf "$ROOT/repo-pgec2" "$SOURCE/.pgec2-archive-owner" ;;
-    file-walrus) rm -rf "$ROOT/repo-walrus" ;;
-    s3-pgec2 | s3-pgec2-base) s3_delete "$HTTP_URL" pgec2/ && rm -f "$SOURCE/.pgec2-archive-owner" ;;
-    s3-walrus) s3_delete "$HTTP_URL" walrus/ ;;
+    *-pgec2 | *-pgec2-base) forget_archive pgec2 "$storage" && rm -f "$SOURCE/.pgec2-archive-owner" ;;
+    *-walrus) forget_archive walrus "$storage" ;;
   esac
 }
 
