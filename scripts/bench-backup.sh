@@ -147,7 +147,7 @@ main() {
     cp "$BASE_AGENT" "$ROOT/bin/pgec2-agent-base" && chown postgres:postgres "$ROOT/bin/pgec2-agent-base"
   fi
   versions | tee "$ROOT/versions.txt"
-  init_cluster "$(pgec2_cmd file) wal-push %p && $(pgec2_cmd s3) wal-push %p"
+  init_cluster "$(archive_to_storages)"
   echo "loading pgbench scale $SCALE and $RANDOM_MB MB of random bytes" >&2
   load_data
   local data_bytes

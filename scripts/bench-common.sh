@@ -270,6 +270,14 @@ repository_location() {
   fi
 }
 
+# The archive_command of a cluster pgec2 backs up: wal-push into the archive of every storage
+# measured (backup-push waits for its WAL to be in its own archive).
+archive_to_storages() {
+  local storage command=""
+  for storage in $STORAGES; do command+="${command:+ && }$(pgec2_cmd "$storage") wal-push %p"; done
+  echo "$command"
+}
+
 # Empties a tool's whole archive on a storage (pgec2 or walrus): backups, WAL and, for pgec2, the
 # marker naming the cluster the archive belongs to.
 forget_archive() {

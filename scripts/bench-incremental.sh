@@ -94,7 +94,7 @@ run_cell() {
 main() {
   bench_setup
   versions | tee "$ROOT/versions.txt"
-  init_cluster "$(pgec2_cmd file) wal-push %p && $(pgec2_cmd s3) wal-push %p"
+  init_cluster "$(archive_to_storages)"
   echo "loading pgbench scale $SCALE" >&2
   as_pg "$PGBIN/pgbench" -h "$ROOT/socket" -p "$PORT" -U postgres -i -q -s "$SCALE" postgres \
     >"$ROOT/logs/pgbench-init.log" 2>&1

@@ -66,14 +66,6 @@ many_relations() {
   psql_bench -c "CHECKPOINT" >/dev/null
 }
 
-# pgec2's wal-push into the archive of every storage measured (its backup-push waits for its WAL
-# to be in its own archive).
-archive_to_storages() {
-  local storage command=""
-  for storage in $STORAGES; do command+="${command:+ && }$(pgec2_cmd "$storage") wal-push %p"; done
-  echo "$command"
-}
-
 # Empties pgec2's archives, which name the cluster they belong to: the next data set is a new
 # cluster, and pgec2 refuses to archive a second cluster into the same prefix.
 forget_pgec2_archives() {
